@@ -1,0 +1,61 @@
+# swarmgate: the README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Lab size: the default is the smallest cluster that shows the mission (1 manager, 2 LB workers,
+# 1 plain worker); `make lab-up MANAGERS=3 WORKERS=5 LB=2` gives the seed's cluster.
+MANAGERS ?= 1
+WORKERS ?= 3
+LB ?= 2
+
+.PHONY: deps lint unit test lab-up lab-down lab-images demo demo-down bench clean
+
+.stamps/apt: scripts/install-deps.sh
+	@mkdir -p .stamps
+	./scripts/install-deps.sh
+	@touch $@
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+deps: .stamps/apt $(BIN)/.installed
+
+lint: deps
+	$(BIN)/ruff check swarmgate tests lab
+	$(BIN)/mypy swarmgate
+
+unit: deps
+	$(BIN)/pytest -q tests/unit tests/property
+
+lab-up: deps
+	$(BIN)/python lab/lab.py up --managers $(MANAGERS) --workers $(WORKERS) --lb $(LB)
+
+lab-down:
+	$(PYTHON) lab/lab.py down
+
+lab-images: deps
+	$(BIN)/python lab/lab.py images
+
+# One pytest run for everything that needs no lab or the running lab, then the lab's own
+# life-cycle test (lab-down leaves nothing; lab-up recovers from killed leftovers) last.
+test: lint
+	$(BIN)/python lab/lab.py up --managers $(MANAGERS) --workers $(WORKERS) --lb $(LB)
+	$(BIN)/pytest -q tests --ignore=tests/lifecycle
+	$(BIN)/pytest -q tests/lifecycle
+
+demo: deps
+	$(BIN)/python lab/lab.py up --managers $(MANAGERS) --workers $(WORKERS) --lb $(LB)
+	./scripts/demo.sh up
+
+demo-down:
+	./scripts/demo.sh down
+
+bench: deps
+	$(BIN)/python bench/run.py
+
+clean: lab-down
+	rm -rf $(VENV) .stamps .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the machine packages swarmgate's lab, tests and demo need, only when one is missing.
+# docker.io: the engines of the lab; nginx: `nginx -t` of rendered configs and the lab's proxy image;
+# busybox-static: shell and wget inside the lab images; prometheus: the observability proof.
+set -euo pipefail
+pkgs=(docker.io nginx-light busybox-static iproute2 iptables util-linux prometheus curl)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
