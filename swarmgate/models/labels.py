@@ -1,0 +1,148 @@
+"""`com.docker.lb.*` service labels → a typed `ServiceRouting`, or a `SetAside` with a reason (pure).
+
+Every label Interlock documents is parsed into a typed value (see `label_values`). One invalid value
+sets only that service aside, with one line a user understands: which label, which value, what is
+allowed. Unknown `com.docker.lb.*` labels do not set a service aside (Interlock grew labels over time
+and a route should not vanish for one it does not need); they are reported as notices, with the
+closest known label when it looks like a typo.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from swarmgate.models.label_values import (
+    LabelValueError,
+    parse_bool,
+    parse_cookie_name,
+    parse_hostnames,
+    parse_path,
+    parse_paths,
+    parse_port,
+    parse_redirects,
+    parse_swarm_name,
+    shown,
+)
+
+PREFIX = "com.docker.lb."
+KNOWN_LABELS = (
+    "backend_mode",
+    "context_root",
+    "context_root_rewrite",
+    "default_backend",
+    "hosts",
+    "ip_hash",
+    "network",
+    "port",
+    "redirects",
+    "service_cluster",
+    "ssl_cert",
+    "ssl_key",
+    "ssl_passthrough",
+    "sticky_session_cookie",
+    "websocket_endpoints",
+)
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A service that is not routed, and the one-line reason why."""
+
+    service: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ServiceRouting:
+    """What one service's labels ask for, every value typed and validated."""
+
+    service: str
+    hosts: tuple[str, ...] = ()
+    port: int = 0
+    network: str | None = None
+    context_root: str = "/"
+    context_root_rewrite: bool = False
+    ssl_cert: str | None = None
+    ssl_key: str | None = None
+    ssl_passthrough: bool = False
+    websocket_endpoints: tuple[str, ...] = ()
+    service_cluster: str = ""
+    sticky_session_cookie: str | None = None
+    ip_hash: bool = False
+    redirects: tuple[tuple[str, str], ...] = ()
+    backend_mode: Literal["task", "vip"] = "task"
+    default_backend: bool = False
+    notices: tuple[str, ...] = ()
+
+
+def _backend_mode(value: str) -> Literal["task", "vip"]:
+    if value == "task":
+        return "task"
+    if value == "vip":
+        return "vip"
+    raise LabelValueError(f"expected task or vip, got {shown(value)}")
+
+
+_PARSERS: dict[str, Callable[[str], object]] = {
+    "hosts": parse_hostnames,
+    "port": parse_port,
+    "network": parse_swarm_name,
+    "context_root": parse_path,
+    "context_root_rewrite": parse_bool,
+    "ssl_cert": parse_swarm_name,
+    "ssl_key": parse_swarm_name,
+    "ssl_passthrough": parse_bool,
+    "websocket_endpoints": parse_paths,
+    "service_cluster": parse_swarm_name,
+    "sticky_session_cookie": parse_cookie_name,
+    "ip_hash": parse_bool,
+    "redirects": parse_redirects,
+    "backend_mode": _backend_mode,
+    "default_backend": parse_bool,
+}
+
+
+def is_routed(labels: Mapping[str, str]) -> bool:
+    """Whether a service asks for routing at all (carries any `com.docker.lb.*` label)."""
+    return any(key.startswith(PREFIX) for key in labels)
+
+
+def parse_service_labels(service_name: str, labels: Mapping[str, str]) -> ServiceRouting | SetAside | None:
+    """The typed routing of one service; `None` when it carries no `com.docker.lb.*` label."""
+    if not is_routed(labels):
+        return None
+    values: dict[str, object] = {}
+    notices: list[str] = []
+    for key in sorted(labels):
+        if not key.startswith(PREFIX):
+            continue
+        name = key[len(PREFIX):]
+        parser = _PARSERS.get(name)
+        if parser is None:
+            close = difflib.get_close_matches(name, KNOWN_LABELS, n=1, cutoff=0.7)
+            hint = f" (did you mean {PREFIX}{close[0]}?)" if close else ""
+            notices.append(
+                f"service {service_name}: label {shown(key)} is not known to swarmgate; ignored{hint}"
+            )
+            continue
+        try:
+            values[name] = parser(labels[key])
+        except LabelValueError as exc:
+            return SetAside(service_name, f"label {key}: {exc}")
+    routing = ServiceRouting(service=service_name, notices=tuple(notices), **values)  # type: ignore[arg-type]
+    problem = _missing(routing)
+    return SetAside(service_name, problem) if problem else routing
+
+
+def _missing(r: ServiceRouting) -> str | None:
+    if not r.hosts and not r.default_backend:
+        return f"label {PREFIX}hosts is missing (or set {PREFIX}default_backend=true)"
+    if not r.port:
+        return f"label {PREFIX}port is missing: the container port to route to"
+    if (r.ssl_cert is None) != (r.ssl_key is None):
+        present, absent = ("ssl_cert", "ssl_key") if r.ssl_cert else ("ssl_key", "ssl_cert")
+        return f"label {PREFIX}{present} needs {PREFIX}{absent} as well"
+    return None

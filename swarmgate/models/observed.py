@@ -1,0 +1,260 @@
+"""A frozen snapshot of the Swarm, built from the Docker Engine API's own JSON (pure).
+
+`ObservedState.from_api` takes exactly what `GET /services`, `/tasks`, `/nodes`, `/configs` and
+`/secrets` return (API 1.41), so the operator's live pass and an offline state file go through the
+same code. Only the fields swarmgate reasons about are lifted into typed attributes; the raw service
+`Spec` is kept whole because the planner compares it. Shape errors raise `ConfigError` with the path
+of the offending value (`tasks[3].Status: expected an object`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarmgate.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PortBinding:
+    target_port: int
+    published_port: int
+    protocol: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    hostname: str
+    addr: str
+    role: str
+    availability: str
+    state: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    service_id: str
+    node_id: str
+    slot: int | None
+    desired_state: str
+    state: str
+    container_id: str | None
+    ports: tuple[PortBinding, ...] = ()
+
+
+@dataclass(frozen=True)
+class Service:
+    id: str
+    name: str
+    version: int
+    labels: Mapping[str, str]
+    spec: Mapping[str, Any]
+    endpoint_ports: tuple[PortBinding, ...] = ()
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class SwarmConfig:
+    id: str
+    name: str
+    version: int
+    labels: Mapping[str, str]
+    data: bytes
+
+
+@dataclass(frozen=True)
+class SwarmSecret:
+    id: str
+    name: str
+    version: int
+    labels: Mapping[str, str]
+
+
+class _Reader:
+    """Typed access to one JSON object, naming the path of whatever is missing or mistyped."""
+
+    def __init__(self, obj: object, where: str) -> None:
+        if not isinstance(obj, dict):
+            raise ConfigError(f"{where}: expected an object, got {type(obj).__name__}")
+        self.obj: dict[str, Any] = obj
+        self.where = where
+
+    def sub(self, key: str) -> _Reader:
+        value = self.obj.get(key)
+        return _Reader({} if value is None else value, f"{self.where}.{key}")
+
+    def text(self, key: str, default: str | None = None) -> str:
+        value = self.obj.get(key, default)
+        if not isinstance(value, str):
+            raise ConfigError(f"{self.where}.{key}: expected a string, got {value!r}")
+        return value
+
+    def number(self, key: str, default: int | None = None) -> int:
+        value = self.obj.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{self.where}.{key}: expected an integer, got {value!r}")
+        return value
+
+    def labels(self, key: str = "Labels") -> dict[str, str]:
+        value = self.obj.get(key) or {}
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ConfigError(f"{self.where}.{key}: expected an object of strings")
+        return dict(sorted(value.items()))
+
+    def items(self, key: str) -> list[Any]:
+        value = self.obj.get(key) or []
+        if not isinstance(value, list):
+            raise ConfigError(f"{self.where}.{key}: expected a list")
+        return value
+
+
+def _ports(raw: list[Any], where: str) -> tuple[PortBinding, ...]:
+    # Docker 20.10 lists each host-mode port twice (IPv4 and IPv6 bindings): keep one of each.
+    seen: dict[tuple[int, int, str, str], PortBinding] = {}
+    for i, item in enumerate(raw):
+        r = _Reader(item, f"{where}[{i}]")
+        port = PortBinding(
+            target_port=r.number("TargetPort"),
+            published_port=r.number("PublishedPort", 0),
+            protocol=r.text("Protocol", "tcp"),
+            mode=r.text("PublishMode", "ingress"),
+        )
+        seen.setdefault((port.target_port, port.published_port, port.protocol, port.mode), port)
+    return tuple(sorted(seen.values(), key=lambda p: (p.target_port, p.published_port, p.protocol, p.mode)))
+
+
+def _node(r: _Reader) -> Node:
+    spec, status = r.sub("Spec"), r.sub("Status")
+    addr = status.text("Addr", "")
+    # Managers may report 0.0.0.0 here; their manager address carries the real one (host:2377).
+    if addr in ("", "0.0.0.0"):
+        manager_addr = r.sub("ManagerStatus").text("Addr", "")
+        addr = manager_addr.rsplit(":", 1)[0] if manager_addr else addr
+    return Node(
+        id=r.text("ID"),
+        hostname=r.sub("Description").text("Hostname", ""),
+        addr=addr,
+        role=spec.text("Role", "worker"),
+        availability=spec.text("Availability", "active"),
+        state=status.text("State", "unknown"),
+        labels=spec.labels(),
+    )
+
+
+def _task(r: _Reader) -> Task:
+    status = r.sub("Status")
+    slot = r.obj.get("Slot")
+    container = status.sub("ContainerStatus").obj.get("ContainerID")
+    return Task(
+        id=r.text("ID"),
+        service_id=r.text("ServiceID"),
+        node_id=r.text("NodeID", ""),
+        slot=slot if isinstance(slot, int) and not isinstance(slot, bool) else None,
+        desired_state=r.text("DesiredState", ""),
+        state=status.text("State", ""),
+        container_id=container if isinstance(container, str) and container else None,
+        ports=_ports(status.sub("PortStatus").items("Ports"), f"{r.where}.Status.PortStatus.Ports"),
+    )
+
+
+def _service(r: _Reader) -> Service:
+    spec = r.sub("Spec")
+    return Service(
+        id=r.text("ID"),
+        name=spec.text("Name"),
+        version=r.sub("Version").number("Index", 0),
+        labels=spec.labels(),
+        spec=spec.obj,
+        endpoint_ports=_ports(r.sub("Endpoint").items("Ports"), f"{r.where}.Endpoint.Ports"),
+        created_at=r.text("CreatedAt", ""),
+    )
+
+
+def _config(r: _Reader) -> SwarmConfig:
+    spec = r.sub("Spec")
+    try:
+        data = base64.b64decode(spec.text("Data", ""), validate=True)
+    except binascii.Error:
+        raise ConfigError(f"{spec.where}.Data: expected base64") from None
+    return SwarmConfig(
+        id=r.text("ID"), name=spec.text("Name"), version=r.sub("Version").number("Index", 0),
+        labels=spec.labels(), data=data,
+    )
+
+
+def _secret(r: _Reader) -> SwarmSecret:
+    spec = r.sub("Spec")
+    return SwarmSecret(id=r.text("ID"), name=spec.text("Name"), version=r.sub("Version").number("Index", 0),
+                       labels=spec.labels())
+
+
+@dataclass(frozen=True)
+class ObservedState:
+    """Everything one reconcile pass knows about the Swarm, each collection sorted by ID."""
+
+    services: tuple[Service, ...] = ()
+    tasks: tuple[Task, ...] = ()
+    nodes: tuple[Node, ...] = ()
+    configs: tuple[SwarmConfig, ...] = ()
+    secrets: tuple[SwarmSecret, ...] = ()
+
+    @classmethod
+    def from_api(
+        cls,
+        *,
+        services: Iterable[Any],
+        tasks: Iterable[Any],
+        nodes: Iterable[Any],
+        configs: Iterable[Any] = (),
+        secrets: Iterable[Any] = (),
+    ) -> ObservedState:
+        def each(kind: str, items: Iterable[Any]) -> list[_Reader]:
+            return [_Reader(item, f"{kind}[{i}]") for i, item in enumerate(items)]
+
+        return cls(
+            services=tuple(sorted((_service(r) for r in each("services", services)), key=lambda s: s.id)),
+            tasks=tuple(sorted((_task(r) for r in each("tasks", tasks)), key=lambda t: t.id)),
+            nodes=tuple(sorted((_node(r) for r in each("nodes", nodes)), key=lambda n: n.id)),
+            configs=tuple(sorted((_config(r) for r in each("configs", configs)), key=lambda c: c.id)),
+            secrets=tuple(sorted((_secret(r) for r in each("secrets", secrets)), key=lambda s: s.id)),
+        )
+
+    def node(self, node_id: str) -> Node | None:
+        return next((n for n in self.nodes if n.id == node_id), None)
+
+    def service_named(self, name: str) -> Service | None:
+        return next((s for s in self.services if s.name == name), None)
+
+    def tasks_of(self, service_id: str) -> tuple[Task, ...]:
+        return tuple(t for t in self.tasks if t.service_id == service_id)
+
+    def config_named(self, name: str) -> SwarmConfig | None:
+        return next((c for c in self.configs if c.name == name), None)
+
+
+
+# The state file lives in its own module; it is re-exported here, where callers look for it.
+# (Imported last: state_file needs ObservedState from this module.)
+from swarmgate.models.state_file import load_state_file, parse_state, state_file_document  # noqa: E402
+
+__all__ = [
+    "Node",
+    "ObservedState",
+    "PortBinding",
+    "Service",
+    "SwarmConfig",
+    "SwarmSecret",
+    "Task",
+    "load_state_file",
+    "parse_state",
+    "state_file_document",
+]

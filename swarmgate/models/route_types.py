@@ -1,0 +1,74 @@
+"""The route table's value types (pure, frozen, hashable)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from swarmgate.models.labels import SetAside
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One running task, reached at its node's address and the host port Swarm published for it."""
+
+    address: str
+    port: int
+    task_id: str
+    node_id: str
+    service: str
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """Swarm secret names of a host's certificate and key (mounted at /run/secrets/NAME)."""
+
+    cert: str | None
+    key: str | None
+
+
+@dataclass(frozen=True)
+class PathRoute:
+    """One location of a host and the pool of upstreams behind it."""
+
+    path: str
+    pool: str
+    services: tuple[str, ...]
+    upstreams: tuple[Upstream, ...]
+    strip_prefix: str | None = None
+    websocket: bool = False
+    sticky_cookie: str | None = None
+    ip_hash: bool = False
+
+
+@dataclass(frozen=True)
+class HostRoute:
+    """One server: a host name, its locations, its TLS files, or a redirect of the whole host."""
+
+    host: str
+    paths: tuple[PathRoute, ...]
+    tls: TLSFiles | None = None
+    redirect: str | None = None
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """Everything one extension's proxy routes, and every service set aside, with reasons."""
+
+    cluster: str
+    hosts: tuple[HostRoute, ...] = ()
+    default_backend: PathRoute | None = None
+    set_aside: tuple[SetAside, ...] = ()
+    notices: tuple[str, ...] = ()
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The Swarm secrets the proxy must mount for this table's TLS hosts."""
+        names = {n for h in self.hosts if h.tls for n in (h.tls.cert, h.tls.key) if n}
+        return tuple(sorted(names))
+
+    @property
+    def pools(self) -> tuple[PathRoute, ...]:
+        routes = [p for h in self.hosts for p in h.paths]
+        if self.default_backend is not None:
+            routes.append(self.default_backend)
+        return tuple(routes)

@@ -1,0 +1,80 @@
+"""The offline state file of Engine API JSON (pure, apart from `load_state_file` which reads it).
+
+`{"services": [...], "tasks": [...], "nodes": [...], "configs": [...], "secrets": [...]}` where each
+list holds what the Engine API returns for `GET /services` and the like. `swarmgate render` and
+`swarmgate routes` read it, and the unit tests use it for real Docker-shaped data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from swarmgate.errors import ConfigError
+from swarmgate.models.observed import ObservedState
+
+_REQUIRED = ("services", "tasks", "nodes")
+_OPTIONAL = ("configs", "secrets")
+
+
+def state_file_document(
+    *,
+    services: Iterable[Any],
+    tasks: Iterable[Any],
+    nodes: Iterable[Any],
+    configs: Iterable[Any] = (),
+    secrets: Iterable[Any] = (),
+) -> dict[str, list[Any]]:
+    """The JSON document of a state file, for `swarmgate` to write and tests to build."""
+    return {
+        "services": list(services),
+        "tasks": list(tasks),
+        "nodes": list(nodes),
+        "configs": list(configs),
+        "secrets": list(secrets),
+    }
+
+
+def parse_state(text: str, *, source: str) -> ObservedState:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{source}: invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}: expected a JSON object with services, tasks and nodes")
+    unknown = sorted(set(document) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        raise ConfigError(
+            f"{source}: {unknown[0]}: unknown key (expected services, tasks, nodes, configs, secrets)"
+        )
+    for key in _REQUIRED:
+        if key not in document:
+            raise ConfigError(f"{source}: {key}: required key is missing")
+    for key in (*_REQUIRED, *_OPTIONAL):
+        if key in document and not isinstance(document[key], list):
+            raise ConfigError(f"{source}: {key}: expected a list")
+    try:
+        return ObservedState.from_api(
+            services=document["services"],
+            tasks=document["tasks"],
+            nodes=document["nodes"],
+            configs=document.get("configs", ()),
+            secrets=document.get("secrets", ()),
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_state_file(path: str | Path) -> ObservedState:
+    """Read one state file (the only I/O in this module)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return parse_state(text, source=str(path))

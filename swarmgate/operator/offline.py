@@ -1,0 +1,127 @@
+"""The offline commands: check-config, render, routes (I/O: reads files, prints to stdout/stderr).
+
+They read a TOML config and a state file of Docker Engine API JSON, and run the same pure core a
+live pass runs. Each returns the process exit code: 0, or 2 with one line on stderr for bad input.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TextIO
+
+from swarmgate import __version__
+from swarmgate.errors import ConfigError
+from swarmgate.models.config import Config, Extension, load_config
+from swarmgate.models.observed import ObservedState, load_state_file
+from swarmgate.models.route_types import RouteTable
+from swarmgate.models.routes import build_route_table
+from swarmgate.renderers.nginx import custom_template, render_nginx
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+SERVER_INFO = f"swarmgate/{__version__} linux/amd64"
+
+
+def _guarded(body: Callable[[], None], err: TextIO) -> int:
+    try:
+        body()
+    except ConfigError as exc:
+        print(f"swarmgate: {exc}", file=err)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def cmd_check_config(path: str, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Validate a config file: prints `OK` plus any notices, or one error line (exit 2)."""
+    out, err = out or sys.stdout, err or sys.stderr
+
+    def body() -> None:
+        config = load_config(path)
+        print(f"{path}: OK ({len(config.extensions)} extension(s))", file=out)
+        for notice in config.notices:
+            print(f"notice: {notice}", file=out)
+
+    return _guarded(body, err)
+
+
+def _extensions(config: Config, name: str | None) -> list[Extension]:
+    if name is None:
+        return [config.extensions[k] for k in sorted(config.extensions)]
+    if name not in config.extensions:
+        known = ", ".join(sorted(config.extensions))
+        raise ConfigError(f"no extension named {name!r} (the config has: {known})")
+    return [config.extensions[name]]
+
+
+def cmd_render(config_path: str, state_path: str, extension: str | None = None, *,
+               out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Print the rendered nginx config of every extension (or of one)."""
+    out, err = out or sys.stdout, err or sys.stderr
+
+    def body() -> None:
+        config = load_config(config_path)
+        observed = load_state_file(state_path)
+        chosen = _extensions(config, extension)
+        for ext in chosen:
+            table = build_route_table(observed, ext)
+            rendered = render_nginx(ext, table, server_info=SERVER_INFO,
+                                    template_text=custom_template(ext, observed))
+            if len(chosen) > 1:
+                print(f"# ---- extension {ext.name}: sha256 {rendered.digest}", file=out)
+            out.write(rendered.text)
+
+    return _guarded(body, err)
+
+
+def format_route_table(ext: Extension, table: RouteTable) -> str:
+    """The route table as text a person reads: hosts, paths, upstreams, set-aside services, notices."""
+    lines = [f"extension {ext.name} (service cluster {table.cluster or '(none)'}; "
+             f"listens on {ext.target_port}/{ext.target_ssl_port})"]
+    if not table.hosts and table.default_backend is None:
+        lines.append("  no routes")
+    for host in table.hosts:
+        tls = f"  tls: /run/secrets/{host.tls.cert} /run/secrets/{host.tls.key}" if host.tls else ""
+        lines.append(f"  {host.host}{tls}")
+        if host.redirect:
+            lines.append(f"    redirect → {host.redirect}")
+        for route in host.paths:
+            extras = [f"strip {route.strip_prefix}" if route.strip_prefix else "",
+                      "websocket" if route.websocket else "",
+                      f"sticky cookie {route.sticky_cookie}" if route.sticky_cookie else "",
+                      "ip_hash" if route.ip_hash else ""]
+            extra = "".join(f", {e}" for e in extras if e)
+            lines.append(f"    {route.path} → {', '.join(route.services)}{extra}")
+            if not route.upstreams:
+                lines.append("      (no running task: 503)")
+            for up in route.upstreams:
+                lines.append(f"      {up.address}:{up.port}  {up.service} "
+                             f"task {up.task_id[:12]} node {up.node_id[:12]}")
+    if table.default_backend is not None:
+        d = table.default_backend
+        lines.append(f"  (default backend) → {', '.join(d.services)}")
+        for up in d.upstreams:
+            lines.append(f"      {up.address}:{up.port}  {up.service} task {up.task_id[:12]}")
+    if table.set_aside:
+        lines.append("  set aside:")
+        lines.extend(f"    {s.service}: {s.reason}" for s in table.set_aside)
+    if table.notices:
+        lines.append("  notices:")
+        lines.extend(f"    {n}" for n in table.notices)
+    return "\n".join(lines) + "\n"
+
+
+def routes_text(config: Config, observed: ObservedState) -> str:
+    return "\n".join(format_route_table(ext, build_route_table(observed, ext))
+                     for ext in _extensions(config, None))
+
+
+def cmd_routes(config_path: str, state_path: str, *, out: TextIO | None = None,
+               err: TextIO | None = None) -> int:
+    """Print every extension's route table, with set-aside services and their reasons."""
+    out, err = out or sys.stdout, err or sys.stderr
+
+    def body() -> None:
+        out.write(routes_text(load_config(config_path), load_state_file(state_path)))
+
+    return _guarded(body, err)

@@ -1,0 +1,127 @@
+"""Route table → nginx configuration text, with jinja2 (pure).
+
+The default template is `templates/nginx.conf.j2`. Interlock's `Template` option names a Swarm
+config whose data is used as the template instead (`custom_template` looks it up in the snapshot);
+it is rendered with the same context and the same safety filters, in jinja2's sandbox. Interlock's
+own templates were Go templates, so they have to be rewritten for jinja2; the default template is
+the reference for the context (`ext`, `o` = the extension's nginx options, `table`, `server_info`).
+
+Label-derived values were validated into typed values by `models.labels`; the `word` filter checks
+them again at the point of use, so a table built by other means cannot smuggle nginx syntax in.
+Output is deterministic, and its sha256 names it (`RenderedConfig.digest`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from swarmgate.errors import ConfigError
+from swarmgate.models.config import Extension
+from swarmgate.models.duration import format_seconds
+from swarmgate.models.observed import ObservedState
+from swarmgate.models.route_types import RouteTable
+
+TEMPLATES = Path(__file__).parent / "templates"
+_WORD = re.compile(r"^[A-Za-z0-9._~*:/\[\]-]+$")
+_SERVER_INFO = re.compile(r"^[A-Za-z0-9 ._/()+:-]{1,120}$")
+
+
+class UnsafeValueError(ValueError):
+    """A value about to be written into nginx syntax is outside the safe alphabet."""
+
+
+@dataclass(frozen=True)
+class RenderedConfig:
+    """Rendered nginx configuration and the sha256 hex digest of its text (its content address)."""
+
+    text: str
+    digest: str
+
+    @classmethod
+    def of(cls, text: str) -> RenderedConfig:
+        return cls(text=text, digest=hashlib.sha256(text.encode()).hexdigest())
+
+
+def _word(value: object) -> str:
+    text = str(value)
+    if not _WORD.match(text):
+        raise UnsafeValueError(f"refusing to write {text!r} into the nginx config")
+    return text
+
+
+def _word_or_empty(value: object) -> str:
+    return "" if value in ("", None) else _word(value)
+
+
+def _word_list(value: object) -> str:
+    return ", ".join(_word(part) for part in str(value).split(", "))
+
+
+def _environment(sandboxed: bool) -> jinja2.Environment:
+    env = (SandboxedEnvironment if sandboxed else jinja2.Environment)(
+        loader=None if sandboxed else jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["word"] = _word
+    env.filters["word_or_empty"] = _word_or_empty
+    env.filters["word_list"] = _word_list
+    env.filters["seconds"] = format_seconds
+    env.filters["chomp"] = lambda text: str(text).rstrip("\n")
+    return env
+
+
+_DEFAULT_ENV = _environment(sandboxed=False)
+_SANDBOX_ENV = _environment(sandboxed=True)
+
+
+def custom_template(ext: Extension, observed: ObservedState) -> str | None:
+    """The text of the Swarm config named by the extension's `Template`, or None when unset."""
+    if not ext.template:
+        return None
+    config = observed.config_named(ext.template)
+    if config is None:
+        raise ConfigError(f"Extensions.{ext.name}.Template: no Swarm config named {ext.template!r}")
+    try:
+        return config.data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"Extensions.{ext.name}.Template: Swarm config {ext.template!r} is not UTF-8"
+        ) from None
+
+
+def render_nginx(
+    ext: Extension,
+    table: RouteTable,
+    *,
+    server_info: str,
+    template_text: str | None = None,
+) -> RenderedConfig:
+    """The whole nginx.conf of one extension's proxy for one route table."""
+    if not _SERVER_INFO.match(server_info):
+        raise ValueError(
+            f"server_info must be printable words (like 'swarmgate/0.1.0 linux/amd64'): {server_info!r}"
+        )
+    context = {"ext": ext, "o": ext.config, "table": table, "server_info": server_info}
+    try:
+        if template_text is None:
+            text = _DEFAULT_ENV.get_template("nginx.conf.j2").render(context)
+        else:
+            text = _SANDBOX_ENV.from_string(template_text).render(context)
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"Extensions.{ext.name}.Template: {type(exc).__name__}: {exc}") from None
+    return RenderedConfig.of(text)
+
+
+def render_bootstrap(ext: Extension, *, server_info: str) -> RenderedConfig:
+    """What the proxy starts with before its first real config: the same listeners, 503 for all."""
+    return render_nginx(ext, RouteTable(cluster=ext.service_cluster), server_info=server_info)

@@ -1,0 +1,144 @@
+"""Keyword factories for Docker Engine API JSON (API 1.41 shapes) used by the pure tests.
+
+Each returns the dict that `GET /services`, `/tasks` or `/nodes` would return for one object, with
+only the fields a test cares about given as keywords. Shapes follow what Docker 20.10 returns, e.g.
+a host-mode port listed twice in a task's `PortStatus`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+CREATED = "2026-11-01T10:00:00.123456789Z"
+
+
+def _id(kind: str, name: str) -> str:
+    return hashlib.sha256(f"{kind}:{name}".encode()).hexdigest()[:25]
+
+
+def service(
+    name: str,
+    labels: Mapping[str, str] | None = None,
+    *,
+    id: str | None = None,
+    host_ports: Sequence[int] = (8080,),
+    created_at: str = CREATED,
+    replicas: int = 1,
+    version: int = 10,
+) -> dict[str, Any]:
+    ports = [{"Protocol": "tcp", "TargetPort": p, "PublishMode": "host"} for p in host_ports]
+    spec: dict[str, Any] = {
+        "Name": name,
+        "Labels": dict(labels or {}),
+        "TaskTemplate": {
+            "ContainerSpec": {"Image": "demo:latest", "Init": False},
+            "Resources": {"Limits": {}, "Reservations": {}},
+            "RestartPolicy": {"Condition": "any", "Delay": 5000000000, "MaxAttempts": 0},
+            "Placement": {},
+            "ForceUpdate": 0,
+            "Runtime": "container",
+        },
+        "Mode": {"Replicated": {"Replicas": replicas}},
+        "EndpointSpec": {"Mode": "vip", "Ports": ports},
+    }
+    return {
+        "ID": id or _id("service", name),
+        "Version": {"Index": version},
+        "CreatedAt": created_at,
+        "UpdatedAt": created_at,
+        "Spec": spec,
+        "Endpoint": {"Spec": {"Mode": "vip", "Ports": ports}, "Ports": [
+            {"Protocol": "tcp", "TargetPort": p, "PublishMode": "host"} for p in host_ports
+        ]},
+    }
+
+
+def task(
+    svc: Mapping[str, Any],
+    node_id: str,
+    *,
+    slot: int = 1,
+    id: str | None = None,
+    state: str = "running",
+    desired: str = "running",
+    ports: Mapping[int, int] | None = None,
+    listed_twice: bool = True,
+) -> dict[str, Any]:
+    """A task of `svc` on `node_id`; `ports` maps target port → published host port."""
+    name = svc["Spec"]["Name"]
+    bindings = []
+    for target, published in sorted((ports or {}).items()):
+        binding = {"Protocol": "tcp", "TargetPort": target, "PublishedPort": published, "PublishMode": "host"}
+        bindings.extend([binding, dict(binding)] if listed_twice else [binding])
+    status: dict[str, Any] = {
+        "Timestamp": CREATED,
+        "State": state,
+        "Message": state,
+        "ContainerStatus": {"ContainerID": _id("container", f"{name}.{slot}.{node_id}") * 2, "PID": 42,
+                            "ExitCode": 0},
+        "PortStatus": {"Ports": bindings} if bindings else {},
+    }
+    return {
+        "ID": id or _id("task", f"{name}.{slot}.{node_id}.{state}.{desired}"),
+        "Version": {"Index": 20},
+        "CreatedAt": CREATED,
+        "UpdatedAt": CREATED,
+        "Labels": {},
+        "Spec": svc["Spec"]["TaskTemplate"],
+        "ServiceID": svc["ID"],
+        "Slot": slot,
+        "NodeID": node_id,
+        "Status": status,
+        "DesiredState": desired,
+    }
+
+
+def node(
+    hostname: str,
+    addr: str,
+    *,
+    id: str | None = None,
+    role: str = "worker",
+    state: str = "ready",
+    availability: str = "active",
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ID": id or hostname,
+        "Version": {"Index": 9},
+        "CreatedAt": CREATED,
+        "UpdatedAt": CREATED,
+        "Spec": {"Labels": dict(labels or {}), "Role": role, "Availability": availability},
+        "Description": {
+            "Hostname": hostname,
+            "Platform": {"Architecture": "x86_64", "OS": "linux"},
+            "Engine": {"EngineVersion": "20.10.24+dfsg1"},
+        },
+        "Status": {"State": state, "Addr": addr},
+    }
+    if role == "manager":
+        out["ManagerStatus"] = {"Leader": True, "Reachability": "reachable", "Addr": f"{addr}:2377"}
+    return out
+
+
+def swarm_config(name: str, data: bytes, *, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "ID": _id("config", name),
+        "Version": {"Index": 11},
+        "CreatedAt": CREATED,
+        "UpdatedAt": CREATED,
+        "Spec": {"Name": name, "Labels": dict(labels or {}), "Data": base64.b64encode(data).decode()},
+    }
+
+
+def swarm_secret(name: str, *, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "ID": _id("secret", name),
+        "Version": {"Index": 12},
+        "CreatedAt": CREATED,
+        "UpdatedAt": CREATED,
+        "Spec": {"Name": name, "Labels": dict(labels or {})},
+    }
