@@ -1,0 +1,7 @@
+"""`python -m swarmgate`: the operator image's entrypoint."""
+
+import sys
+
+from swarmgate.operator.cli import main
+
+sys.exit(main())

@@ -1,0 +1,165 @@
+"""Desired state: what every extension's proxy must be, given the config and a snapshot (pure).
+
+`build_desired` is the one function that joins the pieces: route table (labels → routes), rendered
+nginx config, the Swarm config objects the proxy mounts, and the proxy's ServiceSpec. It reads no
+clock and calls no Docker, so a state file on disk gives exactly what a live pass would compute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarmgate.errors import ConfigError
+from swarmgate.models.config import Config, Extension
+from swarmgate.models.observed import ObservedState, Service
+from swarmgate.models.ownership import (
+    KIND_AGENT,
+    KIND_BOOTSTRAP,
+    KIND_PROXY_CONFIG,
+    OWN_CONSTRAINTS_LABEL,
+    TOKEN_SECRET_NAME,
+    config_object_name,
+    is_owned,
+    owned_labels,
+)
+from swarmgate.models.proxyspec import build_proxy_spec
+from swarmgate.models.routes import RouteTable, build_route_table
+from swarmgate.renderers.nginx import RenderedConfig, custom_template, render_bootstrap, render_nginx
+
+
+@dataclass(frozen=True)
+class ConfigObject:
+    """A Swarm config the operator owns; its name is derived from its content."""
+
+    name: str
+    data: bytes
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ExtensionDesired:
+    name: str
+    route_table: RouteTable
+    rendered: RenderedConfig
+    hitless: bool
+    configs: tuple[ConfigObject, ...]
+    proxy_spec: dict[str, Any] | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    extensions: tuple[ExtensionDesired, ...]
+    needs_token: bool
+    notices: tuple[str, ...] = field(default_factory=tuple)
+
+    def extension(self, name: str) -> ExtensionDesired:
+        return next(e for e in self.extensions if e.name == name)
+
+
+def _config_object(ext: Extension, kind: str, data: bytes) -> ConfigObject:
+    digest = hashlib.sha256(data).hexdigest()
+    return ConfigObject(
+        name=config_object_name(ext.proxy_service_name, kind, digest),
+        data=data,
+        labels=owned_labels(kind=kind, extension=ext.name, digest=digest),
+    )
+
+
+def user_constraints(service: Service | None) -> tuple[str, ...]:
+    """Constraints on the proxy service that the operator did not put there (added by hand)."""
+    if service is None:
+        return ()
+    placement = service.spec.get("TaskTemplate", {}).get("Placement", {}) or {}
+    present = placement.get("Constraints") or []
+    ours = {c for c in service.labels.get(OWN_CONSTRAINTS_LABEL, "").split(",") if c}
+    return tuple(sorted(c for c in present if c not in ours))
+
+
+def _extension_desired(
+    ext: Extension,
+    observed: ObservedState,
+    *,
+    agent_script: bytes,
+    endpoint: str | None,
+    server_info: str,
+) -> ExtensionDesired:
+    table = build_route_table(observed, ext)
+    current = observed.service_named(ext.proxy_service_name)
+    problem = None
+    try:
+        rendered = render_nginx(ext, table, server_info=server_info,
+                                template_text=custom_template(ext, observed))
+    except ConfigError as exc:
+        # A broken custom template stops this extension only; its proxies keep the last good config.
+        rendered = RenderedConfig.of("")
+        problem = str(exc)
+    if current is not None and not is_owned(current.labels):
+        problem = problem or (f"a service named {ext.proxy_service_name!r} exists and is not managed by swarmgate; "
+                   "it is left alone and this extension's proxy is not managed")
+    hitless = ext.hitless_service_update
+    if hitless:
+        if endpoint is None:
+            problem = problem or ("hitless delivery needs the operator's endpoint: run the operator as a "
+                                  "Swarm service publishing ListenAddr in host mode, or set EndpointOverride")
+        bootstrap = render_bootstrap(ext, server_info=server_info)
+        configs: tuple[ConfigObject, ...] = (
+            _config_object(ext, KIND_AGENT, agent_script),
+            _config_object(ext, KIND_BOOTSTRAP, bootstrap.text.encode()),
+        )
+        names: dict[str, Any] = {"agent_config": configs[0].name, "bootstrap_config": configs[1].name,
+                                 "proxy_config": None, "token_secret": TOKEN_SECRET_NAME}
+    else:
+        configs = (_config_object(ext, KIND_PROXY_CONFIG, rendered.text.encode()),)
+        names = {"agent_config": None, "bootstrap_config": None, "proxy_config": configs[0].name,
+                 "token_secret": None}
+    spec = None
+    if problem is None:
+        spec = build_proxy_spec(
+            ext,
+            endpoint=endpoint,
+            tls_secrets=table.secrets,
+            user_constraints=user_constraints(current),
+            **names,
+        )
+    return ExtensionDesired(name=ext.name, route_table=table, rendered=rendered, hitless=hitless,
+                            configs=configs, proxy_spec=spec, problem=problem)
+
+
+def build_desired(
+    config: Config,
+    observed: ObservedState,
+    *,
+    agent_script: bytes,
+    endpoint: str | None,
+    server_info: str,
+) -> DesiredState:
+    extensions = tuple(
+        _extension_desired(ext, observed, agent_script=agent_script, endpoint=endpoint,
+                           server_info=server_info)
+        for _, ext in sorted(config.extensions.items())
+    )
+    return DesiredState(
+        extensions=extensions,
+        needs_token=any(e.hitless and e.problem is None for e in extensions),
+        notices=tuple(config.notices),
+    )
+
+
+def operator_endpoint(config: Config, observed: ObservedState, own_container_id: str | None) -> str | None:
+    """Where proxies reach the operator: `EndpointOverride`, else its own task's node address and the
+    host port Swarm published for `ListenAddr` (the seed publishes the port without fixing it)."""
+    if config.endpoint_override:
+        override = config.endpoint_override
+        return override if "://" in override else f"http://{override}"
+    if not own_container_id:
+        return None
+    for task in observed.tasks:
+        if task.container_id and task.container_id.startswith(own_container_id) and task.state == "running":
+            node = observed.node(task.node_id)
+            for port in task.ports:
+                if port.target_port == config.listen_port and port.mode == "host" and node is not None:
+                    return f"http://{node.addr}:{port.published_port}"
+    return None

@@ -1,0 +1,142 @@
+"""Apply: execute planned actions against the Docker API (I/O; one of two modules that import docker).
+
+Each action is idempotent on its own (content-addressed configs, create-if-missing, updates that
+carry the version they were planned against), so a pass that stops half way is finished by the next
+one. A failure stops the pass at once; the result says what was done and what was not, and the
+error is temporary: the loop re-observes and plans again rather than retrying a stale plan.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import docker
+import docker.errors
+
+from swarmgate.errors import TemporaryError
+from swarmgate.models.observed import ObservedState
+from swarmgate.models.ownership import TOKEN_DIGEST_LABEL
+from swarmgate.operator import token
+from swarmgate.operator.observe import CONNECTION_ERRORS, CallCounter
+from swarmgate.operator.plan import (
+    Action,
+    CreateConfig,
+    CreateService,
+    CreateTokenSecret,
+    NoOp,
+    PublishProxyConfig,
+    RemoveConfig,
+    UpdateService,
+)
+
+log = logging.getLogger("swarmgate.actions")
+
+
+class Publisher(Protocol):
+    """Where hitless configs go: the endpoint the proxies' agents long-poll."""
+
+    def publish(self, cluster: str, text: str, digest: str) -> None: ...
+
+
+@dataclass
+class ApplyResult:
+    done: list[Action] = field(default_factory=list)
+    not_done: list[Action] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class _Ids:
+    configs: dict[str, str]
+    secrets: dict[str, str]
+
+    def resolve(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """A copy of the spec with the IDs of referenced configs and secrets filled in."""
+        out = copy.deepcopy(spec)
+        container = out["TaskTemplate"]["ContainerSpec"]
+        for ref in container.get("Configs") or []:
+            ref["ConfigID"] = self._id(self.configs, ref["ConfigName"], "config")
+        for ref in container.get("Secrets") or []:
+            ref["SecretID"] = self._id(self.secrets, ref["SecretName"], "secret")
+        return out
+
+    @staticmethod
+    def _id(table: dict[str, str], name: str, kind: str) -> str:
+        if name not in table:
+            raise TemporaryError(f"{kind} {name!r} does not exist (yet)")
+        return table[name]
+
+
+def _service_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "task_template": spec["TaskTemplate"],
+        "name": spec["Name"],
+        "labels": spec.get("Labels"),
+        "mode": spec.get("Mode"),
+        "update_config": spec.get("UpdateConfig"),
+        "rollback_config": spec.get("RollbackConfig"),
+        "endpoint_spec": spec.get("EndpointSpec"),
+    }
+
+
+def _apply_one(api: docker.APIClient, action: Action, ids: _Ids, publisher: Publisher, calls: CallCounter) -> None:
+    if isinstance(action, NoOp):
+        return
+    if isinstance(action, PublishProxyConfig):
+        publisher.publish(action.extension, action.text, action.digest)
+        return
+    if isinstance(action, CreateTokenSecret):
+        secret_token = token.new_token()
+        labels = {**action.labels, TOKEN_DIGEST_LABEL: token.token_digest(secret_token)}
+        calls.count("create_secret", write=True)
+        created = api.create_secret(action.name, secret_token.encode(), labels=labels)
+        ids.secrets[action.name] = created["ID"]
+    elif isinstance(action, CreateConfig):
+        calls.count("create_config", write=True)
+        created = api.create_config(action.config.name, action.config.data, labels=action.config.labels)
+        ids.configs[action.config.name] = created["ID"]
+    elif isinstance(action, CreateService):
+        calls.count("create_service", write=True)
+        api.create_service(**_service_kwargs(ids.resolve(action.spec)))
+    elif isinstance(action, UpdateService):
+        calls.count("update_service", write=True)
+        api.update_service(action.service_id, action.version, **_service_kwargs(ids.resolve(action.spec)))
+    elif isinstance(action, RemoveConfig):
+        calls.count("remove_config", write=True)
+        api.remove_config(action.config_id)
+
+
+def apply(
+    api: docker.APIClient,
+    actions: list[Action],
+    *,
+    observed: ObservedState,
+    publisher: Publisher,
+    calls: CallCounter,
+    reconcile_id: str = "-",
+) -> ApplyResult:
+    ids = _Ids(configs={c.name: c.id for c in observed.configs}, secrets={s.name: s.id for s in observed.secrets})
+    result = ApplyResult()
+    for index, action in enumerate(actions):
+        try:
+            _apply_one(api, action, ids, publisher, calls)
+        except (docker.errors.APIError, TemporaryError, *CONNECTION_ERRORS) as exc:
+            result.error = f"{action.describe().splitlines()[0]}: {_reason(exc)}"
+            result.not_done = list(actions[index:])
+            log.warning("action failed", extra={"reconcile_id": reconcile_id, "action": type(action).__name__,
+                                                "error": result.error, "not_done": len(result.not_done)})
+            return result
+        result.done.append(action)
+        if not isinstance(action, NoOp):
+            log.info(action.describe().splitlines()[0],
+                     extra={"reconcile_id": reconcile_id, "action": type(action).__name__})
+    return result
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, docker.errors.APIError):
+        return str(exc.explanation or exc)
+    return str(exc) or type(exc).__name__

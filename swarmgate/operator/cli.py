@@ -1,0 +1,99 @@
+"""The `swarmgate` command line: one entry point, Interlock's shape (`swarmgate -D run -c FILE`).
+
+User mistakes (a bad config file, a missing state file, Docker not reachable) end with one line on
+stderr and exit 2; `plan` follows `kubectl diff` (0 converged, 1 changes pending, 2 error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from swarmgate import __version__
+from swarmgate.errors import SwarmgateError
+
+EXIT_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="swarmgate",
+        description="Label-driven layer-7 routing for Docker Swarm: an Interlock-compatible operator.",
+    )
+    parser.add_argument("-D", "--debug", action="store_true", help="log at debug level")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="log line format (json for log shippers); default text")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("-c", "--config", required=True, metavar="FILE",
+                         help="the operator's TOML configuration (Interlock's format)")
+        return cmd
+
+    with_config("run", "run the operator: watch the Swarm and keep every proxy converged")
+    plan = with_config("plan", "show what one reconcile pass would change (exit 0 converged, 1 pending, 2 error)")
+    plan.add_argument("--state", metavar="STATE.json",
+                      help="plan against a state file written by `snapshot` instead of the live Swarm")
+    render = with_config("render", "print the rendered proxy configuration(s) for a state file")
+    render.add_argument("--state", required=True, metavar="STATE.json", help="state file written by `snapshot`")
+    render.add_argument("--extension", metavar="NAME", help="only this extension (default: all)")
+    routes = with_config("routes", "print the route table and the services set aside, with reasons")
+    routes.add_argument("--state", required=True, metavar="STATE.json", help="state file written by `snapshot`")
+    status = with_config("status", "show which config each proxy task serves, per node, and whether it is current")
+    status.add_argument("--endpoint", metavar="URL", help="the operator's endpoint (default: found through Docker)")
+    snapshot = with_config("snapshot", "write the Swarm's services, tasks, nodes, configs and secrets to a state file")
+    snapshot.add_argument("-o", "--output", default="-", metavar="STATE.json", help="output file (default stdout)")
+    check = sub.add_parser("check-config", help="validate a configuration file (exit 0, or 2 with the error)",
+                           description="Validate a configuration file: exit 0, or exit 2 with a one-line error.")
+    check.add_argument("file", metavar="FILE")
+    sub.add_parser("version", help="print the version", description="Print swarmgate's version.")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    # Imported per command so `swarmgate version` and `check-config` never import the docker SDK.
+    command: str = args.command
+    if command == "version":
+        print(f"swarmgate {__version__}")
+        return 0
+    if command == "check-config":
+        from swarmgate.operator.offline import cmd_check_config
+
+        return cmd_check_config(args.file)
+    if command == "render":
+        from swarmgate.operator.offline import cmd_render
+
+        return cmd_render(args.config, args.state, args.extension)
+    if command == "routes":
+        from swarmgate.operator.offline import cmd_routes
+
+        return cmd_routes(args.config, args.state)
+    from swarmgate.operator import commands
+
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": commands.cmd_run,
+        "plan": commands.cmd_plan,
+        "status": commands.cmd_status,
+        "snapshot": commands.cmd_snapshot,
+    }
+    return handlers[command](args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from swarmgate.operator import logs
+
+    logs.configure(debug=args.debug, json_format=args.log_format == "json")
+    try:
+        return _dispatch(args)
+    except SwarmgateError as exc:
+        print(f"swarmgate: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

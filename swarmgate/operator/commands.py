@@ -1,0 +1,165 @@
+"""The commands that talk to a live Swarm: run, plan, status, snapshot (I/O, through observe/actions).
+
+Every command loads and validates the configuration before it connects to anything, so a bad file
+changes nothing in the Swarm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from swarmgate.errors import ConfigError, SwarmgateError
+from swarmgate.models.config import Config, load_config
+from swarmgate.models.desired import operator_endpoint
+from swarmgate.models.observed import ObservedState, load_state_file
+from swarmgate.models.proxyspec import ENDPOINT_ENV
+from swarmgate.operator import endpoint as endpoint_mod
+from swarmgate.operator.loop import DockerHealth, Wakeup, run_loop, watch_events
+from swarmgate.operator.observe import connect, fetch_documents, observe, own_container_id
+from swarmgate.operator.plan import NoOp, PublishProxyConfig, plan
+from swarmgate.operator.reconcile import Reconciler, compute_desired
+from swarmgate.operator.retry import Schedule
+
+log = logging.getLogger("swarmgate")
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    for notice in config.notices:
+        log.info(notice)
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args)
+    api = connect(config)
+    store = endpoint_mod.ConfigStore()
+    reconciler = Reconciler(config=config, api=api, publisher=store, own_container_id=own_container_id())
+    health = DockerHealth()
+    server = endpoint_mod.serve(
+        config.listen_addr, store, lambda: reconciler.token_digest,
+        ready=lambda: health.reachable is True,
+    )
+    stop = threading.Event()
+    wakeup = Wakeup()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+        wakeup.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    threading.Thread(target=watch_events, args=(lambda: connect(config), wakeup, stop),
+                     name="events", daemon=True).start()
+    log.info("swarmgate running", extra={"listen": config.listen_addr, "extensions": ",".join(config.extensions)})
+
+    last_digest: list[str | None] = [None]
+
+    def run_pass() -> bool:
+        report = reconciler.reconcile_once()
+        # "Changed" also when the routes moved without a Docker write (a task came or went): tasks
+        # elsewhere may still be moving, so the loop keeps looking quickly for a while.
+        changed = report.wrote or report.routes_digest != last_digest[0]
+        last_digest[0] = report.routes_digest
+        return changed
+
+    try:
+        run_loop(run_pass, schedule=Schedule(resync=config.poll_interval), wakeup=wakeup, stop=stop,
+                 health=health)
+    finally:
+        server.shutdown()
+    log.info("stopped")
+    return 0
+
+
+def _observed(config: Config, state: str | None) -> ObservedState:
+    if state:
+        return load_state_file(state)
+    return observe(connect(config))
+
+
+def _running_endpoint(config: Config, observed: ObservedState) -> str | None:
+    """The endpoint the running operator gave its proxies (read back from a proxy service), so
+    commands run outside the operator's container see the same desired state it computes."""
+    if config.endpoint_override:
+        return operator_endpoint(config, observed, None)
+    for ext in config.extensions.values():
+        service = observed.service_named(ext.proxy_service_name)
+        env = service.spec.get("TaskTemplate", {}).get("ContainerSpec", {}).get("Env") if service else None
+        for item in env or []:
+            if item.startswith(ENDPOINT_ENV + "="):
+                return str(item.split("=", 1)[1])
+    return None
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    config = _load(args)
+    observed = _observed(config, args.state)
+    endpoint = _running_endpoint(config, observed)
+    desired = compute_desired(config, observed, endpoint=endpoint)
+    published = _published_digests(endpoint) if not args.state else {}
+    actions = plan(desired, observed, published=published)
+    if not published:
+        # Nobody to ask what the agents were given: show Docker changes only.
+        actions = [a for a in actions if not isinstance(a, PublishProxyConfig)] or [NoOp()]
+    for ext in desired.extensions:
+        print(f"extension {ext.name}: {len(ext.route_table.hosts)} host(s), config {ext.rendered.digest[:12]}")
+        if ext.problem:
+            print(f"  not managed: {ext.problem}")
+        for aside in ext.route_table.set_aside:
+            print(f"  set aside: {aside.service}: {aside.reason}")
+    for action in actions:
+        print(action.describe())
+    return 0 if all(isinstance(a, NoOp) for a in actions) else 1
+
+
+def _published_digests(endpoint: str | None) -> dict[str, str]:
+    """What the running operator publishes now, so `plan` can say whether a publish is pending."""
+    if endpoint is None:
+        return {}
+    try:
+        status = _get_json(f"{endpoint}/v1/status")
+    except SwarmgateError:
+        return {}
+    return {name: str(c.get("digest", "")) for name, c in status.get("clusters", {}).items()}
+
+
+def _get_json(url: str) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            data: dict[str, Any] = json.load(response)
+            return data
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise SwarmgateError(f"cannot read {url}: {exc}") from exc
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _load(args)
+    url = args.endpoint or _running_endpoint(config, observe(connect(config)))
+    if url is None:
+        raise ConfigError("cannot find the operator's endpoint (no proxy service yet); pass --endpoint URL")
+    status = _get_json(f"{url.rstrip('/')}/v1/status")
+    print(json.dumps(status, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    config = _load(args)
+    documents = fetch_documents(connect(config))
+    text = json.dumps(documents, indent=1, sort_keys=True, default=str)
+    if args.output == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        Path(args.output).write_text(text + "\n")
+    return 0

@@ -1,0 +1,130 @@
+"""The operator's main loop: passes on events, on fast polls after a change, and on resync (I/O).
+
+Docker events only say "look now": they set a flag and wake the loop, and any number of them that
+arrive during a pass coalesce into one more pass. Timing comes from `retry.Schedule`; the stop event
+is checked between passes, so SIGTERM never interrupts a pass half way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from swarmgate.errors import TemporaryError, TerminalError
+from swarmgate.operator.retry import Outcome, Schedule
+
+log = logging.getLogger("swarmgate.loop")
+
+
+class PassRunner(Protocol):
+    """What the loop drives: one pass, returning whether it changed anything."""
+
+    def __call__(self) -> bool: ...
+
+
+class Wakeup:
+    """A coalescing trigger: many `set()` calls between two waits count as one."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending = False
+
+    def set(self) -> None:
+        with self._cond:
+            self._pending = True
+            self._cond.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        with self._cond:
+            if not self._pending:
+                self._cond.wait(timeout)
+            fired, self._pending = self._pending, False
+            return fired
+
+
+class DockerHealth:
+    """Logs once per change of state, not once per failed attempt."""
+
+    def __init__(self) -> None:
+        self.reachable: bool | None = None
+        self.last_success: float | None = None
+
+    def ok(self) -> None:
+        if self.reachable is False:
+            log.info("docker reachable again")
+        self.reachable = True
+        self.last_success = time.time()
+
+    def failed(self, reason: str) -> None:
+        if self.reachable is not False:
+            log.warning("reconcile failing, retrying with backoff", extra={"error": reason})
+        self.reachable = False
+
+
+def run_loop(
+    run_pass: PassRunner,
+    *,
+    schedule: Schedule,
+    wakeup: Wakeup,
+    stop: threading.Event,
+    health: DockerHealth,
+    on_outcome: Callable[[Outcome, float], None] | None = None,
+) -> None:
+    """Run passes until `stop` is set; the retry and backoff policy lives in `schedule`."""
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            outcome = Outcome.CHANGED if run_pass() else Outcome.CONVERGED
+            health.ok()
+        except TemporaryError as exc:
+            outcome = Outcome.TEMPORARY_ERROR
+            health.failed(str(exc))
+        except TerminalError as exc:
+            outcome = Outcome.TERMINAL_ERROR
+            log.error("reconcile failed; not retrying until something changes", extra={"error": str(exc)})
+        if on_outcome is not None:
+            on_outcome(outcome, time.monotonic() - started)
+        delay = schedule.next_delay(outcome)
+        deadline = time.monotonic() + delay
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            # While backing off, an event does not cut the wait short: Docker is what is failing.
+            if wakeup.wait(min(remaining, 0.5)) and not schedule.backing_off:
+                schedule.kick()
+                break
+
+
+def watch_events(
+    connect: Callable[[], Any],
+    wakeup: Wakeup,
+    stop: threading.Event,
+    *,
+    types: tuple[str, ...] = ("service", "node", "config", "secret"),
+) -> None:
+    """Wake the loop on every Swarm event; reconnect with capped backoff when the stream breaks."""
+    backoff = 0.5
+    while not stop.is_set():
+        stream = None
+        try:
+            api = connect()
+            stream = api.events(filters={"type": list(types)}, decode=True)
+            backoff = 0.5
+            wakeup.set()  # whatever happened while we were not listening
+            for _event in stream:
+                wakeup.set()
+                if stop.is_set():
+                    break
+        except Exception as exc:  # any failure of the stream means: reconnect later
+            log.debug("event stream broken", extra={"error": type(exc).__name__})
+        finally:
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.close()
+        stop.wait(backoff)
+        backoff = min(backoff * 2, 15.0)

@@ -1,0 +1,60 @@
+"""When to run the next reconcile pass: backoff after errors, fast polls after changes (pure).
+
+This is the one place that owns retry timing (controller-runtime's rule). It holds no clock and no
+Docker: the loop feeds it outcomes and asks for the next delay, so it is tested with a scripted
+sequence of outcomes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Outcome(Enum):
+    CONVERGED = "converged"  # nothing changed, nothing to do
+    CHANGED = "changed"  # the pass applied actions or saw the routes change: look again soon
+    TEMPORARY_ERROR = "temporary_error"
+    TERMINAL_ERROR = "terminal_error"
+
+
+@dataclass
+class Schedule:
+    """Delays between passes.
+
+    After a change, tasks are still starting or stopping on other nodes and Swarm sends no
+    cluster-wide task events, so the next passes come quickly (`fast`) and slow down by doubling
+    until the resync period. Errors back off exponentially to `max_backoff`.
+    """
+
+    resync: float
+    fast: float = 0.25
+    min_backoff: float = 0.5
+    max_backoff: float = 30.0
+    _poll: float | None = None
+    _backoff: float | None = None
+
+    def next_delay(self, outcome: Outcome) -> float:
+        if outcome is Outcome.TEMPORARY_ERROR:
+            self._backoff = self.min_backoff if self._backoff is None else min(self._backoff * 2, self.max_backoff)
+            return self._backoff
+        self._backoff = None
+        if outcome is Outcome.TERMINAL_ERROR:
+            # Retrying cannot help; wait for an event or the resync.
+            self._poll = None
+            return self.resync
+        if outcome is Outcome.CHANGED:
+            self._poll = self.fast
+        elif self._poll is not None:
+            self._poll = self._poll * 2
+            if self._poll >= self.resync:
+                self._poll = None
+        return self.resync if self._poll is None else self._poll
+
+    def kick(self) -> None:
+        """An event arrived: whatever comes next should be looked at quickly."""
+        self._poll = self.fast
+
+    @property
+    def backing_off(self) -> bool:
+        return self._backoff is not None

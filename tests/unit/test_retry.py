@@ -1,0 +1,111 @@
+"""The loop's timing policy and retry logic, driven by scripted outcomes (no Docker, no sleeping)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from swarmgate.errors import TemporaryError, TerminalError
+from swarmgate.operator.loop import DockerHealth, Wakeup, run_loop
+from swarmgate.operator.retry import Outcome, Schedule
+
+
+def delays(outcomes: list[Outcome], **kwargs: float) -> list[float]:
+    schedule = Schedule(resync=3.0, **kwargs)
+    return [schedule.next_delay(o) for o in outcomes]
+
+
+C, X, T, F = Outcome.CONVERGED, Outcome.CHANGED, Outcome.TEMPORARY_ERROR, Outcome.TERMINAL_ERROR
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "expected"),
+    [
+        pytest.param([C, C, C], [3.0, 3.0, 3.0], id="converged-waits-for-resync"),
+        pytest.param([X, C, C, C, C], [0.25, 0.5, 1.0, 2.0, 3.0], id="change-polls-fast-then-slows-to-resync"),
+        pytest.param([X, C, X, C], [0.25, 0.5, 0.25, 0.5], id="new-change-resets-fast-polling"),
+        pytest.param([T, T, T, T, T, T, T, T], [0.5, 1, 2, 4, 8, 16, 30, 30], id="errors-back-off-capped"),
+        pytest.param([T, T, C], [0.5, 1.0, 3.0], id="success-ends-backoff"),
+        pytest.param([T, T, T, X], [0.5, 1.0, 2.0, 0.25], id="recovery-with-changes-polls-fast"),
+        pytest.param([X, F], [0.25, 3.0], id="terminal-error-waits-for-resync"),
+    ],
+)
+def test_schedule_delays(outcomes: list[Outcome], expected: list[float]) -> None:
+    assert delays(outcomes) == expected
+
+
+def test_kick_after_event_makes_the_next_wait_short() -> None:
+    schedule = Schedule(resync=3.0)
+    assert schedule.next_delay(C) == 3.0
+    schedule.kick()
+    assert schedule.next_delay(C) == 0.5
+
+
+def test_wakeup_coalesces_many_events_into_one() -> None:
+    wakeup = Wakeup()
+    for _ in range(100):
+        wakeup.set()
+    assert wakeup.wait(0.0) is True
+    assert wakeup.wait(0.0) is False
+
+
+class ScriptedPass:
+    """A fake reconciler that plays back outcomes, then asks the loop to stop."""
+
+    def __init__(self, script: list[bool | Exception], stop: threading.Event) -> None:
+        self.script = list(script)
+        self.calls = 0
+        self.stop = stop
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        step = self.script.pop(0)
+        if not self.script:
+            self.stop.set()
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+def test_loop_retries_temporary_errors_and_records_each_outcome() -> None:
+    stop = threading.Event()
+    runner = ScriptedPass([TemporaryError("docker unreachable"), TemporaryError("again"), True, False], stop)
+    seen: list[Outcome] = []
+    health = DockerHealth()
+    run_loop(runner, schedule=Schedule(resync=0.01, fast=0.001, min_backoff=0.001, max_backoff=0.004),
+             wakeup=Wakeup(), stop=stop, health=health, on_outcome=lambda o, _s: seen.append(o))
+    assert seen == [T, T, X, C]
+    assert runner.calls == 4
+    assert health.reachable is True
+
+
+def test_loop_keeps_running_after_a_terminal_error() -> None:
+    stop = threading.Event()
+    runner = ScriptedPass([TerminalError("bad"), False], stop)
+    seen: list[Outcome] = []
+    run_loop(runner, schedule=Schedule(resync=0.01), wakeup=Wakeup(), stop=stop, health=DockerHealth(),
+             on_outcome=lambda o, _s: seen.append(o))
+    assert seen == [F, C]
+
+
+def test_event_during_resync_wait_starts_the_next_pass_early() -> None:
+    stop = threading.Event()
+    wakeup = Wakeup()
+    calls: list[float] = []
+
+    def run_pass() -> bool:
+        calls.append(0.0)
+        if len(calls) == 1:
+            threading.Timer(0.05, wakeup.set).start()
+        else:
+            stop.set()
+        return False
+
+    thread = threading.Thread(target=run_loop, kwargs={
+        "run_pass": run_pass, "schedule": Schedule(resync=60.0), "wakeup": wakeup, "stop": stop,
+        "health": DockerHealth()})
+    thread.start()
+    thread.join(timeout=5)
+    assert not thread.is_alive(), "the event did not cut the 60 s resync wait short"
+    assert len(calls) == 2
