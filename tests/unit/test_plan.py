@@ -1,0 +1,201 @@
+"""Planning against Docker-shaped snapshots: what a pass would do, as data (pure, no Docker)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from swarmgate.models.config import Config, parse_config
+from swarmgate.models.desired import DesiredState, build_desired, operator_endpoint
+from swarmgate.models.observed import ObservedState
+from swarmgate.models.ownership import TOKEN_DIGEST_LABEL, TOKEN_SECRET_NAME
+from swarmgate.operator.plan import (
+    Action,
+    CreateConfig,
+    CreateService,
+    CreateTokenSecret,
+    NoOp,
+    PublishProxyConfig,
+    RemoveConfig,
+    UpdateService,
+    plan,
+)
+from tests import factories as f
+
+AGENT = b"#!/bin/sh\n# agent\n"
+SEED = """
+ListenAddr = ":8080"
+PollInterval = "3s"
+EndpointOverride = "198.18.0.1:8080"
+[Extensions.default]
+  ProxyImage = "swarmgate/nginx:lab"
+  ProxyServiceName = "interlock-proxy"
+  PublishMode = "host"
+  PublishedPort = 80
+  TargetPort = 80
+  PublishedSSLPort = 443
+  TargetSSLPort = 443
+"""
+
+
+def config(extra: str = "") -> Config:
+    return parse_config(SEED + extra, source="test.toml")
+
+
+def cluster(*extra: dict[str, Any], proxy: dict[str, Any] | None = None,
+            configs: list[dict[str, Any]] | None = None, secrets: list[dict[str, Any]] | None = None,
+            ) -> ObservedState:
+    demo = f.service("demo", {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"})
+    nodes = [f.node("mgr-0", "198.18.0.11", role="manager"),
+             f.node("lb-00", "198.18.0.12", labels={"nodetype": "loadbalancer"})]
+    tasks = [f.task(demo, "lb-00", ports={8080: 30001})]
+    services = [demo, *extra] + ([proxy] if proxy else [])
+    return ObservedState.from_api(services=services, tasks=tasks, nodes=nodes, configs=configs or [],
+                                  secrets=secrets or [])
+
+
+def desired_for(cfg: Config, observed: ObservedState) -> DesiredState:
+    return build_desired(cfg, observed, agent_script=AGENT,
+                         endpoint=operator_endpoint(cfg, observed, None), server_info="swarmgate/0.1.0 linux/amd64")
+
+
+def kinds(actions: list[Action]) -> list[str]:
+    return [type(a).__name__ for a in actions]
+
+
+def converge(cfg: Config, observed: ObservedState) -> ObservedState:
+    """The snapshot Docker would give back after a pass applied its plan (as the Engine stores it)."""
+    desired = desired_for(cfg, observed)
+    services = [dict(s_raw) for s_raw in _raw_services(observed)]
+    configs = [f.swarm_config(c.name, c.data, labels=c.labels) for e in desired.extensions for c in e.configs]
+    secrets = [f.swarm_secret(TOKEN_SECRET_NAME, labels={TOKEN_DIGEST_LABEL: "ab" * 32})]
+    for ext in desired.extensions:
+        assert ext.proxy_spec is not None
+        stored = copy.deepcopy(ext.proxy_spec)
+        stored["TaskTemplate"]["ForceUpdate"] = 0
+        stored["TaskTemplate"]["ContainerSpec"]["Isolation"] = "default"
+        services.append({"ID": "proxy1", "Version": {"Index": 40}, "Spec": stored, "CreatedAt": f.CREATED})
+    return ObservedState.from_api(services=services, tasks=[_raw_task()], nodes=_raw_nodes(),
+                                  configs=configs, secrets=secrets)
+
+
+def _raw_services(observed: ObservedState) -> list[dict[str, Any]]:
+    return [f.service("demo", {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"})]
+
+
+def _raw_task() -> dict[str, Any]:
+    demo = f.service("demo", {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"})
+    return f.task(demo, "lb-00", ports={8080: 30001})
+
+
+def _raw_nodes() -> list[dict[str, Any]]:
+    return [f.node("mgr-0", "198.18.0.11", role="manager"),
+            f.node("lb-00", "198.18.0.12", labels={"nodetype": "loadbalancer"})]
+
+
+def test_empty_swarm_plans_token_configs_publish_and_proxy_in_that_order() -> None:
+    actions = plan(desired_for(config(), cluster()), cluster(), published={})
+    assert kinds(actions) == ["CreateTokenSecret", "CreateConfig", "CreateConfig", "PublishProxyConfig",
+                              "CreateService"]
+    token = actions[0]
+    assert isinstance(token, CreateTokenSecret) and token.name == TOKEN_SECRET_NAME
+    created = actions[4]
+    assert isinstance(created, CreateService)
+    spec = created.spec
+    assert spec["Name"] == "interlock-proxy"
+    assert spec["TaskTemplate"]["Placement"]["Constraints"] == ["node.labels.nodetype==loadbalancer"]
+    assert spec["EndpointSpec"]["Ports"] == [
+        {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 80, "PublishMode": "host"},
+        {"Protocol": "tcp", "TargetPort": 443, "PublishedPort": 443, "PublishMode": "host"},
+    ]
+    assert spec["UpdateConfig"]["Order"] == "stop-first"
+    assert spec["UpdateConfig"]["FailureAction"] == "rollback"
+    assert spec["TaskTemplate"]["ContainerSpec"]["StopSignal"] == "SIGQUIT"
+    assert "SWARMGATE_ENDPOINT=http://198.18.0.1:8080" in spec["TaskTemplate"]["ContainerSpec"]["Env"]
+
+
+def test_converged_cluster_plans_only_a_noop() -> None:
+    cfg = config()
+    observed = converge(cfg, cluster())
+    desired = desired_for(cfg, observed)
+    published = {e.name: e.rendered.digest for e in desired.extensions}
+    assert plan(desired, observed, published=published) == [NoOp()]
+
+
+def test_route_change_is_published_in_place_without_touching_the_service() -> None:
+    cfg = config()
+    observed = converge(cfg, cluster())
+    stale = {"default": "0" * 64}
+    assert kinds(plan(desired_for(cfg, observed), observed, published=stale)) == ["PublishProxyConfig"]
+
+
+def test_hand_added_constraint_is_kept_not_fought() -> None:
+    cfg = config()
+    observed = converge(cfg, cluster())
+    raw = [s for s in observed.services if s.name == "interlock-proxy"][0]
+    spec = copy.deepcopy(dict(raw.spec))
+    spec["TaskTemplate"]["Placement"]["Constraints"].append("node.hostname==lb-00")
+    services = [*_raw_services(observed), {"ID": "proxy1", "Version": {"Index": 41}, "Spec": spec,
+                                           "CreatedAt": f.CREATED}]
+    after = ObservedState.from_api(services=services, tasks=[_raw_task()], nodes=_raw_nodes(),
+                                   configs=[f.swarm_config(c.name, c.data, labels=dict(c.labels))
+                                            for c in observed.configs],
+                                   secrets=[f.swarm_secret(TOKEN_SECRET_NAME)])
+    desired = desired_for(cfg, after)
+    published = {e.name: e.rendered.digest for e in desired.extensions}
+    assert plan(desired, after, published=published) == [NoOp()]
+
+
+def test_image_change_updates_the_service_with_the_version_it_was_planned_against() -> None:
+    observed = converge(config(), cluster())
+    cfg = parse_config(SEED.replace("swarmgate/nginx:lab", "swarmgate/nginx:next"), source="t.toml")
+    desired = desired_for(cfg, observed)
+    actions = plan(desired, observed, published={e.name: e.rendered.digest for e in desired.extensions})
+    assert kinds(actions) == ["UpdateService"]
+    update = actions[0]
+    assert isinstance(update, UpdateService)
+    assert update.version == 40
+    assert update.diff.paths == ("TaskTemplate.ContainerSpec.Image",)
+    # What Docker had added by itself is carried over, not reset.
+    assert update.spec["TaskTemplate"]["ContainerSpec"]["Isolation"] == "default"
+
+
+def test_plain_delivery_rotates_a_content_addressed_config_and_rolls_the_service() -> None:
+    cfg = config("  HitlessServiceUpdate = false\n")
+    first = plan(desired_for(cfg, cluster()), cluster(), published={})
+    assert kinds(first) == ["CreateConfig", "CreateService"]
+    assert isinstance(first[0], CreateConfig) and first[0].config.name.startswith("interlock-proxy.proxy-config.")
+    assert not any(isinstance(a, PublishProxyConfig) for a in first)
+
+
+def test_unused_owned_configs_beyond_retention_are_removed_oldest_first() -> None:
+    cfg = config()
+    observed = converge(cfg, cluster())
+    old = []
+    for i in range(5):
+        raw = f.swarm_config(f"interlock-proxy.agent.old{i}", b"x", labels={
+            "swarmgate.managed-by": "swarmgate", "swarmgate.kind": "agent", "swarmgate.extension": "default"})
+        raw["Version"] = {"Index": 100 + i}
+        old.append(raw)
+    user_config = f.swarm_config("someone-elses", b"y")
+    state = ObservedState.from_api(
+        services=[*_raw_services(observed), {"ID": "proxy1", "Version": {"Index": 40},
+                                             "Spec": dict(observed.service_named("interlock-proxy").spec),  # type: ignore[union-attr]
+                                             "CreatedAt": f.CREATED}],
+        tasks=[_raw_task()], nodes=_raw_nodes(),
+        configs=[*(f.swarm_config(c.name, c.data, labels=dict(c.labels)) for c in observed.configs), *old,
+                 user_config],
+        secrets=[f.swarm_secret(TOKEN_SECRET_NAME)])
+    desired = desired_for(cfg, state)
+    actions = plan(desired, state, published={e.name: e.rendered.digest for e in desired.extensions})
+    assert [a.name for a in actions if isinstance(a, RemoveConfig)] == [
+        "interlock-proxy.agent.old1", "interlock-proxy.agent.old0"]
+
+
+def test_a_foreign_service_with_the_proxy_name_is_left_alone() -> None:
+    foreign = f.service("interlock-proxy", {})
+    observed = cluster(foreign)
+    desired = desired_for(config(), observed)
+    assert desired.extensions[0].problem is not None
+    assert "not managed by swarmgate" in desired.extensions[0].problem
+    assert plan(desired, observed, published={}) == [NoOp()]
