@@ -132,7 +132,7 @@ def test_route_change_is_published_in_place_without_touching_the_service() -> No
 def test_hand_added_constraint_is_kept_not_fought() -> None:
     cfg = config()
     observed = converge(cfg, cluster())
-    raw = [s for s in observed.services if s.name == "interlock-proxy"][0]
+    raw = next(s for s in observed.services if s.name == "interlock-proxy")
     spec = copy.deepcopy(dict(raw.spec))
     spec["TaskTemplate"]["Placement"]["Constraints"].append("node.hostname==lb-00")
     services = [*_raw_services(observed), {"ID": "proxy1", "Version": {"Index": 41}, "Spec": spec,
