@@ -1,0 +1,226 @@
+"""Loading Interlock's TOML: the seed verbatim, every key, and one-line errors for bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from swarmgate.errors import ConfigError
+from swarmgate.models.config import LOADBALANCER_CONSTRAINT, Config, Extension, load_config, parse_config
+from swarmgate.models.duration import parse_go_duration
+from swarmgate.models.nginx_options import DEFAULT_MAIN_LOG_FORMAT, DEFAULT_TRACE_LOG_FORMAT, NginxOptions
+from swarmgate.operator.offline import cmd_check_config
+
+GOLDEN = Path(__file__).parent.parent / "golden"
+
+
+def test_seed_config_loads_verbatim_with_interlock_defaults_for_what_it_leaves_out() -> None:
+    config = load_config(GOLDEN / "seed-config.toml")
+    expected = Config(
+        listen_addr=":8080",
+        docker_url="unix:///var/run/docker.sock",
+        poll_interval=3.0,
+        extensions={
+            "default": Extension(
+                name="default",
+                image="interlockpreview/interlock-extension-nginx:2.0.0-preview",
+                args=(),
+                service_name="interlock-ext",
+                proxy_image="nginx:alpine",
+                proxy_args=(),
+                proxy_service_name="interlock-proxy",
+                proxy_config_path="/etc/nginx/nginx.conf",
+                publish_mode="host",
+                published_port=80,
+                target_port=80,
+                published_ssl_port=443,
+                target_ssl_port=443,
+                config=NginxOptions(
+                    user="nginx", pid_path="/var/run/proxy.pid", worker_processes="1",
+                    rlimit_nofile=65535, max_connections=2048,
+                ),
+            )
+        },
+    )
+    assert config.model_dump(exclude={"notices"}) == expected.model_dump(exclude={"notices"})
+    ext = config.extensions["default"]
+    assert ext.proxy_constraints == (LOADBALANCER_CONSTRAINT,)
+    assert (ext.proxy_replicas, ext.proxy_stop_signal, ext.proxy_stop_grace_period) == (2, "SIGQUIT", 5.0)
+    assert ext.hitless_service_update is True
+    assert config.listen_port == 8080
+    assert config.notices == (
+        "Extensions.default.Args: not needed by swarmgate (no separate extension service); ignored",
+        "Extensions.default.Image: not needed by swarmgate (no separate extension service); ignored",
+        "Extensions.default.ServiceName: not needed by swarmgate (no separate extension service); ignored",
+    )
+
+
+def test_every_interlock_key_is_read_into_its_typed_field() -> None:
+    config = load_config(GOLDEN / "every-key.toml")
+    ext = config.extensions["east"]
+    assert config.model_dump(exclude={"extensions", "notices"}) == {
+        "listen_addr": "0.0.0.0:9090", "docker_url": "tcp://10.0.0.1:2376", "tls_ca_cert": "/certs/ca.pem",
+        "tls_cert": "/certs/cert.pem", "tls_key": "/certs/key.pem", "allow_insecure": True,
+        "poll_interval": 90.0, "endpoint_override": "10.0.0.1:9090",
+    }
+    assert config.listen_port == 9090
+    assert ext.model_dump(exclude={"config"}) == {
+        "name": "east", "image": "interlock-extension-nginx:3", "args": ("-D",),
+        "service_name": "interlock-ext-east", "labels": {"team": "edge"}, "container_labels": {"team": "edge"},
+        "constraints": ("node.role==manager",), "placement_preferences": ("spread=node.labels.zone",),
+        "config_image": "interlock-config:3", "config_service_name": "interlock-config-east",
+        "networks": ("eastnet",), "proxy_image": "nginx:1.25-alpine", "proxy_args": ("-g", "daemon off;"),
+        "proxy_service_name": "proxy-east", "proxy_config_path": "/etc/nginx/east.conf",
+        "proxy_labels": {"role": "proxy"}, "proxy_container_labels": {"role": "proxy-task"},
+        "proxy_replicas": 3, "proxy_stop_signal": "SIGTERM", "proxy_stop_grace_period": 10.0,
+        "proxy_constraints": ("node.labels.region==east",),
+        "proxy_placement_preferences": ("spread=node.labels.rack",), "proxy_update_delay": 0.5,
+        "service_cluster": "east", "publish_mode": "host", "published_port": 8080, "target_port": 8081,
+        "published_ssl_port": 8443, "target_ssl_port": 8444, "template": "east-template",
+        "hitless_service_update": False,
+    }
+    assert ext.config.model_dump() == {
+        "user": "www-data", "pid_path": "/run/nginx-east.pid", "worker_processes": "auto",
+        "rlimit_nofile": 4096, "max_connections": 512, "connect_timeout": 5, "send_timeout": 30,
+        "read_timeout": 45, "keepalive_timeout": 30.0, "client_max_body_size": "10m",
+        "client_body_buffer_size": "16k", "client_header_buffer_size": "2k",
+        "large_client_header_buffers": "8 16k", "client_body_timeout": 20.0, "underscores_in_headers": True,
+        "server_names_hash_bucket_size": 256, "upstream_zone_size": 128, "ip_hash": True,
+        "ssl_ciphers": "ECDHE-RSA-AES256-GCM-SHA384", "ssl_protocols": "TLSv1.2 TLSv1.3",
+        "ssl_opts": ("ssl_session_cache shared:SSL:10m;",), "ssl_default_dh_param": 2048,
+        "ssl_default_dh_param_path": "/etc/nginx/dhparam.pem", "ssl_verify": "optional",
+        "hide_info_headers": True, "access_log_path": "/var/log/nginx/access.log",
+        "error_log_path": "/var/log/nginx/error.log", "main_log_format": "$remote_addr $status",
+        "trace_log_format": "$remote_addr $request_id", "http_version": "1.0",
+        "global_options": ("worker_shutdown_timeout 10s;",), "http_options": ("gzip on;",),
+        "tcp_options": ("tcp_nodelay on;",),
+    }
+    assert len(config.notices) == 10  # nine extension-service keys and Networks
+
+
+def test_nginx_options_default_to_interlocks_documented_values() -> None:
+    assert NginxOptions().model_dump() == {
+        "user": "nginx", "pid_path": "/var/run/proxy.pid", "worker_processes": "1", "rlimit_nofile": 65535,
+        "max_connections": 1024, "connect_timeout": 600, "send_timeout": 600, "read_timeout": 600,
+        "keepalive_timeout": 75.0, "client_max_body_size": "1m", "client_body_buffer_size": "8k",
+        "client_header_buffer_size": "1k", "large_client_header_buffers": "4 8k", "client_body_timeout": 60.0,
+        "underscores_in_headers": False, "server_names_hash_bucket_size": 128, "upstream_zone_size": 64,
+        "ip_hash": False, "ssl_ciphers": "HIGH:!aNULL:!MD5", "ssl_protocols": "TLSv1.2", "ssl_opts": (),
+        "ssl_default_dh_param": 1024, "ssl_default_dh_param_path": "", "ssl_verify": "required",
+        "hide_info_headers": False, "access_log_path": "/dev/stdout", "error_log_path": "/dev/stdout",
+        "main_log_format": DEFAULT_MAIN_LOG_FORMAT, "trace_log_format": DEFAULT_TRACE_LOG_FORMAT,
+        "http_version": "1.1", "global_options": (), "http_options": (), "tcp_options": (),
+    }
+
+
+@pytest.mark.parametrize("key", ["RlimitNoFile", "RLimitNoFile"])
+def test_both_spellings_of_rlimit_nofile_are_accepted(key: str) -> None:
+    config = parse_config(f"[Extensions.default.Config]\n{key} = 4096\n", source="c.toml")
+    assert config.extensions["default"].config.rlimit_nofile == 4096
+
+
+@pytest.mark.parametrize(
+    ("toml", "mode", "constraints"),
+    [
+        pytest.param('PublishMode = "host"', "host", (LOADBALANCER_CONSTRAINT,), id="host-pins-to-lb-nodes"),
+        pytest.param('PublishMode = "ingress"', "ingress", (), id="ingress-has-no-default"),
+        pytest.param('PublishMode = "host"\nProxyConstraints = []', "host", (), id="explicit-empty-wins"),
+        pytest.param('PublishMode = "host"\nProxyConstraints = ["node.role==worker"]', "host",
+                     ("node.role==worker",), id="explicit-list-wins"),
+    ],
+)
+def test_proxy_constraints_default_to_load_balancer_nodes_in_host_mode(
+    toml: str, mode: str, constraints: tuple[str, ...]
+) -> None:
+    ext = parse_config(f"[Extensions.default]\n{toml}\n", source="c.toml").extensions["default"]
+    assert (ext.publish_mode, ext.proxy_constraints) == (mode, constraints)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("3s", 3.0), ("500ms", 0.5), ("1m30s", 90.0), ("1h", 3600.0), ("1.5s", 1.5), ("0", 0.0), ("250us", 0.00025)],
+)
+def test_go_durations_become_seconds(text: str, seconds: float) -> None:
+    assert parse_go_duration(text) == pytest.approx(seconds)
+
+
+BAD_FILES = [
+    pytest.param('[Extensions.default]\nPublishedPort = "eighty"',
+                 "Extensions.default.PublishedPort: expected an integer 1-65535, got 'eighty'", id="port-word"),
+    pytest.param("[Extensions.default]\nPublishedPort = 70000",
+                 "Extensions.default.PublishedPort: expected an integer 1-65535, got 70000", id="port-range"),
+    pytest.param("[Extensions.default]\nPublishedPort = true",
+                 "Extensions.default.PublishedPort: expected an integer 1-65535, got True", id="port-bool"),
+    pytest.param('[Extensions.default]\nProxyImagee = "nginx"',
+                 "Extensions.default.ProxyImagee: unknown key (did you mean 'ProxyImage'?)", id="typo-extension"),
+    pytest.param('ListenAdr = ":8080"\n[Extensions.default]',
+                 "ListenAdr: unknown key (did you mean 'ListenAddr'?)", id="typo-core"),
+    pytest.param("[Extensions.default.Config]\nMaxConection = 5",
+                 "Extensions.default.Config.MaxConection: unknown key (did you mean 'MaxConnections'?)",
+                 id="typo-nginx"),
+    pytest.param('PollInterval = "3x"\n[Extensions.default]',
+                 "PollInterval: expected a duration such as '3s', '500ms' or '1m30s', got '3x'", id="duration"),
+    pytest.param('[Extensions.default]\nPublishMode = "hots"',
+                 "Extensions.default.PublishMode: expected one of 'ingress' or 'host', got 'hots'", id="mode"),
+    pytest.param("[Extensions.default]\nArgs = [1]",
+                 "Extensions.default.Args[0]: expected a string, got 1", id="list-item"),
+    pytest.param("[Extensions.default]\nHitlessServiceUpdate = \"yes\"",
+                 "Extensions.default.HitlessServiceUpdate: expected true or false, got 'yes'", id="bool"),
+    pytest.param("[Extensions.default]\nTargetSSLPort = 80",
+                 "Extensions.default: TargetPort and TargetSSLPort must differ, both are 80", id="same-ports"),
+    pytest.param('[Extensions.default.Config]\nUser = "nginx; daemon off"',
+                 "Extensions.default.Config.User: expected a single word without spaces", id="option-injection"),
+    pytest.param('[Extensions.default.Config]\nClientMaxBodySize = "lots"',
+                 "Extensions.default.Config.ClientMaxBodySize: expected an nginx size such as '1m' or '8k', "
+                 "got 'lots'", id="size"),
+    pytest.param('ListenAddr = "everywhere"\n[Extensions.default]',
+                 "ListenAddr: expected an address such as ':8080' or '0.0.0.0:8080', got 'everywhere'",
+                 id="listen-addr"),
+    pytest.param('ListenAddr = ":8080"', "Extensions: required key is missing", id="no-extensions"),
+    pytest.param("[Extensions]", "Extensions: at least one [Extensions.NAME] table is required",
+                 id="empty-extensions"),
+    pytest.param('[Extensions.default]\nPublishedPort = 80\nPublishedPort = 81', "invalid TOML: ",
+                 id="toml-duplicate-key"),
+    pytest.param('[Extensions.default]\nPublishedPort = ', "invalid TOML: ", id="toml-syntax"),
+    pytest.param('[Extensions."bad name"]', "Extensions.bad name: expected a name of letters", id="bad-name"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_FILES)
+def test_a_bad_file_is_one_line_naming_the_file_and_the_key(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="bad.toml")
+    line = str(caught.value)
+    assert "\n" not in line
+    assert line.startswith(f"bad.toml: {message}")
+
+
+def test_toml_syntax_errors_say_the_line() -> None:
+    with pytest.raises(ConfigError, match=r"line 3"):
+        parse_config('ListenAddr = ":8080"\n[Extensions.default]\nPublishedPort = \n', source="bad.toml")
+
+
+def test_check_config_exits_0_and_lists_notices(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cmd_check_config(str(GOLDEN / "seed-config.toml")) == 0
+    out, err = capsys.readouterr()
+    assert "OK (1 extension(s))" in out
+    assert "notice: Extensions.default.Image: not needed by swarmgate" in out
+    assert err == ""
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_FILES[:4])
+def test_check_config_exits_2_with_one_line_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    assert cmd_check_config(str(path)) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"swarmgate: {path}: {message}\n"
+
+
+def test_check_config_of_a_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cmd_check_config(str(tmp_path / "nope.toml")) == 2
+    assert capsys.readouterr().err == f"swarmgate: {tmp_path / 'nope.toml'}: cannot read: No such file or directory\n"

@@ -1,0 +1,93 @@
+"""Docker Engine API JSON → the frozen snapshot, and the offline state file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from swarmgate.errors import ConfigError
+from swarmgate.models.observed import (
+    Node,
+    ObservedState,
+    PortBinding,
+    Task,
+    load_state_file,
+    parse_state,
+    state_file_document,
+)
+from tests.factories import node, service, swarm_config, swarm_secret, task
+
+CAPTURED = Path(__file__).parent.parent / "golden" / "api" / "seed-demo-state.json"
+
+
+def test_captured_engine_json_of_the_seed_demo_loads_with_each_host_port_once() -> None:
+    # Captured from the lab (Docker 20.10, API 1.41): `docker service create --name ... --publish
+    # mode=host,target=8080 --replicas 2`; each task's PortStatus lists its port twice.
+    raw = json.loads(CAPTURED.read_text())
+    assert all(len(t["Status"]["PortStatus"]["Ports"]) == 2 for t in raw["tasks"])
+    observed = load_state_file(CAPTURED)
+    assert [t.ports for t in observed.tasks] == [(PortBinding(8080, 32768, "tcp", "host"),)] * 2
+    assert {n.hostname: n.addr for n in observed.nodes} == {
+        "lb-00": "198.18.0.12", "lb-01": "198.18.0.13", "mgr-0": "198.18.0.11", "wrk-0": "198.18.0.14"}
+    (demo,) = observed.services
+    assert demo.labels == {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"}
+    assert observed.service_named(demo.name) == demo
+    assert len(observed.tasks_of(demo.id)) == 2
+
+
+def test_from_api_lifts_typed_fields_and_sorts_by_id() -> None:
+    svc = service("demo", {"a": "b"}, id="svc1")
+    tasks = [task(svc, "n2", id="t2", slot=2, ports={8080: 30001}), task(svc, "n1", id="t1", ports={8080: 30000})]
+    observed = ObservedState.from_api(
+        services=[svc], tasks=tasks,
+        nodes=[node("n2", "10.0.0.2", labels={"nodetype": "loadbalancer"}), node("n1", "10.0.0.1")],
+        configs=[swarm_config("tpl", b"hello")], secrets=[swarm_secret("demo.crt")],
+    )
+    assert observed.tasks[0] == Task(
+        id="t1", service_id="svc1", node_id="n1", slot=1, desired_state="running", state="running",
+        container_id=tasks[1]["Status"]["ContainerStatus"]["ContainerID"],
+        ports=(PortBinding(8080, 30000, "tcp", "host"),),
+    )
+    assert observed.node("n2") == Node(id="n2", hostname="n2", addr="10.0.0.2", role="worker",
+                                       availability="active", state="ready", labels={"nodetype": "loadbalancer"})
+    assert observed.node("nope") is None
+    assert observed.config_named("tpl") is not None and observed.config_named("tpl").data == b"hello"  # type: ignore[union-attr]
+    assert [s.name for s in observed.secrets] == ["demo.crt"]
+    assert observed.services[0].version == 10
+
+
+def test_state_file_document_round_trips(tmp_path: Path) -> None:
+    svc = service("demo", {})
+    doc = state_file_document(services=[svc], tasks=[task(svc, "n1")], nodes=[node("n1", "10.0.0.1")])
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(doc))
+    assert load_state_file(path) == ObservedState.from_api(**doc)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("{", "s.json: invalid JSON: Expecting property name enclosed in double quotes (line 1, column 2)",
+                     id="syntax"),
+        pytest.param("[]", "s.json: expected a JSON object with services, tasks and nodes", id="not-object"),
+        pytest.param('{"services": [], "tasks": []}', "s.json: nodes: required key is missing", id="missing-key"),
+        pytest.param('{"services": [], "tasks": [], "nodes": [], "extra": []}',
+                     "s.json: extra: unknown key (expected services, tasks, nodes, configs, secrets)", id="unknown"),
+        pytest.param('{"services": {}, "tasks": [], "nodes": []}', "s.json: services: expected a list",
+                     id="not-list"),
+        pytest.param('{"services": [{"ID": "x"}], "tasks": [], "nodes": []}',
+                     "s.json: services[0].Spec.Name: expected a string, got None", id="service-without-name"),
+        pytest.param('{"services": [], "tasks": [3], "nodes": []}',
+                     "s.json: tasks[0]: expected an object, got int", id="task-not-object"),
+        pytest.param('{"services": [], "tasks": [{"ID": "t", "ServiceID": "s", "Status": {"PortStatus": '
+                     '{"Ports": [{"TargetPort": "80"}]}}}], "nodes": []}',
+                     "s.json: tasks[0].Status.PortStatus.Ports[0].TargetPort: expected an integer, got '80'",
+                     id="port-not-int"),
+    ],
+)
+def test_a_malformed_state_file_is_one_line_with_the_path_of_the_bad_value(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_state(text, source="s.json")
+    assert str(caught.value) == message

@@ -1,0 +1,209 @@
+"""Rendering: whole configs against golden files (each checked by nginx -t), and what they contain.
+
+Regenerate the golden files with `SWARMGATE_UPDATE_GOLDEN=1 pytest tests/unit/test_render.py`, then
+read the diff: it is the change in what every proxy will run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import crossplane
+import pytest
+
+from swarmgate.errors import ConfigError
+from swarmgate.models.config import Extension, load_config
+from swarmgate.models.observed import ObservedState, load_state_file
+from swarmgate.models.route_types import HostRoute, PathRoute, RouteTable, Upstream
+from swarmgate.models.routes import build_route_table
+from swarmgate.renderers.nginx import UnsafeValueError, custom_template, render_bootstrap, render_nginx
+from swarmgate.renderers.validate import NginxRejectedConfig, nginx_check
+from tests.factories import node, service, swarm_config, task
+
+GOLDEN = Path(__file__).parent.parent / "golden"
+INFO = "swarmgate/0.1.0 linux/amd64"
+SEED = load_config(GOLDEN / "seed-config.toml").extensions["default"]
+EDGE = load_config(GOLDEN / "options.toml").extensions["edge"]
+
+
+def lb(hosts: str, **more: str) -> dict[str, str]:
+    return {"com.docker.lb.hosts": hosts, "com.docker.lb.port": "8080",
+            **{f"com.docker.lb.{k}": v for k, v in more.items()}}
+
+
+def features_state(cluster: str | None = None) -> ObservedState:
+    extra = {"service_cluster": cluster} if cluster else {}
+    demo = service("demo", lb("demo.local", **extra), created_at="2026-01-01T00:00:00Z")
+    canary = service("demo-canary", lb("demo.local", **extra), created_at="2026-02-01T00:00:00Z")
+    app = service("app", lb("demo.local", context_root="/app", context_root_rewrite="true",
+                            websocket_endpoints="/app/live", **extra))
+    shop = service("shop", lb("shop.local,www.shop.local", ssl_cert="shop.crt", ssl_key="shop.key",
+                              sticky_session_cookie="shop_session", **extra))
+    legacy = service("legacy", lb("api.local", ip_hash="true", redirects="http://old.local,https://api.local",
+                                  **extra))
+    empty = service("empty", lb("empty.local", **extra))
+    fallback = service("fallback", {"com.docker.lb.default_backend": "true", "com.docker.lb.port": "8080",
+                                    **({"com.docker.lb.service_cluster": cluster} if cluster else {})})
+    broken = service("broken", lb("broken.local", port="80; evil", **extra))
+    return ObservedState.from_api(
+        services=[demo, canary, app, shop, legacy, empty, fallback, broken],
+        tasks=[
+            task(demo, "wrk-0", slot=1, ports={8080: 30000}), task(demo, "wrk-1", slot=2, ports={8080: 30001}),
+            task(canary, "wrk-1", ports={8080: 30002}), task(app, "wrk-0", ports={8080: 30003}),
+            task(shop, "wrk-0", ports={8080: 30004}), task(shop, "wrk-1", slot=2, ports={8080: 30005}),
+            task(legacy, "wrk-0", ports={8080: 30006}), task(fallback, "wrk-1", ports={8080: 30007}),
+            task(empty, "wrk-0", state="starting", ports={8080: 30008}),
+        ],
+        nodes=[node("wrk-0", "10.1.0.10"), node("wrk-1", "10.1.0.11")],
+    )
+
+
+def golden_cases() -> list[Any]:
+    seed_state = load_state_file(GOLDEN / "api" / "seed-demo-state.json")
+    return [
+        pytest.param("seed-demo.conf", lambda: render_nginx(SEED, build_route_table(seed_state, SEED),
+                                                           server_info=INFO), id="seed-demo"),
+        pytest.param("bootstrap.conf", lambda: render_bootstrap(SEED, server_info=INFO), id="bootstrap"),
+        pytest.param("features.conf", lambda: render_nginx(SEED, build_route_table(features_state(), SEED),
+                                                          server_info=INFO), id="every-label-feature"),
+        pytest.param("options.conf", lambda: render_nginx(EDGE, build_route_table(features_state("edge"), EDGE),
+                                                         server_info=INFO), id="every-nginx-option"),
+    ]
+
+
+@pytest.mark.parametrize(("name", "render"), golden_cases())
+def test_rendered_config_matches_golden_file_and_passes_nginx_t(name: str, render: Any) -> None:
+    text = render().text
+    path = GOLDEN / name
+    if os.environ.get("SWARMGATE_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed; regenerate with SWARMGATE_UPDATE_GOLDEN=1 and review"
+    nginx_check(text)
+
+
+def parse(text: str, tmp_path: Path) -> list[dict[str, Any]]:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text)
+    payload = crossplane.parse(str(conf), single=True, check_ctx=True, check_args=False, comments=False)
+    assert payload["status"] == "ok", payload["errors"]
+    return list(payload["config"][0]["parsed"])
+
+
+def find(block: list[dict[str, Any]], directive: str) -> list[dict[str, Any]]:
+    found = []
+    for item in block:
+        if item["directive"] == directive:
+            found.append(item)
+        found.extend(find(item.get("block", []), directive))
+    return found
+
+
+def test_seed_demo_proxies_demo_local_to_each_running_tasks_node_address_and_high_port(tmp_path: Path) -> None:
+    seed_state = load_state_file(GOLDEN / "api" / "seed-demo-state.json")
+    parsed = parse(render_nginx(SEED, build_route_table(seed_state, SEED), server_info=INFO).text, tmp_path)
+    servers = [s for s in find(parsed, "server") if "block" in s and any(d["args"] == ["demo.local"] for d in s["block"]
+                                                      if d["directive"] == "server_name")]
+    (demo_server,) = servers
+    (proxy_pass,) = find(demo_server["block"], "proxy_pass")
+    pool = proxy_pass["args"][0].removeprefix("http://")
+    (upstream,) = [u for u in find(parsed, "upstream") if u["args"] == [pool]]
+    addresses = sorted(d["args"][0] for d in upstream["block"] if d["directive"] == "server")
+    # The lab's two tasks: on mgr-0 (198.18.0.11) and lb-01 (198.18.0.13), both on host port 32768.
+    assert addresses == ["198.18.0.11:32768", "198.18.0.13:32768"]
+    assert [d["args"] for d in find(parsed, "listen")] == [["80", "default_server"], ["443", "ssl", "default_server"],
+                                                           ["80"]]
+
+
+def test_interlock_response_and_request_headers_are_set(tmp_path: Path) -> None:
+    parsed = parse(render_nginx(SEED, build_route_table(features_state(), SEED), server_info=INFO).text, tmp_path)
+    location = next(loc for loc in find(parsed, "location") if find(loc["block"], "proxy_pass"))
+    headers = {tuple(d["args"]) for d in location["block"] if d["directive"] in ("proxy_set_header", "add_header")}
+    assert headers >= {
+        ("Host", "$http_host"), ("X-Real-IP", "$remote_addr"), ("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
+        ("x-request-id", "$swarmgate_request_id"), ("x-request-id", "$swarmgate_request_id", "always"),
+        ("x-proxy-id", "$hostname", "always"), ("x-server-info", INFO, "always"),
+        ("x-upstream-addr", "$upstream_addr", "always"),
+        ("x-upstream-response-time", "$upstream_response_time", "always"),
+    }
+    assert [d["args"] for d in find(parsed, "proxy_next_upstream")] == [["error", "timeout", "http_502", "http_503",
+                                                                         "http_504"]]
+
+
+def test_hide_info_headers_removes_every_response_header(tmp_path: Path) -> None:
+    parsed = parse(render_nginx(EDGE, build_route_table(features_state("edge"), EDGE), server_info=INFO).text,
+                   tmp_path)
+    assert find(parsed, "add_header") == []
+
+
+def test_unknown_hosts_and_hosts_without_running_tasks_get_503(tmp_path: Path) -> None:
+    table = RouteTable(cluster="", hosts=(HostRoute("empty.local", (PathRoute("/", "p", ("empty",), ()),)),))
+    parsed = parse(render_nginx(SEED, table, server_info=INFO).text, tmp_path)
+    assert [d["args"] for d in find(parsed, "return")] == [["503"], ["503"]]
+    assert find(parsed, "upstream") == []
+
+
+def test_tcp_options_open_a_stream_block(tmp_path: Path) -> None:
+    ext = Extension.model_validate({"Config": {"TCPOptions": ["tcp_nodelay on"]}})
+    parsed = parse(render_nginx(ext, RouteTable(cluster=""), server_info=INFO).text, tmp_path)
+    (stream,) = find(parsed, "stream")
+    assert stream["block"] == [{"directive": "tcp_nodelay", "line": stream["block"][0]["line"], "args": ["on"]}]
+
+
+def test_rendering_twice_gives_byte_identical_text_and_digest() -> None:
+    first = render_nginx(SEED, build_route_table(features_state(), SEED), server_info=INFO)
+    second = render_nginx(SEED, build_route_table(features_state(), SEED), server_info=INFO)
+    assert first == second
+    assert len(first.digest) == 64
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        pytest.param(RouteTable(cluster="", hosts=(HostRoute("a.local;evil", ()),)), id="host"),
+        pytest.param(RouteTable(cluster="", hosts=(HostRoute("a.local", (PathRoute("/a b", "p", ("s",), ()),)),)),
+                     id="path"),
+        pytest.param(RouteTable(cluster="", hosts=(HostRoute("a.local", (PathRoute(
+            "/", "p", ("s",), (Upstream("1.2.3.4;", 80, "t", "n", "s"),)),)),)), id="upstream-address"),
+        pytest.param(RouteTable(cluster="", hosts=(HostRoute("a.local", (PathRoute(
+            "/", "p", ("s",), (Upstream("1.2.3.4", 80, "t", "n", "s"),), sticky_cookie="a$b"),)),)), id="cookie"),
+    ],
+)
+def test_a_hand_built_table_with_nginx_syntax_in_it_is_refused(table: RouteTable) -> None:
+    with pytest.raises(UnsafeValueError):
+        render_nginx(SEED, table, server_info=INFO)
+
+
+def test_server_info_with_quotes_is_refused() -> None:
+    with pytest.raises(ValueError, match="server_info"):
+        render_nginx(SEED, RouteTable(cluster=""), server_info='x" always; evil "')
+
+
+def test_template_option_names_a_swarm_config_rendered_with_the_same_context() -> None:
+    ext = SEED.model_copy(update={"template": "my-template"})
+    tpl = b"events {}\nhttp {\n{% for h in table.hosts %}  server { listen 80; server_name {{ h.host | word }}; }\n" \
+          b"{% endfor %}}\n"
+    observed = ObservedState.from_api(services=[service("demo", lb("demo.local"))], tasks=[], nodes=[],
+                                      configs=[swarm_config("my-template", tpl)])
+    text = render_nginx(ext, build_route_table(observed, ext), server_info=INFO,
+                        template_text=custom_template(ext, observed)).text
+    assert text == "events {}\nhttp {\n  server { listen 80; server_name demo.local; }\n}\n"
+    nginx_check(text)
+
+
+def test_template_option_naming_no_swarm_config_is_a_config_error() -> None:
+    ext = SEED.model_copy(update={"template": "missing"})
+    with pytest.raises(ConfigError, match=r"Extensions\.default\.Template: no Swarm config named 'missing'"):
+        custom_template(ext, ObservedState())
+
+
+def test_custom_templates_run_in_the_sandbox() -> None:
+    with pytest.raises(ConfigError, match="SecurityError"):
+        render_nginx(SEED, RouteTable(cluster=""), server_info=INFO,
+                     template_text="{{ ext.__class__.__mro__[1].__subclasses__() }}")
+
+
+def test_nginx_check_reports_nginxs_own_message() -> None:
+    with pytest.raises(NginxRejectedConfig, match='unknown directive "bogus"'):
+        nginx_check("events {}\nhttp { bogus on; }\n")

@@ -1,0 +1,220 @@
+"""Observed Swarm (Engine API JSON) → whole route tables, table-driven."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from swarmgate.models.config import Extension
+from swarmgate.models.labels import SetAside
+from swarmgate.models.observed import ObservedState
+from swarmgate.models.routes import HostRoute, PathRoute, RouteTable, TLSFiles, Upstream, build_route_table, pool_name
+from tests.factories import node, service, task
+
+HOST = Extension(name="default", publish_mode="host")
+NODES = [node("wrk-0", "10.0.0.10"), node("wrk-1", "10.0.0.11"), node("wrk-2", "10.0.0.12")]
+OLD, NEW = "2026-01-01T00:00:00.5Z", "2026-06-01T00:00:00Z"
+
+
+def lb(hosts: str = "demo.local", port: str = "8080", **more: str) -> dict[str, str]:
+    return {"com.docker.lb.hosts": hosts, "com.docker.lb.port": port,
+            **{f"com.docker.lb.{k}": v for k, v in more.items()}}
+
+
+def state(*items: dict[str, Any], nodes: list[dict[str, Any]] | None = None) -> ObservedState:
+    services = [i for i in items if "ServiceID" not in i]
+    tasks = [i for i in items if "ServiceID" in i]
+    return ObservedState.from_api(services=services, tasks=tasks, nodes=NODES if nodes is None else nodes)
+
+
+def up(svc: dict[str, Any], t: dict[str, Any], address: str, port: int) -> Upstream:
+    return Upstream(address=address, port=port, task_id=t["ID"], node_id=t["NodeID"], service=svc["Spec"]["Name"])
+
+
+def route(host: str, path: str, services: tuple[str, ...], upstreams: tuple[Upstream, ...], **kw: Any) -> PathRoute:
+    return PathRoute(path=path, pool=pool_name(host, path), services=services, upstreams=upstreams, **kw)
+
+
+demo = service("demo", lb(), created_at=OLD)
+t0 = task(demo, "wrk-0", slot=1, ports={8080: 30000})
+t1 = task(demo, "wrk-1", slot=2, ports={8080: 30001})
+canary = service("demo-canary", lb(), created_at=NEW)
+c0 = task(canary, "wrk-2", ports={8080: 30002})
+
+
+def scenarios() -> list[Any]:
+    out = []
+
+    out.append(pytest.param(
+        state(demo, t0, t1),
+        RouteTable(cluster="", hosts=(HostRoute("demo.local", (
+            route("demo.local", "/", ("demo",), (up(demo, t0, "10.0.0.10", 30000), up(demo, t1, "10.0.0.11", 30001))),
+        )),)),
+        id="seed-demo-two-tasks-each-node-address-and-high-port",
+    ))
+
+    starting = task(demo, "wrk-2", slot=3, state="starting", ports={8080: 30003})
+    draining = task(demo, "wrk-2", slot=4, desired="shutdown", ports={8080: 30004})
+    wrong_port = task(demo, "wrk-2", slot=5, ports={9090: 30005})
+    on_down_node = task(demo, "down-0", slot=6, ports={8080: 30006})
+    out.append(pytest.param(
+        state(demo, t0, starting, draining, wrong_port, on_down_node,
+              nodes=[*NODES, node("down-0", "10.0.0.99", state="down")]),
+        RouteTable(cluster="", hosts=(HostRoute("demo.local", (
+            route("demo.local", "/", ("demo",), (up(demo, t0, "10.0.0.10", 30000),)),
+        )),)),
+        id="only-running-tasks-on-ready-nodes-with-the-label-port-are-upstreams",
+    ))
+
+    out.append(pytest.param(
+        state(demo),
+        RouteTable(cluster="", hosts=(HostRoute("demo.local", (route("demo.local", "/", ("demo",), ()),)),)),
+        id="host-with-no-running-task-keeps-its-route-with-no-upstreams",
+    ))
+
+    out.append(pytest.param(
+        state(demo, t0, canary, c0),
+        RouteTable(cluster="", hosts=(HostRoute("demo.local", (
+            route("demo.local", "/", ("demo", "demo-canary"),
+                  (up(demo, t0, "10.0.0.10", 30000), up(canary, c0, "10.0.0.12", 30002))),
+        )),)),
+        id="services-sharing-host-and-path-are-pooled-canary",
+    ))
+
+    bad = service("bad", lb(hosts="bad.local", port="eighty"))
+    vip = service("vip", lb(hosts="vip.local", backend_mode="vip"))
+    passthrough = service("pass", lb(hosts="pass.local", ssl_passthrough="true"))
+    unpublished = service("nopub", lb(hosts="nopub.local"), host_ports=())
+    out.append(pytest.param(
+        state(demo, t0, bad, vip, passthrough, unpublished),
+        RouteTable(
+            cluster="",
+            hosts=(HostRoute("demo.local", (
+                route("demo.local", "/", ("demo",), (up(demo, t0, "10.0.0.10", 30000),)),)),),
+            set_aside=(
+                SetAside("bad", "label com.docker.lb.port: expected an integer 1-65535, got 'eighty'"),
+                SetAside("nopub", "publishes no host-mode port for target port 8080 "
+                                  "(add --publish mode=host,target=8080)"),
+                SetAside("pass", "label com.docker.lb.ssl_passthrough=true is not supported "
+                                 "(needs nginx's stream module)"),
+                SetAside("vip", "label com.docker.lb.backend_mode=vip needs overlay networks, which are not used "
+                                "in host mode; use backend_mode=task (the default)"),
+            ),
+        ),
+        id="invalid-or-unsupported-services-are-set-aside-others-routed",
+    ))
+
+    app = service("app", lb(context_root="/app", context_root_rewrite="true", websocket_endpoints="/app/ws"),
+                  created_at=NEW)
+    a0 = task(app, "wrk-2", ports={8080: 30010})
+    out.append(pytest.param(
+        state(demo, t0, app, a0),
+        RouteTable(cluster="", hosts=(HostRoute("demo.local", (
+            route("demo.local", "/", ("demo",), (up(demo, t0, "10.0.0.10", 30000),)),
+            route("demo.local", "/app", ("app",), (up(app, a0, "10.0.0.12", 30010),), strip_prefix="/app"),
+            route("demo.local", "/app/ws", ("app",), (up(app, a0, "10.0.0.12", 30010),), strip_prefix="/app",
+                  websocket=True),
+        )),)),
+        id="context-root-and-websocket-endpoint-are-own-locations",
+    ))
+
+    tls_old = service("shop", lb(hosts="shop.local", ssl_cert="shop.crt", ssl_key="shop.key",
+                                 sticky_session_cookie="sid"), created_at=OLD)
+    tls_new = service("shop-v2", lb(hosts="shop.local", ssl_cert="evil.crt", ssl_key="evil.key"), created_at=NEW)
+    out.append(pytest.param(
+        state(tls_old, tls_new),
+        RouteTable(
+            cluster="",
+            hosts=(HostRoute("shop.local", (route("shop.local", "/", ("shop", "shop-v2"), (), sticky_cookie="sid"),),
+                             tls=TLSFiles("shop.crt", "shop.key")),),
+            notices=(
+                "host shop.local path /: sticky_session_cookie of service shop-v2 (not set) overruled by older "
+                "service shop (sid)",
+                "host shop.local: ssl_cert/ssl_key of service shop-v2 (evil.crt/evil.key) overruled by older "
+                "service shop (shop.crt/shop.key)",
+            ),
+        ),
+        id="conflicting-settings-on-one-host-oldest-service-wins-and-is-reported",
+    ))
+
+    old_site = service("old-site", lb(hosts="old.local", redirects="http://old.local,https://new.local"))
+    out.append(pytest.param(
+        state(old_site),
+        RouteTable(cluster="", hosts=(HostRoute("old.local", (), redirect="https://new.local"),),
+                   notices=("host old.local: redirected to https://new.local; its routes (old-site) are not served",)),
+        id="redirect-replaces-the-routes-of-its-host",
+    ))
+
+    fallback = service("fallback", {"com.docker.lb.default_backend": "true", "com.docker.lb.port": "8080"})
+    f0 = task(fallback, "wrk-1", ports={8080: 30020})
+    out.append(pytest.param(
+        state(fallback, f0),
+        RouteTable(cluster="", default_backend=route("_default", "/", ("fallback",),
+                                                     (up(fallback, f0, "10.0.0.11", 30020),))),
+        id="default-backend-serves-unknown-hosts",
+    ))
+
+    mgr = service("on-manager", lb(hosts="mgr.local"))
+    m0 = task(mgr, "mgr-0", ports={8080: 30030})
+    manager = node("mgr-0", "0.0.0.0", role="manager")
+    manager["ManagerStatus"]["Addr"] = "10.0.0.2:2377"
+    out.append(pytest.param(
+        state(mgr, m0, nodes=[manager]),
+        RouteTable(cluster="", hosts=(HostRoute("mgr.local", (
+            route("mgr.local", "/", ("on-manager",), (up(mgr, m0, "10.0.0.2", 30030),)),)),)),
+        id="manager-reporting-0.0.0.0-is-reached-at-its-manager-address",
+    ))
+
+    east = service("east-app", lb(hosts="east.local", service_cluster="east"))
+    out.append(pytest.param(
+        state(demo, east),
+        RouteTable(cluster="", hosts=(HostRoute("demo.local", (route("demo.local", "/", ("demo",), ()),)),)),
+        id="extension-without-cluster-gets-only-services-without-cluster-label",
+    ))
+    return out
+
+
+@pytest.mark.parametrize(("observed", "expected"), scenarios())
+def test_route_table(observed: ObservedState, expected: RouteTable) -> None:
+    assert build_route_table(observed, HOST) == expected
+
+
+def test_extension_with_a_service_cluster_gets_only_that_clusters_services() -> None:
+    east = service("east-app", lb(hosts="east.local", service_cluster="east"))
+    bad_east = service("east-bad", lb(hosts="x.local", port="0", service_cluster="east"))
+    ext = Extension(name="east", publish_mode="host", service_cluster="east")
+    assert build_route_table(state(demo, east, bad_east), ext) == RouteTable(
+        cluster="east",
+        hosts=(HostRoute("east.local", (route("east.local", "/", ("east-app",), ()),)),),
+        set_aside=(SetAside("east-bad", "label com.docker.lb.port: expected an integer 1-65535, got '0'"),),
+    )
+
+
+def test_invalid_port_label_sets_only_that_service_aside() -> None:
+    broken = service("broken", lb(port="http"))
+    table = build_route_table(state(demo, t0, broken), HOST)
+    assert [s.service for s in table.set_aside] == ["broken"]
+    assert build_route_table(state(demo, t0, broken), HOST).hosts == build_route_table(state(demo, t0), HOST).hosts
+
+
+def test_the_same_snapshot_in_any_order_gives_the_same_table() -> None:
+    items = [demo, t0, t1, canary, c0]
+    reference = build_route_table(state(*items), HOST)
+    rng = random.Random(7)
+    for _ in range(5):
+        rng.shuffle(items)
+        assert build_route_table(state(*items), HOST) == reference
+
+
+def test_secrets_lists_every_tls_secret_the_proxy_must_mount() -> None:
+    a = service("a", lb(hosts="a.local", ssl_cert="a.crt", ssl_key="a.key"))
+    b = service("b", lb(hosts="b.local", ssl_cert="shared.crt", ssl_key="shared.key"))
+    assert build_route_table(state(a, b), HOST).secrets == ("a.crt", "a.key", "shared.crt", "shared.key")
+
+
+def test_pool_names_are_stable_and_safe_words() -> None:
+    assert pool_name("demo.local", "/") == pool_name("demo.local", "/")
+    assert pool_name("demo.local", "/a") != pool_name("demo.local", "/a_")
+    assert pool_name("*.example.com", "/api/v1").replace("_", "").isalnum()
