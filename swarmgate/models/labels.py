@@ -96,7 +96,8 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "ssl_key": parse_swarm_name,
     "ssl_passthrough": parse_bool,
     "websocket_endpoints": parse_paths,
-    "service_cluster": parse_swarm_name,
+    # An empty cluster label is the same as none (a stack file may template it empty).
+    "service_cluster": lambda value: parse_swarm_name(value) if value else "",
     "sticky_session_cookie": parse_cookie_name,
     "ip_hash": parse_bool,
     "redirects": parse_redirects,

@@ -1,0 +1,178 @@
+"""Property: for arbitrary label values, a service is set aside with a reason, or the rendered config
+passes nginx -t and contains no directive, block, server name, location or cookie the labels did not
+ask for. The output is parsed with crossplane (a real nginx config parser), not with regexes.
+
+Two budgets: crossplane checks are cheap and run on many examples; nginx -t costs ~10-20 ms a run and
+runs on fewer.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import crossplane
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from swarmgate.models.config import Extension
+from swarmgate.models.labels import KNOWN_LABELS, PREFIX, parse_service_labels
+from swarmgate.models.observed import ObservedState
+from swarmgate.models.routes import build_route_table
+from swarmgate.renderers.nginx import render_nginx
+from swarmgate.renderers.validate import nginx_check
+from tests.factories import node, service, task
+
+EXT = Extension(name="default", publish_mode="host")
+INFO = "swarmgate/0.1.0 linux/amd64"
+CONTROL_HOST = "control.local"
+
+PLAUSIBLE: dict[str, list[str]] = {
+    "hosts": ["demo.local", "a.example.com,b.example.com", "*.example.com", "UPPER.local", CONTROL_HOST],
+    "port": ["8080", "80"],
+    "network": ["demo_net"],
+    "context_root": ["/app", "/api/v1/", "/", "/a.b~c-d"],
+    "context_root_rewrite": ["true", "false"],
+    "ssl_cert": ["demo.crt"],
+    "ssl_key": ["demo.key"],
+    "ssl_passthrough": ["false"],
+    "websocket_endpoints": ["/ws", "/ws,/live", "/app/ws"],
+    "service_cluster": ["", "east"],
+    "sticky_session_cookie": ["sid", "session_id"],
+    "ip_hash": ["true", "0"],
+    "redirects": ["http://old.local,http://new.local", "http://a.local,https://b.local:8443/x"],
+    "backend_mode": ["task"],
+    "default_backend": ["true", "false"],
+}
+# Pieces of nginx syntax and of the URL/host grammars, to splice into otherwise plausible values.
+FRAGMENTS = [";", "{", "}", "$host", "${x}", "\n", "\r", "#", "'", '"', " ", "\t", "\\", "/", ",", ":", "*",
+             "..", "%00", "\x00", "é", "return 200", "= /", "~", "@", "?", "&", "include /etc/passwd"]
+
+
+def fuzzed_value(name: str) -> st.SearchStrategy[str]:
+    plausible = st.sampled_from(PLAUSIBLE[name])
+    spliced = st.lists(st.one_of(plausible, st.sampled_from(FRAGMENTS), st.text(max_size=4)), min_size=1,
+                       max_size=4).map("".join)
+    return st.one_of(spliced, st.text(max_size=40))
+
+
+@st.composite
+def lb_labels(draw: st.DrawFn) -> dict[str, str]:
+    # Plausible values for a few labels, then arbitrary values for zero to two of them: with every
+    # value arbitrary, almost every example would stop at the first invalid label and never render.
+    names = draw(st.sets(st.sampled_from(KNOWN_LABELS), max_size=8))
+    if draw(st.integers(0, 4)):
+        names |= {"hosts", "port"}
+    if names & {"ssl_cert", "ssl_key"}:
+        names |= {"ssl_cert", "ssl_key"}
+    labels = {f"{PREFIX}{name}": draw(st.sampled_from(PLAUSIBLE[name])) for name in names}
+    if names:
+        for name in draw(st.lists(st.sampled_from(sorted(names)), max_size=2, unique=True)):
+            labels[f"{PREFIX}{name}"] = draw(fuzzed_value(name))
+    if draw(st.booleans()):
+        labels[f"{PREFIX}{draw(st.text(min_size=1, max_size=12))}"] = draw(st.text(max_size=10))
+    return labels
+
+
+def snapshot(labels: dict[str, str]) -> ObservedState:
+    fuzzed = service("fuzzed", labels, host_ports=(80, 8080))
+    control = service("control", {f"{PREFIX}hosts": CONTROL_HOST, f"{PREFIX}port": "8080"})
+    return ObservedState.from_api(
+        services=[fuzzed, control],
+        tasks=[task(fuzzed, "wrk-0", ports={80: 30080, 8080: 30000}), task(control, "wrk-0", ports={8080: 30001})],
+        nodes=[node("wrk-0", "10.2.0.10")],
+    )
+
+
+def parsed(text: str) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "nginx.conf"
+        path.write_text(text)
+        payload = crossplane.parse(str(path), single=True, check_ctx=True, check_args=True, comments=False)
+    assert payload["status"] == "ok", payload["errors"]
+    return list(payload["config"][0]["parsed"])
+
+
+def walk(block: list[dict[str, Any]], parents: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+    out = []
+    for item in block:
+        out.append((parents, item))
+        out.extend(walk(item.get("block", []), (*parents, item["directive"])))
+    return out
+
+
+# Everything the default template can write, per context: any other directive came from an input.
+TEMPLATE_DIRECTIVES = {
+    (): {"user", "worker_processes", "worker_rlimit_nofile", "pid", "error_log", "events", "http"},
+    ("events",): {"worker_connections"},
+    ("http",): {"log_format", "access_log", "server_tokens", "client_max_body_size", "client_body_buffer_size",
+                "client_header_buffer_size", "large_client_header_buffers", "client_body_timeout",
+                "keepalive_timeout", "underscores_in_headers", "server_names_hash_bucket_size",
+                "proxy_connect_timeout", "proxy_send_timeout", "proxy_read_timeout", "proxy_http_version",
+                "proxy_next_upstream", "map", "upstream", "server"},
+    ("http", "map"): {"default", ""},  # crossplane reads the `""` key of a map as an empty directive
+    ("http", "upstream"): {"zone", "hash", "ip_hash", "server"},
+    ("http", "server"): {"listen", "server_name", "ssl_reject_handshake", "ssl_protocols", "ssl_ciphers",
+                         "ssl_certificate", "ssl_certificate_key", "location"},
+    ("http", "server", "location"): {"proxy_pass", "proxy_set_header", "add_header", "return"},
+}
+
+
+def assert_nothing_unasked(text: str, labels: dict[str, str]) -> None:
+    asked = {name: labels.get(f"{PREFIX}{name}", "") for name in KNOWN_LABELS}
+    raw_hosts = (asked["hosts"] + "," + asked["redirects"]).lower()
+    raw_paths = asked["context_root"] + "," + asked["websocket_endpoints"]
+    for parents, item in walk(parsed(text)):
+        directive, args = item["directive"], item["args"]
+        assert directive in TEMPLATE_DIRECTIVES.get(parents, set()), (parents, directive)
+        if directive == "server_name":
+            (name,) = args
+            assert name in ("_", CONTROL_HOST) or name in raw_hosts, name
+        elif directive == "location":
+            path = args[-1].rstrip("/") or "/"
+            assert path == "/" or path in raw_paths, args
+        elif directive == "hash":
+            assert args[0].removeprefix("$cookie_") in asked["sticky_session_cookie"], args
+        elif directive in ("ssl_certificate", "ssl_certificate_key"):
+            secret = args[0].removeprefix("/run/secrets/")
+            assert secret in (asked["ssl_cert"], asked["ssl_key"]), args
+        elif directive == "return":
+            assert args[0] == "503" or (args[0] == "302" and args[1].endswith("$request_uri")), args
+        elif parents == ("http", "upstream") and directive == "server":
+            assert args[0] in ("10.2.0.10:30000", "10.2.0.10:30080", "10.2.0.10:30001"), args
+
+
+def check(labels: dict[str, str]) -> str:
+    """The rendered text, after checking set-aside reasons and that nothing unasked-for was rendered."""
+    observed = snapshot(labels)
+    table = build_route_table(observed, EXT)
+    control_routed = any(h.host == CONTROL_HOST for h in table.hosts)
+    for aside in table.set_aside:
+        assert aside.reason and "\n" not in aside.reason and "\r" not in aside.reason
+    assert control_routed or labels.get(f"{PREFIX}hosts", "").strip().lower() == CONTROL_HOST or any(
+        CONTROL_HOST in v.lower() for v in labels.values()
+    ), "a bad service must never take the other services' routes down"
+    text = render_nginx(EXT, table, server_info=INFO).text
+    assert_nothing_unasked(text, labels)
+    return text
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lb_labels())
+def test_arbitrary_labels_are_set_aside_or_render_only_what_they_asked_for(labels: dict[str, str]) -> None:
+    check(labels)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lb_labels())
+def test_arbitrary_labels_never_yield_a_config_nginx_rejects(labels: dict[str, str]) -> None:
+    nginx_check(check(labels))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.dictionaries(st.one_of(st.text(max_size=30), st.sampled_from([PREFIX + n for n in KNOWN_LABELS])),
+                       st.text(max_size=60), max_size=10))
+def test_label_parsing_never_raises_on_any_labels(labels: dict[str, str]) -> None:
+    result = parse_service_labels("svc", labels)
+    assert result is None or result.service == "svc"

@@ -1,0 +1,58 @@
+"""The offline commands: `render` and `routes` from a config and a state file of Engine API JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from swarmgate.operator.offline import cmd_render, cmd_routes
+from tests.factories import node, service, task
+
+GOLDEN = Path(__file__).parent.parent / "golden"
+SEED_CONFIG = str(GOLDEN / "seed-config.toml")
+SEED_STATE = str(GOLDEN / "api" / "seed-demo-state.json")
+
+
+def test_render_prints_the_seed_demo_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cmd_render(SEED_CONFIG, SEED_STATE, None) == 0
+    out, err = capsys.readouterr()
+    assert out == (GOLDEN / "seed-demo.conf").read_text()
+    assert err == ""
+
+
+def test_render_of_an_unknown_extension_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cmd_render(SEED_CONFIG, SEED_STATE, "east") == 2
+    assert capsys.readouterr().err == "swarmgate: no extension named 'east' (the config has: default)\n"
+
+
+def test_render_with_a_malformed_state_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state.json"
+    state.write_text('{"services": [], "tasks": []}')
+    assert cmd_render(SEED_CONFIG, str(state), None) == 2
+    assert capsys.readouterr().err == f"swarmgate: {state}: nodes: required key is missing\n"
+
+
+def test_routes_prints_hosts_upstreams_and_set_aside_services_with_reasons(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    demo = service("demo", {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"})
+    broken = service("broken", {"com.docker.lb.hosts": "b.local", "com.docker.lb.port": "eighty"})
+    idle = service("idle", {"com.docker.lb.hosts": "idle.local", "com.docker.lb.port": "8080"})
+    t0 = task(demo, "wrk-0", ports={8080: 30000}, id="task0aaaaaaaaaaaaaaaaaaaa")
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"services": [demo, broken, idle], "tasks": [t0],
+                                 "nodes": [node("wrk-0", "10.0.0.10")]}))
+    assert cmd_routes(SEED_CONFIG, str(state)) == 0
+    assert capsys.readouterr().out == (
+        "extension default (service cluster (none); listens on 80/443)\n"
+        "  demo.local\n"
+        "    / → demo\n"
+        "      10.0.0.10:30000  demo task task0aaaaaaa node wrk-0\n"
+        "  idle.local\n"
+        "    / → idle\n"
+        "      (no running task: 503)\n"
+        "  set aside:\n"
+        "    broken: label com.docker.lb.port: expected an integer 1-65535, got 'eighty'\n"
+    )
