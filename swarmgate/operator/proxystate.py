@@ -1,0 +1,186 @@
+"""What each cluster's proxies should serve and what they say they serve (in memory, thread-safe).
+
+The reconciler publishes a rendered config per cluster; the endpoint's long polls wait on it and
+record every poll and report of the proxy agents. No network or Docker here, only a lock, a
+condition and a clock (injectable). Published and per-proxy times make convergence measurable:
+publish → every live proxy of the cluster reports the new digest.
+"""
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol
+
+ReportStatus = Literal["ok", "error", "none"]
+
+
+class RenderedConfigLike(Protocol):
+    """Anything with the config text and its content digest (e.g. the renderer's RenderedConfig)."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def digest(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class PublishedConfig:
+    cluster: str
+    digest: str
+    text: str
+    published_at: float  # clock time of the publish that made this digest current
+    converged_at: float | None = None  # first time every live proxy served it; None until then
+
+
+@dataclass(frozen=True)
+class ProxyRecord:
+    """One proxy task as its agent last described itself."""
+
+    task: str
+    cluster: str
+    node: str
+    hostname: str
+    served_digest: str  # "" while it serves the bootstrap
+    serving_since: float | None  # when it first said it serves served_digest
+    last_seen: float
+    last_status: ReportStatus = "none"
+    last_error: str = ""  # nginx -t's message for rejected_digest
+    rejected_digest: str = ""
+
+
+class ProxyState:
+    """The store the reconciler publishes to and the endpoint reads from."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, stale_after: float = 90.0) -> None:
+        self._clock = clock
+        self._stale_after = stale_after  # a task silent this long is gone (its polls come every ≤30 s)
+        self._changed = threading.Condition()
+        self._configs: dict[str, PublishedConfig] = {}
+        self._proxies: dict[str, ProxyRecord] = {}
+        self._closed = False
+
+    # -- the reconciler's side ------------------------------------------------------------
+    def publish(self, cluster: str, text: str, digest: str) -> None:
+        """Make this config the cluster's current one; publishing the current digest again is a no-op
+        (publish time and convergence are kept), so a reconcile pass may publish every time."""
+        with self._changed:
+            old = self._configs.get(cluster)
+            if old is not None and old.digest == digest:
+                return
+            self._configs[cluster] = PublishedConfig(cluster, digest, text, self._clock())
+            self._note_convergence(cluster)
+            self._changed.notify_all()
+
+    def publish_rendered(self, cluster: str, config: RenderedConfigLike) -> None:
+        self.publish(cluster, config.text, config.digest)
+
+    def current(self, cluster: str) -> PublishedConfig | None:
+        with self._changed:
+            return self._configs.get(cluster)
+
+    def clusters(self) -> list[str]:
+        with self._changed:
+            return sorted(set(self._configs) | {p.cluster for p in self._proxies.values()})
+
+    def proxies(self, cluster: str | None = None) -> list[ProxyRecord]:
+        """Live proxies (seen within `stale_after`), of one cluster or all, sorted by task."""
+        with self._changed:
+            return self._live(cluster)
+
+    def reports(self) -> list[ProxyRecord]:
+        """Every proxy ever heard of and not forgotten, stale ones included."""
+        with self._changed:
+            return sorted(self._proxies.values(), key=lambda p: p.task)
+
+    def all_current(self, cluster: str) -> bool:
+        """True when a config is published and at least one live proxy exists and all serve it."""
+        with self._changed:
+            return self._all_current(cluster)
+
+    def wait_converged(self, cluster: str, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._all_current(cluster), timeout)
+
+    def retain_tasks(self, task_ids: Iterable[str]) -> None:
+        """Forget proxies whose task the Swarm no longer runs (the reconciler knows from its snapshot)."""
+        keep = set(task_ids)
+        with self._changed:
+            for task in [t for t in self._proxies if t not in keep]:
+                del self._proxies[task]
+            for cluster in list(self._configs):
+                self._note_convergence(cluster)
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        """Release every waiting long poll (endpoint shutdown)."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    # -- the agents' side (through the endpoint) -------------------------------------------
+    def wait_for_config(self, cluster: str, known: Iterable[str], timeout: float) -> PublishedConfig | None:
+        """The cluster's config as soon as its digest is not among `known`; None after `timeout`."""
+        known_digests = set(known)
+
+        def fresh() -> bool:
+            cfg = self._configs.get(cluster)
+            return self._closed or (cfg is not None and cfg.digest not in known_digests)
+
+        with self._changed:
+            if not self._changed.wait_for(fresh, timeout) or self._closed:
+                return None
+            return self._configs[cluster]
+
+    def record_poll(self, *, cluster: str, task: str, node: str, hostname: str, have: str) -> None:
+        self._record(cluster=cluster, task=task, node=node, hostname=hostname, serving=have)
+
+    def record_report(
+        self, *, cluster: str, task: str, node: str, hostname: str, digest: str, ok: bool, message: str
+    ) -> None:
+        if ok:
+            self._record(cluster=cluster, task=task, node=node, hostname=hostname, serving=digest,
+                         status="ok", error="", rejected="")
+        else:
+            self._record(cluster=cluster, task=task, node=node, hostname=hostname, serving=None,
+                         status="error", error=message, rejected=digest)
+
+    def _record(self, *, cluster: str, task: str, node: str, hostname: str, serving: str | None,
+                status: ReportStatus | None = None, error: str | None = None,
+                rejected: str | None = None) -> None:
+        now = self._clock()
+        with self._changed:
+            old = self._proxies.get(task)
+            rec = old or ProxyRecord(task, cluster, node, hostname, "", None, now)
+            rec = replace(rec, cluster=cluster, node=node, hostname=hostname, last_seen=now)
+            if serving is not None and (old is None or serving != old.served_digest):
+                rec = replace(rec, served_digest=serving, serving_since=now)
+            if status is not None:
+                rec = replace(rec, last_status=status)
+            if error is not None:
+                rec = replace(rec, last_error=error)
+            if rejected is not None:
+                rec = replace(rec, rejected_digest=rejected)
+            self._proxies[task] = rec
+            self._note_convergence(cluster)
+            self._changed.notify_all()
+
+    # -- helpers, called with the lock held -------------------------------------------------
+    def _live(self, cluster: str | None) -> list[ProxyRecord]:
+        horizon = self._clock() - self._stale_after
+        return sorted(
+            (p for p in self._proxies.values()
+             if p.last_seen >= horizon and (cluster is None or p.cluster == cluster)),
+            key=lambda p: p.task,
+        )
+
+    def _all_current(self, cluster: str) -> bool:
+        cfg = self._configs.get(cluster)
+        live = self._live(cluster)
+        return cfg is not None and bool(live) and all(p.served_digest == cfg.digest for p in live)
+
+    def _note_convergence(self, cluster: str) -> None:
+        cfg = self._configs.get(cluster)
+        if cfg is not None and cfg.converged_at is None and self._all_current(cluster):
+            self._configs[cluster] = replace(cfg, converged_at=self._clock())
