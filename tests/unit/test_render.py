@@ -125,7 +125,7 @@ def test_interlock_response_and_request_headers_are_set(tmp_path: Path) -> None:
         ("x-request-id", "$swarmgate_request_id"), ("x-request-id", "$swarmgate_request_id", "always"),
         ("x-proxy-id", "$hostname", "always"), ("x-server-info", INFO, "always"),
         ("x-upstream-addr", "$upstream_addr", "always"),
-        ("x-upstream-response-time", "$upstream_response_time", "always"),
+        ("x-upstream-response-time", "$upstream_header_time", "always"),
     }
     assert [d["args"] for d in find(parsed, "proxy_next_upstream")] == [["error", "timeout", "http_502", "http_503",
                                                                          "http_504"]]
