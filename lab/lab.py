@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""swarmgate's local real-Swarm lab: several Docker engines on one machine, one Swarm over them.
+
+    lab.py up [--managers M] [--workers W] [--lb L]   idempotent; rebuilds over stale leftovers
+    lab.py down                                        removes everything `up` made
+    lab.py images                                      (re)build images, load where not current
+    lab.py status                                      health, size and memory of the running lab
+
+See lab/README.md for how it works and what it costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cluster
+from common import LAB_DIR, log
+
+
+def _socks(state: dict[str, object]) -> dict[str, Path]:
+    return {n.name: n.sock for n in cluster.nodes_from_state(state)}
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    size = {"managers": args.managers, "workers": args.workers, "lb": args.lb}
+    cluster.plan(**size)  # validate before touching anything
+    # Imported here: building images needs only the stdlib too, but keeps `down` light.
+    import images
+
+    state = cluster.load_state()
+    if state and cluster.healthy(state, size):
+        log("lab already up and healthy; checking images")
+    else:
+        if state or _leftovers():
+            log("tearing down a previous lab (stale, unhealthy or another size)")
+            cluster.teardown()
+        nodes = cluster.build(**size)
+        state = cluster.load_state()
+        assert state is not None
+        log(f"nodes: {' '.join(f'{n.name}={n.address}' for n in nodes)}")
+    t1 = time.monotonic()
+    built = images.build_all()
+    log(f"images ready in {time.monotonic() - t1:.1f} s")
+    images.ensure_on_nodes(built, _socks(state))
+    log(f"lab up in {time.monotonic() - t0:.1f} s; `. .lab/env` sets DOCKER_HOST")
+    return 0
+
+
+def _leftovers() -> bool:
+    from common import BRIDGE, NETNS_PREFIX
+
+    netns = Path("/run/netns")
+    return (
+        LAB_DIR.exists()
+        or Path(f"/sys/class/net/{BRIDGE}").exists()
+        or (netns.exists() and any(p.name.startswith(NETNS_PREFIX) for p in netns.iterdir()))
+    )
+
+
+def cmd_down(_: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    cluster.teardown()
+    log(f"lab down in {time.monotonic() - t0:.1f} s")
+    return 0
+
+
+def cmd_images(_: argparse.Namespace) -> int:
+    import images
+
+    state = cluster.load_state()
+    built = images.build_all()
+    for img in built:
+        log(f"{img.name} {img.image_id[:19]} ({img.archive.stat().st_size / 2**20:.1f} MiB archive)")
+    if state is None:
+        log("no lab is up: images built into the cache only")
+        return 0
+    images.ensure_on_nodes(built, _socks(state))
+    return 0
+
+
+def cmd_status(_: argparse.Namespace) -> int:
+    state = cluster.load_state()
+    if state is None:
+        print("lab: down")
+        return 1
+    size = state["size"]
+    assert isinstance(size, dict)
+    ok = cluster.healthy(state, size)
+    nodes = cluster.nodes_from_state(state)
+    print(
+        f"lab: {'healthy' if ok else 'UNHEALTHY'} size={size} "
+        f"memory={cluster.memory_kib(nodes) / 1024:.0f} MiB (RSS sum of lab processes)"
+    )
+    for n in nodes:
+        print(f"  {n.name:8} {n.role:8} {n.address:15} {'lb' if n.lb else ''}")
+    return 0 if ok else 1
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("lab.py needs root (namespaces, bridge, iptables)", file=sys.stderr)
+        return 2
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="bring the lab up (idempotent)")
+    up.add_argument("--managers", type=int, default=1)
+    up.add_argument("--workers", type=int, default=3, help="workers in total, LB nodes included")
+    up.add_argument("--lb", type=int, default=2, help="how many workers are lb-NN load-balancer nodes")
+    up.set_defaults(fn=cmd_up)
+    sub.add_parser("down", help="remove everything the lab made").set_defaults(fn=cmd_down)
+    sub.add_parser("images", help="rebuild/refresh the lab images").set_defaults(fn=cmd_images)
+    sub.add_parser("status", help="health, size, memory").set_defaults(fn=cmd_status)
+    args = p.parse_args()
+    try:
+        rc: int = args.fn(args)
+        return rc
+    except RuntimeError as e:
+        log(f"error: {e}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The lab is what it claims to be, checked through the Docker API of the running lab."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+
+import docker
+import pytest
+from docker.models.services import Service
+from docker.types import EndpointSpec, Mount, RestartPolicy
+
+from tests.lab.conftest import Lab
+
+pytestmark = pytest.mark.lab
+
+IMAGES = ("swarmgate/nginx:lab", "swarmgate/demo:lab", "swarmgate/operator:lab")
+
+
+@pytest.fixture
+def services(lab: Lab) -> Iterator[list[Service]]:
+    """Services a test creates; removed afterwards even when the test fails."""
+    created: list[Service] = []
+    yield created
+    for svc in created:
+        with contextlib.suppress(docker.errors.NotFound):
+            svc.remove()
+
+
+def _wait_task(svc: Service, timeout: float = 60, state: str = "running") -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for task in svc.tasks():
+            if task["Status"]["State"] == state:
+                return task  # type: ignore[no-any-return]
+            if task["Status"]["State"] in ("failed", "rejected"):
+                raise AssertionError(f"task {task['Status']}")
+        time.sleep(0.3)
+    raise AssertionError(f"no {state} task of {svc.name} within {timeout} s: {svc.tasks()}")
+
+
+def test_nodes_roles_hostnames_and_labels(lab: Lab) -> None:
+    mgr = lab.manager_client()
+    nodes = {n.attrs["Description"]["Hostname"]: n.attrs for n in mgr.nodes.list()}
+    assert sorted(nodes) == sorted(lab.names)
+    for node in lab.nodes:
+        attrs = nodes[node.name]
+        assert attrs["Spec"]["Role"] == node.role
+        assert attrs["Status"]["State"] == "ready"
+        assert attrs["Status"]["Addr"] == node.address
+        labels = attrs["Spec"].get("Labels") or {}
+        assert (labels.get("nodetype") == "loadbalancer") == node.lb
+    assert [n for n in lab.names if n.startswith("lb-")] == lab.lb_nodes
+    assert lab.managers == [f"mgr-{i}" for i in range(len(lab.managers))]
+
+
+def test_each_node_is_its_own_engine(lab: Lab) -> None:
+    ids = set()
+    for name in lab.names:
+        info = lab.client(name).info()
+        assert info["Name"] == name  # hostname from the node's UTS namespace
+        assert info["Swarm"]["NodeAddr"] == lab.address(name)
+        ids.add(info["ID"])
+    assert len(ids) == len(lab.names)
+
+
+def test_images_on_every_node(lab: Lab) -> None:
+    expected = None
+    for name in lab.names:
+        have = {tag: img.id for img in lab.client(name).images.list() for tag in img.tags}
+        for image in IMAGES:
+            assert image in have, f"{image} missing on {name}"
+        ids = {image: have[image] for image in IMAGES}
+        expected = expected or ids
+        assert ids == expected, f"{name} holds other image versions"
+    cfg = lab.client(lab.names[0]).images.get("swarmgate/nginx:lab").attrs["Config"]
+    assert cfg["StopSignal"] == "SIGQUIT"
+    assert cfg["Cmd"] == ["nginx", "-g", "daemon off;"]
+
+
+def test_host_mode_published_service_answers_from_host(lab: Lab, services: list[Service]) -> None:
+    target = (lab.plain_workers or lab.workers)[0]
+    mgr = lab.manager_client()
+    svc = mgr.services.create(
+        "swarmgate/demo:lab",
+        name=f"labtest-demo-{uuid.uuid4().hex[:6]}",
+        env=["METADATA=lab-test"],
+        constraints=[f"node.hostname=={target}"],
+        endpoint_spec=EndpointSpec(mode="vip", ports=[{"Protocol": "tcp", "TargetPort": 8080, "PublishMode": "host"}]),
+    )
+    services.append(svc)
+    task = _wait_task(svc)
+    ports = {p["PublishedPort"] for p in task["Status"]["PortStatus"]["Ports"] if p["TargetPort"] == 8080}
+    assert len(ports) == 1  # 20.10 may list a host-mode port twice: same port
+    port = ports.pop()
+    container_id = task["Status"]["ContainerStatus"]["ContainerID"]
+    hostname = lab.client(target).containers.get(container_id).attrs["Config"]["Hostname"]
+    request_id = uuid.uuid4().hex
+    url = f"http://{lab.address(target)}:{port}/ping"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            req = urllib.request.Request(url, headers={"X-Request-Id": request_id})
+            with urllib.request.urlopen(req, timeout=3) as resp:
+                status, ctype, body = resp.status, resp.headers["Content-Type"], resp.read()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+    assert status == 200
+    assert "json" in ctype
+    assert json.loads(body) == {
+        "instance": hostname,
+        "version": "0.1",
+        "metadata": "lab-test",
+        "request_id": request_id,
+    }
+    with urllib.request.urlopen(f"http://{lab.address(target)}:{port}/", timeout=3) as resp:
+        assert resp.status == 200
+
+
+def test_docker_sock_in_a_container_is_its_nodes_engine(lab: Lab, services: list[Service]) -> None:
+    target = lab.lb_nodes[0] if lab.lb_nodes else lab.workers[0]
+    svc = lab.manager_client().services.create(
+        "swarmgate/operator:lab",
+        name=f"labtest-sock-{uuid.uuid4().hex[:6]}",
+        command=["/usr/bin/python3.11"],
+        args=["-c", "import docker; print('ENGINE', docker.from_env().info()['Name'])"],
+        mounts=[Mount(target="/var/run/docker.sock", source="/var/run/docker.sock", type="bind")],
+        constraints=[f"node.hostname=={target}"],
+        restart_policy=RestartPolicy(condition="none"),
+    )
+    services.append(svc)
+    _wait_task(svc, state="complete")
+    logs = b"".join(svc.logs(stdout=True, stderr=True)).decode()
+    assert f"ENGINE {target}" in logs, logs
