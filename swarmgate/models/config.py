@@ -46,6 +46,11 @@ _NOT_NEEDED = {
     "config_image": "ConfigImage",
     "config_service_name": "ConfigServiceName",
 }
+# nginx options with no counterpart in what swarmgate renders: accepted, and said so when set.
+_NOT_APPLIED = {
+    "SSLDefaultDHParam": "swarmgate does not generate DH parameters; give a file in SSLDefaultDHParamPath",
+    "SSLVerify": "swarmgate does not verify client certificates (no label asks for it)",
+}
 _EXTENSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _LISTEN_ADDR = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]*\]|[A-Za-z0-9_.-]*)?:?(?P<port>\d{1,5})$")
 
@@ -165,6 +170,10 @@ class Config(BaseModel):
                                 f"Extensions.{name}.{toml_key}: not needed by swarmgate "
                                 "(no separate extension service); ignored"
                             )
+                    options = table.get("Config")
+                    for option, why in _NOT_APPLIED.items():
+                        if isinstance(options, dict) and option in options:
+                            notices.append(f"Extensions.{name}.Config.{option}: {why}; ignored")
                     if table.get("Networks") or table.get("networks"):
                         notices.append(
                             f"Extensions.{name}.Networks: swarmgate routes to node address and host port, "

@@ -43,6 +43,7 @@ __all__ = [
     "Upstream",
     "build_route_table",
     "pool_name",
+    "unclaimed_services",
 ]
 
 
@@ -238,3 +239,17 @@ def build_route_table(observed: ObservedState, ext: Extension) -> RouteTable:
         set_aside=tuple(sorted(aside, key=lambda s: s.service)),
         notices=tuple(sorted(set(notices))),
     )
+
+
+def unclaimed_services(observed: ObservedState, clusters: Iterable[str]) -> tuple[SetAside, ...]:
+    """Routed services whose service cluster no extension serves: nobody routes them, say so."""
+    served = set(clusters)
+    out = []
+    for service in sorted(observed.services, key=lambda s: s.name):
+        parsed = parse_service_labels(service.name, service.labels)
+        if isinstance(parsed, ServiceRouting) and parsed.service_cluster not in served:
+            out.append(SetAside(service.name, f"no extension serves service cluster {parsed.service_cluster!r}"
+                                if parsed.service_cluster else
+                                "no extension serves services without a service cluster "
+                                "(every extension has a ServiceCluster)"))
+    return tuple(out)

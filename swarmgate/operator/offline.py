@@ -15,7 +15,7 @@ from swarmgate.errors import ConfigError
 from swarmgate.models.config import Config, Extension, load_config
 from swarmgate.models.observed import ObservedState, load_state_file
 from swarmgate.models.route_types import RouteTable
-from swarmgate.models.routes import build_route_table
+from swarmgate.models.routes import build_route_table, unclaimed_services
 from swarmgate.renderers.nginx import custom_template, render_nginx
 
 EXIT_OK = 0
@@ -112,8 +112,11 @@ def format_route_table(ext: Extension, table: RouteTable) -> str:
 
 
 def routes_text(config: Config, observed: ObservedState) -> str:
-    return "\n".join(format_route_table(ext, build_route_table(observed, ext))
-                     for ext in _extensions(config, None))
+    text = "\n".join(format_route_table(ext, build_route_table(observed, ext)) for ext in _extensions(config, None))
+    unclaimed = unclaimed_services(observed, (ext.service_cluster for ext in config.extensions.values()))
+    if unclaimed:
+        text += "\nnot routed by any extension:\n" + "".join(f"  {s.service}: {s.reason}\n" for s in unclaimed)
+    return text
 
 
 def cmd_routes(config_path: str, state_path: str, *, out: TextIO | None = None,

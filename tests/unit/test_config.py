@@ -96,7 +96,7 @@ def test_every_interlock_key_is_read_into_its_typed_field() -> None:
         "global_options": ("worker_shutdown_timeout 10s;",), "http_options": ("gzip on;",),
         "tcp_options": ("tcp_nodelay on;",),
     }
-    assert len(config.notices) == 10  # nine extension-service keys and Networks
+    assert len(config.notices) == 12  # nine extension-service keys, Networks, SSLDefaultDHParam, SSLVerify
 
 
 def test_nginx_options_default_to_interlocks_documented_values() -> None:

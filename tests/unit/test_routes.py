@@ -10,7 +10,16 @@ import pytest
 from swarmgate.models.config import Extension
 from swarmgate.models.labels import SetAside
 from swarmgate.models.observed import ObservedState
-from swarmgate.models.routes import HostRoute, PathRoute, RouteTable, TLSFiles, Upstream, build_route_table, pool_name
+from swarmgate.models.routes import (
+    HostRoute,
+    PathRoute,
+    RouteTable,
+    TLSFiles,
+    Upstream,
+    build_route_table,
+    pool_name,
+    unclaimed_services,
+)
 from tests.factories import node, service, task
 
 HOST = Extension(name="default", publish_mode="host")
@@ -218,3 +227,16 @@ def test_pool_names_are_stable_and_safe_words() -> None:
     assert pool_name("demo.local", "/") == pool_name("demo.local", "/")
     assert pool_name("demo.local", "/a") != pool_name("demo.local", "/a_")
     assert pool_name("*.example.com", "/api/v1").replace("_", "").isalnum()
+
+
+def test_services_of_a_cluster_no_extension_serves_are_reported_as_unclaimed() -> None:
+    west = service("west-app", lb(hosts="west.local", service_cluster="west"))
+    plain = service("plain", lb(hosts="plain.local"))
+    assert unclaimed_services(state(demo, west, plain), ["east"]) == (
+        SetAside("demo", "no extension serves services without a service cluster (every extension has a "
+                         "ServiceCluster)"),
+        SetAside("plain", "no extension serves services without a service cluster (every extension has a "
+                          "ServiceCluster)"),
+        SetAside("west-app", "no extension serves service cluster 'west'"),
+    )
+    assert unclaimed_services(state(demo, west), ["", "west"]) == ()
