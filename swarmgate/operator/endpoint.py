@@ -128,7 +128,9 @@ def serve(
     handler = _make_handler(store, _token_matcher(token), hold_seconds, routes)
     httpd = ThreadingHTTPServer((host, port), handler)
     httpd.daemon_threads = True  # a held long poll must not keep the process alive
-    thread = threading.Thread(target=httpd.serve_forever, name="swarmgate-endpoint", daemon=True)
+    # A short poll interval only bounds how long shutdown() waits for the serving loop.
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                              name="swarmgate-endpoint", daemon=True)
     thread.start()
     log.info("endpoint listening on %s:%d", host or "*", httpd.server_address[1])
     return EndpointServer(httpd, store, thread)

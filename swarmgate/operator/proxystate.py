@@ -140,8 +140,9 @@ class ProxyState:
         self, *, cluster: str, task: str, node: str, hostname: str, digest: str, ok: bool, message: str
     ) -> None:
         if ok:
+            # The last error stays visible (with last_status "ok") until another one replaces it.
             self._record(cluster=cluster, task=task, node=node, hostname=hostname, serving=digest,
-                         status="ok", error="", rejected="")
+                         status="ok")
         else:
             self._record(cluster=cluster, task=task, node=node, hostname=hostname, serving=None,
                          status="error", error=message, rejected=digest)
