@@ -240,3 +240,31 @@ def test_services_of_a_cluster_no_extension_serves_are_reported_as_unclaimed() -
         SetAside("west-app", "no extension serves service cluster 'west'"),
     )
     assert unclaimed_services(state(demo, west), ["", "west"]) == ()
+
+
+def test_a_younger_services_redirect_cannot_take_over_an_older_services_host() -> None:
+    hijack = service("hijack", lb(hosts="elsewhere.local", redirects="http://demo.local,http://evil.local"),
+                     created_at=NEW)
+    table = build_route_table(state(demo, t0, hijack), HOST)
+    assert table.hosts == (
+        HostRoute("demo.local", (route("demo.local", "/", ("demo",), (up(demo, t0, "10.0.0.10", 30000),)),)),
+        HostRoute("elsewhere.local", (route("elsewhere.local", "/", ("hijack",), ()),)),
+    )
+    assert table.notices == ("host demo.local: redirect of service hijack (http://evil.local) overruled by older "
+                             "service demo (not set)",)
+
+
+def test_a_younger_services_tls_on_an_older_services_host_is_overruled_and_reported() -> None:
+    younger = service("tls-canary", lb(ssl_cert="c.crt", ssl_key="c.key"), created_at=NEW)
+    table = build_route_table(state(demo, younger), HOST)
+    assert [h.tls for h in table.hosts] == [None]
+    assert table.notices == ("host demo.local: ssl_cert/ssl_key of service tls-canary (c.crt/c.key) overruled "
+                             "by older service demo (not set)",)
+
+
+def test_a_service_with_an_invalid_cluster_label_is_set_aside_by_the_extension_without_cluster() -> None:
+    odd = service("odd", lb(hosts="odd.local", service_cluster="no such/cluster"))
+    assert build_route_table(state(odd), HOST).set_aside == (
+        SetAside("odd", "label com.docker.lb.service_cluster: expected a name of letters, digits, '_', '.', '-' "
+                        "(at most 64), got 'no such/cluster'"),
+    )

@@ -1,0 +1,146 @@
+"""Pooling and conflict resolution: routed services → hosts, locations and pools (pure).
+
+Services that ask for the same host and path share one pool (Interlock's canary pattern). Where they
+disagree on a setting, the **oldest** service decides (Swarm `CreatedAt`, then name), whether its
+value is set or not, so a newly created service can never change what an existing one configured:
+
+* per pool (host + path): sticky_session_cookie, ip_hash, context_root_rewrite;
+* per host: TLS cert/key, and whether the whole host is a redirect;
+* per extension: which service is the default backend.
+
+Every overruled value is reported as a notice naming both services.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from swarmgate.models.config import Extension
+from swarmgate.models.labels import ServiceRouting
+from swarmgate.models.observed import Service
+from swarmgate.models.route_types import HostRoute, PathRoute, TLSFiles, Upstream
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A service that is routed: its labels, typed, and its upstreams."""
+
+    service: Service
+    routing: ServiceRouting
+    upstreams: tuple[Upstream, ...]
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+
+def pool_name(host: str, path: str) -> str:
+    """A stable nginx upstream name for one host and path: readable, and unique by its hash."""
+    readable = re.sub(r"[^a-z0-9]+", "_", f"{host}{path}".lower()).strip("_")[:48]
+    digest = hashlib.sha256(f"{host}\n{path}".encode()).hexdigest()[:8]
+    return f"{readable}_{digest}"
+
+
+def age_key(service: Service) -> tuple[str, str]:
+    """Sorts services oldest first; Go prints fractions without trailing zeros, so pad them."""
+    match = re.match(r"^(.*?)(?:\.(\d+))?Z$", service.created_at)
+    stamp = f"{match.group(1)}.{(match.group(2) or '').ljust(9, '0')}Z" if match else service.created_at
+    return (stamp or "~", service.name)  # an unknown creation time sorts last (youngest)
+
+
+def _said(value: object) -> str:
+    if value is None or value is False:
+        return "not set"
+    if isinstance(value, TLSFiles):
+        return f"{value.cert}/{value.key}"
+    return str(value)
+
+
+def oldest_decides(kind: str, where: str, claims: Sequence[tuple[Routed, T]], notices: list[str]) -> T | None:
+    """The oldest claimant's value; every different value is reported as overruled."""
+    if not claims:
+        return None
+    ordered = sorted(claims, key=lambda c: age_key(c[0].service))
+    first, value = ordered[0]
+    for other, other_value in ordered[1:]:
+        if other_value != value:
+            notices.append(f"{where}: {kind} of service {other.name} ({_said(other_value)}) "
+                           f"overruled by older service {first.name} ({_said(value)})")
+    return value
+
+
+def _under(path: str, root: str) -> bool:
+    return root != "/" and (path == root or path.startswith(root + "/"))
+
+
+def path_route(host: str, path: str, members: Sequence[tuple[Routed, bool]], ext: Extension,
+               notices: list[str]) -> PathRoute:
+    """One pool: `members` are the services asking for this host and path (and whether as websocket)."""
+    where = f"host {host} path {path}"
+    sticky = oldest_decides("sticky_session_cookie", where,
+                            [(m, m.routing.sticky_session_cookie) for m, _ in members], notices)
+    ip_hash = oldest_decides("ip_hash", where, [(m, m.routing.ip_hash) for m, _ in members], notices)
+    # A context root strips its prefix for its own location and for websocket endpoints below it.
+    strip = oldest_decides("context_root_rewrite", where, [
+        (m, m.routing.context_root if m.routing.context_root_rewrite and _under(path, m.routing.context_root)
+         else None) for m, _ in members], notices)
+    return PathRoute(
+        path=path,
+        pool=pool_name(host, path),
+        services=tuple(sorted({m.name for m, _ in members})),
+        upstreams=tuple(sorted({u for m, _ in members for u in m.upstreams},
+                               key=lambda u: (u.address, u.port, u.task_id))),
+        strip_prefix=strip,
+        websocket=any(ws for _, ws in members),
+        sticky_cookie=sticky,
+        ip_hash=bool(ip_hash) or (ext.config.ip_hash and sticky is None),
+    )
+
+
+def merge_hosts(routed: Sequence[Routed], ext: Extension, notices: list[str]) -> tuple[HostRoute, ...]:
+    """Every host of the routed services, its pools, TLS files and redirect, sorted by host name."""
+    by_path: dict[tuple[str, str], list[tuple[Routed, bool]]] = defaultdict(list)
+    claimants: dict[str, dict[str, Routed]] = defaultdict(dict)
+    redirects: dict[tuple[str, str], str] = {}
+    for item in routed:
+        for host in item.routing.hosts:
+            claimants[host][item.name] = item
+            by_path[(host, item.routing.context_root)].append((item, False))
+            for endpoint in item.routing.websocket_endpoints:
+                by_path[(host, endpoint)].append((item, True))
+        for source, target in item.routing.redirects:
+            claimants[source][item.name] = item
+            redirects[(source, item.name)] = target
+
+    hosts: list[HostRoute] = []
+    for host in sorted(claimants):
+        members = sorted(claimants[host].values(), key=lambda m: m.name)
+        where = f"host {host}"
+        redirect = oldest_decides("redirect", where, [(m, redirects.get((host, m.name))) for m in members], notices)
+        routes_here = [m for m in members if host in m.routing.hosts]
+        tls = oldest_decides("ssl_cert/ssl_key", where, [
+            (m, TLSFiles(m.routing.ssl_cert, m.routing.ssl_key) if m.routing.ssl_cert else None)
+            for m in routes_here], notices)
+        paths = tuple(path_route(host, path, by_path[(h, path)], ext, notices)
+                      for (h, path) in sorted(by_path) if h == host)
+        if redirect is not None and paths:
+            served = ", ".join(sorted({s for p in paths for s in p.services}))
+            notices.append(f"{where}: redirected to {redirect}; its routes ({served}) are not served")
+            paths = ()
+        hosts.append(HostRoute(host=host, paths=paths, tls=tls, redirect=redirect))
+    return tuple(hosts)
+
+
+def default_backend(routed: Sequence[Routed], ext: Extension, notices: list[str]) -> PathRoute | None:
+    """The pool of the oldest service labelled default_backend=true, which serves unknown hosts."""
+    candidates = [m for m in routed if m.routing.default_backend]
+    chosen = oldest_decides("default_backend", "default backend", [(m, m.name) for m in candidates], notices)
+    winner = next((m for m in candidates if m.name == chosen), None)
+    return None if winner is None else path_route("_default", "/", [(winner, False)], ext, notices)
