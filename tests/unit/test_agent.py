@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -226,3 +227,36 @@ def test_wrong_token_is_refused_and_nginx_keeps_serving(proxy: Proxy) -> None:
     assert proxy.get() == (503, "bootstrap")
     (proxy.tmp / "token").write_text(proxy.token)  # a rotated secret needs no agent restart
     eventually(lambda: proxy.get() == (200, "unreachable"), "the config once the token is right")
+
+
+def test_no_request_is_dropped_across_ten_reloads(proxy: Proxy) -> None:
+    first = proxy.publish("r0")
+    # Old workers keep accepting for ~0.1 s after a reload: let the bootstrap's 503 workers go first.
+    eventually(lambda: proxy.served_digest() == first and all(proxy.get() == (200, "r0") for _ in range(50)),
+               "the first config alone")
+    done = threading.Event()
+    outcomes: dict[str, int] = {}
+
+    def hammer() -> None:  # sequential, loopback only, bounded
+        for _ in range(20_000):
+            if done.is_set():
+                return
+            try:
+                code, body = proxy.get()
+                key = str(code) if code == 200 else f"{code} {body}"
+            except OSError as err:
+                key = type(err).__name__
+            outcomes[key] = outcomes.get(key, 0) + 1
+
+    client = threading.Thread(target=hammer)
+    client.start()
+    try:
+        for n in range(1, 11):
+            digest = proxy.publish(f"r{n}")
+            eventually(lambda d=digest: proxy.served_digest() == d, f"reload {n}")  # type: ignore[misc]
+    finally:
+        time.sleep(0.2)
+        done.set()
+        client.join()
+    print(f"requests during 10 reloads: {outcomes}")
+    assert set(outcomes) == {"200"} and outcomes["200"] > 100
