@@ -99,6 +99,27 @@ def custom_template(ext: Extension, observed: ObservedState) -> str | None:
         ) from None
 
 
+def server_names_hash(table: RouteTable, configured: int) -> tuple[int, int]:
+    """`server_names_hash_bucket_size` and `_max_size` big enough for every host in the table.
+
+    Host names come from labels and may be up to 253 characters long (RFC 1123); with the configured
+    bucket size (Interlock's default is 128) a single long name would make nginx reject the whole
+    config, for every service. nginx stores a name in a bucket as a pointer plus the name padded to 8
+    bytes, and ends each bucket with a pointer; the bucket is the smallest power of two that holds
+    the longest name, never less than configured. The hash may then need more buckets than nginx's
+    default maximum of 512 to give every name room: allow four per name.
+    """
+    longest = max((len(h.host) for h in table.hosts), default=0)
+    needed = 8 + (longest + 2 + 7) // 8 * 8 + 8
+    bucket = max(configured, 64)
+    while bucket < needed:
+        bucket *= 2
+    max_size = 512
+    while max_size < 4 * len(table.hosts):
+        max_size *= 2
+    return bucket, max_size
+
+
 def render_nginx(
     ext: Extension,
     table: RouteTable,
@@ -111,7 +132,9 @@ def render_nginx(
         raise ValueError(
             f"server_info must be printable words (like 'swarmgate/0.1.0 linux/amd64'): {server_info!r}"
         )
-    context = {"ext": ext, "o": ext.config, "table": table, "server_info": server_info}
+    bucket, max_size = server_names_hash(table, ext.config.server_names_hash_bucket_size)
+    context = {"ext": ext, "o": ext.config, "table": table, "server_info": server_info,
+               "server_names_hash_bucket_size": bucket, "server_names_hash_max_size": max_size}
     try:
         if template_text is None:
             text = _DEFAULT_ENV.get_template("nginx.conf.j2").render(context)

@@ -109,6 +109,7 @@ TEMPLATE_DIRECTIVES = {
     ("http",): {"log_format", "access_log", "server_tokens", "client_max_body_size", "client_body_buffer_size",
                 "client_header_buffer_size", "large_client_header_buffers", "client_body_timeout",
                 "keepalive_timeout", "underscores_in_headers", "server_names_hash_bucket_size",
+                "server_names_hash_max_size",
                 "proxy_connect_timeout", "proxy_send_timeout", "proxy_read_timeout", "proxy_http_version",
                 "proxy_next_upstream", "map", "upstream", "server"},
     ("http", "map"): {"default", ""},  # crossplane reads the `""` key of a map as an empty directive

@@ -207,3 +207,21 @@ def test_custom_templates_run_in_the_sandbox() -> None:
 def test_nginx_check_reports_nginxs_own_message() -> None:
     with pytest.raises(NginxRejectedConfig, match='unknown directive "bogus"'):
         nginx_check("events {}\nhttp { bogus on; }\n")
+
+
+@pytest.mark.parametrize(
+    ("length", "count"),
+    [pytest.param(253, 1, id="one-253-char-host"), pytest.param(253, 300, id="300-long-hosts"),
+     pytest.param(30, 2000, id="2000-short-hosts")],
+)
+def test_long_or_many_host_names_still_give_a_config_nginx_accepts(length: int, count: int) -> None:
+    # With Interlock's bucket size of 128 a single 120-character host name, valid by RFC 1123, made
+    # nginx reject the whole config: one service could take every route down.
+    def host(i: int) -> str:
+        name = f"h{i}-" + "a" * 300
+        return ".".join(name[k:k + 63] for k in range(0, 300, 63))[:length - 6].rstrip(".-") + ".local"
+
+    services = [service(f"s{i}", lb(host(i))) for i in range(count)]
+    table = build_route_table(ObservedState.from_api(services=services, tasks=[], nodes=[]), SEED)
+    assert len(table.hosts) == count
+    nginx_check(render_nginx(SEED, table, server_info=INFO).text)
