@@ -179,6 +179,9 @@ class Config(BaseModel):
                             f"Extensions.{name}.Networks: swarmgate routes to node address and host port, "
                             "not over overlay networks; ignored"
                         )
+                elif isinstance(table, Extension) and table.name != name:
+                    # The table's key is the extension's name, however the object was built.
+                    table = table.model_copy(update={"name": name})
                 named[name] = table
             data[key] = named
         # Notices are computed, never read from the file.

@@ -29,7 +29,8 @@ INFO = "swarmgate/0.1.0 linux/amd64"
 CONTROL_HOST = "control.local"
 
 PLAUSIBLE: dict[str, list[str]] = {
-    "hosts": ["demo.local", "a.example.com,b.example.com", "*.example.com", "UPPER.local", CONTROL_HOST],
+    "hosts": ["demo.local", "a.example.com,b.example.com", "*.example.com", "UPPER.local", CONTROL_HOST,
+              "1.example.com", "10.0.0.1", "xn--bcher-kva.example", ".".join(["a" * 63, "b" * 63, "c" * 63, "local"])],
     "port": ["8080", "80"],
     "network": ["demo_net"],
     "context_root": ["/app", "/api/v1/", "/", "/a.b~c-d"],
