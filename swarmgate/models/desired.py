@@ -92,9 +92,10 @@ def _extension_desired(
     try:
         rendered = render_nginx(ext, table, server_info=server_info,
                                 template_text=custom_template(ext, observed))
+        bootstrap = render_bootstrap(ext, server_info=server_info)
     except ConfigError as exc:
         # A broken custom template stops this extension only; its proxies keep the last good config.
-        rendered = RenderedConfig.of("")
+        rendered = bootstrap = RenderedConfig.of("")
         problem = str(exc)
     if current is not None and not is_owned(current.labels):
         problem = problem or (f"a service named {ext.proxy_service_name!r} exists and is not managed by swarmgate; "
@@ -104,7 +105,6 @@ def _extension_desired(
         if endpoint is None:
             problem = problem or ("hitless delivery needs the operator's endpoint: run the operator as a "
                                   "Swarm service publishing ListenAddr in host mode, or set EndpointOverride")
-        bootstrap = render_bootstrap(ext, server_info=server_info)
         configs: tuple[ConfigObject, ...] = (
             _config_object(ext, KIND_AGENT, agent_script),
             _config_object(ext, KIND_BOOTSTRAP, bootstrap.text.encode()),

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import signal
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,6 +35,15 @@ from swarmgate.operator.plan import (
 )
 
 log = logging.getLogger("swarmgate.actions")
+
+# Test hook: `SWARMGATE_FAILPOINT=after:CreateConfig` SIGKILLs the operator right after the first action
+# of that kind, so the suite can prove that a crash between two actions is repaired by the next start.
+FAILPOINT_ENV = "SWARMGATE_FAILPOINT"
+
+
+def _failpoint(action: Action) -> None:
+    if os.environ.get(FAILPOINT_ENV) == f"after:{type(action).__name__}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Publisher(Protocol):
@@ -130,6 +141,7 @@ def apply(
                                                 "error": result.error, "not_done": len(result.not_done)})
             return result
         result.done.append(action)
+        _failpoint(action)
         if not isinstance(action, NoOp):
             log.info(action.describe().splitlines()[0],
                      extra={"reconcile_id": reconcile_id, "action": type(action).__name__})

@@ -18,15 +18,19 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
+
 from swarmgate.errors import ConfigError, SwarmgateError
 from swarmgate.models.config import Config, load_config
 from swarmgate.models.desired import operator_endpoint
 from swarmgate.models.observed import ObservedState, load_state_file
 from swarmgate.models.proxyspec import ENDPOINT_ENV
-from swarmgate.operator import endpoint as endpoint_mod
+from swarmgate.operator import metrics
+from swarmgate.operator.endpoint import serve
 from swarmgate.operator.loop import DockerHealth, Wakeup, run_loop, watch_events
 from swarmgate.operator.observe import connect, fetch_documents, observe, own_container_id
 from swarmgate.operator.plan import NoOp, PublishProxyConfig, plan
+from swarmgate.operator.proxystate import ProxyState
 from swarmgate.operator.reconcile import Reconciler, compute_desired
 from swarmgate.operator.retry import Schedule
 
@@ -43,12 +47,13 @@ def _load(args: argparse.Namespace) -> Config:
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     api = connect(config)
-    store = endpoint_mod.ConfigStore()
+    store = ProxyState()
     reconciler = Reconciler(config=config, api=api, publisher=store, own_container_id=own_container_id())
     health = DockerHealth()
-    server = endpoint_mod.serve(
+    server = serve(
         config.listen_addr, store, lambda: reconciler.token_digest,
-        ready=lambda: health.reachable is True,
+        ready=lambda: health.ready(max_age=max(30.0, 5 * config.poll_interval)),
+        extra_routes={"/metrics": lambda: (200, CONTENT_TYPE_LATEST, metrics.exposition())},
     )
     stop = threading.Event()
     wakeup = Wakeup()
@@ -76,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         run_loop(run_pass, schedule=Schedule(resync=config.poll_interval), wakeup=wakeup, stop=stop,
-                 health=health)
+                 health=health, on_outcome=metrics.record_pass)
     finally:
         server.shutdown()
     log.info("stopped")

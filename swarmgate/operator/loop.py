@@ -59,6 +59,10 @@ class DockerHealth:
         self.reachable = True
         self.last_success = time.time()
 
+    def ready(self, *, max_age: float) -> bool:
+        """Docker answers and a pass succeeded recently (what `/readyz` reports)."""
+        return self.reachable is True and self.last_success is not None and time.time() - self.last_success < max_age
+
     def failed(self, reason: str) -> None:
         if self.reachable is not False:
             log.warning("reconcile failing, retrying with backoff", extra={"error": reason})
@@ -86,6 +90,11 @@ def run_loop(
         except TerminalError as exc:
             outcome = Outcome.TERMINAL_ERROR
             log.error("reconcile failed; not retrying until something changes", extra={"error": str(exc)})
+        except Exception:
+            # A bug in one pass must not end the operator: what was serving keeps serving, and the
+            # next resync tries again from a fresh snapshot.
+            outcome = Outcome.TERMINAL_ERROR
+            log.exception("reconcile pass crashed")
         if on_outcome is not None:
             on_outcome(outcome, time.monotonic() - started)
         delay = schedule.next_delay(outcome)

@@ -1,0 +1,72 @@
+"""Every Prometheus metric swarmgate exports, declared in one place (no I/O until scraped).
+
+Names follow Prometheus conventions (`swarmgate_` prefix, `_total` counters, `_seconds` units) and
+controller-runtime's reconcile metrics. Label values are closed sets or names the operator owns
+(extension, proxy task, node): never a token, a label value from a user's service, or free text.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from swarmgate import __version__
+from swarmgate.operator.retry import Outcome
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+BUILD_INFO = Gauge("swarmgate_build_info", "swarmgate's version; always 1.", ["version"], registry=REGISTRY)
+BUILD_INFO.labels(version=__version__).set(1)
+
+RECONCILE_TOTAL = Counter(
+    "swarmgate_reconcile_total", "Reconcile passes by result (success, error, requeue).", ["result"],
+    registry=REGISTRY)
+RECONCILE_SECONDS = Histogram(
+    "swarmgate_reconcile_duration_seconds", "Time one reconcile pass took, observe to apply.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=REGISTRY)
+LAST_SUCCESS = Gauge(
+    "swarmgate_last_successful_reconcile_timestamp_seconds", "Unix time of the last pass that succeeded.",
+    registry=REGISTRY)
+ACTIONS_TOTAL = Counter(
+    "swarmgate_actions_total", "Actions applied, by kind and result (ok, error).", ["kind", "result"],
+    registry=REGISTRY)
+DOCKER_ERRORS_TOTAL = Counter(
+    "swarmgate_docker_api_errors_total", "Docker API calls that failed or could not connect.", registry=REGISTRY)
+DOCKER_CALLS_TOTAL = Counter(
+    "swarmgate_docker_api_calls_total", "Docker API calls made, by kind (read, write).", ["kind"],
+    registry=REGISTRY)
+
+ROUTES = Gauge("swarmgate_routes", "Hosts routed, per extension.", ["extension"], registry=REGISTRY)
+UPSTREAMS = Gauge("swarmgate_upstreams", "Upstream addresses (running tasks) routed, per extension.",
+                  ["extension"], registry=REGISTRY)
+SET_ASIDE = Gauge("swarmgate_services_set_aside", "Services with lb labels that are not routed, by reason.",
+                  ["extension", "reason"], registry=REGISTRY)
+
+CONVERGENCE_SECONDS = Histogram(
+    "swarmgate_convergence_seconds",
+    "Time from a detected change to every proxy of the extension reporting that it serves the new config.",
+    ["extension"], buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60), registry=REGISTRY)
+PROXY_CURRENT = Gauge(
+    "swarmgate_proxy_config_current", "1 if the proxy task serves the extension's current config, else 0.",
+    ["extension", "task", "node"], registry=REGISTRY)
+PROXY_SERVED = Gauge(
+    "swarmgate_proxy_config_info", "The config digest (first 12 hex) each proxy task serves; always 1.",
+    ["extension", "task", "node", "digest"], registry=REGISTRY)
+PROXIES_NOT_CURRENT = Gauge(
+    "swarmgate_proxies_not_current", "Proxy tasks that do not serve the extension's current config yet.",
+    ["extension"], registry=REGISTRY)
+RELOADS_TOTAL = Counter(
+    "swarmgate_proxy_reloads_total", "Config reloads reported by the proxies' agents, by result (ok, error).",
+    ["extension", "result"], registry=REGISTRY)
+
+
+def record_pass(outcome: Outcome, seconds: float) -> None:
+    """Count a pass the way controller-runtime does: success, error, or requeue (look again soon)."""
+    result = {Outcome.CONVERGED: "success", Outcome.CHANGED: "requeue"}.get(outcome, "error")
+    RECONCILE_TOTAL.labels(result=result).inc()
+    RECONCILE_SECONDS.observe(seconds)
+    if result != "error":
+        LAST_SUCCESS.set_to_current_time()
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)
