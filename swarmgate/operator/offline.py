@@ -74,8 +74,13 @@ def cmd_render(config_path: str, state_path: str, extension: str | None = None, 
     return _guarded(body, err)
 
 
-def format_route_table(ext: Extension, table: RouteTable) -> str:
+def format_route_table(ext: Extension, table: RouteTable, observed: ObservedState | None = None) -> str:
     """The route table as text a person reads: hosts, paths, upstreams, set-aside services, notices."""
+
+    def where(node_id: str) -> str:
+        found = observed.node(node_id) if observed is not None else None
+        return found.hostname if found is not None and found.hostname else node_id[:12]
+
     lines = [f"extension {ext.name} (service cluster {table.cluster or '(none)'}; "
              f"listens on {ext.target_port}/{ext.target_ssl_port})"]
     if not table.hosts and table.default_backend is None:
@@ -96,12 +101,12 @@ def format_route_table(ext: Extension, table: RouteTable) -> str:
                 lines.append("      (no running task: 503)")
             for up in route.upstreams:
                 lines.append(f"      {up.address}:{up.port}  {up.service} "
-                             f"task {up.task_id[:12]} node {up.node_id[:12]}")
+                             f"task {up.task_id[:12]} on {where(up.node_id)}")
     if table.default_backend is not None:
         d = table.default_backend
         lines.append(f"  (default backend) → {', '.join(d.services)}")
         for up in d.upstreams:
-            lines.append(f"      {up.address}:{up.port}  {up.service} task {up.task_id[:12]}")
+            lines.append(f"      {up.address}:{up.port}  {up.service} task {up.task_id[:12]} on {where(up.node_id)}")
     if table.set_aside:
         lines.append("  set aside:")
         lines.extend(f"    {s.service}: {s.reason}" for s in table.set_aside)
@@ -112,7 +117,8 @@ def format_route_table(ext: Extension, table: RouteTable) -> str:
 
 
 def routes_text(config: Config, observed: ObservedState) -> str:
-    text = "\n".join(format_route_table(ext, build_route_table(observed, ext)) for ext in _extensions(config, None))
+    text = "\n".join(format_route_table(ext, build_route_table(observed, ext), observed)
+                     for ext in _extensions(config, None))
     unclaimed = unclaimed_services(observed, (ext.service_cluster for ext in config.extensions.values()))
     if unclaimed:
         text += "\nnot routed by any extension:\n" + "".join(f"  {s.service}: {s.reason}\n" for s in unclaimed)

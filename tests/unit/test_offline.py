@@ -49,7 +49,7 @@ def test_routes_prints_hosts_upstreams_and_set_aside_services_with_reasons(
         "extension default (service cluster (none); listens on 80/443)\n"
         "  demo.local\n"
         "    / → demo\n"
-        "      10.0.0.10:30000  demo task task0aaaaaaa node wrk-0\n"
+        "      10.0.0.10:30000  demo task task0aaaaaaa on wrk-0\n"
         "  idle.local\n"
         "    / → idle\n"
         "      (no running task: 503)\n"
