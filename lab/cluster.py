@@ -57,6 +57,7 @@ class Node:
     launcher_pid: int = 0
     launcher_start: int = 0
     pidns: int = 0  # inode of the node's pid namespace
+    dockerd_pid: int = 0  # host-side pid (the pidfile inside the node holds the namespace's own)
 
     @property
     def netns(self) -> str:
@@ -204,6 +205,10 @@ def start_engine(node: Node) -> None:
         if kids and not node.pidns:
             node.pidns = ns_inode(kids[0], "pid") or 0
         if node.sock.exists() and docker(node.sock, "version", "-f", "{{.Server.Version}}", check=False):
+            # launcher (unshare) -> node's pid 1 (docker-init) -> dockerd
+            inits = children(proc.pid)
+            engines = children(inits[0]) if inits else []
+            node.dockerd_pid = engines[0] if engines else 0
             return
         time.sleep(0.2)
     raise RuntimeError(f"{node.name}: engine did not answer within 60 s; see {LOG_DIR / node.name}.log")
@@ -333,11 +338,15 @@ def teardown() -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    # Wait until they are gone; zombies count as gone once their reaper (pid 1 of this machine,
+    # for launchers whose `lab.py up` has exited) had a moment to collect them.
     deadline = time.monotonic() + 10
     while pids and time.monotonic() < deadline:
-        pids = {p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)}
+        pids = {p for p in pids if Path(f"/proc/{p}").exists()}
+        if all(_zombie(p) for p in pids) and time.monotonic() > deadline - 8:
+            break
         time.sleep(0.05)
-    if pids:
+    if [p for p in pids if not _zombie(p)]:
         log(f"warning: processes still alive: {sorted(pids)}")
     # Mounts live in the nodes' own mount namespaces and vanish with them; anything under .lab
     # that shows up in the host's table (a crashed helper, a manual mount) is unmounted too.
@@ -383,7 +392,8 @@ def _remove_cgroups(state: dict[str, object] | None) -> None:
     """Removes the per-node cgroup parents (node-init.sh sets --cgroup-parent sglab-NODE)."""
     roots = state.get("cgroup_roots", []) if state else []
     assert isinstance(roots, list)
-    for root in roots:
+    # Without a state file (lost, or a crash before it was written) our own cgroups are the guess.
+    for root in sorted(set(roots) | set(cgroup_roots())):
         base = Path(root)
         if not base.exists():
             continue

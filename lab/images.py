@@ -207,6 +207,9 @@ def _base(rootfs: Path, users: str = "") -> None:
         link = rootfs / "usr/bin" / applet
         if not link.exists():
             link.symlink_to("busybox")
+    (rootfs / "usr/bin/wget").unlink()
+    shutil.copy2(ASSETS / "wget.sh", rootfs / "usr/bin/wget")
+    (rootfs / "usr/bin/wget").chmod(0o755)
     (rootfs / "etc/passwd").write_text(
         "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n" + users
     )
@@ -221,7 +224,7 @@ def _base(rootfs: Path, users: str = "") -> None:
 def nginx_image() -> Image:
     nginx = Path("/usr/sbin/nginx")
     conf = ASSETS / "nginx"
-    inputs = [nginx, BUSYBOX, Path("/etc/nginx/mime.types"), *conf.rglob("*"), Path(__file__)]
+    inputs = [nginx, BUSYBOX, ASSETS / "wget.sh", Path("/etc/nginx/mime.types"), *conf.rglob("*"), Path(__file__)]
 
     def populate(rootfs: Path) -> None:
         _base(rootfs, users="nginx:x:101:101:nginx:/nonexistent:/bin/false\n")
@@ -274,7 +277,7 @@ def demo_image() -> Image:
         _base(rootfs)
         run(["gcc", "-static", "-O2", "-Wall", "-o", rootfs / "demo", src])
 
-    layer = cached_layer("demo-" + _digest_files([src, BUSYBOX, Path(__file__)]), populate)
+    layer = cached_layer("demo-" + _digest_files([src, BUSYBOX, ASSETS / "wget.sh", Path(__file__)]), populate)
     return assemble(
         "swarmgate/demo:lab",
         [layer],
@@ -372,7 +375,7 @@ def operator_image() -> Image:
             shutil.rmtree(junk, ignore_errors=True)
 
     layers = [
-        cached_layer("pyruntime-" + _digest_files([PYTHON, BUSYBOX, Path(__file__)]), runtime),
+        cached_layer("pyruntime-" + _digest_files([PYTHON, BUSYBOX, ASSETS / "wget.sh", Path(__file__)]), runtime),
         cached_layer("pydeps-" + _digest_files([Path(__file__)], extra=repr(sorted(deps))), dependencies),
         cached_layer("swarmgate-" + operator_source_hash(), package),
     ]

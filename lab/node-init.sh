@@ -1,6 +1,7 @@
 #!/bin/sh
 # First process of one lab node, started by cluster.py inside the node's own network, UTS, mount
 # and pid namespaces: usage node-init.sh NAME DATA_DIR RUN_DIR
+# (pids inside the node are namespace-local; the host-side pids are recorded in .lab/state.json.)
 # Why each step:
 #  - hostname: Swarm names the node after it (lb-00, ...).
 #  - tmpfs on /run: /var/run is a symlink to /run, so containers that bind-mount
@@ -28,7 +29,7 @@ exec /usr/bin/docker-init -- /usr/sbin/dockerd \
   --config-file /run/daemon.json \
   --data-root "$data/docker" \
   --exec-root /run/docker \
-  --pidfile "$rundir/dockerd.pid" \
+  --pidfile /run/docker.pid \
   --cgroup-parent "sglab-$name" \
   -H unix:///run/docker.sock \
   -H "unix://$rundir/docker.sock"

@@ -31,8 +31,15 @@ class Response:
     body: bytes
 
 
-def get(address: str, path: str = "/", *, port: int = 80, host: str | None = None,
-        headers: dict[str, str] | None = None, timeout: float = 5.0) -> Response:
+def get(
+    address: str,
+    path: str = "/",
+    *,
+    port: int = 80,
+    host: str | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 5.0,
+) -> Response:
     """One GET to a lab node (or loopback); header names come back lower-cased."""
     assert_lab_route(address)
     conn = http.client.HTTPConnection(address, port, timeout=timeout)
