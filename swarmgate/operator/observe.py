@@ -23,6 +23,8 @@ from swarmgate.models.config import Config
 from swarmgate.models.observed import ObservedState
 
 API_VERSION = "1.41"
+# The low-level client, named here so the rest of the operator can type it without importing docker.
+Api = docker.APIClient
 # Errors that say "Docker is not answering right now" rather than "this request is wrong".
 CONNECTION_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, OSError)
 

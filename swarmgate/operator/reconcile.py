@@ -14,8 +14,6 @@ import platform
 from dataclasses import dataclass, field
 from importlib import resources
 
-import docker
-
 from swarmgate import __version__
 from swarmgate.errors import TemporaryError
 from swarmgate.models.config import Config
@@ -23,7 +21,7 @@ from swarmgate.models.desired import DesiredState, build_desired, operator_endpo
 from swarmgate.models.observed import ObservedState
 from swarmgate.models.ownership import TOKEN_DIGEST_LABEL, TOKEN_SECRET_NAME
 from swarmgate.operator.actions import ApplyResult, Publisher, apply
-from swarmgate.operator.observe import CallCounter, observe
+from swarmgate.operator.observe import Api, CallCounter, observe
 from swarmgate.operator.plan import Action, NoOp, PublishProxyConfig, plan
 
 log = logging.getLogger("swarmgate.reconcile")
@@ -61,7 +59,7 @@ class PassReport:
 @dataclass
 class Reconciler:
     config: Config
-    api: docker.APIClient
+    api: Api
     publisher: Publisher
     own_container_id: str | None = None
     calls: CallCounter = field(default_factory=CallCounter)

@@ -26,3 +26,14 @@ def imported_modules(path: Path) -> set[str]:
 def test_pure_core_module_imports_no_docker_no_operator_no_network(path: Path) -> None:
     bad = {m for m in imported_modules(path) if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)}
     assert bad == set(), f"{path.name} imports {sorted(bad)}"
+
+
+# Only the two edges of the operator talk to Docker: observe (reads) and actions (writes).
+DOCKER_EDGES = {"observe.py", "actions.py"}
+OPERATOR = sorted((PACKAGE / "operator").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", OPERATOR, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_observe_and_actions_import_docker(path: Path) -> None:
+    uses_docker = any(m == "docker" or m.startswith("docker.") for m in imported_modules(path))
+    assert uses_docker == (path.name in DOCKER_EDGES), f"{path.name}: imports docker = {uses_docker}"

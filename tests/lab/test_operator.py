@@ -1,0 +1,206 @@
+"""The reconciler on a real Swarm (issue: observe, diff, converge the proxy hitlessly).
+
+Each test starts the operator as a host process over a clean lab Swarm, drives the Swarm the way a
+user would (services with Interlock labels, scaling, removal, restarts) and looks at what a user
+sees: HTTP answers from every LB node, the proxy's tasks, and Docker's own event stream.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.lab import http
+from tests.lab.conftest import Lab
+from tests.lab.operator_fixture import PROXY, RunningOperator, operator, wait_for
+
+pytestmark = pytest.mark.lab
+
+DEMO_LABELS = {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"}
+
+
+def create_routed(client: docker.DockerClient, name: str, labels: dict[str, str], *, replicas: int = 1) -> str:
+    """A service published the seed's way: `--publish mode=host,target=8080`, no fixed host port."""
+    created = client.api.create_service(
+        task_template={"ContainerSpec": {"Image": "swarmgate/demo:lab", "Env": [f"METADATA={name}"]}},
+        name=name, labels=labels, mode={"Replicated": {"Replicas": replicas}},
+        endpoint_spec={"Ports": [{"Protocol": "tcp", "TargetPort": 8080, "PublishMode": "host"}]})
+    return str(created["ID"])
+
+
+def running_upstreams(client: docker.DockerClient, service: str) -> set[str]:
+    """`node address:host port` of every running task of the service, from the Docker API."""
+    addrs = {n["ID"]: n["Status"]["Addr"] for n in client.api.nodes()}
+    found = set()
+    for task in client.api.tasks(filters={"service": service, "desired-state": "running"}):
+        if task["Status"]["State"] != "running":
+            continue
+        for port in task["Status"].get("PortStatus", {}).get("Ports", []):
+            if port["TargetPort"] == 8080:
+                found.add(f"{addrs[task['NodeID']]}:{port['PublishedPort']}")
+    return found
+
+
+def proxy_tasks(client: docker.DockerClient) -> dict[str, str]:
+    """Running proxy task ID → node ID."""
+    return {t["ID"]: t["NodeID"] for t in client.api.tasks(filters={"service": PROXY, "desired-state": "running"})
+            if t["Status"]["State"] == "running"}
+
+
+def upstreams_seen(lab: Lab, host: str, *, requests: int = 12) -> dict[str, set[str]]:
+    """Per LB node, the `x-upstream-addr` values of a burst of requests (nginx round-robins)."""
+    seen: dict[str, set[str]] = {}
+    for node in lab.lb_nodes:
+        for _ in range(requests):
+            r = http.get(lab.address(node), "/ping", host=host)
+            assert r.status == 200, (node, r.status, r.body[:200])
+            seen.setdefault(node, set()).add(r.headers["x-upstream-addr"])
+    return seen
+
+
+def answers_everywhere(lab: Lab, host: str, expected: set[str]) -> bool:
+    return all(s == expected for s in upstreams_seen(lab, host).values())
+
+
+@pytest.fixture
+def client(lab: Lab) -> Iterator[docker.DockerClient]:
+    c = lab.manager_client()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def op(lab: Lab, tmp_path: Path) -> Iterator[RunningOperator]:
+    with operator(lab, tmp_path, services=("demo", "other", "late")) as running:
+        yield running
+
+
+def test_demo_answers_on_every_lb_node_from_its_task(lab: Lab, client: docker.DockerClient,
+                                                     op: RunningOperator) -> None:
+    started = time.monotonic()
+    create_routed(client, "demo", DEMO_LABELS)
+    expected = wait_for(lambda: running_upstreams(client, "demo"), timeout=60, what="a running demo task")
+    wait_for(lambda: answers_everywhere(lab, "demo.local", expected), timeout=30, what="demo.local on every LB")
+    print(f"demo routed {time.monotonic() - started:.1f}s after create")
+    r = http.get(lab.address(lab.lb_nodes[0]), "/ping", host="demo.local", headers={"x-request-id": "abc123"})
+    body = json.loads(r.body)
+    assert body["metadata"] == "demo"
+    assert body["request_id"] == r.headers["x-request-id"] == "abc123"
+    assert r.headers["x-server-info"].startswith("swarmgate/")
+    # The proxies run only where the loadbalancer label pins them.
+    lb_ids = {n["ID"] for n in client.api.nodes() if n["Spec"]["Labels"].get("nodetype") == "loadbalancer"}
+    assert set(proxy_tasks(client).values()) <= lb_ids
+
+
+def test_unknown_host_gets_503(lab: Lab, op: RunningOperator) -> None:
+    wait_for(op.converged, timeout=30, what="proxies to serve the first config")
+    for node in lab.lb_nodes:
+        assert http.get(lab.address(node), "/ping", host="nobody.local").status == 503
+
+
+def test_scaling_changes_upstreams_in_place_without_restarting_proxies(
+        lab: Lab, client: docker.DockerClient, op: RunningOperator) -> None:
+    demo = create_routed(client, "demo", DEMO_LABELS)
+    one = wait_for(lambda: running_upstreams(client, "demo"), timeout=60, what="a running demo task")
+    wait_for(lambda: answers_everywhere(lab, "demo.local", one), timeout=30, what="one upstream")
+    proxies_before = proxy_tasks(client)
+    for replicas in (3, 1):
+        client.services.get(demo).scale(replicas)
+        wanted = wait_for(lambda n=replicas: (lambda u: u if len(u) == n else None)(running_upstreams(client, "demo")),
+                          timeout=60, what=f"{replicas} running demo tasks")
+        wait_for(lambda w=wanted: answers_everywhere(lab, "demo.local", w), timeout=30,
+                 what=f"upstreams == the {replicas} running tasks")
+    assert proxy_tasks(client) == proxies_before, "a route change restarted a proxy task"
+
+
+def test_removed_service_gets_503_and_its_neighbour_is_untouched(
+        lab: Lab, client: docker.DockerClient, op: RunningOperator) -> None:
+    create_routed(client, "other", {"com.docker.lb.hosts": "other.local", "com.docker.lb.port": "8080"})
+    demo = create_routed(client, "demo", DEMO_LABELS)
+    other_up = wait_for(lambda: running_upstreams(client, "other"), timeout=60, what="other running")
+    demo_up = wait_for(lambda: running_upstreams(client, "demo"), timeout=60, what="demo running")
+    wait_for(lambda: answers_everywhere(lab, "demo.local", demo_up) and answers_everywhere(lab, "other.local",
+                                                                                          other_up),
+             timeout=30, what="both routed")
+    client.services.get(demo).remove()
+    deadline = time.monotonic() + 30
+    other_failures = 0
+    while time.monotonic() < deadline:
+        statuses = {http.get(lab.address(n), "/ping", host="demo.local").status for n in lab.lb_nodes}
+        for n in lab.lb_nodes:
+            other_failures += http.get(lab.address(n), "/ping", host="other.local").status != 200
+        if statuses == {503}:
+            break
+        time.sleep(0.1)
+    assert statuses == {503}
+    assert other_failures == 0
+
+
+def _writes_between(client: docker.DockerClient, since: float, until: float) -> list[dict[str, Any]]:
+    """Docker's own record of every write to services, configs and secrets in a time window."""
+    events = client.api.events(since=int(since), until=int(until) + 1, decode=True,
+                               filters={"type": ["service", "config", "secret"]})
+    return [e for e in events if e.get("Action") in {"create", "update", "remove"}]
+
+
+def test_restart_on_a_converged_cluster_writes_nothing(
+        lab: Lab, client: docker.DockerClient, op: RunningOperator) -> None:
+    create_routed(client, "demo", DEMO_LABELS)
+    expected = wait_for(lambda: running_upstreams(client, "demo"), timeout=60, what="demo running")
+    wait_for(lambda: answers_everywhere(lab, "demo.local", expected), timeout=30, what="demo routed")
+    configs_before = sorted(c.name for c in client.configs.list())
+    time.sleep(1.5)  # event timestamps have one-second resolution
+    since = time.time()
+    assert op.stop() == 0
+    op.start()
+    wait_for(op.converged, timeout=30, what="agents to report to the restarted operator")
+    time.sleep(3)  # several passes (PollInterval 1s)
+    until = time.time()
+    assert _writes_between(client, since, until) == []
+    assert sorted(c.name for c in client.configs.list()) == configs_before
+    assert answers_everywhere(lab, "demo.local", expected)
+
+
+def test_sigkill_between_config_create_and_service_update_is_repaired(
+        lab: Lab, client: docker.DockerClient, tmp_path: Path) -> None:
+    # Plain delivery: every route change is a new Swarm config and an update of the proxy service.
+    with operator(lab, tmp_path, extension_extra="    HitlessServiceUpdate = false\n",
+                  services=("demo", "late")) as op:
+        create_routed(client, "demo", DEMO_LABELS)
+        demo_up = wait_for(lambda: running_upstreams(client, "demo"), timeout=60, what="demo running")
+        wait_for(lambda: answers_everywhere(lab, "demo.local", demo_up), timeout=90, what="demo routed")
+        op.stop()
+        version_before = client.api.inspect_service(PROXY)["Version"]["Index"]
+        create_routed(client, "late", {"com.docker.lb.hosts": "late.local", "com.docker.lb.port": "8080"})
+        late_up = wait_for(lambda: running_upstreams(client, "late"), timeout=60, what="late running")
+        op.proc = None
+        op.log_path.write_text("")
+        killed = _start_expecting_kill(op)
+        assert killed == -9
+        assert "create config interlock-proxy.proxy-config." in op.log_text()
+        assert client.api.inspect_service(PROXY)["Version"]["Index"] == version_before, "update ran before kill"
+        op.start()
+        wait_for(lambda: answers_everywhere(lab, "late.local", late_up), timeout=90, what="late routed after repair")
+        owned = [c for c in client.configs.list(filters={"label": "swarmgate.managed-by=swarmgate"})]
+        names = [c.name for c in owned]
+        assert len(names) == len(set(names))
+        assert len(names) <= 1 + 3, names  # the one in use, plus the retention
+        assert [s.name for s in client.services.list(filters={"name": PROXY})] == [PROXY]
+
+
+def _start_expecting_kill(op: RunningOperator) -> int:
+    import os
+    import subprocess
+
+    from tests.lab.conftest import REPO
+
+    log = op.log_path.open("ab")
+    proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "swarmgate"), "-D", "run", "-c", str(op.config_path)],
+                            stdout=log, stderr=log, env={**os.environ, "SWARMGATE_FAILPOINT": "after:CreateConfig"})
+    return proc.wait(timeout=30)
