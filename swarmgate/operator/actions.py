@@ -21,7 +21,7 @@ import docker.errors
 from swarmgate.errors import TemporaryError
 from swarmgate.models.observed import ObservedState
 from swarmgate.models.ownership import TOKEN_DIGEST_LABEL
-from swarmgate.operator import token
+from swarmgate.operator import metrics, token
 from swarmgate.operator.observe import CONNECTION_ERRORS, CallCounter
 from swarmgate.operator.plan import (
     Action,
@@ -135,6 +135,9 @@ def apply(
         try:
             _apply_one(api, action, ids, publisher, calls)
         except (docker.errors.APIError, TemporaryError, *CONNECTION_ERRORS) as exc:
+            if not isinstance(exc, TemporaryError):
+                calls.failed()
+            metrics.ACTIONS_TOTAL.labels(kind=type(action).__name__, result="error").inc()
             result.error = f"{action.describe().splitlines()[0]}: {_reason(exc)}"
             result.not_done = list(actions[index:])
             log.warning("action failed", extra={"reconcile_id": reconcile_id, "action": type(action).__name__,
@@ -143,6 +146,7 @@ def apply(
         result.done.append(action)
         _failpoint(action)
         if not isinstance(action, NoOp):
+            metrics.ACTIONS_TOTAL.labels(kind=type(action).__name__, result="ok").inc()
             log.info(action.describe().splitlines()[0],
                      extra={"reconcile_id": reconcile_id, "action": type(action).__name__})
     return result

@@ -25,14 +25,14 @@ from swarmgate.models.config import Config, load_config
 from swarmgate.models.desired import operator_endpoint
 from swarmgate.models.observed import ObservedState, load_state_file
 from swarmgate.models.proxyspec import ENDPOINT_ENV
-from swarmgate.operator import metrics
+from swarmgate.operator import metrics, observability
 from swarmgate.operator.endpoint import serve
 from swarmgate.operator.loop import DockerHealth, Wakeup, run_loop, watch_events
 from swarmgate.operator.observe import connect, fetch_documents, observe, own_container_id
 from swarmgate.operator.plan import NoOp, PublishProxyConfig, plan
 from swarmgate.operator.proxystate import ProxyState
 from swarmgate.operator.reconcile import Reconciler, compute_desired
-from swarmgate.operator.retry import Schedule
+from swarmgate.operator.retry import Outcome, Schedule
 
 log = logging.getLogger("swarmgate")
 
@@ -47,7 +47,9 @@ def _load(args: argparse.Namespace) -> Config:
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     api = connect(config)
-    store = ProxyState()
+    store = ProxyState(on_converged=observability.observe_convergence, on_reload=observability.count_reload)
+    pass_metrics = observability.PassMetrics()
+    observability.init_series()
     reconciler = Reconciler(config=config, api=api, publisher=store, own_container_id=own_container_id())
     health = DockerHealth()
     server = serve(
@@ -77,11 +79,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         # elsewhere may still be moving, so the loop keeps looking quickly for a while.
         changed = report.wrote or report.routes_digest != last_digest[0]
         last_digest[0] = report.routes_digest
+        pass_metrics.observe_pass(report, store)
         return changed
+
+    def on_outcome(outcome: Outcome, seconds: float) -> None:
+        metrics.record_pass(outcome, seconds)
+        pass_metrics.sync_calls(reconciler.calls)
 
     try:
         run_loop(run_pass, schedule=Schedule(resync=config.poll_interval), wakeup=wakeup, stop=stop,
-                 health=health, on_outcome=metrics.record_pass)
+                 health=health, on_outcome=on_outcome)
     finally:
         server.shutdown()
     log.info("stopped")

@@ -35,6 +35,7 @@ class CallCounter:
 
     reads: int = 0
     writes: int = 0
+    errors: int = 0  # calls that failed or could not reach Docker
     by_call: dict[str, int] = field(default_factory=dict)
 
     def count(self, call: str, *, write: bool) -> None:
@@ -43,6 +44,9 @@ class CallCounter:
             self.writes += 1
         else:
             self.reads += 1
+
+    def failed(self) -> None:
+        self.errors += 1
 
 
 def connect(config: Config, *, timeout: float = 30.0) -> docker.APIClient:
@@ -76,8 +80,12 @@ def fetch_documents(api: docker.APIClient, calls: CallCounter | None = None) -> 
             "secrets": api.secrets(),
         }
     except docker.errors.APIError as exc:
+        if calls is not None:
+            calls.failed()
         raise TemporaryError(f"docker API: {exc.explanation or exc}") from exc
     except CONNECTION_ERRORS as exc:
+        if calls is not None:
+            calls.failed()
         raise TemporaryError(f"docker unreachable: {type(exc).__name__}") from exc
     if calls is not None:
         for call in documents:

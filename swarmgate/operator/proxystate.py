@@ -3,7 +3,9 @@
 The reconciler publishes a rendered config per cluster; the endpoint's long polls wait on it and
 record every poll and report of the proxy agents. No network or Docker here, only a lock, a
 condition and a clock (injectable). Published and per-proxy times make convergence measurable:
-publish → every live proxy of the cluster reports the new digest.
+publish → every live proxy of the cluster reports the new digest. Two optional hooks hand those
+events to metrics: `on_converged(cluster, seconds)` once per published digest, and
+`on_reload(cluster, ok)` per agent report (each report follows one `nginx -t` + reload attempt).
 """
 
 import threading
@@ -53,8 +55,17 @@ class ProxyRecord:
 class ProxyState:
     """The store the reconciler publishes to and the endpoint reads from."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time, stale_after: float = 90.0) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        stale_after: float = 90.0,
+        on_converged: Callable[[str, float], None] | None = None,
+        on_reload: Callable[[str, bool], None] | None = None,
+    ) -> None:
         self._clock = clock
+        self._on_converged = on_converged
+        self._on_reload = on_reload
         self._stale_after = stale_after  # a task silent this long is gone (its polls come every ≤30 s)
         self._changed = threading.Condition()
         self._configs: dict[str, PublishedConfig] = {}
@@ -139,6 +150,8 @@ class ProxyState:
     def record_report(
         self, *, cluster: str, task: str, node: str, hostname: str, digest: str, ok: bool, message: str
     ) -> None:
+        if self._on_reload is not None:
+            self._on_reload(cluster, ok)
         if ok:
             # The last error stays visible (with last_status "ok") until another one replaces it.
             self._record(cluster=cluster, task=task, node=node, hostname=hostname, serving=digest,
@@ -184,4 +197,8 @@ class ProxyState:
     def _note_convergence(self, cluster: str) -> None:
         cfg = self._configs.get(cluster)
         if cfg is not None and cfg.converged_at is None and self._all_current(cluster):
-            self._configs[cluster] = replace(cfg, converged_at=self._clock())
+            converged_at = self._clock()
+            self._configs[cluster] = replace(cfg, converged_at=converged_at)
+            if self._on_converged is not None:
+                # The publish happens in the pass that first computed this digest: the detected change.
+                self._on_converged(cluster, converged_at - cfg.published_at)

@@ -1,0 +1,119 @@
+"""Metric values from reasons, agent reports and the proxy store (no Docker, no network)."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from swarmgate.models.labels import SetAside, parse_service_labels
+from swarmgate.operator import metrics
+from swarmgate.operator.observability import REASON_KINDS, PassMetrics, reason_kind
+from swarmgate.operator.proxystate import ProxyState
+
+
+def sample(name: str, **labels: str) -> float | None:
+    registry: CollectorRegistry = metrics.REGISTRY
+    return registry.get_sample_value(name, labels)
+
+
+def aside(labels: dict[str, str]) -> str:
+    parsed = parse_service_labels("svc", labels)
+    assert isinstance(parsed, SetAside)
+    return parsed.reason
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [
+        (aside({"com.docker.lb.hosts": "a.local", "com.docker.lb.port": "eighty"}), "port"),
+        (aside({"com.docker.lb.hosts": "a.local"}), "port"),
+        (aside({"com.docker.lb.port": "80"}), "hosts"),
+        (aside({"com.docker.lb.hosts": "bad host!", "com.docker.lb.port": "80"}), "hosts"),
+        (aside({"com.docker.lb.hosts": "a.local", "com.docker.lb.port": "80", "com.docker.lb.ssl_cert": "c"}),
+         "ssl_cert"),
+        (aside({"com.docker.lb.hosts": "a.local", "com.docker.lb.port": "80",
+                "com.docker.lb.sticky_session_cookie": "a b;"}), "sticky_session_cookie"),
+        ("label com.docker.lb.backend_mode=vip needs overlay networks, which are not used in host mode; "
+         "use backend_mode=task (the default)", "vip_backend"),
+        ("label com.docker.lb.ssl_passthrough=true is not supported (needs nginx's stream module)",
+         "ssl_passthrough"),
+        ("publishes no host-mode port for target port 8080 (add --publish mode=host,target=8080)", "no_host_port"),
+        ("no extension serves service cluster 'east'", "no_extension"),
+        ("label com.docker.lb.secret-token=hunter2: whatever", "other"),
+        ("something new", "other"),
+    ],
+    ids=lambda v: v if len(v) < 30 else v[:30],
+)
+def test_set_aside_reason_becomes_a_closed_set_kind(reason: str, kind: str) -> None:
+    assert reason_kind(reason) == kind
+    assert kind in REASON_KINDS
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_convergence_is_observed_once_from_publish_to_the_last_live_proxy_reporting() -> None:
+    clock, seen = Clock(), []
+    store = ProxyState(clock=clock, on_converged=lambda c, s: seen.append((c, s)))
+    store.record_poll(cluster="x", task="t1", node="n1", hostname="lb-00", have="")
+    store.record_poll(cluster="x", task="t2", node="n2", hostname="lb-01", have="")
+    store.publish("x", "conf", "d1")
+    clock.now += 0.5
+    store.record_report(cluster="x", task="t1", node="n1", hostname="lb-00", digest="d1", ok=True, message="")
+    assert seen == []
+    clock.now += 1.0
+    store.record_report(cluster="x", task="t2", node="n2", hostname="lb-01", digest="d1", ok=True, message="")
+    store.record_poll(cluster="x", task="t2", node="n2", hostname="lb-01", have="d1")
+    assert seen == [("x", 1.5)]
+
+
+def test_every_agent_report_counts_as_one_reload_by_result() -> None:
+    reloads: list[tuple[str, bool]] = []
+    store = ProxyState(on_reload=lambda c, ok: reloads.append((c, ok)))
+    store.record_report(cluster="x", task="t1", node="n1", hostname="h", digest="d1", ok=True, message="")
+    store.record_report(cluster="x", task="t1", node="n1", hostname="h", digest="d2", ok=False, message="bad")
+    store.record_poll(cluster="x", task="t1", node="n1", hostname="h", have="d1")
+    assert reloads == [("x", True), ("x", False)]
+
+
+def test_proxy_series_follow_live_tasks_and_their_digest() -> None:
+    store = ProxyState()
+    gauges = PassMetrics()
+    store.publish("obs-a", "conf", "a" * 64)
+    store.record_report(cluster="obs-a", task="t1", node="n1", hostname="lb-00", digest="a" * 64, ok=True,
+                        message="")
+    store.record_poll(cluster="obs-a", task="t2", node="n2", hostname="lb-01", have="")
+    gauges.observe_proxies(store, ["obs-a"])
+    assert sample("swarmgate_proxy_config_current", extension="obs-a", task="t1", node="lb-00") == 1
+    assert sample("swarmgate_proxy_config_current", extension="obs-a", task="t2", node="lb-01") == 0
+    assert sample("swarmgate_proxies_not_current", extension="obs-a") == 1
+    assert sample("swarmgate_proxy_config_info", extension="obs-a", task="t2", node="lb-01",
+                  digest="bootstrap") == 1
+
+    store.record_report(cluster="obs-a", task="t2", node="n2", hostname="lb-01", digest="a" * 64, ok=True,
+                        message="")
+    store.retain_tasks(["t2"])
+    gauges.observe_proxies(store, ["obs-a"])
+    assert sample("swarmgate_proxy_config_current", extension="obs-a", task="t1", node="lb-00") is None
+    assert sample("swarmgate_proxy_config_info", extension="obs-a", task="t1", node="lb-00",
+                  digest="a" * 12) is None
+    assert sample("swarmgate_proxy_config_info", extension="obs-a", task="t2", node="lb-01",
+                  digest="bootstrap") is None
+    assert sample("swarmgate_proxy_config_info", extension="obs-a", task="t2", node="lb-01",
+                  digest="a" * 12) == 1
+    assert sample("swarmgate_proxies_not_current", extension="obs-a") == 0
+
+
+def test_every_metric_has_help_and_the_swarmgate_prefix() -> None:
+    families = list(metrics.REGISTRY.collect())
+    assert families
+    for family in families:
+        assert family.name.startswith("swarmgate_"), family.name
+        assert family.documentation.strip(), family.name
+        if family.type == "counter":
+            assert all(s.name.endswith(("_total", "_created")) for s in family.samples), family.name
