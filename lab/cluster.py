@@ -232,10 +232,11 @@ def form_swarm(nodes: list[Node]) -> None:
                 workers,
             )
         )
+    # A join returns before every manager lists the node: label only once all are ready.
+    wait_ready(nodes, timeout=60)
     for n in nodes:
         if n.lb:
             docker(first.sock, "node", "update", "--label-add", "nodetype=loadbalancer", n.name)
-    wait_ready(nodes, timeout=60)
 
 
 def swarm_nodes(nodes: list[Node]) -> dict[str, tuple[str, str, str]]:

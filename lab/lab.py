@@ -12,6 +12,7 @@ See lab/README.md for how it works and what it costs.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import sys
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cluster
-from common import LAB_DIR, log
+from common import CACHE_DIR, LAB_DIR, log
 
 
 def _socks(state: dict[str, object]) -> dict[str, Path]:
@@ -118,6 +119,16 @@ def main() -> int:
     sub.add_parser("images", help="rebuild/refresh the lab images").set_defaults(fn=cmd_images)
     sub.add_parser("status", help="health, size, memory").set_defaults(fn=cmd_status)
     args = p.parse_args()
+    # Several sessions share this tree (tests of other engineers bring the lab up through the
+    # fixture): up/down/images run one at a time. The lock lives outside .lab/, which down deletes.
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    lock = open(CACHE_DIR.parent / "lab.lock", "w")  # noqa: SIM115 (held until exit)
+    if args.cmd != "status":
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log("another lab.py is running; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         rc: int = args.fn(args)
         return rc
