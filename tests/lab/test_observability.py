@@ -1,0 +1,267 @@
+"""Observability on a real Swarm, scraped by a real Prometheus (issue 5).
+
+One operator run (host process, JSON logs) and one Prometheus (Debian's package, 1 s scrapes of the
+operator through `manifests/prometheus.yml`) serve the whole module: a demo service is created and
+scaled 1→3→1 next to a service whose labels set it aside; then every PromQL expression of every
+panel of `manifests/grafana-dashboard.json` must return data, and the proxies' token must appear in
+no log line, no metric and no `swarmgate plan` output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.lab import http
+from tests.lab.conftest import REPO, Lab
+from tests.lab.operator_fixture import (
+    PROXY,
+    TOKEN_SECRET,
+    RunningOperator,
+    clean_swarm,
+    free_port,
+    wait_for,
+)
+
+pytestmark = pytest.mark.lab
+
+DASHBOARD = REPO / "manifests" / "grafana-dashboard.json"
+SCRAPE_CONFIG = REPO / "manifests" / "prometheus.yml"
+PROMETHEUS = "/usr/bin/prometheus"
+# What Grafana would put in place of its variables when the dashboard is opened.
+GRAFANA_VARS = {"$__rate_interval": "30s", "$__interval": "1s", "$__range": "5m", "$extension": ".*"}
+DEMO_LABELS = {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"}
+BROKEN_LABELS = {"com.docker.lb.hosts": "broken.local"}  # no port label: set aside, reason kind "port"
+SERVICES = ("demo", "broken")
+
+
+class JsonLogOperator(RunningOperator):
+    """The lead's host-process operator, logging JSON (`--log-format json`) to its log file."""
+
+    def start(self, *, env: dict[str, str] | None = None) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(REPO / ".venv" / "bin" / "swarmgate"), "-D", "--log-format", "json", "run",
+             "-c", str(self.config_path)],
+            stdout=log, stderr=log, env={**os.environ, **(env or {})})
+        wait_for(self._healthy, timeout=15, what="operator /healthz")
+
+
+@dataclass
+class Prometheus:
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def api(self, path: str, **params: str) -> Any:
+        r = http.get("127.0.0.1", f"{path}?{urllib.parse.urlencode(params)}", port=self.port, timeout=10)
+        doc = json.loads(r.body)
+        assert r.status == 200 and doc["status"] == "success", (path, params, r.status, r.body[:300])
+        return doc["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        data = self.api("/api/v1/query", query=expr)
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+
+@contextmanager
+def prometheus(workdir: Path, target: str) -> Iterator[Prometheus]:
+    """Prometheus scraping `target` every second with the manifest's job; killed by its pid after."""
+    text = SCRAPE_CONFIG.read_text()
+    text = re.sub(r"(scrape|evaluation)_interval: \S+", r"\1_interval: 1s", text)
+    text, n = re.subn(r'targets: \["[^"]*"\]', f'targets: ["{target}"]', text)
+    assert n == 1, "manifests/prometheus.yml should name one static target"
+    config = workdir / "prometheus.yml"
+    config.write_text(text)
+    port = free_port("127.0.0.1")
+    log_path = workdir / "prometheus.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=log)
+    prom = Prometheus(port, proc, log_path)
+    try:
+        wait_for(lambda: proc.poll() is None and http.get("127.0.0.1", "/-/ready", port=port).status == 200,
+                 timeout=30, what="prometheus ready")
+        yield prom
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@dataclass
+class Run:
+    lab: Lab
+    op: JsonLogOperator
+    prom: Prometheus
+    client: docker.DockerClient
+    figures: dict[str, Any]
+
+
+def create_routed(client: docker.DockerClient, name: str, labels: dict[str, str], *, replicas: int = 1) -> str:
+    created = client.api.create_service(
+        task_template={"ContainerSpec": {"Image": "swarmgate/demo:lab", "Env": [f"METADATA={name}"]}},
+        name=name, labels=labels, mode={"Replicated": {"Replicas": replicas}},
+        endpoint_spec={"Ports": [{"Protocol": "tcp", "TargetPort": 8080, "PublishMode": "host"}]})
+    return str(created["ID"])
+
+
+def scraped(prom: Prometheus, expr: str) -> float | None:
+    result = prom.query(expr)
+    return float(result[0]["value"][1]) if result else None
+
+
+@pytest.fixture(scope="module")
+def run(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    workdir = tmp_path_factory.mktemp("observability")
+    client = lab.manager_client()
+    clean_swarm(client, services=SERVICES)
+    op = JsonLogOperator(lab, workdir)
+    figures: dict[str, Any] = {}
+    try:
+        op.start()
+        with prometheus(workdir, op.listen) as prom:
+            started = time.monotonic()
+            wait_for(lambda: scraped(prom, 'up{job="swarmgate"}') == 1, timeout=30, what="first scrape")
+            demo = create_routed(client, "demo", DEMO_LABELS)
+            create_routed(client, "broken", BROKEN_LABELS)
+            for step, replicas in enumerate((1, 3, 1)):
+                client.services.get(demo).scale(replicas)
+                wait_for(lambda n=replicas: scraped(
+                    prom, f'swarmgate_upstreams{{extension="default"}} == {n}'
+                          ' and on() sum(swarmgate_proxies_not_current) == 0'
+                          ' and on() sum(swarmgate_proxy_config_current) > 0'),
+                         timeout=90, what=f"prometheus to see {replicas} upstream(s), every proxy current")
+                figures[f"step {step}: {replicas} upstream(s) seen, s"] = round(time.monotonic() - started, 1)
+            time.sleep(3)  # a few more scrapes of the settled state
+            yield Run(lab, op, prom, client, figures)
+    finally:
+        op.stop()
+        clean_swarm(client, services=SERVICES)
+        client.close()
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    dash = json.loads(DASHBOARD.read_text())
+    out = []
+    for panel in dash["panels"]:
+        for nested in [panel, *panel.get("panels", [])]:
+            for target in nested.get("targets", []):
+                out.append((nested["title"], target["expr"]))
+    return out
+
+
+def substitute(expr: str) -> str:
+    for var, value in GRAFANA_VARS.items():
+        expr = expr.replace(var, value)
+    assert "$" not in expr, f"a Grafana variable the test does not know: {expr}"
+    return expr
+
+
+def test_dashboard_has_panels_for_everything_the_issue_names() -> None:
+    exprs = " ".join(e for _, e in dashboard_queries())
+    for metric in ("swarmgate_convergence_seconds_bucket", "swarmgate_reconcile_total", "swarmgate_routes",
+                   "swarmgate_upstreams", "swarmgate_services_set_aside", "swarmgate_proxies_not_current",
+                   "swarmgate_proxy_reloads_total"):
+        assert metric in exprs, metric
+
+
+def test_every_dashboard_panel_returns_data_from_prometheus(run: Run) -> None:
+    dead, nan_only = [], []
+    for title, expr in dashboard_queries():
+        result = run.prom.query(substitute(expr))
+        if not result:
+            dead.append((title, expr))
+        elif all(math.isnan(float(r["value"][1])) for r in result):
+            nan_only.append((title, expr))
+    assert dead == [], f"panels without data: {dead}"
+    assert nan_only == [], f"panels with only NaN: {nan_only}"
+    # The extension variable's values come from the same Prometheus.
+    assert run.prom.api("/api/v1/label/extension/values", **{"match[]": "swarmgate_routes"}) == ["default"]
+
+
+def test_metrics_tell_what_happened(run: Run) -> None:
+    prom = run.prom
+    assert scraped(prom, 'swarmgate_routes{extension="default"}') == 1  # demo.local; broken.local is set aside
+    assert scraped(prom, 'swarmgate_services_set_aside{extension="default",reason="port"}') == 1
+    assert scraped(prom, 'max_over_time(swarmgate_upstreams{extension="default"}[5m])') == 3
+    reloads = scraped(prom, 'sum(swarmgate_proxy_reloads_total{result="ok"})') or 0
+    assert reloads >= 2 * len(run.lab.lb_nodes)  # every proxy reloaded at least for 1 → 3 and 3 → 1
+    count = scraped(prom, 'sum(swarmgate_convergence_seconds_count{extension="default"})') or 0
+    assert count >= 3
+    p50 = scraped(prom, 'histogram_quantile(0.5, sum by (le) (swarmgate_convergence_seconds_bucket))')
+    mean = scraped(prom, 'sum(swarmgate_convergence_seconds_sum) / sum(swarmgate_convergence_seconds_count)')
+    proxies = prom.query('swarmgate_proxy_config_current{extension="default"}')
+    assert len(proxies) == len(run.lab.lb_nodes)
+    assert {p["metric"]["node"] for p in proxies} == set(run.lab.lb_nodes)
+    run.figures.update({"convergence observations": count, "convergence p50 s": p50, "convergence mean s": mean,
+                        "reloads ok": reloads})
+    print(json.dumps(run.figures))
+
+
+def test_health_and_readiness(run: Run) -> None:
+    host, port = run.op.listen.rsplit(":", 1)
+    assert http.get(host, "/healthz", port=int(port)).status == 200
+    assert http.get(host, "/readyz", port=int(port)).status == 200
+
+
+def proxy_token(lab: Lab) -> str:
+    """The token as a proxy sees it: read inside a proxy container on an LB node's engine."""
+    engine = lab.client(lab.lb_nodes[0])
+    try:
+        containers = engine.containers.list(filters={"label": f"com.docker.swarm.service.name={PROXY}"})
+        assert containers, "no proxy container on the first LB node"
+        code, out = containers[0].exec_run(["cat", f"/run/secrets/{TOKEN_SECRET}"])
+        assert code == 0, out
+        token = out.decode().strip()
+        assert len(token) >= 16
+        return token
+    finally:
+        engine.close()
+
+
+def test_no_token_in_logs_metrics_status_or_plan(run: Run) -> None:
+    token = proxy_token(run.lab)
+    host, port = run.op.listen.rsplit(":", 1)
+    metrics_text = http.get(host, "/metrics", port=int(port)).body.decode()
+    status_text = http.get(host, "/v1/status", port=int(port)).body.decode()
+    plan = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "swarmgate"), "-D", "--log-format", "json", "plan",
+         "-c", str(run.op.config_path)], capture_output=True, text=True, timeout=60)
+    assert plan.returncode in (0, 1), plan.stderr
+    series = json.dumps(run.prom.query('{__name__=~"swarmgate_.+"}'))
+    log = run.op.log_text()
+    assert "swarmgate_build_info" in metrics_text and "reconcile_id" in log and "extension default" in plan.stdout
+    for where, text in {"operator log": log, "/metrics": metrics_text, "/v1/status": status_text,
+                        "plan stdout": plan.stdout, "plan stderr": plan.stderr, "prometheus series": series}.items():
+        assert token not in text, f"the proxy token appears in {where}"
+
+
+def test_log_is_json_with_one_line_per_action_and_per_set_aside_service(run: Run) -> None:
+    lines = [json.loads(line) for line in run.op.log_text().splitlines() if line.strip()]
+    actions = [rec for rec in lines if "action" in rec and rec["level"] == "info"]
+    kinds = {rec["action"] for rec in actions}
+    assert {"CreateTokenSecret", "CreateService", "PublishProxyConfig"} <= kinds, kinds
+    assert all(re.fullmatch(r"r\d+", rec["reconcile_id"]) for rec in actions)
+    aside = [rec for rec in lines if rec.get("msg") == "service set aside"]
+    assert aside and {rec["service"] for rec in aside} == {"broken"}
+    assert all("reconcile_id" in rec and rec["reason"] for rec in aside)
