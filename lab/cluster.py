@@ -41,6 +41,7 @@ from common import (
     log,
     ns_inode,
     proc_start_time,
+    pss_kib,
     rss_kib,
     run,
 )
@@ -326,8 +327,10 @@ def lab_pids(nodes: list[Node]) -> set[int]:
     return found
 
 
-def memory_kib(nodes: list[Node]) -> int:
-    return sum(rss_kib(p) for p in lab_pids(nodes))
+def memory_kib(nodes: list[Node]) -> tuple[int, int]:
+    """(RSS sum, PSS sum) over every lab process: RSS over-counts shared pages, PSS does not."""
+    pids = lab_pids(nodes)
+    return sum(rss_kib(p) for p in pids), sum(pss_kib(p) for p in pids)
 
 
 def teardown() -> None:

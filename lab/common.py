@@ -111,6 +111,17 @@ def children(pid: int) -> list[int]:
     return [int(x) for x in text.split()]
 
 
+def pss_kib(pid: int) -> int:
+    """Proportional set size: shared pages (eight dockerds share one binary) counted once overall."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def rss_kib(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -106,6 +106,11 @@ def cached_layer(key: str, populate: Callable[[Path], None]) -> Layer:
         populate(rootfs)
         layer = _pack(rootfs, tar)
     meta.write_text(json.dumps({"diff_id": layer.diff_id}))
+    # One cached version per kind is enough (each edit of swarmgate/ makes a new package layer).
+    kind = key.rsplit("-", 1)[0] + "-"
+    for old in layers.glob(kind + "*"):
+        if old.stem != key and old.stem.rsplit("-", 1)[0] + "-" == kind:
+            old.unlink(missing_ok=True)
     return layer
 
 
@@ -352,25 +357,22 @@ def operator_image() -> Image:
 
     def package(rootfs: Path) -> None:
         # A real (non-editable) install of the working tree, without its dependencies (layer 2).
-        with tempfile.TemporaryDirectory() as src:
+        # A fixed source path: pip records it (direct_url.json), and the layer must be reproducible.
+        # Only what the package build reads is copied (not .git, .venv, .lab, tests...).
+        src = CACHE_DIR / "operator-src"
+        shutil.rmtree(src, ignore_errors=True)
+        try:
+            src.mkdir(parents=True)
+            for name in ("pyproject.toml", "README.md", "LICENSE"):
+                if (REPO / name).exists():
+                    shutil.copy2(REPO / name, src / name)
             shutil.copytree(
-                REPO,
-                src,
-                dirs_exist_ok=True,
-                ignore=shutil.ignore_patterns(
-                    ".git",
-                    ".venv",
-                    ".lab",
-                    ".cache",
-                    "__pycache__",
-                    "*.egg-info",
-                    "build",
-                    ".*_cache",
-                    "tests",
-                    "bench",
-                ),
+                REPO / "swarmgate", src / "swarmgate", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
             )
-            _pip(["install", "--quiet", "--no-compile", "--no-deps", "--target", str(rootfs / SITE.lstrip("/")), src])
+            site = str(rootfs / SITE.lstrip("/"))
+            _pip(["install", "--quiet", "--no-compile", "--no-deps", "--target", site, str(src)])
+        finally:
+            shutil.rmtree(src, ignore_errors=True)
         for junk in (rootfs / SITE.lstrip("/")).rglob("__pycache__"):
             shutil.rmtree(junk, ignore_errors=True)
 

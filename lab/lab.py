@@ -95,9 +95,10 @@ def cmd_status(_: argparse.Namespace) -> int:
     assert isinstance(size, dict)
     ok = cluster.healthy(state, size)
     nodes = cluster.nodes_from_state(state)
+    rss, pss = cluster.memory_kib(nodes)
     print(
-        f"lab: {'healthy' if ok else 'UNHEALTHY'} size={size} "
-        f"memory={cluster.memory_kib(nodes) / 1024:.0f} MiB (RSS sum of lab processes)"
+        f"lab: {'healthy' if ok else 'UNHEALTHY'} size={size} memory: "
+        f"PSS {pss / 1024:.0f} MiB, RSS {rss / 1024:.0f} MiB (sums over the lab's processes)"
     )
     for n in nodes:
         print(f"  {n.name:8} {n.role:8} {n.address:15} {'lb' if n.lb else ''}")
