@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the machine packages swarmgate's lab, tests and demo need, only when one is missing.
 # docker.io: the engines of the lab; nginx: `nginx -t` of rendered configs and the lab's proxy image;
-# busybox-static: shell and wget inside the lab images; prometheus: the observability proof.
+# busybox-static: shell and wget inside the lab images; prometheus: the observability proof;
+# gcc + libc6-dev: the lab demo backend is a small static C program (lab/images/demo.c).
 set -euo pipefail
-pkgs=(docker.io nginx-light busybox-static iproute2 iptables util-linux prometheus curl)
+pkgs=(docker.io nginx-light busybox-static iproute2 iptables util-linux prometheus curl gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
