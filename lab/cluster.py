@@ -215,6 +215,25 @@ def start_engine(node: Node) -> None:
     raise RuntimeError(f"{node.name}: engine did not answer within 60 s; see {LOG_DIR / node.name}.log")
 
 
+def restart_engine(node: Node, *, timeout: float = 30) -> None:
+    """Stop one node's dockerd the way a service restart would (SIGTERM) and start it again on the
+    same data: the node keeps its Swarm membership. Its containers end with it (pid namespace)."""
+    if node.dockerd_pid and Path(f"/proc/{node.dockerd_pid}").exists():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(node.dockerd_pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = node.launcher_pid and proc_start_time(node.launcher_pid) == node.launcher_start
+        if not alive or _zombie(node.launcher_pid):
+            break
+        time.sleep(0.1)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(node.launcher_pid, signal.SIGKILL)
+    node.pidns = 0
+    start_engine(node)
+
+
 def form_swarm(nodes: list[Node]) -> None:
     first = nodes[0]
     docker(first.sock, "swarm", "init", "--advertise-addr", first.address)

@@ -5,6 +5,7 @@
     lab.py down                                        removes everything `up` made
     lab.py images                                      (re)build images, load where not current
     lab.py status                                      health, size and memory of the running lab
+    lab.py restart-engine NODE                         restart one node's dockerd on the same data
 
 See lab/README.md for how it works and what it costs.
 """
@@ -86,6 +87,25 @@ def cmd_images(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restart_engine(args: argparse.Namespace) -> int:
+    state = cluster.load_state()
+    if state is None:
+        log("no lab is up")
+        return 1
+    nodes = cluster.nodes_from_state(state)
+    node = next((n for n in nodes if n.name == args.node), None)
+    if node is None:
+        log(f"no node {args.node!r}; nodes: {' '.join(n.name for n in nodes)}")
+        return 2
+    t0 = time.monotonic()
+    cluster.restart_engine(node)
+    size = state["size"]
+    assert isinstance(size, dict)
+    cluster.write_state(nodes, size)
+    log(f"{node.name}: engine restarted in {time.monotonic() - t0:.1f} s")
+    return 0
+
+
 def cmd_status(_: argparse.Namespace) -> int:
     state = cluster.load_state()
     if state is None:
@@ -119,6 +139,9 @@ def main() -> int:
     sub.add_parser("down", help="remove everything the lab made").set_defaults(fn=cmd_down)
     sub.add_parser("images", help="rebuild/refresh the lab images").set_defaults(fn=cmd_images)
     sub.add_parser("status", help="health, size, memory").set_defaults(fn=cmd_status)
+    restart = sub.add_parser("restart-engine", help="restart one node's dockerd (keeps its Swarm state)")
+    restart.add_argument("node")
+    restart.set_defaults(fn=cmd_restart_engine)
     args = p.parse_args()
     # Several sessions share this tree (tests of other engineers bring the lab up through the
     # fixture): up/down/images run one at a time. The lock lives outside .lab/, which down deletes.

@@ -204,3 +204,27 @@ def _start_expecting_kill(op: RunningOperator) -> int:
     proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "swarmgate"), "-D", "run", "-c", str(op.config_path)],
                             stdout=log, stderr=log, env={**os.environ, "SWARMGATE_FAILPOINT": "after:CreateConfig"})
     return proc.wait(timeout=30)
+
+
+def test_operator_reconnects_after_its_engine_restarts_and_converges_again(
+        lab: Lab, client: docker.DockerClient, op: RunningOperator) -> None:
+    import subprocess
+    import sys
+
+    from tests.lab.conftest import REPO
+
+    wait_for(op.converged, timeout=30, what="first config served")
+    manager = lab.managers[0]
+    subprocess.run([sys.executable, str(REPO / "lab" / "lab.py"), "restart-engine", manager], check=True,
+                   timeout=120)
+    assert op.proc is not None and op.proc.poll() is None, "the operator exited when Docker went away"
+    fresh = lab.manager_client()
+    try:
+        wait_for(lambda: fresh.api.nodes(), timeout=60, what="the restarted manager to answer")
+        create_routed(fresh, "late", {"com.docker.lb.hosts": "late.local", "com.docker.lb.port": "8080"})
+        late_up = wait_for(lambda: running_upstreams(fresh, "late"), timeout=90, what="late running")
+        wait_for(lambda: answers_everywhere(lab, "late.local", late_up), timeout=60,
+                 what="late routed by the reconnected operator")
+    finally:
+        fresh.close()
+    assert "docker reachable again" in op.log_text()
