@@ -1,0 +1,262 @@
+"""The seed's scenario, end to end, the way its reader runs it (issue 6).
+
+Every step is the seed's own `docker` command line, sent to the lab's first manager, with only the
+image names changed: label the LB nodes, store the TOML as a Swarm config, start the operator as a
+Swarm service (docker.sock mounted, pinned to managers, 8080 published in host mode without a fixed
+port), pin its proxy by hand, deploy `demo`, then ask every LB node for `/ping` with `Host: demo.local`.
+Nothing here tells the operator where it is: it finds its own endpoint (its task's node address and
+the host port Swarm published for 8080), as it must for the seed.
+
+Works on any lab with at least two LB nodes; the seed's cluster is `make lab-up MANAGERS=3 WORKERS=5 LB=2`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import docker
+import pytest
+
+from tests.lab import http
+from tests.lab.conftest import Lab
+from tests.lab.operator_fixture import PROXY, clean_swarm, wait_for
+from tests.lab.operator_fixture import _remove_when_unused as remove_when_unused
+
+pytestmark = pytest.mark.lab
+
+OPERATOR = "interlock"
+DEMO = "demo"
+CONFIG = "service.interlock.conf"
+PIN = "node.labels.nodetype==loadbalancer"
+
+# The seed's TOML, verbatim but for ProxyImage (the lab's registry-free nginx image).
+SEED_TOML = """\
+ListenAddr = ":8080"
+DockerURL = "unix:///var/run/docker.sock"
+PollInterval = "3s"
+
+[Extensions]
+  [Extensions.default]
+    Image = "interlockpreview/interlock-extension-nginx:2.0.0-preview"
+    Args = []
+    ServiceName = "interlock-ext"
+    ProxyImage = "swarmgate/nginx:lab"
+    ProxyArgs = []
+    ProxyServiceName = "interlock-proxy"
+    ProxyConfigPath = "/etc/nginx/nginx.conf"
+    PublishMode = "host"
+    PublishedPort = 80
+    TargetPort = 80
+    PublishedSSLPort = 443
+    TargetSSLPort = 443
+    [Extensions.default.Config]
+      User = "nginx"
+      PidPath = "/var/run/proxy.pid"
+      WorkerProcesses = 1
+      RlimitNoFile = 65535
+      MaxConnections = 2048
+"""
+
+OPERATOR_CREATE = [
+    "service", "create",
+    "--name", OPERATOR,
+    "--mount", "src=/var/run/docker.sock,dst=/var/run/docker.sock,type=bind",
+    "--constraint", "node.role==manager",
+    "--publish", "mode=host,target=8080",
+    "--config", f"src={CONFIG},target=/config.toml",
+    "swarmgate/operator:lab", "-D", "run", "-c", "/config.toml",
+]
+PIN_UPDATE = ["service", "update", "--constraint-add", PIN, PROXY]
+DEMO_CREATE = [
+    "service", "create",
+    "--name", DEMO,
+    "--detach=false",
+    "--label", "com.docker.lb.hosts=demo.local",
+    "--label", "com.docker.lb.port=8080",
+    "--publish", "mode=host,target=8080",
+    "--env", "METADATA=demo",
+    "swarmgate/demo:lab",
+]
+
+
+def docker_cli(lab: Lab, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
+    """One `docker` command against the lab's manager, as the seed's reader types it."""
+    proc = subprocess.run(["docker", *args], env=lab.env, input=stdin, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert proc.returncode == 0, f"docker {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}"
+    return proc.stdout
+
+
+def remove_seed_objects(lab: Lab, client: docker.DockerClient) -> None:
+    """Everything the seed's steps and the operator create, in an order that cannot race: the operator
+    first (and its task gone, so it cannot re-create its proxy), then the rest."""
+    for svc in client.services.list(filters={"name": OPERATOR}):
+        if svc.name == OPERATOR:
+            svc.remove()
+    wait_for(lambda: not operator_containers(lab), timeout=60, what="the operator's container to stop")
+    clean_swarm(client, services=(DEMO,))
+    for cfg in client.configs.list(filters={"name": CONFIG}):
+        if cfg.name == CONFIG:
+            remove_when_unused(cfg.remove)
+
+
+def operator_containers(lab: Lab) -> list[str]:
+    """Containers of the operator's service still present on any manager (a removed service's task
+    stops asynchronously; until it has, the operator could still re-create its proxy)."""
+    found: list[str] = []
+    for name in lab.managers:
+        node = lab.client(name)
+        try:
+            found += [c.id for c in node.containers.list(
+                filters={"label": f"com.docker.swarm.service.name={OPERATOR}"})]
+        finally:
+            node.close()
+    return found
+
+
+@pytest.fixture
+def swarm(lab: Lab) -> Iterator[docker.DockerClient]:
+    assert len(lab.lb_nodes) >= 2, "the seed needs two load-balancer nodes"
+    client = lab.manager_client()
+    remove_seed_objects(lab, client)
+    try:
+        yield client
+    finally:
+        try:
+            remove_seed_objects(lab, client)
+        finally:
+            client.close()
+
+
+def node_ids(client: docker.DockerClient) -> dict[str, dict[str, Any]]:
+    return {n["ID"]: n for n in client.api.nodes()}
+
+
+def running_tasks(client: docker.DockerClient, service: str) -> list[dict[str, Any]]:
+    return [t for t in client.api.tasks(filters={"service": service, "desired-state": "running"})
+            if t["Status"]["State"] == "running"]
+
+
+def host_ports(task: dict[str, Any], target: int) -> set[int]:
+    """Host ports Swarm published for `target` (20.10 lists each host-mode port twice)."""
+    return {p["PublishedPort"] for p in task["Status"].get("PortStatus", {}).get("Ports", [])
+            if p["TargetPort"] == target and p.get("PublishMode") == "host"}
+
+
+def proxy_spec(client: docker.DockerClient) -> dict[str, Any]:
+    spec: dict[str, Any] = client.api.inspect_service(PROXY)
+    return spec
+
+
+def swarm_time(stamp: str) -> float:
+    """A Docker timestamp (RFC 3339, nanoseconds, UTC) as a Unix time."""
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(head).replace(tzinfo=UTC).timestamp() + float(f"0.{frac or 0}")
+
+
+def first_200(address: str, *, timeout: float) -> tuple[float, http.Response]:
+    """Poll one LB node until `/ping` for demo.local answers 200; the moment (Unix time) and the answer."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            resp = http.get(address, "/ping", host="demo.local", timeout=2)
+            if resp.status == 200:
+                return time.time(), resp
+            last = resp.status
+        except OSError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"{address}: no 200 for demo.local/ping within {timeout}s (last: {last})")
+
+
+def test_seed_scenario_routes_demo_through_every_lb_node(lab: Lab, swarm: docker.DockerClient) -> None:
+    client = swarm
+    lb_nodes = lab.lb_nodes
+
+    # 1. Node labels (the lab set them already; the seed's command must still work as written).
+    for name in lb_nodes:
+        assert docker_cli(lab, "node", "update", "--label-add", "nodetype=loadbalancer", name).strip() == name
+        labels = docker_cli(lab, "node", "inspect", "-f", "{{ .Spec.Labels  }}", name)
+        assert "nodetype:loadbalancer" in labels
+
+    # 2. The operator's configuration, from stdin, as `cat << EOF | docker config create ... -`.
+    docker_cli(lab, "config", "create", CONFIG, "-", stdin=SEED_TOML)
+
+    # 3. The operator as a Swarm service, exactly the seed's command line (the CLI waits for it).
+    t_operator = time.monotonic()
+    docker_cli(lab, *OPERATOR_CREATE, timeout=180)
+    (op_task,) = wait_for(lambda: running_tasks(client, OPERATOR) or None, timeout=60, what="operator task")
+    nodes = node_ids(client)
+    assert nodes[op_task["NodeID"]]["Spec"]["Role"] == "manager"
+    (op_port,) = host_ports(op_task, 8080)
+    op_endpoint = f"http://{nodes[op_task['NodeID']]['Status']['Addr']}:{op_port}"
+
+    # The operator creates its proxy by itself, pointed at the endpoint it found on its own.
+    wait_for(lambda: client.services.list(filters={"name": PROXY}) or None, timeout=60,
+             what=f"the operator to create {PROXY}")
+    t_proxy = time.monotonic()
+    env = proxy_spec(client)["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env", [])
+    assert f"SWARMGATE_ENDPOINT={op_endpoint}" in env, env
+
+    # 4. The seed's manual pin; the operator must keep it and stop touching the service.
+    docker_cli(lab, *PIN_UPDATE, timeout=180)
+    time.sleep(4 * 3)  # four of the seed's PollIntervals: several full passes
+    before = proxy_spec(client)
+    time.sleep(2 * 3)
+    after = proxy_spec(client)
+    assert PIN in after["Spec"]["TaskTemplate"]["Placement"]["Constraints"]
+    assert after["Version"]["Index"] == before["Version"]["Index"], "the operator keeps updating the proxy"
+
+    # The proxy runs on LB nodes only, one task per node (host-mode port 80).
+    lb_ids = {nid for nid, n in nodes.items() if n["Description"]["Hostname"] in lb_nodes}
+    proxies = wait_for(lambda: (lambda ts: ts if len(ts) >= 2 else None)(running_tasks(client, PROXY)),
+                       timeout=60, what="two running proxy tasks")
+    assert {t["NodeID"] for t in proxies} <= lb_ids
+    assert len({t["NodeID"] for t in proxies}) == len(proxies)
+    proxy_nodes = {nodes[t["NodeID"]]["Description"]["Hostname"]: t for t in proxies}
+
+    # 5. The application, the seed's way (`--detach=false`: the CLI returns once its task runs),
+    # while every proxy node is asked, ten times a second, until it routes demo.local.
+    with ThreadPoolExecutor(len(proxy_nodes)) as pool:
+        polls = {name: pool.submit(first_200, lab.address(name), timeout=240) for name in sorted(proxy_nodes)}
+        t_demo = time.monotonic()
+        docker_cli(lab, *DEMO_CREATE, timeout=180)
+        t_demo_cli = time.monotonic()
+        answers = {name: poll.result() for name, poll in polls.items()}
+
+    (demo_task,) = running_tasks(client, DEMO)
+    (demo_port,) = host_ports(demo_task, 8080)
+    upstream = f"{nodes[demo_task['NodeID']]['Status']['Addr']}:{demo_port}"
+    assert demo_port >= 30000, f"expected a high port from Swarm's dynamic range, got {demo_port}"
+
+    # Timings: the CLI's own wall time includes its registry lookup for the image digest (there is
+    # no registry in the lab, so that lookup has to time out); Swarm's timestamps do not.
+    created = swarm_time(client.api.inspect_service(DEMO)["CreatedAt"])
+    started = swarm_time(demo_task["Status"]["Timestamp"])
+    figures: dict[str, float] = {
+        "operator_cli_to_proxy_service_s": round(t_proxy - t_operator, 2),
+        "demo_cli_wall_s": round(t_demo_cli - t_demo, 2),
+    }
+    for name, (t_200, resp) in answers.items():
+        figures[f"demo_created_to_first_200_{name}_s"] = round(t_200 - created, 2)
+        figures[f"demo_running_to_first_200_{name}_s"] = round(t_200 - started, 2)
+
+        # What the seed's `curl -vs` shows.
+        assert resp.headers["x-request-id"]
+        container_id = proxy_nodes[name]["Status"]["ContainerStatus"]["ContainerID"]
+        assert resp.headers["x-proxy-id"] == container_id[:12], "x-proxy-id names the proxy container"
+        assert resp.headers["x-server-info"].startswith("swarmgate/")
+        assert resp.headers["x-upstream-addr"] == upstream
+        assert resp.headers["x-upstream-response-time"]
+        body = json.loads(resp.body)
+        assert body["request_id"] == resp.headers["x-request-id"]
+        assert body["metadata"] == "demo"
+
+    print(f"\nseed e2e figures: {json.dumps(figures, sort_keys=True)}")
