@@ -144,11 +144,11 @@ def apply(
                                                 "error": result.error, "not_done": len(result.not_done)})
             return result
         result.done.append(action)
-        _failpoint(action)
         if not isinstance(action, NoOp):
             metrics.ACTIONS_TOTAL.labels(kind=type(action).__name__, result="ok").inc()
             log.info(action.describe().splitlines()[0],
                      extra={"reconcile_id": reconcile_id, "action": type(action).__name__})
+        _failpoint(action)
     return result
 
 

@@ -119,11 +119,14 @@ class PassMetrics:
             self._calls_seen = CallCounter(reads=calls.reads, writes=calls.writes, errors=calls.errors)
 
 
-def proxy_tasks(report: PassReport) -> list[str]:
-    """The proxy tasks the Swarm still means to run; the store forgets any other reporter."""
-    names = {str(e.proxy_spec["Name"]) for e in report.desired.extensions if e.proxy_spec}
-    return [task.id for service in report.observed.services if service.name in names
-            for task in report.observed.tasks_of(service.id) if task.desired_state == "running"]
+def proxy_tasks(report: PassReport) -> dict[str, list[str]]:
+    """Per extension, the proxy tasks the Swarm still means to run; the store forgets any other."""
+    out: dict[str, list[str]] = {}
+    for ext in report.desired.extensions:
+        service = report.observed.service_named(str(ext.proxy_spec["Name"])) if ext.proxy_spec else None
+        if service is not None:
+            out[ext.name] = [t.id for t in report.observed.tasks_of(service.id) if t.desired_state == "running"]
+    return out
 
 
 def _remove(metric: Gauge, *labels: str) -> None:

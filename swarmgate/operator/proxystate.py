@@ -10,7 +10,7 @@ events to metrics: `on_converged(cluster, seconds)` once per published digest, a
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
@@ -70,6 +70,10 @@ class ProxyState:
         self._changed = threading.Condition()
         self._configs: dict[str, PublishedConfig] = {}
         self._proxies: dict[str, ProxyRecord] = {}
+        # Per cluster, the proxy tasks the Swarm means to run (from the reconciler's snapshot). A
+        # cluster is converged only when every one of them reports the current digest: a task that
+        # has not polled yet (just scheduled, still starting) holds convergence back.
+        self._expected: dict[str, frozenset[str]] = {}
         self._closed = False
 
     # -- the reconciler's side ------------------------------------------------------------
@@ -114,10 +118,13 @@ class ProxyState:
         with self._changed:
             return self._changed.wait_for(lambda: self._all_current(cluster), timeout)
 
-    def retain_tasks(self, task_ids: Iterable[str]) -> None:
-        """Forget proxies whose task the Swarm no longer runs (the reconciler knows from its snapshot)."""
-        keep = set(task_ids)
+    def retain_tasks(self, tasks_by_cluster: Mapping[str, Iterable[str]]) -> None:
+        """The proxy tasks the Swarm means to run, per cluster: any other reporter is forgotten, and
+        each of these must report the current digest before the cluster counts as converged."""
+        expected = {c: frozenset(ids) for c, ids in tasks_by_cluster.items()}
+        keep: set[str] = set().union(*expected.values())
         with self._changed:
+            self._expected = expected
             for task in [t for t in self._proxies if t not in keep]:
                 del self._proxies[task]
             for cluster in list(self._configs):
@@ -191,8 +198,14 @@ class ProxyState:
 
     def _all_current(self, cluster: str) -> bool:
         cfg = self._configs.get(cluster)
+        if cfg is None:
+            return False
+        expected = self._expected.get(cluster)
+        if expected is not None:
+            served = {p.task: p.served_digest for p in self._live(cluster)}
+            return bool(expected) and all(served.get(t) == cfg.digest for t in expected)
         live = self._live(cluster)
-        return cfg is not None and bool(live) and all(p.served_digest == cfg.digest for p in live)
+        return bool(live) and all(p.served_digest == cfg.digest for p in live)
 
     def _note_convergence(self, cluster: str) -> None:
         cfg = self._configs.get(cluster)

@@ -166,6 +166,9 @@ def operator(lab: Lab, workdir: Path, *, extension_extra: str = "", services: tu
     try:
         op.start(env=env)
         yield op
+    except BaseException:
+        print(f"--- operator log (last lines) ---\n{op.log_tail(80)}")
+        raise
     finally:
         op.stop()
         clean_swarm(client, services=services)

@@ -171,8 +171,18 @@ def test_stale_and_retired_proxies_leave_the_picture() -> None:
     assert store.all_current("c")
     now[0] += 40  # t2 silent for 70 s
     assert [p.task for p in store.proxies("c")] == ["t1"]
-    store.retain_tasks(["t2"])
+    store.retain_tasks({"c": ["t2"]})
     assert store.proxies("c") == [] and not store.all_current("c")
+
+
+def test_a_scheduled_proxy_that_has_not_reported_yet_holds_convergence_back() -> None:
+    store = ProxyState()
+    store.publish("c", "x", "d1")
+    store.record_report(cluster="c", task="t1", node="n1", hostname="lb-00", digest="d1", ok=True, message="")
+    store.retain_tasks({"c": ["t1", "t2"]})  # t2 is starting on another LB node
+    assert not store.all_current("c")
+    store.record_report(cluster="c", task="t2", node="n2", hostname="lb-01", digest="d1", ok=True, message="")
+    assert store.all_current("c")
 
 
 @pytest.mark.parametrize(

@@ -106,7 +106,7 @@ def test_proxy_series_follow_live_tasks_and_their_digest() -> None:
 
     store.record_report(cluster="obs-a", task="t2", node="n2", hostname="lb-01", digest="a" * 64, ok=True,
                         message="")
-    store.retain_tasks(["t2"])
+    store.retain_tasks({"obs-a": ["t2"]})
     gauges.observe_proxies(store, ["obs-a"])
     assert sample("swarmgate_proxy_config_current", extension="obs-a", task="t1", node="lb-00") is None
     assert sample("swarmgate_proxy_config_info", extension="obs-a", task="t1", node="lb-00",
