@@ -106,15 +106,15 @@ def remove_seed_objects(lab: Lab, client: docker.DockerClient) -> None:
             remove_when_unused(cfg.remove)
 
 
-def operator_containers(lab: Lab) -> list[str]:
-    """Containers of the operator's service still present on any manager (a removed service's task
+def operator_containers(lab: Lab, service: str = OPERATOR) -> list[str]:
+    """Containers of the operator's service still running on any manager (a removed service's task
     stops asynchronously; until it has, the operator could still re-create its proxy)."""
     found: list[str] = []
     for name in lab.managers:
         node = lab.client(name)
         try:
             found += [c.id for c in node.containers.list(
-                filters={"label": f"com.docker.swarm.service.name={OPERATOR}"})]
+                filters={"label": f"com.docker.swarm.service.name={service}"})]
         finally:
             node.close()
     return found
