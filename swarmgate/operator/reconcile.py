@@ -66,20 +66,15 @@ class Reconciler:
     token_digest: str | None = None
     _published: dict[str, str] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-
+    # What was last reported as not routed, so each problem is logged when it appears, not every pass.
+    _reported: frozenset[tuple[str, str, str]] = frozenset()
 
     def reconcile_once(self) -> PassReport:
         reconcile_id = f"r{next(self._ids)}"
         observed = observe(self.api, self.calls)
         endpoint = operator_endpoint(self.config, observed, self.own_container_id)
         desired = compute_desired(self.config, observed, endpoint=endpoint)
-        for ext in desired.extensions:
-            if ext.problem:
-                log.warning("extension not managed", extra={"reconcile_id": reconcile_id,
-                                                            "extension": ext.name, "reason": ext.problem})
-            for aside in ext.route_table.set_aside:
-                log.info("service set aside", extra={"reconcile_id": reconcile_id, "service": aside.service,
-                                                      "reason": aside.reason})
+        self._report_problems(desired, reconcile_id)
         actions = plan(desired, observed, published=self._published)
         result = apply(self.api, actions, observed=observed, publisher=self.publisher, calls=self.calls,
                        reconcile_id=reconcile_id)
@@ -91,6 +86,18 @@ class Reconciler:
             raise TemporaryError(f"{result.error} ({len(result.done)} done, {len(result.not_done)} not done)")
         digest = hashlib.sha256("".join(e.rendered.digest for e in desired.extensions).encode()).hexdigest()
         return PassReport(reconcile_id, actions, result, desired, observed, digest)
+
+    def _report_problems(self, desired: DesiredState, reconcile_id: str) -> None:
+        problems = frozenset(
+            [("extension", e.name, e.problem) for e in desired.extensions if e.problem]
+            + [("service", a.service, a.reason) for e in desired.extensions for a in e.route_table.set_aside])
+        for kind, name, reason in sorted(problems - self._reported):
+            if kind == "extension":
+                log.warning("extension not managed", extra={"reconcile_id": reconcile_id, "extension": name,
+                                                            "reason": reason})
+            else:
+                log.info("service set aside", extra={"reconcile_id": reconcile_id, "service": name, "reason": reason})
+        self._reported = problems
 
     def _refresh_token(self, observed: ObservedState) -> None:
         """The token's digest lives on the secret's labels, so it survives our own restart."""
