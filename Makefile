@@ -40,12 +40,12 @@ lab-down:
 lab-images: deps
 	$(BIN)/python lab/lab.py images
 
-# One pytest run for everything that needs no lab or the running lab, then the lab's own
-# life-cycle test (lab-down leaves nothing; lab-up recovers from killed leftovers) last.
+# The suite runs on the seed's cluster (3 managers, 5 workers of which 2 are LB nodes): one pytest
+# run, pure tests first, then everything on the real Swarm, and the lab's own life-cycle test last
+# (it proves `lab-down` leaves nothing, and that `lab-up` recovers from a killed lab).
 test: lint
-	$(BIN)/python lab/lab.py up --managers $(MANAGERS) --workers $(WORKERS) --lb $(LB)
-	$(BIN)/pytest -q tests --ignore=tests/lifecycle
-	$(BIN)/pytest -q tests/lifecycle
+	$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2
+	$(BIN)/pytest -q tests/unit tests/property tests/lab tests/lifecycle
 
 demo: deps
 	$(BIN)/python lab/lab.py up --managers $(MANAGERS) --workers $(WORKERS) --lb $(LB)
@@ -55,6 +55,7 @@ demo-down:
 	./scripts/demo.sh down
 
 bench: deps
+	$(BIN)/python lab/lab.py up --managers $(MANAGERS) --workers $(WORKERS) --lb $(LB)
 	$(BIN)/python bench/run.py
 
 clean: lab-down
