@@ -162,8 +162,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     if url is None:
         raise ConfigError("cannot find the operator's endpoint (no proxy service yet); pass --endpoint URL")
     status = _get_json(f"{url.rstrip('/')}/v1/status")
-    print(json.dumps(status, indent=2, sort_keys=True))
-    return 0
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+        return 0
+    print(status_text(status))
+    all_current = all(c.get("all_current") for c in status.get("clusters", {}).values())
+    return 0 if all_current else 1
+
+
+def status_text(status: dict[str, Any]) -> str:
+    """Per extension its current config, then per proxy task: node, served config, current or not."""
+    lines = []
+    for name, cluster in sorted(status.get("clusters", {}).items()):
+        digest = (cluster.get("digest") or "-")[:12]
+        state = "all proxies current" if cluster.get("all_current") else "NOT all proxies current"
+        lines.append(f"extension {name}: config {digest} ({state})")
+        lines.append(f"  {'TASK':26} {'NODE':12} {'SERVES':12} {'CURRENT':8} LAST ERROR")
+        for proxy in cluster.get("proxies", []):
+            served = (proxy.get("served_digest") or "bootstrap")[:12]
+            error = (proxy.get("last_error") or "").splitlines()[:1]
+            lines.append(f"  {proxy['task']:26} {proxy.get('hostname') or proxy['node']:12} {served:12} "
+                         f"{'yes' if proxy.get('current') else 'no':8} {error[0] if error else ''}".rstrip())
+    return "\n".join(lines) if lines else "no extension has published a config yet"
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:

@@ -228,3 +228,21 @@ def test_operator_reconnects_after_its_engine_restarts_and_converges_again(
     finally:
         fresh.close()
     assert "docker reachable again" in op.log_text()
+
+
+def test_status_shows_each_proxy_task_serving_the_current_config(
+        lab: Lab, client: docker.DockerClient, op: RunningOperator) -> None:
+    import subprocess
+
+    from tests.lab.conftest import REPO
+
+    wait_for(op.converged, timeout=30, what="proxies current")
+    out = subprocess.run([str(REPO / ".venv" / "bin" / "swarmgate"), "status", "-c", str(op.config_path)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[2:]}
+    tasks = proxy_tasks(client)
+    assert set(rows) == set(tasks)
+    for row in rows.values():
+        assert row[3] == "yes", row
+        assert row[1] in lab.lb_nodes
