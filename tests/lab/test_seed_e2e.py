@@ -206,6 +206,8 @@ def test_seed_scenario_routes_demo_through_every_lb_node(lab: Lab, swarm: docker
     assert f"SWARMGATE_ENDPOINT={op_endpoint}" in env, env
 
     # 4. The seed's manual pin; the operator must keep it and stop touching the service.
+    wait_for(lambda: len(running_tasks(client, PROXY)) >= 2 or None, timeout=60, what="two proxy tasks")
+    tasks_before_pin = len(client.api.tasks(filters={"service": PROXY}))
     docker_cli(lab, *PIN_UPDATE, timeout=180)
     time.sleep(4 * 3)  # four of the seed's PollIntervals: several full passes
     before = proxy_spec(client)
@@ -243,6 +245,8 @@ def test_seed_scenario_routes_demo_through_every_lb_node(lab: Lab, swarm: docker
     figures: dict[str, float] = {
         "operator_cli_to_proxy_service_s": round(t_proxy - t_operator, 2),
         "demo_cli_wall_s": round(t_demo_cli - t_demo, 2),
+        # Host mode already pins the proxy to the LB nodes: the seed's pin should replace no task.
+        "proxy_tasks_started_by_pin": len(client.api.tasks(filters={"service": PROXY})) - tasks_before_pin,
     }
     for name, (t_200, resp) in answers.items():
         figures[f"demo_created_to_first_200_{name}_s"] = round(t_200 - created, 2)
