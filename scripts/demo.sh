@@ -11,15 +11,11 @@
 # sent a request. The lab has no image registry, so the two `service create` commands carry
 # `--no-resolve-image` (the CLI would otherwise wait for a registry lookup of the image digest to time
 # out); on a cluster with a registry, leave it out and the commands are the seed's, word for word.
+# Where several people share one lab, run it under their common lock, e.g.
+# `flock /tmp/swarmgate-lab.lock scripts/demo.sh up` (this script takes no lock itself).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-LOCK=/tmp/swarmgate-lab.lock
-# The lab is shared by every test run on this machine: one user of it at a time.
-if [ -z "${SWARMGATE_LAB_LOCKED:-}" ]; then
-  export SWARMGATE_LAB_LOCKED=1
-  exec flock "$LOCK" "$0" "$@"
-fi
 
 if [ ! -f "$REPO/.lab/env" ]; then
   echo "demo: no lab is running; start one with \`make lab-up\` (or run \`make demo\`)" >&2
