@@ -119,6 +119,9 @@ def merge_hosts(routed: Sequence[Routed], ext: Extension, notices: list[str]) ->
             claimants[source][item.name] = item
             redirects[(source, item.name)] = target
 
+    paths_of: dict[str, list[str]] = defaultdict(list)
+    for h, path in sorted(by_path):
+        paths_of[h].append(path)
     hosts: list[HostRoute] = []
     for host in sorted(claimants):
         members = sorted(claimants[host].values(), key=lambda m: m.name)
@@ -128,8 +131,7 @@ def merge_hosts(routed: Sequence[Routed], ext: Extension, notices: list[str]) ->
         tls = oldest_decides("ssl_cert/ssl_key", where, [
             (m, TLSFiles(m.routing.ssl_cert, m.routing.ssl_key) if m.routing.ssl_cert else None)
             for m in routes_here], notices)
-        paths = tuple(path_route(host, path, by_path[(h, path)], ext, notices)
-                      for (h, path) in sorted(by_path) if h == host)
+        paths = tuple(path_route(host, path, by_path[(host, path)], ext, notices) for path in paths_of[host])
         if redirect is not None and paths:
             served = ", ".join(sorted({s for p in paths for s in p.services}))
             notices.append(f"{where}: redirected to {redirect}; its routes ({served}) are not served")
