@@ -21,6 +21,11 @@ mkdir -p /run/lock
 mkdir -p "$data/etc-docker"
 if [ -d /etc/docker ]; then mount --bind "$data/etc-docker" /etc/docker; fi
 printf '{}\n' > /run/daemon.json  # never read the host's /etc/docker/daemon.json
+# No name server is reachable from the lab: the engine's own look-ups (the registry lookup that
+# `docker service create` asks for) go to this node's loopback and fail at once instead of waiting
+# ~20 s for a name server outside the lab.
+printf 'nameserver 127.0.0.1\n' > /run/resolv.conf
+mount --bind /run/resolv.conf /etc/resolv.conf
 # No registry is reachable and lab traffic must stay in the lab: Swarm tasks use the local image
 # instead of trying a pull first (a documented dockerd switch; without it every task start waits
 # for a failing pull from docker.io).
