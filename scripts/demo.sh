@@ -116,32 +116,9 @@ up() {
 
   say "2. The operator's configuration (the seed's TOML; ProxyImage is the lab's nginx image)"
   printf '$> cat << EOF | docker config create %s -\n' "$CONFIG"
-  docker config create "$CONFIG" - <<'EOF'
-ListenAddr = ":8080"
-DockerURL = "unix:///var/run/docker.sock"
-PollInterval = "3s"
-
-[Extensions]
-  [Extensions.default]
-    Image = "interlockpreview/interlock-extension-nginx:2.0.0-preview"
-    Args = []
-    ServiceName = "interlock-ext"
-    ProxyImage = "swarmgate/nginx:lab"
-    ProxyArgs = []
-    ProxyServiceName = "interlock-proxy"
-    ProxyConfigPath = "/etc/nginx/nginx.conf"
-    PublishMode = "host"
-    PublishedPort = 80
-    TargetPort = 80
-    PublishedSSLPort = 443
-    TargetSSLPort = 443
-    [Extensions.default.Config]
-      User = "nginx"
-      PidPath = "/var/run/proxy.pid"
-      WorkerProcesses = 1
-      RlimitNoFile = 65535
-      MaxConnections = 2048
-EOF
+  grep -v '^#' "$REPO/lab/seed-config.toml"
+  echo EOF
+  grep -v '^#' "$REPO/lab/seed-config.toml" | docker config create "$CONFIG" -
 
   say "3. The operator, as a Swarm service on a manager"
   run docker service create --no-resolve-image --quiet \

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 
+from tests.lab import http
 from tests.lab.conftest import REPO, Lab
 
 PROXY = "interlock-proxy"
@@ -30,30 +32,20 @@ TOKEN_SECRET = "swarmgate-proxy-token"
 OWNED = {"label": "swarmgate.managed-by=swarmgate"}
 T = TypeVar("T")
 
-SEED_TOML = """\
-ListenAddr = "{listen}"
-DockerURL = "{docker_url}"
-PollInterval = "{poll}"
-EndpointOverride = "{listen}"
+SEED_CONFIG = REPO / "lab" / "seed-config.toml"
 
-[Extensions]
-  [Extensions.default]
-    ProxyImage = "swarmgate/nginx:lab"
-    ProxyServiceName = "interlock-proxy"
-    ProxyConfigPath = "/etc/nginx/nginx.conf"
-    PublishMode = "host"
-    PublishedPort = 80
-    TargetPort = 80
-    PublishedSSLPort = 443
-    TargetSSLPort = 443
-{extension_extra}
-    [Extensions.default.Config]
-      User = "nginx"
-      PidPath = "/var/run/proxy.pid"
-      WorkerProcesses = 1
-      RlimitNoFile = 65535
-      MaxConnections = 2048
-"""
+
+def seed_config(*, listen: str, docker_url: str, poll: str, extension_extra: str = "") -> str:
+    """The seed's TOML, pointed at the lab from the host: the manager's socket, and the host's
+    bridge address as both the listener and the endpoint the proxies are told to use."""
+    text = SEED_CONFIG.read_text()
+    for key, value in (("ListenAddr", listen), ("DockerURL", docker_url), ("PollInterval", poll)):
+        text, found = re.subn(rf"^{key} = .*$", f'{key} = "{value}"', text, count=1, flags=re.M)
+        assert found, f"{key} missing from {SEED_CONFIG}"
+    text = text.replace("\n[Extensions]", f'EndpointOverride = "{listen}"\n\n[Extensions]', 1)
+    return text.replace("    TargetSSLPort = 443\n", "    TargetSSLPort = 443\n" + extension_extra, 1)
+
+
 
 
 def free_port(host: str) -> int:
@@ -83,9 +75,8 @@ class RunningOperator:
         self.port = free_port(lab.host_addr)
         self.listen = f"{lab.host_addr}:{self.port}"
         self.config_path = workdir / "config.toml"
-        self.config_path.write_text(SEED_TOML.format(
-            listen=self.listen, docker_url=lab.node(lab.managers[0]).sock, poll=poll,
-            extension_extra=extension_extra))
+        self.config_path.write_text(seed_config(listen=self.listen, docker_url=lab.node(lab.managers[0]).sock,
+                                                poll=poll, extension_extra=extension_extra))
         self.log_path = workdir / "operator.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -173,3 +164,49 @@ def operator(lab: Lab, workdir: Path, *, extension_extra: str = "", services: tu
         op.stop()
         clean_swarm(client, services=services)
         client.close()
+
+
+# -- routed services, as a user creates them, and what the proxies answer for them -------------
+
+
+def create_routed(client: docker.DockerClient, name: str, labels: dict[str, str], *, replicas: int = 1) -> str:
+    """A service published the seed's way: `--publish mode=host,target=8080`, no fixed host port."""
+    created = client.api.create_service(
+        task_template={"ContainerSpec": {"Image": "swarmgate/demo:lab", "Env": [f"METADATA={name}"]}},
+        name=name, labels=labels, mode={"Replicated": {"Replicas": replicas}},
+        endpoint_spec={"Ports": [{"Protocol": "tcp", "TargetPort": 8080, "PublishMode": "host"}]})
+    return str(created["ID"])
+
+
+def running_upstreams(client: docker.DockerClient, service: str) -> set[str]:
+    """`node address:host port` of every running task of the service, from the Docker API."""
+    addrs = {n["ID"]: n["Status"]["Addr"] for n in client.api.nodes()}
+    found = set()
+    for task in client.api.tasks(filters={"service": service, "desired-state": "running"}):
+        if task["Status"]["State"] != "running":
+            continue
+        for port in task["Status"].get("PortStatus", {}).get("Ports", []):
+            if port["TargetPort"] == 8080:
+                found.add(f"{addrs[task['NodeID']]}:{port['PublishedPort']}")
+    return found
+
+
+def proxy_tasks(client: docker.DockerClient) -> dict[str, str]:
+    """Running proxy task ID → node ID."""
+    return {t["ID"]: t["NodeID"] for t in client.api.tasks(filters={"service": PROXY, "desired-state": "running"})
+            if t["Status"]["State"] == "running"}
+
+
+def upstreams_seen(lab: Lab, host: str, *, requests: int = 12) -> dict[str, set[str]]:
+    """Per LB node, the `x-upstream-addr` values of a burst of requests (nginx round-robins)."""
+    seen: dict[str, set[str]] = {}
+    for node in lab.lb_nodes:
+        for _ in range(requests):
+            r = http.get(lab.address(node), "/ping", host=host)
+            assert r.status == 200, (node, r.status, r.body[:200])
+            seen.setdefault(node, set()).add(r.headers["x-upstream-addr"])
+    return seen
+
+
+def answers_everywhere(lab: Lab, host: str, expected: set[str]) -> bool:
+    return all(s == expected for s in upstreams_seen(lab, host).values())

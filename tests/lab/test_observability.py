@@ -33,6 +33,7 @@ from tests.lab.operator_fixture import (
     TOKEN_SECRET,
     RunningOperator,
     clean_swarm,
+    create_routed,
     free_port,
     wait_for,
 )
@@ -115,14 +116,6 @@ class Run:
     prom: Prometheus
     client: docker.DockerClient
     figures: dict[str, Any]
-
-
-def create_routed(client: docker.DockerClient, name: str, labels: dict[str, str], *, replicas: int = 1) -> str:
-    created = client.api.create_service(
-        task_template={"ContainerSpec": {"Image": "swarmgate/demo:lab", "Env": [f"METADATA={name}"]}},
-        name=name, labels=labels, mode={"Replicated": {"Replicas": replicas}},
-        endpoint_spec={"Ports": [{"Protocol": "tcp", "TargetPort": 8080, "PublishMode": "host"}]})
-    return str(created["ID"])
 
 
 def scraped(prom: Prometheus, expr: str) -> float | None:

@@ -18,54 +18,20 @@ import pytest
 
 from tests.lab import http
 from tests.lab.conftest import Lab
-from tests.lab.operator_fixture import PROXY, RunningOperator, operator, wait_for
+from tests.lab.operator_fixture import (
+    PROXY,
+    RunningOperator,
+    answers_everywhere,
+    create_routed,
+    operator,
+    proxy_tasks,
+    running_upstreams,
+    wait_for,
+)
 
 pytestmark = pytest.mark.lab
 
 DEMO_LABELS = {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"}
-
-
-def create_routed(client: docker.DockerClient, name: str, labels: dict[str, str], *, replicas: int = 1) -> str:
-    """A service published the seed's way: `--publish mode=host,target=8080`, no fixed host port."""
-    created = client.api.create_service(
-        task_template={"ContainerSpec": {"Image": "swarmgate/demo:lab", "Env": [f"METADATA={name}"]}},
-        name=name, labels=labels, mode={"Replicated": {"Replicas": replicas}},
-        endpoint_spec={"Ports": [{"Protocol": "tcp", "TargetPort": 8080, "PublishMode": "host"}]})
-    return str(created["ID"])
-
-
-def running_upstreams(client: docker.DockerClient, service: str) -> set[str]:
-    """`node address:host port` of every running task of the service, from the Docker API."""
-    addrs = {n["ID"]: n["Status"]["Addr"] for n in client.api.nodes()}
-    found = set()
-    for task in client.api.tasks(filters={"service": service, "desired-state": "running"}):
-        if task["Status"]["State"] != "running":
-            continue
-        for port in task["Status"].get("PortStatus", {}).get("Ports", []):
-            if port["TargetPort"] == 8080:
-                found.add(f"{addrs[task['NodeID']]}:{port['PublishedPort']}")
-    return found
-
-
-def proxy_tasks(client: docker.DockerClient) -> dict[str, str]:
-    """Running proxy task ID → node ID."""
-    return {t["ID"]: t["NodeID"] for t in client.api.tasks(filters={"service": PROXY, "desired-state": "running"})
-            if t["Status"]["State"] == "running"}
-
-
-def upstreams_seen(lab: Lab, host: str, *, requests: int = 12) -> dict[str, set[str]]:
-    """Per LB node, the `x-upstream-addr` values of a burst of requests (nginx round-robins)."""
-    seen: dict[str, set[str]] = {}
-    for node in lab.lb_nodes:
-        for _ in range(requests):
-            r = http.get(lab.address(node), "/ping", host=host)
-            assert r.status == 200, (node, r.status, r.body[:200])
-            seen.setdefault(node, set()).add(r.headers["x-upstream-addr"])
-    return seen
-
-
-def answers_everywhere(lab: Lab, host: str, expected: set[str]) -> bool:
-    return all(s == expected for s in upstreams_seen(lab, host).values())
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import docker
 import pytest
 
 from tests.lab import http
-from tests.lab.conftest import Lab
+from tests.lab.conftest import REPO, Lab
 from tests.lab.operator_fixture import PROXY, clean_swarm, wait_for
 from tests.lab.operator_fixture import _remove_when_unused as remove_when_unused
 
@@ -35,33 +35,7 @@ DEMO = "demo"
 CONFIG = "service.interlock.conf"
 PIN = "node.labels.nodetype==loadbalancer"
 
-# The seed's TOML, verbatim but for ProxyImage (the lab's registry-free nginx image).
-SEED_TOML = """\
-ListenAddr = ":8080"
-DockerURL = "unix:///var/run/docker.sock"
-PollInterval = "3s"
-
-[Extensions]
-  [Extensions.default]
-    Image = "interlockpreview/interlock-extension-nginx:2.0.0-preview"
-    Args = []
-    ServiceName = "interlock-ext"
-    ProxyImage = "swarmgate/nginx:lab"
-    ProxyArgs = []
-    ProxyServiceName = "interlock-proxy"
-    ProxyConfigPath = "/etc/nginx/nginx.conf"
-    PublishMode = "host"
-    PublishedPort = 80
-    TargetPort = 80
-    PublishedSSLPort = 443
-    TargetSSLPort = 443
-    [Extensions.default.Config]
-      User = "nginx"
-      PidPath = "/var/run/proxy.pid"
-      WorkerProcesses = 1
-      RlimitNoFile = 65535
-      MaxConnections = 2048
-"""
+SEED_TOML = (REPO / "lab" / "seed-config.toml").read_text()
 
 OPERATOR_CREATE = [
     "service", "create",
