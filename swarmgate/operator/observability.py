@@ -120,12 +120,17 @@ class PassMetrics:
 
 
 def proxy_tasks(report: PassReport) -> dict[str, list[str]]:
-    """Per extension, the proxy tasks the Swarm still means to run; the store forgets any other."""
+    """Per extension, the proxy tasks the Swarm still means to run; the store forgets any other.
+
+    An extension whose proxy service is not in the snapshot yet (created by this very pass) expects
+    no task so far, which keeps it from counting as converged before its tasks exist."""
     out: dict[str, list[str]] = {}
     for ext in report.desired.extensions:
-        service = report.observed.service_named(str(ext.proxy_spec["Name"])) if ext.proxy_spec else None
-        if service is not None:
-            out[ext.name] = [t.id for t in report.observed.tasks_of(service.id) if t.desired_state == "running"]
+        if not ext.proxy_spec:
+            continue
+        service = report.observed.service_named(str(ext.proxy_spec["Name"]))
+        tasks = report.observed.tasks_of(service.id) if service is not None else ()
+        out[ext.name] = [t.id for t in tasks if t.desired_state == "running"]
     return out
 
 

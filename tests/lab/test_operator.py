@@ -66,8 +66,8 @@ def test_demo_answers_on_every_lb_node_from_its_task(lab: Lab, client: docker.Do
 
 def test_unknown_host_gets_503(lab: Lab, op: RunningOperator) -> None:
     wait_for(op.converged, timeout=30, what="proxies to serve the first config")
-    for node in lab.lb_nodes:
-        assert http.get(lab.address(node), "/ping", host="nobody.local").status == 503
+    wait_for(lambda: all(http.get(lab.address(n), "/ping", host="nobody.local").status == 503
+                         for n in lab.lb_nodes), timeout=30, what="503 for an unknown host on every LB node")
 
 
 def test_scaling_changes_upstreams_in_place_without_restarting_proxies(
