@@ -22,6 +22,7 @@ from tests.lab.operator_fixture import (
     PROXY,
     RunningOperator,
     answers_everywhere,
+    clean_swarm,
     create_routed,
     operator,
     proxy_tasks,
@@ -212,3 +213,32 @@ def test_status_shows_each_proxy_task_serving_the_current_config(
     for row in rows.values():
         assert row[3] == "yes", row
         assert row[1] in lab.lb_nodes
+
+
+def test_plan_lists_what_a_pass_would_do_and_exits_0_only_when_converged(lab: Lab, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.lab.conftest import REPO
+
+    def plan(config: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(REPO / ".venv" / "bin" / "swarmgate"), "plan", "-c", str(config)],
+                              capture_output=True, text=True, timeout=60)
+
+    with operator(lab, tmp_path) as op:
+        op.stop()
+        # Nothing of ours exists yet: the plan is the first pass's work, and nothing is written.
+        before = lab.manager_client()
+        try:
+            clean_swarm(before)
+            pending = plan(op.config_path)
+            assert pending.returncode == 1, pending.stderr
+            assert "create service interlock-proxy" in pending.stdout
+            assert "create secret swarmgate-proxy-token" in pending.stdout
+            assert not before.services.list(filters={"name": PROXY})
+        finally:
+            before.close()
+        op.start()
+        wait_for(op.converged, timeout=30, what="proxies current")
+        converged = plan(op.config_path)
+        assert converged.returncode == 0, converged.stdout + converged.stderr
+        assert "nothing to do: converged" in converged.stdout
