@@ -29,6 +29,7 @@ from swarmgate.errors import ConfigError
 from swarmgate.models.duration import Duration
 from swarmgate.models.nginx_options import NginxOptions
 from swarmgate.models.numbers import NonNegativeInt, Port
+from swarmgate.models.user_file import read_user_file
 from swarmgate.models.validation_errors import first_error_line, model_keys
 
 LOADBALANCER_CONSTRAINT = "node.labels.nodetype==loadbalancer"
@@ -226,10 +227,5 @@ def parse_config(text: str, *, source: str) -> Config:
 
 def load_config(path: str | Path) -> Config:
     """Read and parse one TOML file (the only I/O in this module)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+    text = read_user_file(path)
     return parse_config(text, source=str(path))

@@ -14,6 +14,7 @@ from typing import Any
 
 from swarmgate.errors import ConfigError
 from swarmgate.models.observed import ObservedState
+from swarmgate.models.user_file import read_user_file
 
 _REQUIRED = ("services", "tasks", "nodes")
 _OPTIONAL = ("configs", "secrets")
@@ -71,10 +72,5 @@ def parse_state(text: str, *, source: str) -> ObservedState:
 
 def load_state_file(path: str | Path) -> ObservedState:
     """Read one state file (the only I/O in this module)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+    text = read_user_file(path)
     return parse_state(text, source=str(path))
