@@ -4,7 +4,7 @@
 # busybox-static: shell and wget inside the lab images; prometheus: the observability proof;
 # gcc + libc6-dev: the lab demo backend is a small static C program (lab/images/demo.c).
 set -euo pipefail
-pkgs=(docker.io nginx-light busybox-static iproute2 iptables util-linux prometheus curl gcc libc6-dev python3.11-minimal libpython3.11-stdlib)
+pkgs=(docker.io nginx-light busybox-static iproute2 iptables util-linux prometheus curl openssl gcc libc6-dev python3.11-minimal libpython3.11-stdlib)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -242,3 +242,45 @@ def test_plan_lists_what_a_pass_would_do_and_exits_0_only_when_converged(lab: La
         converged = plan(op.config_path)
         assert converged.returncode == 0, converged.stdout + converged.stderr
         assert "nothing to do: converged" in converged.stdout
+
+
+def test_tls_host_serves_https_with_its_certificate_from_swarm_secrets(
+        lab: Lab, client: docker.DockerClient, tmp_path: Path) -> None:
+    import http.client as httplib
+    import socket
+    import ssl
+    import subprocess
+
+    from tests.lab.operator_fixture import _remove_when_unused
+
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=demo.local",
+                    "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
+                   check=True, capture_output=True)
+    secrets = [client.secrets.create(name="demo.local.crt", data=(tmp_path / "cert.pem").read_bytes()),
+               client.secrets.create(name="demo.local.key", data=(tmp_path / "key.pem").read_bytes())]
+    try:
+        with operator(lab, tmp_path, services=("demo",)):
+            create_routed(client, "demo", {**DEMO_LABELS, "com.docker.lb.ssl_cert": "demo.local.crt",
+                                           "com.docker.lb.ssl_key": "demo.local.key"})
+            expected = wait_for(lambda: running_upstreams(client, "demo"), timeout=60, what="demo running")
+            context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+
+            def https_ok(node: str) -> bool:
+                http.assert_lab_route(lab.address(node))
+                conn = httplib.HTTPSConnection(lab.address(node), 443, timeout=5, context=context)
+                try:
+                    # Connect to the LB node's address, but with SNI and the certificate check for
+                    # demo.local, as a browser resolving demo.local to that node would.
+                    raw = socket.create_connection((lab.address(node), 443), timeout=5)
+                    conn.sock = context.wrap_socket(raw, server_hostname="demo.local")
+                    conn.request("GET", "/ping", headers={"Host": "demo.local"})
+                    resp = conn.getresponse()
+                    return resp.status == 200 and resp.getheader("x-upstream-addr") in expected
+                finally:
+                    conn.close()
+
+            # Attaching the secrets is a change of the proxy's own spec: the proxy rolls, then serves TLS.
+            wait_for(lambda: all(https_ok(n) for n in lab.lb_nodes), timeout=120, what="https on every LB node")
+    finally:
+        for secret in secrets:
+            _remove_when_unused(secret.remove)
