@@ -199,3 +199,17 @@ def test_a_foreign_service_with_the_proxy_name_is_left_alone() -> None:
     assert desired.extensions[0].problem is not None
     assert "not managed by swarmgate" in desired.extensions[0].problem
     assert plan(desired, observed, published={}) == [NoOp()]
+
+
+def test_operator_finds_its_endpoint_from_its_own_task_and_published_port() -> None:
+    operator_svc = f.service("interlock", {})
+    own = f.task(operator_svc, "mgr-0", ports={8080: 30123})
+    old = f.task(operator_svc, "mgr-0", slot=2, state="shutdown", desired="shutdown", ports={8080: 30001})
+    observed = ObservedState.from_api(services=[operator_svc], tasks=[own, old], nodes=_raw_nodes())
+    cfg = parse_config('ListenAddr = ":8080"\n[Extensions.default]\nPublishMode = "host"\n', source="t.toml")
+    container = own["Status"]["ContainerStatus"]["ContainerID"]
+    assert operator_endpoint(cfg, observed, container) == "http://198.18.0.11:30123"
+    assert operator_endpoint(cfg, observed, None) is None
+    assert operator_endpoint(cfg, observed, "f" * 64) is None
+    override = parse_config('EndpointOverride = "10.1.2.3:9000"\n[Extensions.default]\n', source="t.toml")
+    assert operator_endpoint(override, observed, container) == "http://10.1.2.3:9000"
