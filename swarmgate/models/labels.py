@@ -49,10 +49,12 @@ KNOWN_LABELS = (
 
 @dataclass(frozen=True)
 class SetAside:
-    """A service that is not routed, and the one-line reason why."""
+    """A service that is not routed, the one-line reason why, and the kind of reason: the label that
+    was rejected or is missing, or one of `OTHER_KINDS` (a closed set, fit for a metric label)."""
 
     service: str
     reason: str
+    kind: str = "other"
 
 
 @dataclass(frozen=True)
@@ -132,18 +134,19 @@ def parse_service_labels(service_name: str, labels: Mapping[str, str]) -> Servic
         try:
             values[name] = parser(labels[key])
         except LabelValueError as exc:
-            return SetAside(service_name, f"label {key}: {exc}")
+            return SetAside(service_name, f"label {key}: {exc}", kind=name)
     routing = ServiceRouting(service=service_name, notices=tuple(notices), **values)  # type: ignore[arg-type]
     problem = _missing(routing)
-    return SetAside(service_name, problem) if problem else routing
+    return SetAside(service_name, problem[1], kind=problem[0]) if problem else routing
 
 
-def _missing(r: ServiceRouting) -> str | None:
+def _missing(r: ServiceRouting) -> tuple[str, str] | None:
+    """(kind, reason) of a required label that is missing or incomplete."""
     if not r.hosts and not r.default_backend:
-        return f"label {PREFIX}hosts is missing (or set {PREFIX}default_backend=true)"
+        return "hosts", f"label {PREFIX}hosts is missing (or set {PREFIX}default_backend=true)"
     if not r.port:
-        return f"label {PREFIX}port is missing: the container port to route to"
+        return "port", f"label {PREFIX}port is missing: the container port to route to"
     if (r.ssl_cert is None) != (r.ssl_key is None):
         present, absent = ("ssl_cert", "ssl_key") if r.ssl_cert else ("ssl_key", "ssl_cert")
-        return f"label {PREFIX}{present} needs {PREFIX}{absent} as well"
+        return present, f"label {PREFIX}{present} needs {PREFIX}{absent} as well"
     return None

@@ -84,9 +84,9 @@ def _classify(
             aside.append(parsed)
             continue
         notices.extend(parsed.notices)
-        reason = _unsupported(parsed, service, ext)
-        if reason:
-            aside.append(SetAside(service.name, reason))
+        unsupported = _unsupported(parsed, service, ext)
+        if unsupported:
+            aside.append(SetAside(service.name, unsupported[1], kind=unsupported[0]))
             continue
         if parsed.network is not None:
             notices.append(f"service {service.name}: label com.docker.lb.network is not used: "
@@ -107,16 +107,18 @@ def _cluster(service: Service, parsed: ServiceRouting | SetAside) -> str:
         return ""
 
 
-def _unsupported(r: ServiceRouting, service: Service, ext: Extension) -> str | None:
+def _unsupported(r: ServiceRouting, service: Service, ext: Extension) -> tuple[str, str] | None:
+    """(kind, reason) when valid labels ask for something swarmgate cannot do for this service."""
     if r.backend_mode == "vip":
         mode = "in host mode" if ext.publish_mode == "host" else "by swarmgate"
-        return (f"label com.docker.lb.backend_mode=vip needs overlay networks, which are not used {mode}; "
-                "use backend_mode=task (the default)")
+        return "vip_backend", (f"label com.docker.lb.backend_mode=vip needs overlay networks, which are not used "
+                               f"{mode}; use backend_mode=task (the default)")
     if r.ssl_passthrough:
-        return "label com.docker.lb.ssl_passthrough=true is not supported (needs nginx's stream module)"
+        return "ssl_passthrough", ("label com.docker.lb.ssl_passthrough=true is not supported "
+                                   "(needs nginx's stream module)")
     if not _host_port_published(service, r.port):
-        return (f"publishes no host-mode port for target port {r.port} "
-                f"(add --publish mode=host,target={r.port})")
+        return "no_host_port", (f"publishes no host-mode port for target port {r.port} "
+                                f"(add --publish mode=host,target={r.port})")
     return None
 
 
@@ -142,5 +144,5 @@ def unclaimed_services(observed: ObservedState, clusters: Iterable[str]) -> tupl
             out.append(SetAside(service.name, f"no extension serves service cluster {parsed.service_cluster!r}"
                                 if parsed.service_cluster else
                                 "no extension serves services without a service cluster "
-                                "(every extension has a ServiceCluster)"))
+                                "(every extension has a ServiceCluster)", kind="no_extension"))
     return tuple(out)

@@ -10,13 +10,12 @@ live now (series of proxies that are gone are removed).
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 import typing
 
 from prometheus_client import Gauge
 
-from swarmgate.models.labels import KNOWN_LABELS, PREFIX
+from swarmgate.models.labels import KNOWN_LABELS
 from swarmgate.operator import metrics
 from swarmgate.operator.observe import CallCounter
 from swarmgate.operator.plan import Action, NoOp
@@ -30,21 +29,6 @@ OTHER_REASONS = ("vip_backend", "no_host_port", "no_extension", "other")
 REASON_KINDS: tuple[str, ...] = (*sorted(KNOWN_LABELS), *OTHER_REASONS)
 ACTION_KINDS: tuple[str, ...] = tuple(
     sorted(t.__name__ for t in typing.get_args(Action) if t is not NoOp))
-_LABEL_IN_REASON = re.compile(re.escape(PREFIX) + r"([a-z_]+)")
-
-
-def reason_kind(reason: str) -> str:
-    """The closed-set kind of a set-aside reason (a metric label; the text itself goes to the log)."""
-    if f"{PREFIX}backend_mode=vip" in reason:
-        return "vip_backend"
-    if "publishes no host-mode port" in reason:
-        return "no_host_port"
-    if reason.startswith("no extension serves"):
-        return "no_extension"
-    match = _LABEL_IN_REASON.search(reason)
-    if match and match.group(1) in KNOWN_LABELS:
-        return match.group(1)
-    return "other"
 
 
 def init_series() -> None:
@@ -74,7 +58,7 @@ class PassMetrics:
             metrics.UPSTREAMS.labels(extension=ext.name).set(len(upstreams))
             counts = dict.fromkeys(REASON_KINDS, 0)
             for aside in table.set_aside:
-                counts[reason_kind(aside.reason)] += 1
+                counts[aside.kind if aside.kind in counts else "other"] += 1
             for kind, count in counts.items():
                 metrics.SET_ASIDE.labels(extension=ext.name, reason=kind).set(count)
             for result in ("ok", "error"):

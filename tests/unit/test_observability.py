@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from swarmgate.models.labels import SetAside, parse_service_labels
+from swarmgate.models.config import parse_config
+from swarmgate.models.observed import ObservedState
+from swarmgate.models.routes import build_route_table, unclaimed_services
 from swarmgate.operator import metrics
-from swarmgate.operator.observability import REASON_KINDS, PassMetrics, reason_kind
+from swarmgate.operator.observability import REASON_KINDS, PassMetrics
 from swarmgate.operator.proxystate import ProxyState
+from tests import factories as f
 
 
 def sample(name: str, **labels: str) -> float | None:
@@ -25,36 +28,40 @@ def sample(name: str, **labels: str) -> float | None:
     return registry.get_sample_value(name, labels)
 
 
-def aside(labels: dict[str, str]) -> str:
-    parsed = parse_service_labels("svc", labels)
-    assert isinstance(parsed, SetAside)
-    return parsed.reason
+HOST_PORT = {"com.docker.lb.hosts": "a.local", "com.docker.lb.port": "8080"}
+
+
+def kind_of(labels: dict[str, str], *, host_ports: tuple[int, ...] = (8080,), cluster: str = "") -> str:
+    """The kind the real label parser and route builder give a service set aside for these labels."""
+    svc = f.service("svc", labels, host_ports=host_ports)
+    observed = ObservedState.from_api(services=[svc], tasks=[], nodes=[])
+    ext = parse_config(f'[Extensions.x]\nServiceCluster = "{cluster}"\nPublishMode = "host"\n',
+                       source="t.toml").extensions["x"]
+    table = build_route_table(observed, ext)
+    asides = list(table.set_aside) or list(unclaimed_services(observed, [ext.service_cluster]))
+    assert len(asides) == 1, asides
+    return asides[0].kind
 
 
 @pytest.mark.parametrize(
-    ("reason", "kind"),
+    ("labels", "options", "kind"),
     [
-        (aside({"com.docker.lb.hosts": "a.local", "com.docker.lb.port": "eighty"}), "port"),
-        (aside({"com.docker.lb.hosts": "a.local"}), "port"),
-        (aside({"com.docker.lb.port": "80"}), "hosts"),
-        (aside({"com.docker.lb.hosts": "bad host!", "com.docker.lb.port": "80"}), "hosts"),
-        (aside({"com.docker.lb.hosts": "a.local", "com.docker.lb.port": "80", "com.docker.lb.ssl_cert": "c"}),
-         "ssl_cert"),
-        (aside({"com.docker.lb.hosts": "a.local", "com.docker.lb.port": "80",
-                "com.docker.lb.sticky_session_cookie": "a b;"}), "sticky_session_cookie"),
-        ("label com.docker.lb.backend_mode=vip needs overlay networks, which are not used in host mode; "
-         "use backend_mode=task (the default)", "vip_backend"),
-        ("label com.docker.lb.ssl_passthrough=true is not supported (needs nginx's stream module)",
-         "ssl_passthrough"),
-        ("publishes no host-mode port for target port 8080 (add --publish mode=host,target=8080)", "no_host_port"),
-        ("no extension serves service cluster 'east'", "no_extension"),
-        ("label com.docker.lb.secret-token=hunter2: whatever", "other"),
-        ("something new", "other"),
+        ({**HOST_PORT, "com.docker.lb.port": "eighty"}, {}, "port"),
+        ({"com.docker.lb.hosts": "a.local"}, {}, "port"),
+        ({"com.docker.lb.port": "80"}, {}, "hosts"),
+        ({**HOST_PORT, "com.docker.lb.hosts": "bad host!"}, {}, "hosts"),
+        ({**HOST_PORT, "com.docker.lb.ssl_cert": "c"}, {}, "ssl_cert"),
+        ({**HOST_PORT, "com.docker.lb.sticky_session_cookie": "a b;"}, {}, "sticky_session_cookie"),
+        ({**HOST_PORT, "com.docker.lb.backend_mode": "vip"}, {}, "vip_backend"),
+        ({**HOST_PORT, "com.docker.lb.ssl_passthrough": "true"}, {}, "ssl_passthrough"),
+        (HOST_PORT, {"host_ports": ()}, "no_host_port"),
+        ({**HOST_PORT, "com.docker.lb.service_cluster": "east"}, {"cluster": "west"}, "no_extension"),
     ],
-    ids=lambda v: v if len(v) < 30 else v[:30],
+    ids=lambda v: v if isinstance(v, str) else None,
 )
-def test_set_aside_reason_becomes_a_closed_set_kind(reason: str, kind: str) -> None:
-    assert reason_kind(reason) == kind
+def test_set_aside_services_carry_a_closed_set_kind(labels: dict[str, str], options: dict[str, object],
+                                                     kind: str) -> None:
+    assert kind_of(labels, **options) == kind  # type: ignore[arg-type]
     assert kind in REASON_KINDS
 
 

@@ -103,13 +103,13 @@ def scenarios() -> list[Any]:
             hosts=(HostRoute("demo.local", (
                 route("demo.local", "/", ("demo",), (up(demo, t0, "10.0.0.10", 30000),)),)),),
             set_aside=(
-                SetAside("bad", "label com.docker.lb.port: expected an integer 1-65535, got 'eighty'"),
+                SetAside("bad", "label com.docker.lb.port: expected an integer 1-65535, got 'eighty'", kind="port"),
                 SetAside("nopub", "publishes no host-mode port for target port 8080 "
-                                  "(add --publish mode=host,target=8080)"),
+                                  "(add --publish mode=host,target=8080)", kind="no_host_port"),
                 SetAside("pass", "label com.docker.lb.ssl_passthrough=true is not supported "
-                                 "(needs nginx's stream module)"),
+                                 "(needs nginx's stream module)", kind="ssl_passthrough"),
                 SetAside("vip", "label com.docker.lb.backend_mode=vip needs overlay networks, which are not used "
-                                "in host mode; use backend_mode=task (the default)"),
+                                "in host mode; use backend_mode=task (the default)", kind="vip_backend"),
             ),
         ),
         id="invalid-or-unsupported-services-are-set-aside-others-routed",
@@ -197,7 +197,8 @@ def test_extension_with_a_service_cluster_gets_only_that_clusters_services() -> 
     assert build_route_table(state(demo, east, bad_east), ext) == RouteTable(
         cluster="east",
         hosts=(HostRoute("east.local", (route("east.local", "/", ("east-app",), ()),)),),
-        set_aside=(SetAside("east-bad", "label com.docker.lb.port: expected an integer 1-65535, got '0'"),),
+        set_aside=(SetAside("east-bad", "label com.docker.lb.port: expected an integer 1-65535, got '0'",
+                            kind="port"),),
     )
 
 
@@ -234,10 +235,10 @@ def test_services_of_a_cluster_no_extension_serves_are_reported_as_unclaimed() -
     plain = service("plain", lb(hosts="plain.local"))
     assert unclaimed_services(state(demo, west, plain), ["east"]) == (
         SetAside("demo", "no extension serves services without a service cluster (every extension has a "
-                         "ServiceCluster)"),
+                         "ServiceCluster)", kind="no_extension"),
         SetAside("plain", "no extension serves services without a service cluster (every extension has a "
-                          "ServiceCluster)"),
-        SetAside("west-app", "no extension serves service cluster 'west'"),
+                          "ServiceCluster)", kind="no_extension"),
+        SetAside("west-app", "no extension serves service cluster 'west'", kind="no_extension"),
     )
     assert unclaimed_services(state(demo, west), ["", "west"]) == ()
 
@@ -266,5 +267,5 @@ def test_a_service_with_an_invalid_cluster_label_is_set_aside_by_the_extension_w
     odd = service("odd", lb(hosts="odd.local", service_cluster="no such/cluster"))
     assert build_route_table(state(odd), HOST).set_aside == (
         SetAside("odd", "label com.docker.lb.service_cluster: expected a name of letters, digits, '_', '.', '-' "
-                        "(at most 64), got 'no such/cluster'"),
+                        "(at most 64), got 'no such/cluster'", kind="service_cluster"),
     )

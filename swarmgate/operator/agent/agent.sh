@@ -81,11 +81,39 @@ report() { # send the pending report; kept pending while the operator is away
 	report_status=""
 }
 
+workers() { # pids of the nginx master's children (its workers), one per line
+	for stat in /proc/[0-9]*/stat; do
+		read -r pid _ _ ppid _ <"$stat" 2>/dev/null || continue
+		[ "$ppid" = "$nginx_pid" ] && echo "$pid"
+	done
+}
+
+# After a HUP the old workers keep accepting until they get their shutdown order, which takes a
+# while on a busy machine. Wait (at most 5 s) until new workers run and the old ones are gone, so
+# "ok" means new connections get the new config; and the master has read the file by then, so the
+# next apply cannot overwrite it under the master's feet.
+reloaded() { # reloaded "OLD PIDS": 0 when new workers replaced them, 1 when none came
+	n=0 fresh=0
+	while [ "$n" -lt 50 ]; do
+		fresh=0 old_left=0
+		for p in $(workers); do case " $1 " in *" $p "*) old_left=1 ;; *) fresh=1 ;; esac; done
+		[ "$fresh" = 1 ] && [ "$old_left" = 0 ] && return 0
+		pause 0.1; n=$((n + 1))
+	done
+	[ "$fresh" = 1 ] # new workers, but old ones still finish long requests: serving all the same
+}
+
 apply() { # apply DIGEST CONFIG_FILE: the new file must pass nginx -t at the real path
 	cp "$CONF" "$CONF.last-good" && cp "$2" "$CONF.new" && mv "$CONF.new" "$CONF" || return 1
 	if "$NGINX" -t -q -c "$CONF" -g 'daemon off;' >"$WORK/message" 2>&1; then
+		old=$(workers)
 		# HUP is `nginx -s reload` without trusting the config's pid path; same master pid.
 		kill -HUP "$nginx_pid" || return 1
+		if ! reloaded "$(echo $old)"; then
+			mv "$CONF.last-good" "$CONF"; failed=$1 report_status=error report_digest=$1
+			echo "nginx passed -t but did not start new workers within 5 s" >"$WORK/message"
+			log "rejected $1: nginx did not reload"; return 0
+		fi
 		have=$1 failed="" report_status=ok report_digest=$1
 		echo "$1" >"$CONF.digest"; : >"$WORK/message"; log "serving $1"
 	else
