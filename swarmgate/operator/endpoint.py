@@ -33,8 +33,6 @@ from swarmgate.errors import ConfigError
 from swarmgate.operator.proxystate import ProxyState
 from swarmgate.operator.token import TokenCheck
 
-ConfigStore = ProxyState  # the name the reconciler knows it by
-
 log = logging.getLogger("swarmgate.endpoint")
 
 PROTOCOL = "swarmgate/1"

@@ -154,9 +154,3 @@ def plan(
         actions += _plan_extension(ext, observed, published)
     actions += _garbage(desired, observed, retention)
     return actions or [NoOp()]
-
-
-def is_write(action: Action) -> bool:
-    """Whether applying the action calls the Docker API (publishing only reaches our own agents)."""
-    return not isinstance(action, NoOp | PublishProxyConfig)
-

@@ -12,19 +12,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Literal
 
 ReportStatus = Literal["ok", "error", "none"]
-
-
-class RenderedConfigLike(Protocol):
-    """Anything with the config text and its content digest (e.g. the renderer's RenderedConfig)."""
-
-    @property
-    def text(self) -> str: ...
-
-    @property
-    def digest(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -87,9 +77,6 @@ class ProxyState:
             self._configs[cluster] = PublishedConfig(cluster, digest, text, self._clock())
             self._note_convergence(cluster)
             self._changed.notify_all()
-
-    def publish_rendered(self, cluster: str, config: RenderedConfigLike) -> None:
-        self.publish(cluster, config.text, config.digest)
 
     def current(self, cluster: str) -> PublishedConfig | None:
         with self._changed:
