@@ -42,16 +42,22 @@ def config(extra: str = "") -> Config:
     return parse_config(SEED + extra, source="test.toml")
 
 
-def cluster(*extra: dict[str, Any], proxy: dict[str, Any] | None = None,
-            configs: list[dict[str, Any]] | None = None, secrets: list[dict[str, Any]] | None = None,
-            ) -> ObservedState:
+def cluster(*extra_services: dict[str, Any], configs: tuple[dict[str, Any], ...] = (),
+            secrets: tuple[dict[str, Any], ...] = ()) -> ObservedState:
+    """A manager, one LB node, and `demo` running there with a host port, plus whatever is given."""
     demo = f.service("demo", {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"})
     nodes = [f.node("mgr-0", "198.18.0.11", role="manager"),
              f.node("lb-00", "198.18.0.12", labels={"nodetype": "loadbalancer"})]
-    tasks = [f.task(demo, "lb-00", ports={8080: 30001})]
-    services = [demo, *extra] + ([proxy] if proxy else [])
-    return ObservedState.from_api(services=services, tasks=tasks, nodes=nodes, configs=configs or [],
-                                  secrets=secrets or [])
+    return ObservedState.from_api(services=[demo, *extra_services], tasks=[f.task(demo, "lb-00", ports={8080: 30001})],
+                                  nodes=nodes, configs=configs, secrets=secrets)
+
+
+def proxy_service(spec: dict[str, Any], *, version: int = 40) -> dict[str, Any]:
+    return {"ID": "proxy1", "Version": {"Index": version}, "Spec": spec, "CreatedAt": f.CREATED}
+
+
+def owned_configs(observed: ObservedState) -> tuple[dict[str, Any], ...]:
+    return tuple(f.swarm_config(c.name, c.data, labels=dict(c.labels)) for c in observed.configs)
 
 
 def desired_for(cfg: Config, observed: ObservedState) -> DesiredState:
@@ -63,34 +69,20 @@ def kinds(actions: list[Action]) -> list[str]:
     return [type(a).__name__ for a in actions]
 
 
-def converge(cfg: Config, observed: ObservedState) -> ObservedState:
+def converge(cfg: Config) -> ObservedState:
     """The snapshot Docker would give back after a pass applied its plan (as the Engine stores it)."""
-    desired = desired_for(cfg, observed)
-    services = [dict(s_raw) for s_raw in _raw_services(observed)]
-    configs = [f.swarm_config(c.name, c.data, labels=c.labels) for e in desired.extensions for c in e.configs]
-    secrets = [f.swarm_secret(TOKEN_SECRET_NAME, labels={TOKEN_DIGEST_LABEL: "ab" * 32})]
+    desired = desired_for(cfg, cluster())
+    proxies = []
     for ext in desired.extensions:
         assert ext.proxy_spec is not None
         stored = copy.deepcopy(ext.proxy_spec)
         stored["TaskTemplate"]["ForceUpdate"] = 0
         stored["TaskTemplate"]["ContainerSpec"]["Isolation"] = "default"
-        services.append({"ID": "proxy1", "Version": {"Index": 40}, "Spec": stored, "CreatedAt": f.CREATED})
-    return ObservedState.from_api(services=services, tasks=[_raw_task()], nodes=_raw_nodes(),
-                                  configs=configs, secrets=secrets)
-
-
-def _raw_services(observed: ObservedState) -> list[dict[str, Any]]:
-    return [f.service("demo", {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"})]
-
-
-def _raw_task() -> dict[str, Any]:
-    demo = f.service("demo", {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"})
-    return f.task(demo, "lb-00", ports={8080: 30001})
-
-
-def _raw_nodes() -> list[dict[str, Any]]:
-    return [f.node("mgr-0", "198.18.0.11", role="manager"),
-            f.node("lb-00", "198.18.0.12", labels={"nodetype": "loadbalancer"})]
+        proxies.append(proxy_service(stored))
+    return cluster(*proxies,
+                   configs=tuple(f.swarm_config(c.name, c.data, labels=c.labels)
+                                 for e in desired.extensions for c in e.configs),
+                   secrets=(f.swarm_secret(TOKEN_SECRET_NAME, labels={TOKEN_DIGEST_LABEL: "ab" * 32}),))
 
 
 def test_empty_swarm_plans_token_configs_publish_and_proxy_in_that_order() -> None:
@@ -116,7 +108,7 @@ def test_empty_swarm_plans_token_configs_publish_and_proxy_in_that_order() -> No
 
 def test_converged_cluster_plans_only_a_noop() -> None:
     cfg = config()
-    observed = converge(cfg, cluster())
+    observed = converge(cfg)
     desired = desired_for(cfg, observed)
     published = {e.name: e.rendered.digest for e in desired.extensions}
     assert plan(desired, observed, published=published) == [NoOp()]
@@ -124,30 +116,26 @@ def test_converged_cluster_plans_only_a_noop() -> None:
 
 def test_route_change_is_published_in_place_without_touching_the_service() -> None:
     cfg = config()
-    observed = converge(cfg, cluster())
+    observed = converge(cfg)
     stale = {"default": "0" * 64}
     assert kinds(plan(desired_for(cfg, observed), observed, published=stale)) == ["PublishProxyConfig"]
 
 
 def test_hand_added_constraint_is_kept_not_fought() -> None:
     cfg = config()
-    observed = converge(cfg, cluster())
+    observed = converge(cfg)
     raw = next(s for s in observed.services if s.name == "interlock-proxy")
     spec = copy.deepcopy(dict(raw.spec))
     spec["TaskTemplate"]["Placement"]["Constraints"].append("node.hostname==lb-00")
-    services = [*_raw_services(observed), {"ID": "proxy1", "Version": {"Index": 41}, "Spec": spec,
-                                           "CreatedAt": f.CREATED}]
-    after = ObservedState.from_api(services=services, tasks=[_raw_task()], nodes=_raw_nodes(),
-                                   configs=[f.swarm_config(c.name, c.data, labels=dict(c.labels))
-                                            for c in observed.configs],
-                                   secrets=[f.swarm_secret(TOKEN_SECRET_NAME)])
+    after = cluster(proxy_service(spec, version=41), configs=owned_configs(observed),
+                    secrets=(f.swarm_secret(TOKEN_SECRET_NAME),))
     desired = desired_for(cfg, after)
     published = {e.name: e.rendered.digest for e in desired.extensions}
     assert plan(desired, after, published=published) == [NoOp()]
 
 
 def test_image_change_updates_the_service_with_the_version_it_was_planned_against() -> None:
-    observed = converge(config(), cluster())
+    observed = converge(config())
     cfg = parse_config(SEED.replace("swarmgate/nginx:lab", "swarmgate/nginx:next"), source="t.toml")
     desired = desired_for(cfg, observed)
     actions = plan(desired, observed, published={e.name: e.rendered.digest for e in desired.extensions})
@@ -170,7 +158,7 @@ def test_plain_delivery_rotates_a_content_addressed_config_and_rolls_the_service
 
 def test_unused_owned_configs_beyond_retention_are_removed_oldest_first() -> None:
     cfg = config()
-    observed = converge(cfg, cluster())
+    observed = converge(cfg)
     old = []
     for i in range(5):
         raw = f.swarm_config(f"interlock-proxy.agent.old{i}", b"x", labels={
@@ -178,14 +166,10 @@ def test_unused_owned_configs_beyond_retention_are_removed_oldest_first() -> Non
         raw["Version"] = {"Index": 100 + i}
         old.append(raw)
     user_config = f.swarm_config("someone-elses", b"y")
-    state = ObservedState.from_api(
-        services=[*_raw_services(observed), {"ID": "proxy1", "Version": {"Index": 40},
-                                             "Spec": dict(observed.service_named("interlock-proxy").spec),  # type: ignore[union-attr]
-                                             "CreatedAt": f.CREATED}],
-        tasks=[_raw_task()], nodes=_raw_nodes(),
-        configs=[*(f.swarm_config(c.name, c.data, labels=dict(c.labels)) for c in observed.configs), *old,
-                 user_config],
-        secrets=[f.swarm_secret(TOKEN_SECRET_NAME)])
+    proxy = observed.service_named("interlock-proxy")
+    assert proxy is not None
+    state = cluster(proxy_service(dict(proxy.spec)), configs=(*owned_configs(observed), *old, user_config),
+                    secrets=(f.swarm_secret(TOKEN_SECRET_NAME),))
     desired = desired_for(cfg, state)
     actions = plan(desired, state, published={e.name: e.rendered.digest for e in desired.extensions})
     assert [a.name for a in actions if isinstance(a, RemoveConfig)] == [
@@ -205,7 +189,8 @@ def test_operator_finds_its_endpoint_from_its_own_task_and_published_port() -> N
     operator_svc = f.service("interlock", {})
     own = f.task(operator_svc, "mgr-0", ports={8080: 30123})
     old = f.task(operator_svc, "mgr-0", slot=2, state="shutdown", desired="shutdown", ports={8080: 30001})
-    observed = ObservedState.from_api(services=[operator_svc], tasks=[own, old], nodes=_raw_nodes())
+    observed = ObservedState.from_api(services=[operator_svc], tasks=[own, old],
+                                      nodes=[f.node("mgr-0", "198.18.0.11", role="manager")])
     cfg = parse_config('ListenAddr = ":8080"\n[Extensions.default]\nPublishMode = "host"\n', source="t.toml")
     container = own["Status"]["ContainerStatus"]["ContainerID"]
     assert operator_endpoint(cfg, observed, container) == "http://198.18.0.11:30123"
