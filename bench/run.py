@@ -28,10 +28,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from swarmgate.models.config import parse_config  # noqa: E402
-from swarmgate.models.observed import ObservedState  # noqa: E402
-from swarmgate.operator.plan import plan  # noqa: E402
-from swarmgate.operator.reconcile import compute_desired  # noqa: E402
+from swarmgate.models.settings.config import parse_config  # noqa: E402
+from swarmgate.models.swarm.observed import ObservedState  # noqa: E402
+from swarmgate.operator.control.reconcile import compute_desired  # noqa: E402
+from swarmgate.operator.planning.plan import plan  # noqa: E402
 from tests import factories as f  # noqa: E402
 
 CORE_TOML = """

@@ -2,6 +2,6 @@
 
 import sys
 
-from swarmgate.operator.cli import main
+from swarmgate.operator.cli.main import main
 
 sys.exit(main())

@@ -22,10 +22,10 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from swarmgate.errors import ConfigError
-from swarmgate.models.config import Extension
-from swarmgate.models.duration import format_seconds
-from swarmgate.models.observed import ObservedState
-from swarmgate.models.route_types import RouteTable
+from swarmgate.models.routing.route_types import RouteTable
+from swarmgate.models.settings.config import Extension
+from swarmgate.models.settings.duration import format_seconds
+from swarmgate.models.swarm.observed import ObservedState
 
 TEMPLATES = Path(__file__).parent / "templates"
 _WORD = re.compile(r"^[A-Za-z0-9._~*:/\[\]-]+$")

@@ -16,10 +16,10 @@ import crossplane
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swarmgate.models.config import Extension
-from swarmgate.models.labels import KNOWN_LABELS, PREFIX, parse_service_labels
-from swarmgate.models.observed import ObservedState
-from swarmgate.models.routes import build_route_table
+from swarmgate.models.routing.labels import KNOWN_LABELS, PREFIX, parse_service_labels
+from swarmgate.models.routing.routes import build_route_table
+from swarmgate.models.settings.config import Extension
+from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.renderers.nginx import render_nginx
 from swarmgate.renderers.validate import nginx_check
 from tests.factories import node, service, task

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from swarmgate.operator.endpoint import EndpointServer, serve
-from swarmgate.operator.proxystate import ProxyState
-from swarmgate.operator.token import TokenCheck, new_token, token_digest
+from swarmgate.operator.delivery.endpoint import EndpointServer, serve
+from swarmgate.operator.delivery.proxystate import ProxyState
+from swarmgate.operator.delivery.token import TokenCheck, new_token, token_digest
 
 BUSYBOX = Path("/bin/busybox")
 NGINX = Path("/usr/sbin/nginx")
-AGENT = Path(str(resources.files("swarmgate.operator").joinpath("agent/agent.sh")))
+AGENT = Path(str(resources.files("swarmgate.operator.delivery").joinpath("agent.sh")))
 CLUSTER = "default"
 
 pytestmark = pytest.mark.skipif(not (BUSYBOX.exists() and NGINX.exists()), reason="needs busybox and nginx")

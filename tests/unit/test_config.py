@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from swarmgate.errors import ConfigError
-from swarmgate.models.config import LOADBALANCER_CONSTRAINT, Config, Extension, load_config, parse_config
-from swarmgate.models.duration import parse_go_duration
-from swarmgate.models.nginx_options import DEFAULT_MAIN_LOG_FORMAT, DEFAULT_TRACE_LOG_FORMAT, NginxOptions
-from swarmgate.operator.offline import cmd_check_config
+from swarmgate.models.settings.config import LOADBALANCER_CONSTRAINT, Config, Extension, load_config, parse_config
+from swarmgate.models.settings.duration import parse_go_duration
+from swarmgate.models.settings.nginx_options import DEFAULT_MAIN_LOG_FORMAT, DEFAULT_TRACE_LOG_FORMAT, NginxOptions
+from swarmgate.operator.cli.offline import cmd_check_config
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 

@@ -11,9 +11,9 @@ from urllib.parse import urlencode
 import pytest
 
 from swarmgate.errors import ConfigError
-from swarmgate.operator.endpoint import EndpointServer, parse_listen_addr, serve
-from swarmgate.operator.proxystate import ProxyState
-from swarmgate.operator.token import TokenCheck, new_token, token_digest
+from swarmgate.operator.delivery.endpoint import EndpointServer, parse_listen_addr, serve
+from swarmgate.operator.delivery.proxystate import ProxyState
+from swarmgate.operator.delivery.token import TokenCheck, new_token, token_digest
 
 TOKEN = new_token()
 HOLD = 0.5

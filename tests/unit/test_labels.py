@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from swarmgate.models.labels import ServiceRouting, SetAside, parse_service_labels
+from swarmgate.models.routing.labels import ServiceRouting, SetAside, parse_service_labels
 
 BASE = {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"}
 

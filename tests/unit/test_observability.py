@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from swarmgate.models.config import parse_config
-from swarmgate.models.observed import ObservedState
-from swarmgate.models.routes import build_route_table, unclaimed_services
-from swarmgate.operator import metrics
-from swarmgate.operator.observability import REASON_KINDS, PassMetrics
-from swarmgate.operator.proxystate import ProxyState
+from swarmgate.models.routing.routes import build_route_table, unclaimed_services
+from swarmgate.models.settings.config import parse_config
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.operator.delivery.proxystate import ProxyState
+from swarmgate.operator.telemetry import metrics
+from swarmgate.operator.telemetry.observability import REASON_KINDS, PassMetrics
 from tests import factories as f
 
 

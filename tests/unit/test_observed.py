@@ -8,15 +8,13 @@ from pathlib import Path
 import pytest
 
 from swarmgate.errors import ConfigError
-from swarmgate.models.observed import (
+from swarmgate.models.swarm.observed import (
     Node,
     ObservedState,
     PortBinding,
     Task,
-    load_state_file,
-    parse_state,
-    state_file_document,
 )
+from swarmgate.models.swarm.state_file import load_state_file, parse_state, state_file_document
 from tests.factories import node, service, swarm_config, swarm_secret, task
 
 CAPTURED = Path(__file__).parent.parent / "golden" / "api" / "seed-demo-state.json"

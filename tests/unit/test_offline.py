@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmgate.operator.offline import cmd_render, cmd_routes
+from swarmgate.operator.cli.offline import cmd_render, cmd_routes
 from tests.factories import node, service, task
 
 GOLDEN = Path(__file__).parent.parent / "golden"

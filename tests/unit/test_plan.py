@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from swarmgate.models.config import Config, parse_config
-from swarmgate.models.desired import DesiredState, build_desired, operator_endpoint
-from swarmgate.models.observed import ObservedState
-from swarmgate.models.ownership import TOKEN_DIGEST_LABEL, TOKEN_SECRET_NAME
-from swarmgate.operator.plan import (
+from swarmgate.models.settings.config import Config, parse_config
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.models.swarm.ownership import TOKEN_DIGEST_LABEL, TOKEN_SECRET_NAME
+from swarmgate.operator.planning.desired import DesiredState, build_desired, operator_endpoint
+from swarmgate.operator.planning.plan import (
     Action,
     CreateConfig,
     CreateService,

@@ -14,10 +14,11 @@ import crossplane
 import pytest
 
 from swarmgate.errors import ConfigError
-from swarmgate.models.config import Extension, load_config
-from swarmgate.models.observed import ObservedState, load_state_file
-from swarmgate.models.route_types import HostRoute, PathRoute, RouteTable, Upstream
-from swarmgate.models.routes import build_route_table
+from swarmgate.models.routing.route_types import HostRoute, PathRoute, RouteTable, Upstream
+from swarmgate.models.routing.routes import build_route_table
+from swarmgate.models.settings.config import Extension, load_config
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.models.swarm.state_file import load_state_file
 from swarmgate.renderers.nginx import UnsafeValueError, custom_template, render_bootstrap, render_nginx
 from swarmgate.renderers.validate import NginxRejectedConfig, nginx_check
 from tests.factories import node, service, swarm_config, task

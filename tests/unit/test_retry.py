@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from swarmgate.errors import TemporaryError, TerminalError
-from swarmgate.operator.loop import DockerHealth, Wakeup, run_loop
-from swarmgate.operator.retry import Outcome, Schedule
+from swarmgate.operator.control.loop import DockerHealth, Wakeup, run_loop
+from swarmgate.operator.planning.retry import Outcome, Schedule
 
 
 def delays(outcomes: list[Outcome], **kwargs: float) -> list[float]:

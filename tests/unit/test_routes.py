@@ -7,10 +7,8 @@ from typing import Any
 
 import pytest
 
-from swarmgate.models.config import Extension
-from swarmgate.models.labels import SetAside
-from swarmgate.models.observed import ObservedState
-from swarmgate.models.routes import (
+from swarmgate.models.routing.labels import SetAside
+from swarmgate.models.routing.routes import (
     HostRoute,
     PathRoute,
     RouteTable,
@@ -20,6 +18,8 @@ from swarmgate.models.routes import (
     pool_name,
     unclaimed_services,
 )
+from swarmgate.models.settings.config import Extension
+from swarmgate.models.swarm.observed import ObservedState
 from tests.factories import node, service, task
 
 HOST = Extension(name="default", publish_mode="host")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from swarmgate.operator.specdiff import diff_specs, essence, merge_managed
+from swarmgate.operator.planning.specdiff import diff_specs, essence, merge_managed
 
 
 def desired_spec() -> dict[str, Any]:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from swarmgate.errors import TemporaryError, TerminalError
-from swarmgate.operator.retry import Outcome, Schedule
+from swarmgate.operator.planning.retry import Outcome, Schedule
 
 log = logging.getLogger("swarmgate.loop")
 

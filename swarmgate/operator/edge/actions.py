@@ -12,18 +12,18 @@ import copy
 import logging
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import docker
 import docker.errors
 
 from swarmgate.errors import TemporaryError
-from swarmgate.models.observed import ObservedState
-from swarmgate.models.ownership import TOKEN_DIGEST_LABEL
-from swarmgate.operator import metrics, token
-from swarmgate.operator.observe import CONNECTION_ERRORS, CallCounter
-from swarmgate.operator.plan import (
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.models.swarm.ownership import TOKEN_DIGEST_LABEL
+from swarmgate.operator.delivery import token
+from swarmgate.operator.edge.observe import CONNECTION_ERRORS
+from swarmgate.operator.planning.plan import (
     Action,
     CreateConfig,
     CreateService,
@@ -33,6 +33,9 @@ from swarmgate.operator.plan import (
     RemoveConfig,
     UpdateService,
 )
+from swarmgate.operator.planning.report import ApplyResult
+from swarmgate.operator.telemetry import metrics
+from swarmgate.operator.telemetry.calls import CallCounter
 
 log = logging.getLogger("swarmgate.actions")
 
@@ -52,11 +55,6 @@ class Publisher(Protocol):
     def publish(self, cluster: str, text: str, digest: str) -> None: ...
 
 
-@dataclass
-class ApplyResult:
-    done: list[Action] = field(default_factory=list)
-    not_done: list[Action] = field(default_factory=list)
-    error: str | None = None
 
 
 @dataclass

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from swarmgate.errors import ConfigError
-from swarmgate.models.observed import ObservedState
-from swarmgate.models.user_file import read_user_file
+from swarmgate.models.settings.user_file import read_user_file
+from swarmgate.models.swarm.observed import ObservedState
 
 _REQUIRED = ("services", "tasks", "nodes")
 _OPTIONAL = ("configs", "secrets")

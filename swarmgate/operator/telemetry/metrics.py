@@ -10,7 +10,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from swarmgate import __version__
-from swarmgate.operator.retry import Outcome
+from swarmgate.operator.planning.retry import Outcome
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

@@ -10,9 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from swarmgate.models.desired import ConfigObject, DesiredState, ExtensionDesired
-from swarmgate.models.observed import ObservedState
-from swarmgate.models.ownership import (
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.models.swarm.ownership import (
     EXTENSION_LABEL,
     KIND_LABEL,
     KIND_TOKEN,
@@ -20,7 +19,8 @@ from swarmgate.models.ownership import (
     is_owned,
     owned_labels,
 )
-from swarmgate.operator.specdiff import SpecDiff, diff_specs, merge_managed
+from swarmgate.operator.planning.desired import ConfigObject, DesiredState, ExtensionDesired
+from swarmgate.operator.planning.specdiff import SpecDiff, diff_specs, merge_managed
 
 # Owned configs nobody references are kept this many per extension and kind, newest first, so a
 # rollback of the proxy service still finds the config it rolls back to.

@@ -12,10 +12,11 @@ from typing import TextIO
 
 from swarmgate import __version__
 from swarmgate.errors import ConfigError
-from swarmgate.models.config import Config, Extension, load_config
-from swarmgate.models.observed import ObservedState, load_state_file
-from swarmgate.models.route_types import RouteTable
-from swarmgate.models.routes import build_route_table, unclaimed_services
+from swarmgate.models.routing.route_types import RouteTable
+from swarmgate.models.routing.routes import build_route_table, unclaimed_services
+from swarmgate.models.settings.config import Config, Extension, load_config
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.models.swarm.state_file import load_state_file
 from swarmgate.renderers.nginx import custom_template, render_nginx
 
 EXIT_OK = 0

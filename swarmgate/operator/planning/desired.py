@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarmgate.errors import ConfigError
-from swarmgate.models.config import Config, Extension
-from swarmgate.models.observed import ObservedState, Service
-from swarmgate.models.ownership import (
+from swarmgate.models.routing.routes import RouteTable, build_route_table
+from swarmgate.models.settings.config import Config, Extension
+from swarmgate.models.swarm.observed import ObservedState, Service
+from swarmgate.models.swarm.ownership import (
     KIND_AGENT,
     KIND_BOOTSTRAP,
     KIND_PROXY_CONFIG,
@@ -24,8 +25,7 @@ from swarmgate.models.ownership import (
     is_owned,
     owned_labels,
 )
-from swarmgate.models.proxyspec import build_proxy_spec
-from swarmgate.models.routes import RouteTable, build_route_table
+from swarmgate.operator.planning.proxyspec import build_proxy_spec
 from swarmgate.renderers.nginx import RenderedConfig, custom_template, render_bootstrap, render_nginx
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,9 @@ import docker.errors
 import requests.exceptions
 
 from swarmgate.errors import ConfigError, TemporaryError
-from swarmgate.models.config import Config
-from swarmgate.models.observed import ObservedState
+from swarmgate.models.settings.config import Config
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.operator.telemetry.calls import CallCounter
 
 API_VERSION = "1.41"
 # The low-level client, named here so the rest of the operator can type it without importing docker.
@@ -29,24 +29,6 @@ Api = docker.APIClient
 CONNECTION_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, OSError)
 
 
-@dataclass
-class CallCounter:
-    """API calls by kind, so tests and metrics can see what a pass cost."""
-
-    reads: int = 0
-    writes: int = 0
-    errors: int = 0  # calls that failed or could not reach Docker
-    by_call: dict[str, int] = field(default_factory=dict)
-
-    def count(self, call: str, *, write: bool) -> None:
-        self.by_call[call] = self.by_call.get(call, 0) + 1
-        if write:
-            self.writes += 1
-        else:
-            self.reads += 1
-
-    def failed(self) -> None:
-        self.errors += 1
 
 
 def connect(config: Config, *, timeout: float = 30.0) -> docker.APIClient:

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from swarmgate.models.config import Extension
-from swarmgate.models.labels import ServiceRouting
-from swarmgate.models.observed import Service
-from swarmgate.models.route_types import HostRoute, PathRoute, TLSFiles, Upstream
+from swarmgate.models.routing.labels import ServiceRouting
+from swarmgate.models.routing.route_types import HostRoute, PathRoute, TLSFiles, Upstream
+from swarmgate.models.settings.config import Extension
+from swarmgate.models.swarm.observed import Service
 
 T = TypeVar("T")
 

@@ -16,13 +16,15 @@ from importlib import resources
 
 from swarmgate import __version__
 from swarmgate.errors import TemporaryError
-from swarmgate.models.config import Config
-from swarmgate.models.desired import DesiredState, build_desired, operator_endpoint
-from swarmgate.models.observed import ObservedState
-from swarmgate.models.ownership import TOKEN_DIGEST_LABEL, TOKEN_SECRET_NAME
-from swarmgate.operator.actions import ApplyResult, Publisher, apply
-from swarmgate.operator.observe import Api, CallCounter, observe
-from swarmgate.operator.plan import Action, NoOp, PublishProxyConfig, plan
+from swarmgate.models.settings.config import Config
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.models.swarm.ownership import TOKEN_DIGEST_LABEL, TOKEN_SECRET_NAME
+from swarmgate.operator.edge.actions import Publisher, apply
+from swarmgate.operator.edge.observe import Api, observe
+from swarmgate.operator.planning.desired import DesiredState, build_desired, operator_endpoint
+from swarmgate.operator.planning.plan import PublishProxyConfig, plan
+from swarmgate.operator.planning.report import PassReport
+from swarmgate.operator.telemetry.calls import CallCounter
 
 log = logging.getLogger("swarmgate.reconcile")
 
@@ -35,25 +37,13 @@ def server_info() -> str:
 
 @functools.cache
 def agent_script() -> bytes:
-    return resources.files("swarmgate.operator").joinpath("agent/agent.sh").read_bytes()
+    return resources.files("swarmgate.operator.delivery").joinpath("agent.sh").read_bytes()
 
 
 def compute_desired(config: Config, observed: ObservedState, *, endpoint: str | None) -> DesiredState:
     return build_desired(config, observed, agent_script=agent_script(), endpoint=endpoint, server_info=server_info())
 
 
-@dataclass
-class PassReport:
-    reconcile_id: str
-    actions: list[Action]
-    applied: ApplyResult
-    desired: DesiredState
-    observed: ObservedState
-    routes_digest: str
-
-    @property
-    def wrote(self) -> bool:
-        return any(not isinstance(a, NoOp) for a in self.applied.done)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from swarmgate.models.label_values import (
+from swarmgate.models.routing.label_values import (
     LabelValueError,
     parse_bool,
     parse_cookie_name,

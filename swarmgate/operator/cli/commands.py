@@ -21,18 +21,19 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from swarmgate.errors import ConfigError, SwarmgateError
-from swarmgate.models.config import Config, load_config
-from swarmgate.models.desired import operator_endpoint
-from swarmgate.models.observed import ObservedState, load_state_file
-from swarmgate.models.proxyspec import ENDPOINT_ENV
-from swarmgate.operator import metrics, observability
-from swarmgate.operator.endpoint import serve
-from swarmgate.operator.loop import DockerHealth, Wakeup, run_loop, watch_events
-from swarmgate.operator.observe import connect, fetch_documents, observe, own_container_id
-from swarmgate.operator.plan import NoOp, PublishProxyConfig, plan
-from swarmgate.operator.proxystate import ProxyState
-from swarmgate.operator.reconcile import Reconciler, compute_desired
-from swarmgate.operator.retry import Outcome, Schedule
+from swarmgate.models.settings.config import Config, load_config
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.models.swarm.state_file import load_state_file
+from swarmgate.operator.control.loop import DockerHealth, Wakeup, run_loop, watch_events
+from swarmgate.operator.control.reconcile import Reconciler, compute_desired
+from swarmgate.operator.delivery.endpoint import serve
+from swarmgate.operator.delivery.proxystate import ProxyState
+from swarmgate.operator.edge.observe import connect, fetch_documents, observe, own_container_id
+from swarmgate.operator.planning.desired import operator_endpoint
+from swarmgate.operator.planning.plan import NoOp, PublishProxyConfig, plan
+from swarmgate.operator.planning.proxyspec import ENDPOINT_ENV
+from swarmgate.operator.planning.retry import Outcome, Schedule
+from swarmgate.operator.telemetry import metrics, observability
 
 log = logging.getLogger("swarmgate")
 

@@ -15,12 +15,12 @@ import typing
 
 from prometheus_client import Gauge
 
-from swarmgate.models.labels import KNOWN_LABELS
-from swarmgate.operator import metrics
-from swarmgate.operator.observe import CallCounter
-from swarmgate.operator.plan import Action, NoOp
-from swarmgate.operator.proxystate import ProxyState
-from swarmgate.operator.reconcile import PassReport
+from swarmgate.models.routing.labels import KNOWN_LABELS
+from swarmgate.operator.delivery.proxystate import ProxyState
+from swarmgate.operator.planning.plan import Action, NoOp
+from swarmgate.operator.planning.report import PassReport
+from swarmgate.operator.telemetry import metrics
+from swarmgate.operator.telemetry.calls import CallCounter
 
 DIGEST_SHOWN = 12
 

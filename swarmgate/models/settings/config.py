@@ -26,11 +26,11 @@ from pydantic import (
 )
 
 from swarmgate.errors import ConfigError
-from swarmgate.models.duration import Duration
-from swarmgate.models.nginx_options import NginxOptions
-from swarmgate.models.numbers import NonNegativeInt, Port
-from swarmgate.models.user_file import read_user_file
-from swarmgate.models.validation_errors import first_error_line, model_keys
+from swarmgate.models.settings.duration import Duration
+from swarmgate.models.settings.nginx_options import NginxOptions
+from swarmgate.models.settings.numbers import NonNegativeInt, Port
+from swarmgate.models.settings.user_file import read_user_file
+from swarmgate.models.settings.validation_errors import first_error_line, model_keys
 
 LOADBALANCER_CONSTRAINT = "node.labels.nodetype==loadbalancer"
 

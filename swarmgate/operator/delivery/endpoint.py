@@ -1,6 +1,6 @@
 """The operator's HTTP endpoint for proxy agents (does network I/O: a threaded HTTP server).
 
-Routes (protocol version 1; the agent's side is `operator/agent/agent.sh`):
+Routes (protocol version 1; the agent's side is `operator/delivery/agent.sh`):
 
 - `GET /v1/proxy/config?cluster=C&task=T&node=N&hostname=H&have=D&failed=F` (bearer token):
   200 at once if the cluster's current digest is neither `have` (served) nor `failed` (rejected by
@@ -30,8 +30,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from swarmgate.errors import ConfigError
-from swarmgate.operator.proxystate import ProxyState
-from swarmgate.operator.token import TokenCheck
+from swarmgate.operator.delivery.proxystate import ProxyState
+from swarmgate.operator.delivery.token import TokenCheck
 
 log = logging.getLogger("swarmgate.endpoint")
 

@@ -21,8 +21,8 @@ from pydantic import (
     StrictStr,
 )
 
-from swarmgate.models.duration import Duration
-from swarmgate.models.numbers import PositiveInt
+from swarmgate.models.settings.duration import Duration
+from swarmgate.models.settings.numbers import PositiveInt
 
 _SIZE = re.compile(r"^\d+[kKmMgG]?$")
 _BUFFERS = re.compile(r"^\d+\s+\d+[kKmM]?$")

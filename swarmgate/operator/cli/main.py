@@ -61,18 +61,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"swarmgate {__version__}")
         return 0
     if command == "check-config":
-        from swarmgate.operator.offline import cmd_check_config
+        from swarmgate.operator.cli.offline import cmd_check_config
 
         return cmd_check_config(args.file)
     if command == "render":
-        from swarmgate.operator.offline import cmd_render
+        from swarmgate.operator.cli.offline import cmd_render
 
         return cmd_render(args.config, args.state, args.extension)
     if command == "routes":
-        from swarmgate.operator.offline import cmd_routes
+        from swarmgate.operator.cli.offline import cmd_routes
 
         return cmd_routes(args.config, args.state)
-    from swarmgate.operator import commands
+    from swarmgate.operator.cli import commands
 
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": commands.cmd_run,
@@ -85,7 +85,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from swarmgate.operator import logs
+    from swarmgate.operator.telemetry import logs
 
     logs.configure(debug=args.debug, json_format=args.log_format == "json")
     try:

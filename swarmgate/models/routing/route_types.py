@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from swarmgate.models.labels import SetAside
+from swarmgate.models.routing.labels import SetAside
 
 
 @dataclass(frozen=True)

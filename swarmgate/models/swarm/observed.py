@@ -253,22 +253,3 @@ class ObservedState:
 
     def config_named(self, name: str) -> SwarmConfig | None:
         return next((c for c in self.configs if c.name == name), None)
-
-
-
-# The state file lives in its own module; it is re-exported here, where callers look for it.
-# (Imported last: state_file needs ObservedState from this module.)
-from swarmgate.models.state_file import load_state_file, parse_state, state_file_document  # noqa: E402
-
-__all__ = [
-    "Node",
-    "ObservedState",
-    "PortBinding",
-    "Service",
-    "SwarmConfig",
-    "SwarmSecret",
-    "Task",
-    "load_state_file",
-    "parse_state",
-    "state_file_document",
-]

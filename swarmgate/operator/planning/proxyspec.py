@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from swarmgate.models.config import Extension
-from swarmgate.models.ownership import KIND_PROXY, OWN_CONSTRAINTS_LABEL, owned_labels
+from swarmgate.models.settings.config import Extension
+from swarmgate.models.swarm.ownership import KIND_PROXY, OWN_CONSTRAINTS_LABEL, owned_labels
 
 AGENT_PATH = "/swarmgate/agent.sh"
 BOOTSTRAP_PATH = "/swarmgate/bootstrap.conf"

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from swarmgate.models.config import Extension
-from swarmgate.models.label_values import LabelValueError, parse_swarm_name
-from swarmgate.models.labels import ServiceRouting, SetAside, parse_service_labels
-from swarmgate.models.observed import ObservedState, Service
-from swarmgate.models.route_merge import Routed, default_backend, merge_hosts, pool_name
-from swarmgate.models.route_types import HostRoute, PathRoute, RouteTable, TLSFiles, Upstream
+from swarmgate.models.routing.label_values import LabelValueError, parse_swarm_name
+from swarmgate.models.routing.labels import ServiceRouting, SetAside, parse_service_labels
+from swarmgate.models.routing.route_merge import Routed, default_backend, merge_hosts, pool_name
+from swarmgate.models.routing.route_types import HostRoute, PathRoute, RouteTable, TLSFiles, Upstream
+from swarmgate.models.settings.config import Extension
+from swarmgate.models.swarm.observed import ObservedState, Service
 
 __all__ = [
     "HostRoute",
