@@ -4,7 +4,13 @@ The default template is `templates/nginx.conf.j2`. Interlock's `Template` option
 config whose data is used as the template instead (`custom_template` looks it up in the snapshot);
 it is rendered with the same context and the same safety filters, in jinja2's sandbox. Interlock's
 own templates were Go templates, so they have to be rewritten for jinja2; the default template is
-the reference for the context (`ext`, `o` = the extension's nginx options, `table`, `server_info`).
+the reference for the context (`ext`, `o` = the extension's nginx options, `table`, `server_info`,
+`swarmgate_control`).
+
+Every config a hitless proxy runs carries swarmgate's control server (`templates/control.conf.j2`):
+the operator pushes the next config through it. A custom template must therefore emit
+`{{ swarmgate_control }}` inside its `http` block; in hitless mode a template whose output lacks it
+is a `ConfigError`, which sets that extension aside with the reason (its proxies keep serving).
 
 Label-derived values were validated into typed values by `models.labels`; the `word` filter checks
 them again at the point of use, so a table built by other means cannot smuggle nginx syntax in.
@@ -30,6 +36,10 @@ from swarmgate.models.swarm.observed import ObservedState
 TEMPLATES = Path(__file__).parent / "templates"
 _WORD = re.compile(r"^[A-Za-z0-9._~*:/\[\]-]+$")
 _SERVER_INFO = re.compile(r"^[A-Za-z0-9 ._/()+:-]{1,120}$")
+# Where the agent keeps its inbox, status and auth include inside a proxy task (agent.sh's DIR).
+CONTROL_DIR = "/var/lib/swarmgate"
+# The reserved server name of the control server; `.invalid` can never be a real host (RFC 2606).
+CONTROL_HOST = "swarmgate-control.invalid"
 
 
 class UnsafeValueError(ValueError):
@@ -120,12 +130,18 @@ def server_names_hash(table: RouteTable, configured: int) -> tuple[int, int]:
     return bucket, max_size
 
 
+def control_server(ext: Extension, *, control_dir: str = CONTROL_DIR) -> str:
+    """The control server's `map` and `server` blocks, indented for the `http` block."""
+    return _DEFAULT_ENV.get_template("control.conf.j2").render(ext=ext, dir=_word(control_dir))
+
+
 def render_nginx(
     ext: Extension,
     table: RouteTable,
     *,
     server_info: str,
     template_text: str | None = None,
+    control_dir: str = CONTROL_DIR,
 ) -> RenderedConfig:
     """The whole nginx.conf of one extension's proxy for one route table."""
     if not _SERVER_INFO.match(server_info):
@@ -133,8 +149,10 @@ def render_nginx(
             f"server_info must be printable words (like 'swarmgate/0.1.0 linux/amd64'): {server_info!r}"
         )
     bucket, max_size = server_names_hash(table, ext.config.server_names_hash_bucket_size)
+    control = control_server(ext, control_dir=control_dir)
     context = {"ext": ext, "o": ext.config, "table": table, "server_info": server_info,
-               "server_names_hash_bucket_size": bucket, "server_names_hash_max_size": max_size}
+               "server_names_hash_bucket_size": bucket, "server_names_hash_max_size": max_size,
+               "swarmgate_control": control}
     try:
         if template_text is None:
             text = _DEFAULT_ENV.get_template("nginx.conf.j2").render(context)
@@ -142,9 +160,17 @@ def render_nginx(
             text = _SANDBOX_ENV.from_string(template_text).render(context)
     except jinja2.TemplateError as exc:
         raise ConfigError(f"Extensions.{ext.name}.Template: {type(exc).__name__}: {exc}") from None
+    if ext.hitless_service_update and control.strip() not in text:
+        # Without the control server the operator could never push another config to this proxy.
+        raise ConfigError(
+            f"Extensions.{ext.name}.Template: the output lacks {{{{ swarmgate_control }}}} (emit it inside "
+            "the http block): hitless delivery pushes every config through swarmgate's control server"
+        )
     return RenderedConfig.of(text)
 
 
-def render_bootstrap(ext: Extension, *, server_info: str) -> RenderedConfig:
-    """What the proxy starts with before its first real config: the same listeners, 503 for all."""
-    return render_nginx(ext, RouteTable(cluster=ext.service_cluster), server_info=server_info)
+def render_bootstrap(ext: Extension, *, server_info: str, control_dir: str = CONTROL_DIR) -> RenderedConfig:
+    """What a proxy starts with when it has no saved config: the same listeners and the control
+    server, 503 for every host."""
+    return render_nginx(ext, RouteTable(cluster=ext.service_cluster), server_info=server_info,
+                        control_dir=control_dir)

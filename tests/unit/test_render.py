@@ -19,7 +19,13 @@ from swarmgate.models.routing.routes import build_route_table
 from swarmgate.models.settings.config import Extension, load_config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.state_file import load_state_file
-from swarmgate.renderers.nginx import UnsafeValueError, custom_template, render_bootstrap, render_nginx
+from swarmgate.renderers.nginx import (
+    UnsafeValueError,
+    control_server,
+    custom_template,
+    render_bootstrap,
+    render_nginx,
+)
 from swarmgate.renderers.validate import NginxRejectedConfig, nginx_check
 from tests.factories import node, service, swarm_config, task
 
@@ -101,6 +107,12 @@ def find(block: list[dict[str, Any]], directive: str) -> list[dict[str, Any]]:
     return found
 
 
+def without_control(parsed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The http block's servers other than swarmgate's control server."""
+    return [s for s in find(parsed, "server") if "block" in s
+            and ["swarmgate-control.invalid"] not in [d["args"] for d in s["block"] if d["directive"] == "server_name"]]
+
+
 def test_seed_demo_proxies_demo_local_to_each_running_tasks_node_address_and_high_port(tmp_path: Path) -> None:
     seed_state = load_state_file(GOLDEN / "api" / "seed-demo-state.json")
     parsed = parse(render_nginx(SEED, build_route_table(seed_state, SEED), server_info=INFO).text, tmp_path)
@@ -114,7 +126,7 @@ def test_seed_demo_proxies_demo_local_to_each_running_tasks_node_address_and_hig
     # The lab's two tasks: on mgr-0 (198.18.0.11) and lb-01 (198.18.0.13), both on host port 32768.
     assert addresses == ["198.18.0.11:32768", "198.18.0.13:32768"]
     assert [d["args"] for d in find(parsed, "listen")] == [["80", "default_server"], ["443", "ssl", "default_server"],
-                                                           ["80"]]
+                                                           ["80"], ["80"]]  # the control server, then demo.local
 
 
 def test_interlock_response_and_request_headers_are_set(tmp_path: Path) -> None:
@@ -141,7 +153,7 @@ def test_hide_info_headers_removes_every_response_header(tmp_path: Path) -> None
 def test_unknown_hosts_and_hosts_without_running_tasks_get_503(tmp_path: Path) -> None:
     table = RouteTable(cluster="", hosts=(HostRoute("empty.local", (PathRoute("/", "p", ("empty",), ()),)),))
     parsed = parse(render_nginx(SEED, table, server_info=INFO).text, tmp_path)
-    assert [d["args"] for d in find(parsed, "return")] == [["503"], ["503"]]
+    assert [d["args"] for d in find(without_control(parsed), "return")] == [["503"], ["503"]]
     assert find(parsed, "upstream") == []
 
 
@@ -184,13 +196,46 @@ def test_server_info_with_quotes_is_refused() -> None:
 def test_template_option_names_a_swarm_config_rendered_with_the_same_context() -> None:
     ext = SEED.model_copy(update={"template": "my-template"})
     tpl = b"events {}\nhttp {\n{% for h in table.hosts %}  server { listen 80; server_name {{ h.host | word }}; }\n" \
-          b"{% endfor %}}\n"
+          b"{% endfor %}{{ swarmgate_control }}}\n"
     observed = ObservedState.from_api(services=[service("demo", lb("demo.local"))], tasks=[], nodes=[],
                                       configs=[swarm_config("my-template", tpl)])
     text = render_nginx(ext, build_route_table(observed, ext), server_info=INFO,
                         template_text=custom_template(ext, observed)).text
-    assert text == "events {}\nhttp {\n  server { listen 80; server_name demo.local; }\n}\n"
+    assert text == ("events {}\nhttp {\n  server { listen 80; server_name demo.local; }\n"
+                    + control_server(ext) + "}\n")
     nginx_check(text)
+
+
+@pytest.mark.parametrize(("hitless", "refused"), [(True, True), (False, False)], ids=["hitless", "plain"])
+def test_a_custom_template_without_the_control_server_is_refused_only_in_hitless_mode(hitless: bool,
+                                                                                       refused: bool) -> None:
+    ext = SEED.model_copy(update={"hitless_service_update": hitless})
+    template = "events {}\nhttp {\n  server { listen 80; }\n}\n"
+    if refused:
+        with pytest.raises(ConfigError, match=r"Extensions\.default\.Template: the output lacks "
+                                              r"\{\{ swarmgate_control \}\}"):
+            render_nginx(ext, RouteTable(cluster=""), server_info=INFO, template_text=template)
+    else:
+        assert render_nginx(ext, RouteTable(cluster=""), server_info=INFO, template_text=template).text == template
+
+
+def test_control_server_is_selected_by_its_reserved_name_only_and_guards_both_locations(tmp_path: Path) -> None:
+    parsed = parse(render_bootstrap(SEED, server_info=INFO).text, tmp_path)
+    (control,) = [s for s in find(parsed, "server") if s not in without_control(parsed)]
+    block = {d["directive"]: d["args"] for d in control["block"] if d["directive"] != "location"}
+    assert block == {"listen": ["80"], "server_name": ["swarmgate-control.invalid"], "access_log": ["off"]}
+    locations = {tuple(loc["args"]): loc["block"] for loc in control["block"] if loc["directive"] == "location"}
+    assert sorted(locations) == [("/",), ("=", "/swarmgate/v2/config"), ("=", "/swarmgate/v2/status")]
+    for path, method in (("/swarmgate/v2/config", "PUT"), ("/swarmgate/v2/status", "GET")):
+        guards = [(d["args"], d["block"][0]["args"]) for d in locations[("=", path)] if d["directive"] == "if"]
+        assert guards == [(["$swarmgate_authorized", "!=", "1"], ["401"]),
+                          (["$request_method", "!=", method], ["405"])]
+    config = {d["directive"]: d["args"] for d in locations[("=", "/swarmgate/v2/config")] if d["directive"] != "if"}
+    assert config["dav_methods"] == ["PUT"] and config["alias"] == ["/var/lib/swarmgate/inbox/config"]
+    assert [d["args"] for d in locations[("/",)]] == [["404"]]
+    (auth,) = [m for m in find(parsed, "map") if m["args"][1] == "$swarmgate_authorized"]
+    assert [(d["directive"], d["args"]) for d in auth["block"]] == [
+        ("default", ["0"]), ("include", ["/var/lib/swarmgate/auth/*.conf"])]
 
 
 def test_template_option_naming_no_swarm_config_is_a_config_error() -> None:
