@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from swarmgate.models.settings.config import parse_config  # noqa: E402
 from swarmgate.models.swarm.observed import ObservedState  # noqa: E402
-from swarmgate.operator.control.reconcile import compute_desired  # noqa: E402
+from swarmgate.operator.planning.desired import compute_desired  # noqa: E402
 from swarmgate.operator.planning.plan import plan  # noqa: E402
 from tests import factories as f  # noqa: E402
 

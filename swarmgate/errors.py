@@ -17,6 +17,19 @@ class ConfigError(SwarmgateError):
     """
 
 
+class DocumentError(SwarmgateError):
+    """An Engine API document (live, or from a state file) does not have the shape the API defines.
+
+    Where it came from decides what it means: a state file is user input (`ConfigError`, exit 2); a
+    live answer from Docker is a `TerminalError` of that pass (retrying the same call gives the same
+    document).
+    """
+
+
+class RenderError(SwarmgateError):
+    """A value could not be written into the proxy's configuration safely (one extension's problem)."""
+
+
 class TemporaryError(SwarmgateError):
     """A failure that the next attempt may not see: API error, version conflict, lost connection."""
 

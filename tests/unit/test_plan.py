@@ -20,9 +20,10 @@ from swarmgate.operator.planning.plan import (
     UpdateService,
     plan,
 )
+from swarmgate.operator.planning.runtime import Runtime
 from tests import factories as f
 
-AGENT = b"#!/bin/sh\n# agent\n"
+RUNTIME = Runtime(server_info="swarmgate/0.1.0 linux/amd64", agent_script=b"#!/bin/sh\n# agent\n")
 SEED = """
 ListenAddr = ":8080"
 PollInterval = "3s"
@@ -61,8 +62,7 @@ def owned_configs(observed: ObservedState) -> tuple[dict[str, Any], ...]:
 
 
 def desired_for(cfg: Config, observed: ObservedState) -> DesiredState:
-    return build_desired(cfg, observed, agent_script=AGENT,
-                         endpoint=operator_endpoint(cfg, observed, None), server_info="swarmgate/0.1.0 linux/amd64")
+    return build_desired(cfg, observed, runtime=RUNTIME, endpoint=operator_endpoint(cfg, observed, None))
 
 
 def kinds(actions: list[Action]) -> list[str]:

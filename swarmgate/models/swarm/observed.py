@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarmgate.errors import ConfigError
+from swarmgate.errors import DocumentError
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class _Reader:
 
     def __init__(self, obj: object, where: str) -> None:
         if not isinstance(obj, dict):
-            raise ConfigError(f"{where}: expected an object, got {type(obj).__name__}")
+            raise DocumentError(f"{where}: expected an object, got {type(obj).__name__}")
         self.obj: dict[str, Any] = obj
         self.where = where
 
@@ -94,13 +94,13 @@ class _Reader:
     def text(self, key: str, default: str | None = None) -> str:
         value = self.obj.get(key, default)
         if not isinstance(value, str):
-            raise ConfigError(f"{self.where}.{key}: expected a string, got {value!r}")
+            raise DocumentError(f"{self.where}.{key}: expected a string, got {value!r}")
         return value
 
     def number(self, key: str, default: int | None = None) -> int:
         value = self.obj.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{self.where}.{key}: expected an integer, got {value!r}")
+            raise DocumentError(f"{self.where}.{key}: expected an integer, got {value!r}")
         return value
 
     def labels(self, key: str = "Labels") -> dict[str, str]:
@@ -108,13 +108,13 @@ class _Reader:
         if not isinstance(value, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
-            raise ConfigError(f"{self.where}.{key}: expected an object of strings")
+            raise DocumentError(f"{self.where}.{key}: expected an object of strings")
         return dict(sorted(value.items()))
 
     def items(self, key: str) -> list[Any]:
         value = self.obj.get(key) or []
         if not isinstance(value, list):
-            raise ConfigError(f"{self.where}.{key}: expected a list")
+            raise DocumentError(f"{self.where}.{key}: expected a list")
         return value
 
 
@@ -185,7 +185,7 @@ def _config(r: _Reader) -> SwarmConfig:
     try:
         data = base64.b64decode(spec.text("Data", ""), validate=True)
     except binascii.Error:
-        raise ConfigError(f"{spec.where}.Data: expected base64") from None
+        raise DocumentError(f"{spec.where}.Data: expected base64") from None
     return SwarmConfig(
         id=r.text("ID"), name=spec.text("Name"), version=r.sub("Version").number("Index", 0),
         labels=spec.labels(), data=data,

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from swarmgate.errors import ConfigError
+from swarmgate.errors import ConfigError, DocumentError
 from swarmgate.models.settings.user_file import read_user_file
 from swarmgate.models.swarm.observed import ObservedState
 
@@ -66,7 +66,7 @@ def parse_state(text: str, *, source: str) -> ObservedState:
             configs=document.get("configs", ()),
             secrets=document.get("secrets", ()),
         )
-    except ConfigError as exc:
+    except DocumentError as exc:  # a state file is the user's input: a bad one is a config error
         raise ConfigError(f"{source}: {exc}") from None
 
 

@@ -25,11 +25,11 @@ from swarmgate.models.settings.config import Config, load_config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.state_file import load_state_file
 from swarmgate.operator.control.loop import DockerHealth, Wakeup, run_loop, watch_events
-from swarmgate.operator.control.reconcile import Reconciler, compute_desired
+from swarmgate.operator.control.reconcile import Reconciler
 from swarmgate.operator.delivery.endpoint import serve
 from swarmgate.operator.delivery.proxystate import ProxyState
 from swarmgate.operator.edge.observe import connect, fetch_documents, observe, own_container_id
-from swarmgate.operator.planning.desired import operator_endpoint
+from swarmgate.operator.planning.desired import compute_desired, operator_endpoint
 from swarmgate.operator.planning.plan import NoOp, PublishProxyConfig, plan
 from swarmgate.operator.planning.proxyspec import ENDPOINT_ENV
 from swarmgate.operator.planning.retry import Outcome, Schedule

@@ -11,9 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from swarmgate import __version__
-from swarmgate.errors import SwarmgateError
-
-EXIT_ERROR = 2
+from swarmgate.operator.cli.exits import guarded
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,10 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.configure(debug=args.debug, json_format=args.log_format == "json")
     try:
-        return _dispatch(args)
-    except SwarmgateError as exc:
-        print(f"swarmgate: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return guarded(lambda: _dispatch(args), sys.stderr)
     except KeyboardInterrupt:
         return 130
 

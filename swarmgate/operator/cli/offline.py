@@ -1,36 +1,22 @@
 """The offline commands: check-config, render, routes (I/O: reads files, prints to stdout/stderr).
 
-They read a TOML config and a state file of Docker Engine API JSON, and run the same pure core a
-live pass runs. Each returns the process exit code: 0, or 2 with one line on stderr for bad input.
+They read a TOML config and a state file of Docker Engine API JSON and call the same pipeline a live
+pass calls (`compute_desired`), so what they print is what the operator would do. Each returns the
+process exit code through `exits.guarded`: 0, or 2 with one line on stderr for bad input.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import TextIO
 
-from swarmgate import __version__
 from swarmgate.errors import ConfigError
 from swarmgate.models.routing.route_types import RouteTable
-from swarmgate.models.routing.routes import build_route_table, unclaimed_services
 from swarmgate.models.settings.config import Config, Extension, load_config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.state_file import load_state_file
-from swarmgate.renderers.nginx import custom_template, render_nginx
-
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-SERVER_INFO = f"swarmgate/{__version__} linux/amd64"
-
-
-def _guarded(body: Callable[[], None], err: TextIO) -> int:
-    try:
-        body()
-    except ConfigError as exc:
-        print(f"swarmgate: {exc}", file=err)
-        return EXIT_BAD_INPUT
-    return EXIT_OK
+from swarmgate.operator.cli.exits import guarded
+from swarmgate.operator.planning.desired import DesiredState, compute_desired
 
 
 def cmd_check_config(path: str, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -43,7 +29,7 @@ def cmd_check_config(path: str, *, out: TextIO | None = None, err: TextIO | None
         for notice in config.notices:
             print(f"notice: {notice}", file=out)
 
-    return _guarded(body, err)
+    return guarded(body, err)
 
 
 def _extensions(config: Config, name: str | None) -> list[Extension]:
@@ -62,17 +48,17 @@ def cmd_render(config_path: str, state_path: str, extension: str | None = None, 
 
     def body() -> None:
         config = load_config(config_path)
-        observed = load_state_file(state_path)
         chosen = _extensions(config, extension)
+        desired = compute_desired(config, load_state_file(state_path), endpoint=None)
         for ext in chosen:
-            table = build_route_table(observed, ext)
-            rendered = render_nginx(ext, table, server_info=SERVER_INFO,
-                                    template_text=custom_template(ext, observed))
+            wanted = desired.extension(ext.name)
+            if wanted.render_error is not None:
+                raise ConfigError(wanted.render_error)
             if len(chosen) > 1:
-                print(f"# ---- extension {ext.name}: sha256 {rendered.digest}", file=out)
-            out.write(rendered.text)
+                print(f"# ---- extension {ext.name}: sha256 {wanted.rendered.digest}", file=out)
+            out.write(wanted.rendered.text)
 
-    return _guarded(body, err)
+    return guarded(body, err)
 
 
 def format_route_table(ext: Extension, table: RouteTable, observed: ObservedState | None = None) -> str:
@@ -117,12 +103,13 @@ def format_route_table(ext: Extension, table: RouteTable, observed: ObservedStat
     return "\n".join(lines) + "\n"
 
 
-def routes_text(config: Config, observed: ObservedState) -> str:
-    text = "\n".join(format_route_table(ext, build_route_table(observed, ext), observed)
+def routes_text(config: Config, observed: ObservedState, desired: DesiredState | None = None) -> str:
+    desired = desired or compute_desired(config, observed, endpoint=None)
+    text = "\n".join(format_route_table(ext, desired.extension(ext.name).route_table, observed)
                      for ext in _extensions(config, None))
-    unclaimed = unclaimed_services(observed, (ext.service_cluster for ext in config.extensions.values()))
-    if unclaimed:
-        text += "\nnot routed by any extension:\n" + "".join(f"  {s.service}: {s.reason}\n" for s in unclaimed)
+    if desired.unclaimed:
+        text += "\nnot routed by any extension:\n" + "".join(f"  {s.service}: {s.reason}\n"
+                                                              for s in desired.unclaimed)
     return text
 
 
@@ -134,4 +121,4 @@ def cmd_routes(config_path: str, state_path: str, *, out: TextIO | None = None,
     def body() -> None:
         out.write(routes_text(load_config(config_path), load_state_file(state_path)))
 
-    return _guarded(body, err)
+    return guarded(body, err)

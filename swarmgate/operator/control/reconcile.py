@@ -6,42 +6,23 @@ A pass takes no event payload: it always re-reads the whole Swarm (level-trigger
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import logging
-import platform
 from dataclasses import dataclass, field
-from importlib import resources
 
-from swarmgate import __version__
 from swarmgate.errors import TemporaryError
 from swarmgate.models.settings.config import Config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import TOKEN_DIGEST_LABEL, TOKEN_SECRET_NAME
 from swarmgate.operator.edge.actions import Publisher, apply
 from swarmgate.operator.edge.observe import Api, observe
-from swarmgate.operator.planning.desired import DesiredState, build_desired, operator_endpoint
+from swarmgate.operator.planning.desired import DesiredState, compute_desired, operator_endpoint
 from swarmgate.operator.planning.plan import PublishProxyConfig, plan
 from swarmgate.operator.planning.report import PassReport
 from swarmgate.operator.telemetry.calls import CallCounter
 
 log = logging.getLogger("swarmgate.reconcile")
-
-
-def server_info() -> str:
-    """The `x-server-info` value, in Interlock's shape: `swarmgate/0.1.0 linux/amd64`."""
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-    return f"swarmgate/{__version__} linux/{arch}"
-
-
-@functools.cache
-def agent_script() -> bytes:
-    return resources.files("swarmgate.operator.delivery").joinpath("agent.sh").read_bytes()
-
-
-def compute_desired(config: Config, observed: ObservedState, *, endpoint: str | None) -> DesiredState:
-    return build_desired(config, observed, agent_script=agent_script(), endpoint=endpoint, server_info=server_info())
 
 
 
@@ -78,15 +59,22 @@ class Reconciler:
         return PassReport(reconcile_id, actions, result, desired, observed, digest)
 
     def _report_problems(self, desired: DesiredState, reconcile_id: str) -> None:
+        # The same findings offline `routes` prints, logged once each when they appear.
         problems = frozenset(
             [("extension", e.name, e.problem) for e in desired.extensions if e.problem]
-            + [("service", a.service, a.reason) for e in desired.extensions for a in e.route_table.set_aside])
+            + [("service", a.service, a.reason) for e in desired.extensions for a in e.route_table.set_aside]
+            + [("unclaimed", a.service, a.reason) for a in desired.unclaimed]
+            + [("notice", e.name, n) for e in desired.extensions for n in e.route_table.notices])
         for kind, name, reason in sorted(problems - self._reported):
+            extra = {"reconcile_id": reconcile_id, "reason": reason}
             if kind == "extension":
-                log.warning("extension not managed", extra={"reconcile_id": reconcile_id, "extension": name,
-                                                            "reason": reason})
+                log.warning("extension not managed", extra={**extra, "extension": name})
+            elif kind == "notice":
+                log.info("route notice", extra={**extra, "extension": name})
+            elif kind == "unclaimed":
+                log.info("service not routed by any extension", extra={**extra, "service": name})
             else:
-                log.info("service set aside", extra={"reconcile_id": reconcile_id, "service": name, "reason": reason})
+                log.info("service set aside", extra={**extra, "service": name})
         self._reported = problems
 
     def _refresh_token(self, observed: ObservedState) -> None:

@@ -17,7 +17,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from swarmgate.errors import ConfigError, TemporaryError
+from swarmgate.errors import ConfigError, DocumentError, TemporaryError, TerminalError
 from swarmgate.models.settings.config import Config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.operator.telemetry.calls import CallCounter
@@ -76,7 +76,12 @@ def fetch_documents(api: docker.APIClient, calls: CallCounter | None = None) -> 
 
 
 def observe(api: docker.APIClient, calls: CallCounter | None = None) -> ObservedState:
-    return ObservedState.from_api(**fetch_documents(api, calls))
+    documents = fetch_documents(api, calls)
+    try:
+        return ObservedState.from_api(**documents)
+    except DocumentError as exc:
+        # Asking again returns the same document: not worth a fast retry, only the next resync.
+        raise TerminalError(f"Docker answered a document swarmgate cannot read: {exc}") from None
 
 
 _CONTAINER_IN_MOUNT = re.compile(r"/containers/([0-9a-f]{64})/(?:hostname|hosts|resolv\.conf)")

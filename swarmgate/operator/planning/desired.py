@@ -1,8 +1,12 @@
 """Desired state: what every extension's proxy must be, given the config and a snapshot (pure).
 
-`build_desired` is the one function that joins the pieces: route table (labels → routes), rendered
-nginx config, the Swarm config objects the proxy mounts, and the proxy's ServiceSpec. It reads no
-clock and calls no Docker, so a state file on disk gives exactly what a live pass would compute.
+`build_desired` is the pipeline: the one function that joins the pieces — route table (labels →
+routes), rendered nginx config, the Swarm config objects the proxy mounts, the proxy's ServiceSpec,
+and what nobody routes. A live pass and the offline commands (`plan`, `render`, `routes`) all call it,
+so they compute the same thing by construction. It reads no clock and calls no Docker.
+
+One extension's failure (a broken custom template, a value the renderer refuses) becomes that
+extension's `problem`; it never fails the pass for the other extensions.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarmgate.errors import ConfigError
-from swarmgate.models.routing.routes import RouteTable, build_route_table
+from swarmgate.errors import SwarmgateError
+from swarmgate.models.routing.labels import SetAside
+from swarmgate.models.routing.routes import RouteTable, build_route_table, unclaimed_services
 from swarmgate.models.settings.config import Config, Extension
 from swarmgate.models.swarm.observed import ObservedState, Service
 from swarmgate.models.swarm.ownership import (
@@ -26,6 +31,7 @@ from swarmgate.models.swarm.ownership import (
     owned_labels,
 )
 from swarmgate.operator.planning.proxyspec import build_proxy_spec
+from swarmgate.operator.planning.runtime import Runtime, current_runtime
 from swarmgate.renderers.nginx import RenderedConfig, custom_template, render_bootstrap, render_nginx
 
 
@@ -47,6 +53,7 @@ class ExtensionDesired:
     configs: tuple[ConfigObject, ...]
     proxy_spec: dict[str, Any] | None
     problem: str | None = None
+    render_error: str | None = None  # why `rendered` is empty: the extension's template failed
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ class DesiredState:
     extensions: tuple[ExtensionDesired, ...]
     needs_token: bool
     notices: tuple[str, ...] = field(default_factory=tuple)
+    # Routed services that no extension serves (their service cluster has no extension).
+    unclaimed: tuple[SetAside, ...] = field(default_factory=tuple)
 
     def extension(self, name: str) -> ExtensionDesired:
         return next(e for e in self.extensions if e.name == name)
@@ -82,21 +91,20 @@ def _extension_desired(
     ext: Extension,
     observed: ObservedState,
     *,
-    agent_script: bytes,
+    runtime: Runtime,
     endpoint: str | None,
-    server_info: str,
 ) -> ExtensionDesired:
     table = build_route_table(observed, ext)
     current = observed.service_named(ext.proxy_service_name)
-    problem = None
+    problem = render_error = None
     try:
-        rendered = render_nginx(ext, table, server_info=server_info,
+        rendered = render_nginx(ext, table, server_info=runtime.server_info,
                                 template_text=custom_template(ext, observed))
-        bootstrap = render_bootstrap(ext, server_info=server_info)
-    except ConfigError as exc:
+        bootstrap = render_bootstrap(ext, server_info=runtime.server_info)
+    except SwarmgateError as exc:
         # A broken custom template stops this extension only; its proxies keep the last good config.
         rendered = bootstrap = RenderedConfig.of("")
-        problem = str(exc)
+        problem = render_error = str(exc)
     if current is not None and not is_owned(current.labels):
         problem = problem or (f"a service named {ext.proxy_service_name!r} exists and is not managed by swarmgate; "
                    "it is left alone and this extension's proxy is not managed")
@@ -106,7 +114,7 @@ def _extension_desired(
             problem = problem or ("hitless delivery needs the operator's endpoint: run the operator as a "
                                   "Swarm service publishing ListenAddr in host mode, or set EndpointOverride")
         configs: tuple[ConfigObject, ...] = (
-            _config_object(ext, KIND_AGENT, agent_script),
+            _config_object(ext, KIND_AGENT, runtime.agent_script),
             _config_object(ext, KIND_BOOTSTRAP, bootstrap.text.encode()),
         )
         names: dict[str, Any] = {"agent_config": configs[0].name, "bootstrap_config": configs[1].name,
@@ -125,27 +133,31 @@ def _extension_desired(
             **names,
         )
     return ExtensionDesired(name=ext.name, route_table=table, rendered=rendered, hitless=hitless,
-                            configs=configs, proxy_spec=spec, problem=problem)
+                            configs=configs, proxy_spec=spec, problem=problem, render_error=render_error)
 
 
 def build_desired(
     config: Config,
     observed: ObservedState,
     *,
-    agent_script: bytes,
+    runtime: Runtime,
     endpoint: str | None,
-    server_info: str,
 ) -> DesiredState:
     extensions = tuple(
-        _extension_desired(ext, observed, agent_script=agent_script, endpoint=endpoint,
-                           server_info=server_info)
+        _extension_desired(ext, observed, runtime=runtime, endpoint=endpoint)
         for _, ext in sorted(config.extensions.items())
     )
     return DesiredState(
         extensions=extensions,
         needs_token=any(e.hitless and e.problem is None for e in extensions),
         notices=tuple(config.notices),
+        unclaimed=unclaimed_services(observed, (ext.service_cluster for ext in config.extensions.values())),
     )
+
+
+def compute_desired(config: Config, observed: ObservedState, *, endpoint: str | None) -> DesiredState:
+    """The pipeline with this program's runtime: what live passes and the offline commands compute."""
+    return build_desired(config, observed, runtime=current_runtime(), endpoint=endpoint)
 
 
 def operator_endpoint(config: Config, observed: ObservedState, own_container_id: str | None) -> str | None:
