@@ -104,7 +104,7 @@ def test_proxy_series_follow_live_tasks_and_their_digest() -> None:
     store.record_report(cluster="obs-a", task="t1", node="n1", hostname="lb-00", digest="a" * 64, ok=True,
                         message="")
     store.record_poll(cluster="obs-a", task="t2", node="n2", hostname="lb-01", have="")
-    gauges.observe_proxies(store, ["obs-a"])
+    gauges.record_proxies(store, ["obs-a"])
     assert sample("swarmgate_proxy_config_current", extension="obs-a", task="t1", node="lb-00") == 1
     assert sample("swarmgate_proxy_config_current", extension="obs-a", task="t2", node="lb-01") == 0
     assert sample("swarmgate_proxies_not_current", extension="obs-a") == 1
@@ -114,7 +114,7 @@ def test_proxy_series_follow_live_tasks_and_their_digest() -> None:
     store.record_report(cluster="obs-a", task="t2", node="n2", hostname="lb-01", digest="a" * 64, ok=True,
                         message="")
     store.retain_tasks({"obs-a": ["t2"]})
-    gauges.observe_proxies(store, ["obs-a"])
+    gauges.record_proxies(store, ["obs-a"])
     assert sample("swarmgate_proxy_config_current", extension="obs-a", task="t1", node="lb-00") is None
     assert sample("swarmgate_proxy_config_info", extension="obs-a", task="t1", node="lb-00",
                   digest="a" * 12) is None

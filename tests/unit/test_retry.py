@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from swarmgate.errors import TemporaryError, TerminalError
+from swarmgate.errors import ConfigError, DocumentError, RenderError, TemporaryError, TerminalError
 from swarmgate.operator.control.loop import DockerHealth, Wakeup, run_loop
-from swarmgate.operator.planning.retry import Outcome, Schedule
+from swarmgate.operator.planning.retry import Outcome, Schedule, classify
 
 
 def delays(outcomes: list[Outcome], **kwargs: float) -> list[float]:
@@ -109,3 +109,22 @@ def test_event_during_resync_wait_starts_the_next_pass_early() -> None:
     thread.join(timeout=5)
     assert not thread.is_alive(), "the event did not cut the 60 s resync wait short"
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("changed", "error", "expected"),
+    [
+        pytest.param(False, None, Outcome.CONVERGED, id="nothing-to-do"),
+        pytest.param(True, None, Outcome.CHANGED, id="wrote-or-routes-moved"),
+        pytest.param(True, TemporaryError("docker unreachable"), Outcome.TEMPORARY_ERROR, id="temporary-retried"),
+        pytest.param(False, TerminalError("bad document"), Outcome.TERMINAL_ERROR, id="terminal-not-retried"),
+        pytest.param(False, DocumentError("Spec: expected an object"), Outcome.TERMINAL_ERROR,
+                     id="unreadable-docker-document-is-terminal"),
+        pytest.param(False, RenderError("unsafe value"), Outcome.TERMINAL_ERROR, id="escaped-render-error-terminal"),
+        pytest.param(False, ConfigError("bad key"), Outcome.TERMINAL_ERROR, id="config-error-mid-run-terminal"),
+        pytest.param(False, KeyError("bug"), Outcome.TERMINAL_ERROR, id="a-bug-is-terminal-not-a-spin"),
+    ],
+)
+def test_every_pass_result_maps_to_one_outcome(changed: bool, error: BaseException | None,
+                                               expected: Outcome) -> None:
+    assert classify(changed=changed, error=error) is expected

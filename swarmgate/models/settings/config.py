@@ -56,10 +56,19 @@ _EXTENSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _LISTEN_ADDR = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]*\]|[A-Za-z0-9_.-]*)?:?(?P<port>\d{1,5})$")
 
 
-def _listen_addr(value: str) -> str:
+def split_listen_addr(value: str) -> tuple[str, int]:
+    """`:8080` → ("", 8080) (all interfaces), `127.0.0.1:0` → ("127.0.0.1", 0) (any free port).
+
+    The one parser of ListenAddr: the config validates with it and the endpoint binds with it."""
     match = _LISTEN_ADDR.match(value)
-    if match is None or not 1 <= int(match.group("port")) <= 65535:
+    if match is None or not 0 <= int(match.group("port")) <= 65535:
         raise ValueError(f"expected an address such as ':8080' or '0.0.0.0:8080', got {value!r}")
+    return (match.group("host") or "").strip("[]"), int(match.group("port"))
+
+
+def _listen_addr(value: str) -> str:
+    if split_listen_addr(value)[1] == 0:
+        raise ValueError(f"expected a port from 1 to 65535, got {value!r}")
     return value
 
 
@@ -198,7 +207,7 @@ class Config(BaseModel):
     @property
     def listen_port(self) -> int:
         """The TCP port of `ListenAddr` (`":8080"` → 8080)."""
-        return int(self.listen_addr.rsplit(":", 1)[-1])
+        return split_listen_addr(self.listen_addr)[1]
 
 
 def _known_keys(parent: tuple[str | int, ...]) -> tuple[str, ...]:

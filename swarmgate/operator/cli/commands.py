@@ -48,7 +48,7 @@ def _load(args: argparse.Namespace) -> Config:
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     api = connect(config)
-    store = ProxyState(on_converged=observability.observe_convergence, on_reload=observability.count_reload)
+    store = ProxyState(on_converged=observability.record_convergence, on_reload=observability.count_reload)
     pass_metrics = observability.PassMetrics()
     observability.init_series()
     reconciler = Reconciler(config=config, api=api, publisher=store, own_container_id=own_container_id())
@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # elsewhere may still be moving, so the loop keeps looking quickly for a while.
         changed = report.wrote or report.routes_digest != last_digest[0]
         last_digest[0] = report.routes_digest
-        pass_metrics.observe_pass(report, store)
+        pass_metrics.record_pass_state(report, store)
         return changed
 
     def on_outcome(outcome: Outcome, seconds: float) -> None:

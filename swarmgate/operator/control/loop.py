@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from swarmgate.errors import TemporaryError, TerminalError
-from swarmgate.operator.planning.retry import Outcome, Schedule
+from swarmgate.errors import TerminalError
+from swarmgate.operator.planning.retry import Outcome, Schedule, classify
 
 log = logging.getLogger("swarmgate.loop")
 
@@ -81,20 +81,22 @@ def run_loop(
     """Run passes until `stop` is set; the retry and backoff policy lives in `schedule`."""
     while not stop.is_set():
         started = time.monotonic()
+        changed, error = False, None
         try:
-            outcome = Outcome.CHANGED if run_pass() else Outcome.CONVERGED
-            health.ok()
-        except TemporaryError as exc:
-            outcome = Outcome.TEMPORARY_ERROR
-            health.failed(str(exc))
-        except TerminalError as exc:
-            outcome = Outcome.TERMINAL_ERROR
-            log.error("reconcile failed; not retrying until something changes", extra={"error": str(exc)})
-        except Exception:
+            changed = run_pass()
+        except Exception as exc:
             # A bug in one pass must not end the operator: what was serving keeps serving, and the
             # next resync tries again from a fresh snapshot.
-            outcome = Outcome.TERMINAL_ERROR
-            log.exception("reconcile pass crashed")
+            error = exc
+        outcome = classify(changed=changed, error=error)
+        if error is None:
+            health.ok()
+        elif outcome is Outcome.TEMPORARY_ERROR:
+            health.failed(str(error))
+        elif isinstance(error, TerminalError):
+            log.error("reconcile failed; not retrying until something changes", extra={"error": str(error)})
+        else:
+            log.error("reconcile pass crashed", exc_info=error)
         if on_outcome is not None:
             on_outcome(outcome, time.monotonic() - started)
         delay = schedule.next_delay(outcome)

@@ -10,12 +10,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from swarmgate.errors import TemporaryError
+
 
 class Outcome(Enum):
     CONVERGED = "converged"  # nothing changed, nothing to do
     CHANGED = "changed"  # the pass applied actions or saw the routes change: look again soon
     TEMPORARY_ERROR = "temporary_error"
     TERMINAL_ERROR = "terminal_error"
+
+
+def classify(*, changed: bool, error: BaseException | None) -> Outcome:
+    """The one switch from a pass's result to its outcome (controller-runtime's reconcileHandler).
+
+    A `TemporaryError` (Docker unreachable, a version conflict) is retried with backoff. Anything
+    else that escaped a pass — a `TerminalError`, or a bug — is terminal: retrying the same snapshot
+    gives the same failure, so the loop waits for an event or the resync instead of spinning.
+    """
+    if error is None:
+        return Outcome.CHANGED if changed else Outcome.CONVERGED
+    if isinstance(error, TemporaryError):
+        return Outcome.TEMPORARY_ERROR
+    return Outcome.TERMINAL_ERROR
 
 
 @dataclass

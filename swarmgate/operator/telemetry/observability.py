@@ -50,7 +50,7 @@ class PassMetrics:
         self._proxy_series: dict[str, tuple[str, str, str, str]] = {}  # task → (ext, task, node, digest)
         self._calls_seen = CallCounter()
 
-    def observe_pass(self, report: PassReport, store: ProxyState) -> None:
+    def record_pass_state(self, report: PassReport, store: ProxyState) -> None:
         for ext in report.desired.extensions:
             table = ext.route_table
             metrics.ROUTES.labels(extension=ext.name).set(len(table.hosts))
@@ -64,10 +64,12 @@ class PassMetrics:
             for result in ("ok", "error"):
                 metrics.RELOADS_TOTAL.labels(extension=ext.name, result=result)
             metrics.CONVERGENCE_SECONDS.labels(extension=ext.name)
+        # Services no extension serves belong to no extension: counted under extension="".
+        metrics.SET_ASIDE.labels(extension="", reason="no_extension").set(len(report.desired.unclaimed))
         store.retain_tasks(proxy_tasks(report))
-        self.observe_proxies(store, [e.name for e in report.desired.extensions])
+        self.record_proxies(store, [e.name for e in report.desired.extensions])
 
-    def observe_proxies(self, store: ProxyState, extensions: list[str]) -> None:
+    def record_proxies(self, store: ProxyState, extensions: list[str]) -> None:
         """Per live proxy task: is it current, which digest it serves; gone tasks lose their series."""
         series: dict[str, tuple[str, str, str, str]] = {}
         for ext in sorted(set(extensions) | set(store.clusters())):
@@ -123,7 +125,7 @@ def _remove(metric: Gauge, *labels: str) -> None:
         metric.remove(*labels)
 
 
-def observe_convergence(extension: str, seconds: float) -> None:
+def record_convergence(extension: str, seconds: float) -> None:
     metrics.CONVERGENCE_SECONDS.labels(extension=extension).observe(max(0.0, seconds))
 
 
