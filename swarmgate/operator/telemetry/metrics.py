@@ -59,6 +59,14 @@ RELOADS_TOTAL = Counter(
     ["extension", "result"], registry=REGISTRY)
 
 
+LEADER = Gauge(
+    "swarmgate_leader", "1 while this operator holds the leader lease and may write to the Swarm, 0 on standby.",
+    ["identity"], registry=REGISTRY)
+LEADER_TRANSITIONS_TOTAL = Counter(
+    "swarmgate_leader_transitions_total", "Changes of this operator's role, by the role it took (leader, standby).",
+    ["to"], registry=REGISTRY)
+
+
 def record_pass(outcome: Outcome, seconds: float) -> None:
     """Count a pass the way controller-runtime does: success, error, or requeue (look again soon)."""
     result = {Outcome.CONVERGED: "success", Outcome.CHANGED: "requeue"}.get(outcome, "error")

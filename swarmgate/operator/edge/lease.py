@@ -1,0 +1,196 @@
+"""The leader lease against the Docker API: create, compare-and-swap, release (I/O; imports docker).
+
+The decision is `planning.lease.decide`; this module only carries out the one write it asks for and
+turns the answer into a role. Docker has no label-only update for configs and docker-py has no
+`update_config`, so the update goes to `POST /configs/{id}/update?version=N` through the low-level
+client, with the whole spec resent and the data unchanged (Swarm refuses any change of data). The
+version makes it a compare-and-swap: Swarm answers "update out of sequence" when the lease moved
+since the snapshot, and that operator has lost.
+
+Lease writes are Docker writes: they go through the pass's `CallCounter` like every other write.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+
+from swarmgate.errors import TemporaryError
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.operator.edge.observe import CONNECTION_ERRORS
+from swarmgate.operator.planning.lease import (
+    LEASE_NAME,
+    Candidate,
+    CreateLease,
+    Decision,
+    LeaseWrite,
+    Memory,
+    Role,
+    after_write,
+    decide,
+    own_task,
+    read_lease,
+    release,
+)
+from swarmgate.operator.telemetry import metrics
+from swarmgate.operator.telemetry.calls import CallCounter
+
+log = logging.getLogger("swarmgate.leader")
+
+
+def process_identity() -> str:
+    """`process:<hostname>:<pid>:<random>`: unique even for a restarted process that got the same pid."""
+    return f"process:{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def write_lease(api: docker.APIClient, write: LeaseWrite, calls: CallCounter) -> bool:
+    """Carry out one lease write; False when another operator got there first (or Swarm refused)."""
+    try:
+        if isinstance(write, CreateLease):
+            calls.count("create_lease", write=True)
+            api.create_config(LEASE_NAME, write.data, labels=write.labels)
+        else:
+            calls.count("update_lease", write=True)
+            spec = {"Name": LEASE_NAME, "Labels": write.labels, "Data": base64.b64encode(write.data).decode()}
+            # docker-py's own request helpers (what its public methods use); its stubs omit them.
+            raw: Any = api
+            response = raw._post_json(raw._url("/configs/{0}/update", write.config_id), data=spec,
+                                      params={"version": write.version})
+            raw._raise_for_status(response)
+    except docker.errors.APIError as exc:
+        # A name conflict (someone created it first), "update out of sequence" (someone updated it
+        # since our snapshot) or a lease removed under us: in every case we do not hold it now.
+        calls.failed()
+        log.debug("lease write refused", extra={"error": str(exc.explanation or exc)})
+        return False
+    except CONNECTION_ERRORS as exc:
+        # The write may or may not have landed: fail the pass, and the next one re-reads the lease.
+        calls.failed()
+        raise TemporaryError(f"docker unreachable while writing the lease: {type(exc).__name__}") from exc
+    return True
+
+
+@dataclass
+class LeaderElection:
+    """This operator's side of the election: its identity, memory between passes, and its role.
+
+    `is_leader` is read by other threads (the endpoint, a pusher); it is a plain attribute read.
+    """
+
+    api: docker.APIClient
+    calls: CallCounter
+    container_id: str | None = None
+    process_id: str = field(default_factory=process_identity)
+    role: Role = "standby"
+    last: Decision | None = None
+    _memory: Memory = field(default_factory=Memory)
+    _task_id: str | None = None
+
+    def __post_init__(self) -> None:
+        metrics.LEADER.labels(identity=self.identity).set(0)
+        for role in ("leader", "standby"):
+            metrics.LEADER_TRANSITIONS_TOTAL.labels(to=role)
+
+    @property
+    def identity(self) -> str:
+        return self.candidate.identity
+
+    @property
+    def candidate(self) -> Candidate:
+        return Candidate(process_id=self.process_id, task_id=self._task_id)
+
+    @property
+    def is_leader(self) -> bool:
+        return self.role == "leader"
+
+    def step(self, observed: ObservedState, *, now: float, reconcile_id: str = "-") -> Decision:
+        """Decide this pass's role from the snapshot, write the lease if that is what deciding takes."""
+        self._learn_task(observed)
+        decision = decide(observed, self.candidate, self._memory, now=now)
+        if decision.write is not None:
+            decision = after_write(decision, ok=write_lease(self.api, decision.write, self.calls))
+        self._memory = decision.memory
+        self.last = decision
+        self._become(decision, reconcile_id)
+        return decision
+
+    def release(self, observed: ObservedState) -> bool:
+        """Hand the lease back (on shutdown) if this process holds it as a process; True if released.
+
+        A task holder writes nothing: Swarm marks its task as stopping, which the standbys read."""
+        self._learn_task(observed)
+        if self._task_id is not None:
+            return False
+        write = release(read_lease(observed), self.candidate)
+        released = write is not None and write_lease(self.api, write, self.calls)
+        if released:
+            self._become(Decision("standby", "released on shutdown", None, None, self._memory), "-")
+        return released
+
+    def _learn_task(self, observed: ObservedState) -> None:
+        task = own_task(observed, self.container_id)
+        if task is not None and task.id != self._task_id:
+            metrics.LEADER.remove(self.identity)
+            self._task_id = task.id
+            metrics.LEADER.labels(identity=self.identity).set(int(self.is_leader))
+
+    def _become(self, decision: Decision, reconcile_id: str) -> None:
+        if decision.role == self.role:
+            return
+        self.role = decision.role
+        metrics.LEADER.labels(identity=self.identity).set(int(self.is_leader))
+        metrics.LEADER_TRANSITIONS_TOTAL.labels(to=decision.role).inc()
+        log.info(f"now {decision.role}", extra={"reconcile_id": reconcile_id, "identity": self.identity,
+                                                "holder": decision.holder or "-", "reason": decision.reason})
+
+    def document(self) -> dict[str, Any]:
+        """What `/v1/leader` serves: this operator's role and what it knows of the holder."""
+        last = self.last
+        return {"role": self.role, "identity": self.identity, "holder": last.holder if last else None,
+                "reason": last.reason if last else "no pass yet"}
+
+
+class _QuietStream:
+    """An event stream without the lease's own events; `close()` closes the underlying stream."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for event in self._stream:
+            if not is_lease_event(event):
+                yield event
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class WithoutLeaseEvents:
+    """A client whose `events()` skips the lease's own events, for the loop's event watcher.
+
+    Every lease write fires a config event on every operator. A pass woken by it would only re-read
+    what the lease says, and each wake-up also makes the loop poll fast for a while: renewals of a
+    process holder would keep every operator busy. Roles are decided on each pass (resync) instead.
+    """
+
+    def __init__(self, api: docker.APIClient) -> None:
+        self._api = api
+
+    def events(self, **kwargs: Any) -> _QuietStream:
+        return _QuietStream(self._api.events(**kwargs))
+
+
+def is_lease_event(event: Any) -> bool:
+    if not isinstance(event, dict) or event.get("Type") != "config":
+        return False
+    actor = event.get("Actor") or {}
+    return bool((actor.get("Attributes") or {}).get("name") == LEASE_NAME)
