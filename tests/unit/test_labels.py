@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from swarmgate.models.routing.labels import ServiceRouting, SetAside, parse_service_labels
+from swarmgate.models.routing.labels import (
+    KNOWN_LABELS,
+    REASON_KINDS,
+    ServiceRouting,
+    SetAside,
+    parse_service_labels,
+)
 
 BASE = {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"}
 
@@ -38,9 +44,11 @@ VALID = [
     pytest.param(lb(service_cluster="east"), {"service_cluster": "east"}, id="service-cluster"),
     pytest.param(lb(sticky_session_cookie="session_id"), {"sticky_session_cookie": "session_id"}, id="sticky"),
     pytest.param(lb(ip_hash="1"), {"ip_hash": True}, id="ip-hash-go-bool"),
-    pytest.param(lb(redirects="http://old.local,http://new.local;https://a.local,https://b.local:8443/x"),
-                 {"redirects": (("a.local", "https://b.local:8443/x"), ("old.local", "http://new.local"))},
-                 id="redirects"),
+    pytest.param(lb(hosts="a.local,old.local,demo.local",
+                    redirects="http://old.local,http://new.local;https://a.local,https://b.local:8443/x"),
+                 {"hosts": ("a.local", "demo.local", "old.local"),
+                  "redirects": (("a.local", "https://b.local:8443/x"), ("old.local", "http://new.local"))},
+                 id="redirects-from-own-hosts"),
     pytest.param(lb(backend_mode="task"), {}, id="backend-mode-task"),
     pytest.param(lb(backend_mode="vip"), {"backend_mode": "vip"}, id="backend-mode-vip-parses"),
     pytest.param(lb(default_backend="True"), {"default_backend": True}, id="default-backend"),
@@ -106,6 +114,27 @@ INVALID = [
                  "label com.docker.lb.hosts is missing (or set com.docker.lb.default_backend=true)", id="no-hosts"),
     pytest.param({"com.docker.lb.hosts": "demo.local"},
                  "label com.docker.lb.port is missing: the container port to route to", id="no-port"),
+    # `$` in a pattern also matches before a trailing newline: every pattern must match the whole value.
+    pytest.param(lb(hosts="demo\n.local"), "label com.docker.lb.hosts: expected host names",
+                 id="host-newline-inside"),
+    pytest.param(lb(ssl_cert="demo.crt\n", ssl_key="demo.key"), "label com.docker.lb.ssl_cert: expected a name",
+                 id="secret-trailing-newline"),
+    pytest.param(lb(sticky_session_cookie="sid\n"), "label com.docker.lb.sticky_session_cookie: expected a cookie",
+                 id="cookie-trailing-newline"),
+    pytest.param(lb(network="net\n"), "label com.docker.lb.network: expected a name", id="network-trailing-newline"),
+    pytest.param(lb(sticky_session_cookie="s" * 257),
+                 "label com.docker.lb.sticky_session_cookie: expected a cookie name of at most 256 characters",
+                 id="cookie-longer-than-nginx-takes"),
+    pytest.param(lb(hosts=",".join(f"h{i}.local" for i in range(1001))),
+                 "label com.docker.lb.hosts: expected at most 1000 host names, got 1001", id="too-many-hosts"),
+    pytest.param(lb(websocket_endpoints=",".join(f"/ws{i}" for i in range(101))),
+                 "label com.docker.lb.websocket_endpoints: expected at most 100 paths, got 101",
+                 id="too-many-websocket-endpoints"),
+    pytest.param(lb(hosts="swarmgate-control.invalid"),
+                 "label com.docker.lb.hosts: host names under .invalid are reserved for swarmgate",
+                 id="host-reserved-for-the-control-server"),
+    pytest.param(lb(hosts="*.invalid"), "label com.docker.lb.hosts: host names under .invalid are reserved",
+                 id="wildcard-over-the-control-server"),
 ]
 
 
@@ -131,3 +160,19 @@ def test_a_reason_escapes_control_characters_of_the_value() -> None:
     result = parse_service_labels("svc", lb(port="80\n; evil"))
     assert isinstance(result, SetAside)
     assert result.reason == "label com.docker.lb.port: expected an integer 1-65535, got '80\\n; evil'"
+
+
+def test_a_redirect_from_a_host_the_service_does_not_route_is_dropped_with_a_notice() -> None:
+    result = parse_service_labels("svc", lb(hosts="new.local",
+                                            redirects="http://old.local,http://new.local;http://new.local,"
+                                                      "https://new.local"))
+    assert result == ServiceRouting(
+        service="svc", hosts=("new.local",), port=8080, redirects=(("new.local", "https://new.local"),),
+        notices=("service svc: redirect from old.local refused: the service does not route old.local "
+                 "(add it to com.docker.lb.hosts to redirect it)",),
+    )
+
+
+def test_every_set_aside_kind_is_one_closed_list() -> None:
+    assert len(REASON_KINDS) == len(set(REASON_KINDS))
+    assert set(KNOWN_LABELS) | {"missing_secret", "forbidden_secret", "unusable_secret"} <= set(REASON_KINDS)

@@ -27,7 +27,7 @@ from swarmgate.renderers.nginx import (
     render_nginx,
 )
 from swarmgate.renderers.validate import NginxRejectedConfig, nginx_check
-from tests.factories import node, service, swarm_config, task
+from tests.factories import node, service, swarm_config, swarm_secret, task
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 INFO = "swarmgate/0.1.0 linux/amd64"
@@ -48,7 +48,7 @@ def features_state(cluster: str | None = None) -> ObservedState:
                             websocket_endpoints="/app/live", **extra))
     shop = service("shop", lb("shop.local,www.shop.local", ssl_cert="shop.crt", ssl_key="shop.key",
                               sticky_session_cookie="shop_session", **extra))
-    legacy = service("legacy", lb("api.local", ip_hash="true", redirects="http://old.local,https://api.local",
+    legacy = service("legacy", lb("api.local,old.local", ip_hash="true", redirects="http://old.local,https://api.local",
                                   **extra))
     empty = service("empty", lb("empty.local", **extra))
     fallback = service("fallback", {"com.docker.lb.default_backend": "true", "com.docker.lb.port": "8080",
@@ -64,6 +64,7 @@ def features_state(cluster: str | None = None) -> ObservedState:
             task(empty, "wrk-0", state="starting", ports={8080: 30008}),
         ],
         nodes=[node("wrk-0", "10.1.0.10"), node("wrk-1", "10.1.0.11")],
+        secrets=[swarm_secret("shop.crt"), swarm_secret("shop.key")],
     )
 
 

@@ -20,7 +20,7 @@ from swarmgate.models.routing.routes import (
 )
 from swarmgate.models.settings.config import Extension
 from swarmgate.models.swarm.observed import ObservedState
-from tests.factories import node, service, task
+from tests.factories import node, service, swarm_secret, task
 
 HOST = Extension(name="default", publish_mode="host")
 NODES = [node("wrk-0", "10.0.0.10"), node("wrk-1", "10.0.0.11"), node("wrk-2", "10.0.0.12")]
@@ -33,9 +33,16 @@ def lb(hosts: str = "demo.local", port: str = "8080", **more: str) -> dict[str, 
 
 
 def state(*items: dict[str, Any], nodes: list[dict[str, Any]] | None = None) -> ObservedState:
-    services = [i for i in items if "ServiceID" not in i]
+    """A snapshot of services, their tasks and secrets (`swarm_secret`), told apart by their shape."""
+    services = [i for i in items if "TaskTemplate" in i["Spec"]]
     tasks = [i for i in items if "ServiceID" in i]
-    return ObservedState.from_api(services=services, tasks=tasks, nodes=NODES if nodes is None else nodes)
+    secrets = [i for i in items if "ServiceID" not in i and "TaskTemplate" not in i["Spec"]]
+    return ObservedState.from_api(services=services, tasks=tasks, nodes=NODES if nodes is None else nodes,
+                                  secrets=secrets)
+
+
+def secrets(*names: str) -> list[dict[str, Any]]:
+    return [swarm_secret(name) for name in names]
 
 
 def up(svc: dict[str, Any], t: dict[str, Any], address: str, port: int) -> Upstream:
@@ -133,7 +140,7 @@ def scenarios() -> list[Any]:
                                  sticky_session_cookie="sid"), created_at=OLD)
     tls_new = service("shop-v2", lb(hosts="shop.local", ssl_cert="evil.crt", ssl_key="evil.key"), created_at=NEW)
     out.append(pytest.param(
-        state(tls_old, tls_new),
+        state(tls_old, tls_new, *secrets("shop.crt", "shop.key", "evil.crt", "evil.key")),
         RouteTable(
             cluster="",
             hosts=(HostRoute("shop.local", (route("shop.local", "/", ("shop", "shop-v2"), (), sticky_cookie="sid"),),
@@ -221,7 +228,8 @@ def test_the_same_snapshot_in_any_order_gives_the_same_table() -> None:
 def test_secrets_lists_every_tls_secret_the_proxy_must_mount() -> None:
     a = service("a", lb(hosts="a.local", ssl_cert="a.crt", ssl_key="a.key"))
     b = service("b", lb(hosts="b.local", ssl_cert="shared.crt", ssl_key="shared.key"))
-    assert build_route_table(state(a, b), HOST).secrets == ("a.crt", "a.key", "shared.crt", "shared.key")
+    observed = state(a, b, *secrets("a.crt", "a.key", "shared.crt", "shared.key"))
+    assert build_route_table(observed, HOST).secrets == ("a.crt", "a.key", "shared.crt", "shared.key")
 
 
 def test_pool_names_are_stable_and_safe_words() -> None:
@@ -243,21 +251,33 @@ def test_services_of_a_cluster_no_extension_serves_are_reported_as_unclaimed() -
     assert unclaimed_services(state(demo, west), ["", "west"]) == ()
 
 
-def test_a_younger_services_redirect_cannot_take_over_an_older_services_host() -> None:
+def test_a_redirect_from_a_host_the_service_does_not_route_is_refused_and_its_own_hosts_stay_routed() -> None:
     hijack = service("hijack", lb(hosts="elsewhere.local", redirects="http://demo.local,http://evil.local"),
+                     created_at=OLD)
+    table = build_route_table(state(demo, t0, hijack), HOST)
+    assert table == RouteTable(
+        cluster="",
+        hosts=(
+            HostRoute("demo.local", (route("demo.local", "/", ("demo",), (up(demo, t0, "10.0.0.10", 30000),)),)),
+            HostRoute("elsewhere.local", (route("elsewhere.local", "/", ("hijack",), ()),)),
+        ),
+        notices=("service hijack: redirect from demo.local refused: the service does not route demo.local "
+                 "(add it to com.docker.lb.hosts to redirect it)",),
+    )
+
+
+def test_a_younger_service_sharing_a_host_cannot_redirect_it_away_from_the_older_service() -> None:
+    hijack = service("hijack", lb(hosts="demo.local", redirects="http://demo.local,http://evil.local"),
                      created_at=NEW)
     table = build_route_table(state(demo, t0, hijack), HOST)
-    assert table.hosts == (
-        HostRoute("demo.local", (route("demo.local", "/", ("demo",), (up(demo, t0, "10.0.0.10", 30000),)),)),
-        HostRoute("elsewhere.local", (route("elsewhere.local", "/", ("hijack",), ()),)),
-    )
+    assert [(h.host, h.redirect) for h in table.hosts] == [("demo.local", None)]
     assert table.notices == ("host demo.local: redirect of service hijack (http://evil.local) overruled by older "
                              "service demo (not set)",)
 
 
 def test_a_younger_services_tls_on_an_older_services_host_is_overruled_and_reported() -> None:
     younger = service("tls-canary", lb(ssl_cert="c.crt", ssl_key="c.key"), created_at=NEW)
-    table = build_route_table(state(demo, younger), HOST)
+    table = build_route_table(state(demo, younger, *secrets("c.crt", "c.key")), HOST)
     assert [h.tls for h in table.hosts] == [None]
     assert table.notices == ("host demo.local: ssl_cert/ssl_key of service tls-canary (c.crt/c.key) overruled "
                              "by older service demo (not set)",)
@@ -269,3 +289,63 @@ def test_a_service_with_an_invalid_cluster_label_is_set_aside_by_the_extension_w
         SetAside("odd", "label com.docker.lb.service_cluster: expected a name of letters, digits, '_', '.', '-' "
                         "(at most 64), got 'no such/cluster'", kind="service_cluster"),
     )
+
+
+TOKEN = swarm_secret("swarmgate-proxy-token")
+OWNED = swarm_secret("interlock-proxy.tls", labels={"swarmgate.managed-by": "swarmgate"})
+SHOP_CRT, SHOP_KEY = swarm_secret("shop.crt"), swarm_secret("shop.key")
+
+
+def tls(name: str, cert: str, key: str) -> dict[str, Any]:
+    return service(name, lb(hosts=f"{name}.local", ssl_cert=cert, ssl_key=key))
+
+
+@pytest.mark.parametrize(
+    ("svc", "unusable", "expected"),
+    [
+        pytest.param(tls("shop", "shop.crt", "no-such-secret"), set(), SetAside(
+            "shop", "label com.docker.lb.ssl_key: no Swarm secret named 'no-such-secret' (create it with "
+                    "`docker secret create no-such-secret FILE`, or fix the label)", kind="missing_secret"),
+            id="missing-secret"),
+        pytest.param(tls("shop", "swarmgate-proxy-token", "shop.key"), set(), SetAside(
+            "shop", "label com.docker.lb.ssl_cert: Swarm secret 'swarmgate-proxy-token' belongs to swarmgate itself "
+                    "and cannot be used as a certificate or key", kind="forbidden_secret"),
+            id="the-proxy-token"),
+        pytest.param(tls("shop", "shop.crt", "interlock-proxy.tls"), set(), SetAside(
+            "shop", "label com.docker.lb.ssl_key: Swarm secret 'interlock-proxy.tls' belongs to swarmgate itself "
+                    "and cannot be used as a certificate or key", kind="forbidden_secret"),
+            id="a-secret-labelled-as-swarmgates"),
+        pytest.param(tls("shop", "shop.crt", "shop.key"), {SHOP_CRT["ID"]}, SetAside(
+            "shop", f"label com.docker.lb.ssl_cert: nginx in the proxy cannot load Swarm secret 'shop.crt' "
+                    f"(ID {SHOP_CRT['ID'][:12]}) as a PEM certificate or key; create a secret with a PEM certificate "
+                    "chain or key and point the label at it", kind="unusable_secret"),
+            id="a-secret-id-a-proxy-could-not-load"),
+    ],
+)
+def test_a_tls_secret_the_proxy_may_not_mount_sets_only_that_service_aside(
+    svc: dict[str, Any], unusable: set[str], expected: SetAside
+) -> None:
+    table = build_route_table(state(demo, t0, svc, TOKEN, OWNED, SHOP_CRT, SHOP_KEY), HOST,
+                              unusable_secrets=unusable)
+    assert table == RouteTable(
+        cluster="",
+        hosts=(HostRoute("demo.local", (route("demo.local", "/", ("demo",), (up(demo, t0, "10.0.0.10", 30000),)),)),),
+        set_aside=(expected,),
+    )
+    assert table.secrets == ()
+
+
+def test_a_new_secret_under_an_unusable_secrets_name_has_a_new_id_and_is_used() -> None:
+    renewed = swarm_secret("shop.crt")
+    renewed["ID"] = "renewed0000000000000000000"
+    table = build_route_table(state(tls("shop", "shop.crt", "shop.key"), renewed, SHOP_KEY), HOST,
+                              unusable_secrets={SHOP_CRT["ID"]})
+    assert (table.set_aside, table.secrets) == ((), ("shop.crt", "shop.key"))
+
+
+def test_two_services_naming_the_same_secrets_for_different_hosts_mount_them_once() -> None:
+    a, b = tls("a", "shop.crt", "shop.key"), tls("b", "shop.crt", "shop.key")
+    table = build_route_table(state(a, b, SHOP_CRT, SHOP_KEY), HOST)
+    assert [(h.host, h.tls) for h in table.hosts] == [("a.local", TLSFiles("shop.crt", "shop.key")),
+                                                      ("b.local", TLSFiles("shop.crt", "shop.key"))]
+    assert table.secrets == ("shop.crt", "shop.key")

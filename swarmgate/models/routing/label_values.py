@@ -21,13 +21,24 @@ def shown(value: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_PATH = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
-_SWARM_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,62}[A-Za-z0-9])?$")
+# Every pattern is used with `fullmatch`: `$` also matches before a trailing newline, which let
+# `demo\n.local` through as a host name (and a rendered config with a line break in a server name).
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+_SWARM_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,62}[A-Za-z0-9])?")
 # RFC 6265 cookie-name = token (RFC 2616): any CHAR except CTLs and separators.
-_COOKIE_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_COOKIE_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # nginx can address a cookie only through `$cookie_NAME`, and variable names are [A-Za-z0-9_].
-_NGINX_COOKIE = re.compile(r"^[A-Za-z0-9_]+$")
+_NGINX_COOKIE = re.compile(r"[A-Za-z0-9_]+")
+# nginx refuses any token longer than its 4 KiB config buffer ("too long parameter"), which would
+# reject the whole config; no cookie name a browser sends comes near this.
+MAX_COOKIE_NAME = 256
+# One service's label should not be able to make the config (and every reload) arbitrarily large.
+MAX_HOSTS = 1000
+MAX_PATHS = 100
+MAX_REDIRECTS = 100
+# RFC 2606: `.invalid` is never a real host; swarmgate's control server in every proxy uses it.
+RESERVED_TLD = "invalid"
 _TRUE = {"1", "t", "T", "true", "TRUE", "True"}
 _FALSE = {"0", "f", "F", "false", "FALSE", "False"}
 
@@ -52,10 +63,13 @@ def parse_hostname(value: str) -> str:
     host = value.strip().lower()
     labels = host.split(".")
     body = labels[1:] if labels[0] == "*" and len(labels) > 1 else labels
-    if not host or len(host) > 253 or not all(_HOST_LABEL.match(label) for label in body):
+    if not host or len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in body):
         raise LabelValueError(
             f"expected host names (RFC 1123: letters, digits, '-' and '.'), got {shown(value)}"
         )
+    if labels[-1] == RESERVED_TLD:
+        # The proxies' control server is reached by a `.invalid` name; no real host ends so.
+        raise LabelValueError(f"host names under .{RESERVED_TLD} are reserved for swarmgate, got {shown(value)}")
     return host
 
 
@@ -64,7 +78,13 @@ def parse_hostnames(value: str) -> tuple[str, ...]:
     parts = [p for p in (part.strip() for part in value.split(",")) if p]
     if not parts:
         raise LabelValueError(f"expected a comma-separated list of host names, got {shown(value)}")
+    _at_most(MAX_HOSTS, parts, "host names", value)
     return tuple(sorted({parse_hostname(p) for p in parts}))
+
+
+def _at_most(limit: int, parts: list[str], what: str, value: str) -> None:
+    if len(parts) > limit:
+        raise LabelValueError(f"expected at most {limit} {what}, got {len(parts)} in {shown(value)}")
 
 
 def parse_path(value: str) -> str:
@@ -79,7 +99,7 @@ def parse_path(value: str) -> str:
     segments = stripped.split("/")[1:]
     if (
         len(stripped) > 255
-        or not _PATH.match(stripped)
+        or not _PATH.fullmatch(stripped)
         or any(segment in (".", "..") for segment in segments)
     ):
         raise LabelValueError(
@@ -92,12 +112,13 @@ def parse_paths(value: str) -> tuple[str, ...]:
     parts = [p for p in (part.strip() for part in value.split(",")) if p]
     if not parts:
         raise LabelValueError(f"expected a comma-separated list of paths, got {shown(value)}")
+    _at_most(MAX_PATHS, parts, "paths", value)
     return tuple(sorted({parse_path(p) for p in parts}))
 
 
 def parse_swarm_name(value: str) -> str:
     """A Swarm object name (secret, network, service cluster): letters, digits, '_', '.', '-'."""
-    if not _SWARM_NAME.match(value):
+    if not _SWARM_NAME.fullmatch(value):
         raise LabelValueError(
             f"expected a name of letters, digits, '_', '.', '-' (at most 64), got {shown(value)}"
         )
@@ -105,9 +126,11 @@ def parse_swarm_name(value: str) -> str:
 
 
 def parse_cookie_name(value: str) -> str:
-    if not _COOKIE_TOKEN.match(value):
+    if len(value) > MAX_COOKIE_NAME:
+        raise LabelValueError(f"expected a cookie name of at most {MAX_COOKIE_NAME} characters, got {shown(value)}")
+    if not _COOKIE_TOKEN.fullmatch(value):
         raise LabelValueError(f"expected a cookie name (an RFC 6265 token), got {shown(value)}")
-    if not _NGINX_COOKIE.match(value):
+    if not _NGINX_COOKIE.fullmatch(value):
         raise LabelValueError(
             f"nginx can only address cookies named with letters, digits and '_', got {shown(value)}"
         )
@@ -146,6 +169,7 @@ def parse_redirects(value: str) -> tuple[tuple[str, str], ...]:
     parts, so what reaches nginx is exactly scheme, host, port and path.
     """
     out: dict[str, str] = {}
+    _at_most(MAX_REDIRECTS, [p for p in value.split(";") if p.strip()], "redirects", value)
     for pair in (p.strip() for p in value.split(";")):
         if not pair:
             continue

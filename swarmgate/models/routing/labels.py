@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Literal, get_args
 
 from swarmgate.models.routing.label_values import (
     LabelValueError,
@@ -28,7 +28,7 @@ from swarmgate.models.routing.label_values import (
 )
 
 PREFIX = "com.docker.lb."
-KNOWN_LABELS = (
+LabelName = Literal[
     "backend_mode",
     "context_root",
     "context_root_rewrite",
@@ -44,17 +44,33 @@ KNOWN_LABELS = (
     "ssl_passthrough",
     "sticky_session_cookie",
     "websocket_endpoints",
-)
+]
+KNOWN_LABELS: tuple[LabelName, ...] = get_args(LabelName)
+# Reasons that are not one rejected label. Metrics, logs and the CLI all take kinds from here.
+OtherKind = Literal[
+    "vip_backend",      # backend_mode=vip: needs overlay networks
+    "no_host_port",     # the port label's target port is not published in host mode
+    "no_extension",     # no extension serves the service's cluster
+    "missing_secret",   # ssl_cert/ssl_key names no Swarm secret
+    "forbidden_secret",  # ssl_cert/ssl_key names a secret swarmgate owns (the proxy token, ...)
+    "unusable_secret",  # nginx in a proxy could not load the secret as a certificate or key
+    "other",
+]
+OTHER_KINDS: tuple[OtherKind, ...] = get_args(OtherKind)
+ReasonKind = LabelName | OtherKind
+# Why a service is set aside, as a closed set fit for a metric label: the one list of them.
+REASON_KINDS: tuple[str, ...] = (*sorted(KNOWN_LABELS), *OTHER_KINDS)
+_LABEL_NAMES: dict[str, LabelName] = {name: name for name in KNOWN_LABELS}
 
 
 @dataclass(frozen=True)
 class SetAside:
     """A service that is not routed, the one-line reason why, and the kind of reason: the label that
-    was rejected or is missing, or one of `OTHER_KINDS` (a closed set, fit for a metric label)."""
+    was rejected or is missing, or one of `OTHER_KINDS` (together `REASON_KINDS`, a closed set)."""
 
     service: str
     reason: str
-    kind: str = "other"
+    kind: ReasonKind = "other"
 
 
 @dataclass(frozen=True)
@@ -88,7 +104,7 @@ def _backend_mode(value: str) -> Literal["task", "vip"]:
     raise LabelValueError(f"expected task or vip, got {shown(value)}")
 
 
-_PARSERS: dict[str, Callable[[str], object]] = {
+_PARSERS: dict[LabelName, Callable[[str], object]] = {
     "hosts": parse_hostnames,
     "port": parse_port,
     "network": parse_swarm_name,
@@ -122,31 +138,50 @@ def parse_service_labels(service_name: str, labels: Mapping[str, str]) -> Servic
     for key in sorted(labels):
         if not key.startswith(PREFIX):
             continue
-        name = key[len(PREFIX):]
-        parser = _PARSERS.get(name)
-        if parser is None:
-            close = difflib.get_close_matches(name, KNOWN_LABELS, n=1, cutoff=0.7)
+        name = _LABEL_NAMES.get(key[len(PREFIX):])
+        if name is None:
+            close = difflib.get_close_matches(key[len(PREFIX):], KNOWN_LABELS, n=1, cutoff=0.7)
             hint = f" (did you mean {PREFIX}{close[0]}?)" if close else ""
             notices.append(
                 f"service {service_name}: label {shown(key)} is not known to swarmgate; ignored{hint}"
             )
             continue
         try:
-            values[name] = parser(labels[key])
+            values[name] = _PARSERS[name](labels[key])
         except LabelValueError as exc:
             return SetAside(service_name, f"label {key}: {exc}", kind=name)
     routing = ServiceRouting(service=service_name, notices=tuple(notices), **values)  # type: ignore[arg-type]
     problem = _missing(routing)
-    return SetAside(service_name, problem[1], kind=problem[0]) if problem else routing
+    return SetAside(service_name, problem[1], kind=problem[0]) if problem else _own_redirects_only(routing)
 
 
-def _missing(r: ServiceRouting) -> tuple[str, str] | None:
+def _own_redirects_only(r: ServiceRouting) -> ServiceRouting:
+    """The routing without redirects from hosts the service does not route, each refused in a notice.
+
+    Only that redirect is refused, not the whole service: its own hosts are valid and harm no one,
+    and taking a site down for a redirect it may not make would turn a forgotten host into an outage.
+    A redirect answers every request for its source host, so from another service's host it would
+    take that host over; Interlock's documented example lists the source in `hosts` as well.
+    """
+    kept = tuple((source, target) for source, target in r.redirects if source in r.hosts)
+    if len(kept) == len(r.redirects):
+        return r
+    refused = [
+        f"service {r.service}: redirect from {source} refused: the service does not route {source} "
+        f"(add it to {PREFIX}hosts to redirect it)"
+        for source, _ in r.redirects if source not in r.hosts
+    ]
+    return replace(r, redirects=kept, notices=(*r.notices, *refused))
+
+
+def _missing(r: ServiceRouting) -> tuple[LabelName, str] | None:
     """(kind, reason) of a required label that is missing or incomplete."""
     if not r.hosts and not r.default_backend:
         return "hosts", f"label {PREFIX}hosts is missing (or set {PREFIX}default_backend=true)"
     if not r.port:
         return "port", f"label {PREFIX}port is missing: the container port to route to"
     if (r.ssl_cert is None) != (r.ssl_key is None):
-        present, absent = ("ssl_cert", "ssl_key") if r.ssl_cert else ("ssl_key", "ssl_cert")
-        return present, f"label {PREFIX}{present} needs {PREFIX}{absent} as well"
+        if r.ssl_cert:
+            return "ssl_cert", f"label {PREFIX}ssl_cert needs {PREFIX}ssl_key as well"
+        return "ssl_key", f"label {PREFIX}ssl_key needs {PREFIX}ssl_cert as well"
     return None

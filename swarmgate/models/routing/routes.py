@@ -11,6 +11,9 @@ Rules, in the order they apply:
   not use), `ssl_passthrough` (needs nginx's stream module) and a service that publishes no
   host-mode port for its `port` label are set aside with a reason; every other service is routed
   as if they did not exist.
+* **TLS secrets** (see `tls_secrets`): a service whose `ssl_cert`/`ssl_key` names a secret that
+  does not exist, that swarmgate owns, or whose ID a proxy reported nginx cannot load, is set aside:
+  every secret in the table is mounted into the proxy, and Swarm refuses the whole spec otherwise.
 * **Upstreams (host mode).** A task is an upstream when its desired and current state are both
   `running`, its node is `ready`, and it has a host-mode TCP binding whose target port equals the
   `port` label: `node address : published port`. Anything else is starting or draining.
@@ -20,12 +23,13 @@ Rules, in the order they apply:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 
 from swarmgate.models.routing.label_values import LabelValueError, parse_swarm_name
-from swarmgate.models.routing.labels import ServiceRouting, SetAside, parse_service_labels
+from swarmgate.models.routing.labels import ReasonKind, ServiceRouting, SetAside, parse_service_labels
 from swarmgate.models.routing.route_merge import Routed, default_backend, merge_hosts, pool_name
 from swarmgate.models.routing.route_types import HostRoute, PathRoute, RouteTable, TLSFiles, Upstream
+from swarmgate.models.routing.tls_secrets import secret_problem
 from swarmgate.models.settings.config import Extension
 from swarmgate.models.swarm.observed import ObservedState, Service
 
@@ -69,8 +73,9 @@ def _upstreams(observed: ObservedState, service: Service, port: int) -> tuple[Up
 
 
 def _classify(
-    observed: ObservedState, ext: Extension
+    observed: ObservedState, ext: Extension, unusable_secrets: Set[str]
 ) -> tuple[list[Routed], list[SetAside], list[str]]:
+    secrets = {secret.name: secret for secret in observed.secrets}
     routed: list[Routed] = []
     aside: list[SetAside] = []
     notices: list[str] = []
@@ -84,7 +89,7 @@ def _classify(
             aside.append(parsed)
             continue
         notices.extend(parsed.notices)
-        unsupported = _unsupported(parsed, service, ext)
+        unsupported = _unsupported(parsed, service, ext) or secret_problem(parsed, secrets, unusable_secrets)
         if unsupported:
             aside.append(SetAside(service.name, unsupported[1], kind=unsupported[0]))
             continue
@@ -107,7 +112,7 @@ def _cluster(service: Service, parsed: ServiceRouting | SetAside) -> str:
         return ""
 
 
-def _unsupported(r: ServiceRouting, service: Service, ext: Extension) -> tuple[str, str] | None:
+def _unsupported(r: ServiceRouting, service: Service, ext: Extension) -> tuple[ReasonKind, str] | None:
     """(kind, reason) when valid labels ask for something swarmgate cannot do for this service."""
     if r.backend_mode == "vip":
         mode = "in host mode" if ext.publish_mode == "host" else "by swarmgate"
@@ -122,9 +127,16 @@ def _unsupported(r: ServiceRouting, service: Service, ext: Extension) -> tuple[s
     return None
 
 
-def build_route_table(observed: ObservedState, ext: Extension) -> RouteTable:
-    """The whole route table of one extension; every collection in it is sorted."""
-    routed, aside, notices = _classify(observed, ext)
+def build_route_table(
+    observed: ObservedState, ext: Extension, *, unusable_secrets: Set[str] = frozenset()
+) -> RouteTable:
+    """The whole route table of one extension; every collection in it is sorted.
+
+    `unusable_secrets` holds the IDs of Swarm secrets that a proxy's nginx could not load as a
+    certificate or key (`tls_secrets.unusable_secret_ids` of its failed `nginx -t`): the services
+    naming them are set aside with kind `unusable_secret`.
+    """
+    routed, aside, notices = _classify(observed, ext, unusable_secrets)
     return RouteTable(
         cluster=ext.service_cluster,
         hosts=merge_hosts(routed, ext, notices),

@@ -15,7 +15,8 @@ import typing
 
 from prometheus_client import Gauge
 
-from swarmgate.models.routing.labels import KNOWN_LABELS
+# Why a service is set aside, as a closed set: defined once, where the reasons are made.
+from swarmgate.models.routing.labels import REASON_KINDS
 from swarmgate.operator.delivery.proxystate import ProxyState
 from swarmgate.operator.planning.plan import Action, NoOp
 from swarmgate.operator.planning.report import PassReport
@@ -24,9 +25,6 @@ from swarmgate.operator.telemetry.calls import CallCounter
 
 DIGEST_SHOWN = 12
 
-# Why a service is set aside, as a closed set: the label that was rejected, or one of these.
-OTHER_REASONS = ("vip_backend", "no_host_port", "no_extension", "other")
-REASON_KINDS: tuple[str, ...] = (*sorted(KNOWN_LABELS), *OTHER_REASONS)
 ACTION_KINDS: tuple[str, ...] = tuple(
     sorted(t.__name__ for t in typing.get_args(Action) if t is not NoOp))
 
