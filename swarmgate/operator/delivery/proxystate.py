@@ -1,11 +1,11 @@
 """What each cluster's proxies should serve and what they say they serve (in memory, thread-safe).
 
-The reconciler publishes a rendered config per cluster; the endpoint's long polls wait on it and
-record every poll and report of the proxy agents. No network or Docker here, only a lock, a
-condition and a clock (injectable). Published and per-proxy times make convergence measurable:
-publish → every live proxy of the cluster reports the new digest. Two optional hooks hand those
-events to metrics: `on_converged(cluster, seconds)` once per published digest, and
-`on_reload(cluster, ok)` per agent report (each report follows one `nginx -t` + reload attempt).
+The reconciler publishes a rendered config per cluster (a cluster is an extension here); the pusher
+reads it, pushes it, and records what each proxy task's agent says it serves. No network or Docker
+here, only a lock, a condition and a clock (injectable). Published and per-proxy times make
+convergence measurable: publish → every proxy task of the cluster serves the new digest. Two
+optional hooks hand those events to metrics: `on_converged(cluster, seconds)` once per published
+digest, and `on_reload(cluster, ok)` per push that ended (each is one `nginx -t` + reload attempt).
 """
 
 import threading
@@ -43,7 +43,7 @@ class ProxyRecord:
 
 
 class ProxyState:
-    """The store the reconciler publishes to and the endpoint reads from."""
+    """The store the reconciler publishes to, the pusher records into and `/v1/status` reads."""
 
     def __init__(
         self,
@@ -56,15 +56,14 @@ class ProxyState:
         self._clock = clock
         self._on_converged = on_converged
         self._on_reload = on_reload
-        self._stale_after = stale_after  # a task silent this long is gone (its polls come every ≤30 s)
+        self._stale_after = stale_after  # a task unheard of this long is gone (it is read every few s)
         self._changed = threading.Condition()
         self._configs: dict[str, PublishedConfig] = {}
         self._proxies: dict[str, ProxyRecord] = {}
         # Per cluster, the proxy tasks the Swarm means to run (from the reconciler's snapshot). A
-        # cluster is converged only when every one of them reports the current digest: a task that
-        # has not polled yet (just scheduled, still starting) holds convergence back.
+        # cluster is converged only when every one of them serves the current digest: a task not
+        # heard from yet (just scheduled, still starting) holds convergence back.
         self._expected: dict[str, frozenset[str]] = {}
-        self._closed = False
 
     # -- the reconciler's side ------------------------------------------------------------
     def publish(self, cluster: str, text: str, digest: str) -> None:
@@ -106,8 +105,8 @@ class ProxyState:
             return self._changed.wait_for(lambda: self._all_current(cluster), timeout)
 
     def retain_tasks(self, tasks_by_cluster: Mapping[str, Iterable[str]]) -> None:
-        """The proxy tasks the Swarm means to run, per cluster: any other reporter is forgotten, and
-        each of these must report the current digest before the cluster counts as converged."""
+        """The proxy tasks the Swarm means to run, per cluster: any other task is forgotten, and each
+        of these must serve the current digest before the cluster counts as converged."""
         expected = {c: frozenset(ids) for c, ids in tasks_by_cluster.items()}
         keep: set[str] = set().union(*expected.values())
         with self._changed:
@@ -118,41 +117,18 @@ class ProxyState:
                 self._note_convergence(cluster)
             self._changed.notify_all()
 
-    def close(self) -> None:
-        """Release every waiting long poll (endpoint shutdown)."""
-        with self._changed:
-            self._closed = True
-            self._changed.notify_all()
-
-    # -- the agents' side (through the endpoint) -------------------------------------------
-    def wait_for_config(self, cluster: str, known: Iterable[str], timeout: float) -> PublishedConfig | None:
-        """The cluster's config as soon as its digest is not among `known`; None after `timeout`."""
-        known_digests = set(known)
-
-        def fresh() -> bool:
-            cfg = self._configs.get(cluster)
-            return self._closed or (cfg is not None and cfg.digest not in known_digests)
-
-        with self._changed:
-            if not self._changed.wait_for(fresh, timeout) or self._closed:
-                return None
-            return self._configs[cluster]
-
-    def record_poll(self, *, cluster: str, task: str, node: str, hostname: str, have: str) -> None:
-        self._record(cluster=cluster, task=task, node=node, hostname=hostname, serving=have)
-
-    def record_report(
-        self, *, cluster: str, task: str, node: str, hostname: str, digest: str, ok: bool, message: str
+    # -- the pusher's side -----------------------------------------------------------------
+    def record_status(
+        self, *, cluster: str, task: str, node: str, hostname: str, serving: str, rejected: str = "",
+        message: str = "", pushed: bool = False,
     ) -> None:
-        if self._on_reload is not None:
-            self._on_reload(cluster, ok)
-        if ok:
-            # The last error stays visible (with last_status "ok") until another one replaces it.
-            self._record(cluster=cluster, task=task, node=node, hostname=hostname, serving=digest,
-                         status="ok")
-        else:
-            self._record(cluster=cluster, task=task, node=node, hostname=hostname, serving=None,
-                         status="error", error=message, rejected=digest)
+        """What one proxy task's agent says; `pushed` when it answers a push of ours (a reload)."""
+        if pushed and self._on_reload is not None:
+            self._on_reload(cluster, not rejected)
+        # The last error stays visible (with last_status "ok") until another one replaces it.
+        self._record(cluster=cluster, task=task, node=node, hostname=hostname, serving=serving,
+                     status="error" if rejected else "ok", error=message if rejected else None,
+                     rejected=rejected or None)
 
     def _record(self, *, cluster: str, task: str, node: str, hostname: str, serving: str | None,
                 status: ReportStatus | None = None, error: str | None = None,
