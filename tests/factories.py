@@ -28,16 +28,25 @@ def service(
     created_at: str = CREATED,
     replicas: int = 1,
     version: int = 10,
+    env: Sequence[str] = (),
+    constraints: Sequence[str] = (),
+    config_names: Sequence[str] = (),
 ) -> dict[str, Any]:
     ports = [{"Protocol": "tcp", "TargetPort": p, "PublishMode": "host"} for p in host_ports]
+    container: dict[str, Any] = {"Image": "demo:latest", "Init": False}
+    if env:
+        container["Env"] = list(env)
+    if config_names:
+        container["Configs"] = [{"File": {"Name": f"/{n}", "UID": "0", "GID": "0", "Mode": 292},
+                                 "ConfigID": _id("config", n), "ConfigName": n} for n in config_names]
     spec: dict[str, Any] = {
         "Name": name,
         "Labels": dict(labels or {}),
         "TaskTemplate": {
-            "ContainerSpec": {"Image": "demo:latest", "Init": False},
+            "ContainerSpec": container,
             "Resources": {"Limits": {}, "Reservations": {}},
             "RestartPolicy": {"Condition": "any", "Delay": 5000000000, "MaxAttempts": 0},
-            "Placement": {},
+            "Placement": {"Constraints": list(constraints)} if constraints else {},
             "ForceUpdate": 0,
             "Runtime": "container",
         },

@@ -12,10 +12,11 @@ from swarmgate.models.swarm.observed import (
     Node,
     ObservedState,
     PortBinding,
+    Service,
     Task,
 )
 from swarmgate.models.swarm.state_file import load_state_file, parse_state, state_file_document
-from tests.factories import node, service, swarm_config, swarm_secret, task
+from tests.factories import CREATED, node, service, swarm_config, swarm_secret, task
 
 CAPTURED = Path(__file__).parent.parent / "golden" / "api" / "seed-demo-state.json"
 
@@ -56,6 +57,20 @@ def test_from_api_lifts_typed_fields_and_sorts_by_id() -> None:
     assert observed.services[0].version == 10
 
 
+def test_what_swarmgate_reads_from_a_service_spec_is_lifted_into_typed_fields() -> None:
+    raw = service("web", {"a": "b"}, id="s1", env=("A=1", "SWARMGATE_ENDPOINT=http://h:1/?x=y"),
+                  constraints=("node.role==worker",), config_names=("web.conf",))
+    (web,) = ObservedState.from_api(services=[raw], tasks=[], nodes=[]).services
+    host_8080 = PortBinding(8080, 0, "tcp", "host")
+    assert web == Service(
+        id="s1", name="web", version=10, labels={"a": "b"}, spec=raw["Spec"], endpoint_ports=(host_8080,),
+        created_at=CREATED, env=("A=1", "SWARMGATE_ENDPOINT=http://h:1/?x=y"), constraints=("node.role==worker",),
+        config_names=("web.conf",), declared_ports=(host_8080,),
+    )
+    assert (web.env_value("SWARMGATE_ENDPOINT"), web.env_value("A"), web.env_value("B")) == (
+        "http://h:1/?x=y", "1", None)
+
+
 def test_state_file_document_round_trips(tmp_path: Path) -> None:
     svc = service("demo", {})
     doc = state_file_document(services=[svc], tasks=[task(svc, "n1")], nodes=[node("n1", "10.0.0.1")])
@@ -77,6 +92,10 @@ def test_state_file_document_round_trips(tmp_path: Path) -> None:
                      id="not-list"),
         pytest.param('{"services": [{"ID": "x"}], "tasks": [], "nodes": []}',
                      "s.json: services[0].Spec.Name: expected a string, got None", id="service-without-name"),
+        pytest.param('{"services": [{"ID": "x", "Spec": {"Name": "x", "TaskTemplate": {"ContainerSpec": '
+                     '{"Env": ["A=1", 2]}}}}], "tasks": [], "nodes": []}',
+                     "s.json: services[0].Spec.TaskTemplate.ContainerSpec.Env: expected a list of strings",
+                     id="env-not-strings"),
         pytest.param('{"services": [], "tasks": [3], "nodes": []}',
                      "s.json: tasks[0]: expected an object, got int", id="task-not-object"),
         pytest.param('{"services": [], "tasks": [{"ID": "t", "ServiceID": "s", "Status": {"PortStatus": '

@@ -47,11 +47,8 @@ __all__ = [
 
 
 def _host_port_published(service: Service, port: int) -> bool:
-    declared = (service.spec.get("EndpointSpec") or {}).get("Ports") or []
     return any(
-        isinstance(p, dict) and p.get("TargetPort") == port and p.get("PublishMode") == "host"
-        and p.get("Protocol", "tcp") == "tcp"
-        for p in declared
+        p.target_port == port and p.mode == "host" and p.protocol == "tcp" for p in service.declared_ports
     ) or any(p.target_port == port and p.mode == "host" for p in service.endpoint_ports)
 
 

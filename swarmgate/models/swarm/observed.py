@@ -59,6 +59,16 @@ class Service:
     spec: Mapping[str, Any]
     endpoint_ports: tuple[PortBinding, ...] = ()
     created_at: str = ""
+    # What swarmgate reads from a service's Spec, lifted here so no other module digs into the raw
+    # dict (the planner still diffs `spec` whole, for the proxy service it owns).
+    env: tuple[str, ...] = ()  # Spec.TaskTemplate.ContainerSpec.Env, as given
+    constraints: tuple[str, ...] = ()  # Spec.TaskTemplate.Placement.Constraints
+    config_names: tuple[str, ...] = ()  # Spec.TaskTemplate.ContainerSpec.Configs[].ConfigName
+    declared_ports: tuple[PortBinding, ...] = ()  # Spec.EndpointSpec.Ports (what was asked for)
+
+    def env_value(self, name: str) -> str | None:
+        """The value of one `NAME=value` entry of the container's environment (the first one)."""
+        return next((item.split("=", 1)[1] for item in self.env if item.startswith(name + "=")), None)
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,12 @@ class _Reader:
             raise DocumentError(f"{self.where}.{key}: expected a list")
         return value
 
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self.items(key)
+        if not all(isinstance(item, str) for item in value):
+            raise DocumentError(f"{self.where}.{key}: expected a list of strings")
+        return tuple(value)
+
 
 def _ports(raw: list[Any], where: str) -> tuple[PortBinding, ...]:
     # Docker 20.10 lists each host-mode port twice (IPv4 and IPv6 bindings): keep one of each.
@@ -169,6 +185,9 @@ def _task(r: _Reader) -> Task:
 
 def _service(r: _Reader) -> Service:
     spec = r.sub("Spec")
+    template = spec.sub("TaskTemplate")
+    container = template.sub("ContainerSpec")
+    configs = container.items("Configs")
     return Service(
         id=r.text("ID"),
         name=spec.text("Name"),
@@ -177,6 +196,11 @@ def _service(r: _Reader) -> Service:
         spec=spec.obj,
         endpoint_ports=_ports(r.sub("Endpoint").items("Ports"), f"{r.where}.Endpoint.Ports"),
         created_at=r.text("CreatedAt", ""),
+        env=container.strings("Env"),
+        constraints=template.sub("Placement").strings("Constraints"),
+        config_names=tuple(_Reader(ref, f"{container.where}.Configs[{i}]").text("ConfigName", "")
+                           for i, ref in enumerate(configs)),
+        declared_ports=_ports(spec.sub("EndpointSpec").items("Ports"), f"{spec.where}.EndpointSpec.Ports"),
     )
 
 

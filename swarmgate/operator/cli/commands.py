@@ -109,10 +109,9 @@ def _running_endpoint(config: Config, observed: ObservedState) -> str | None:
         return operator_endpoint(config, observed, None)
     for ext in config.extensions.values():
         service = observed.service_named(ext.proxy_service_name)
-        env = service.spec.get("TaskTemplate", {}).get("ContainerSpec", {}).get("Env") if service else None
-        for item in env or []:
-            if item.startswith(ENDPOINT_ENV + "="):
-                return str(item.split("=", 1)[1])
+        endpoint = service.env_value(ENDPOINT_ENV) if service else None
+        if endpoint is not None:
+            return endpoint
     return None
 
 

@@ -81,10 +81,8 @@ def user_constraints(service: Service | None) -> tuple[str, ...]:
     """Constraints on the proxy service that the operator did not put there (added by hand)."""
     if service is None:
         return ()
-    placement = service.spec.get("TaskTemplate", {}).get("Placement", {}) or {}
-    present = placement.get("Constraints") or []
     ours = {c for c in service.labels.get(OWN_CONSTRAINTS_LABEL, "").split(",") if c}
-    return tuple(sorted(c for c in present if c not in ours))
+    return tuple(sorted(c for c in service.constraints if c not in ours))
 
 
 def _extension_desired(

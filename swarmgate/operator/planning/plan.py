@@ -97,11 +97,7 @@ Action = CreateTokenSecret | CreateConfig | CreateService | UpdateService | Publ
 
 
 def _referenced_configs(observed: ObservedState) -> set[str]:
-    names: set[str] = set()
-    for service in observed.services:
-        for ref in service.spec.get("TaskTemplate", {}).get("ContainerSpec", {}).get("Configs") or []:
-            names.add(str(ref.get("ConfigName", "")))
-    return names
+    return {name for service in observed.services for name in service.config_names}
 
 
 def _plan_extension(ext: ExtensionDesired, observed: ObservedState, published: Mapping[str, str]) -> list[Action]:
