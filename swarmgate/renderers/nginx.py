@@ -28,6 +28,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from swarmgate.errors import ConfigError
+from swarmgate.models.routing.nginx_sizes import server_names_hash_sizes
 from swarmgate.models.routing.route_types import RouteTable
 from swarmgate.models.settings.config import Extension
 from swarmgate.models.settings.duration import format_seconds
@@ -110,24 +111,9 @@ def custom_template(ext: Extension, observed: ObservedState) -> str | None:
 
 
 def server_names_hash(table: RouteTable, configured: int) -> tuple[int, int]:
-    """`server_names_hash_bucket_size` and `_max_size` big enough for every host in the table.
-
-    Host names come from labels and may be up to 253 characters long (RFC 1123); with the configured
-    bucket size (Interlock's default is 128) a single long name would make nginx reject the whole
-    config, for every service. nginx stores a name in a bucket as a pointer plus the name padded to 8
-    bytes, and ends each bucket with a pointer; the bucket is the smallest power of two that holds
-    the longest name, never less than configured. The hash may then need more buckets than nginx's
-    default maximum of 512 to give every name room: allow four per name.
-    """
-    longest = max((len(h.host) for h in table.hosts), default=0)
-    needed = 8 + (longest + 2 + 7) // 8 * 8 + 8
-    bucket = max(configured, 64)
-    while bucket < needed:
-        bucket *= 2
-    max_size = 512
-    while max_size < 4 * len(table.hosts):
-        max_size *= 2
-    return bucket, max_size
+    """`server_names_hash_bucket_size` and `_max_size` big enough for every host in the table (and the
+    control server's name): a single long host name must not make nginx reject the whole config."""
+    return server_names_hash_sizes([*(h.host for h in table.hosts), CONTROL_HOST], configured)
 
 
 def control_server(ext: Extension, *, control_dir: str = CONTROL_DIR) -> str:

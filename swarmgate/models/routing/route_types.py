@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from swarmgate.models.routing.labels import SetAside
+from swarmgate.models.routing.nginx_sizes import upstream_zone_kb
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,11 @@ class PathRoute:
     websocket: bool = False
     sticky_cookie: str | None = None
     ip_hash: bool = False
+
+    @property
+    def zone_kb(self) -> int:
+        """The smallest shared-memory zone (KiB) that holds this pool's servers (see `nginx_sizes`)."""
+        return upstream_zone_kb(len(self.upstreams))
 
 
 @dataclass(frozen=True)
