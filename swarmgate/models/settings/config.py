@@ -26,10 +26,22 @@ from pydantic import (
 )
 
 from swarmgate.errors import ConfigError
-from swarmgate.models.settings.duration import Duration
+from swarmgate.models.settings.duration import duration_in
 from swarmgate.models.settings.nginx_options import NginxOptions
-from swarmgate.models.settings.numbers import NonNegativeInt, Port
-from swarmgate.models.settings.user_file import read_user_file
+from swarmgate.models.settings.numbers import Port, int_in
+from swarmgate.models.settings.text_rules import (
+    absolute_path,
+    cluster_name,
+    control_character_at,
+    docker_engine_url,
+    endpoint_url,
+    image_reference,
+    placement_constraint,
+    placement_preference,
+    stop_signal,
+    swarm_service_name,
+)
+from swarmgate.models.settings.user_file import parse_user_text, read_user_file
 from swarmgate.models.settings.validation_errors import first_error_line, model_keys
 
 LOADBALANCER_CONSTRAINT = "node.labels.nodetype==loadbalancer"
@@ -74,6 +86,10 @@ def _listen_addr(value: str) -> str:
 
 StrMap = dict[StrictStr, StrictStr]
 StrList = tuple[StrictStr, ...]
+Constraints = tuple[Annotated[StrictStr, AfterValidator(placement_constraint)], ...]
+Preferences = tuple[Annotated[StrictStr, AfterValidator(placement_preference)], ...]
+# Longest a proxy waits to stop, and between two tasks of a roll: beyond an hour is a typo.
+ProxyDuration = Annotated[float, duration_in(0.0, 3600.0)]
 
 
 class Extension(BaseModel):
@@ -95,19 +111,21 @@ class Extension(BaseModel):
     # swarmgate uses no overlay networks: upstreams are node address and host port.
     networks: StrList = Field((), alias="Networks")
     # The proxy service.
-    proxy_image: StrictStr = Field("nginx:alpine", alias="ProxyImage")
+    proxy_image: Annotated[StrictStr, AfterValidator(image_reference)] = Field("nginx:alpine", alias="ProxyImage")
     proxy_args: StrList = Field((), alias="ProxyArgs")
-    proxy_service_name: StrictStr = Field("interlock-proxy", alias="ProxyServiceName")
-    proxy_config_path: StrictStr = Field("/etc/nginx/nginx.conf", alias="ProxyConfigPath")
+    proxy_service_name: Annotated[StrictStr, AfterValidator(swarm_service_name)] = Field("interlock-proxy",
+                                                                                 alias="ProxyServiceName")
+    proxy_config_path: Annotated[StrictStr, AfterValidator(absolute_path)] = Field("/etc/nginx/nginx.conf",
+                                                                                  alias="ProxyConfigPath")
     proxy_labels: StrMap = Field(default_factory=dict, alias="ProxyLabels")
     proxy_container_labels: StrMap = Field(default_factory=dict, alias="ProxyContainerLabels")
-    proxy_replicas: NonNegativeInt = Field(2, alias="ProxyReplicas")
-    proxy_stop_signal: StrictStr = Field("SIGQUIT", alias="ProxyStopSignal")
-    proxy_stop_grace_period: Duration = Field(5.0, alias="ProxyStopGracePeriod")
-    proxy_constraints: StrList = Field((), alias="ProxyConstraints")
-    proxy_placement_preferences: StrList = Field((), alias="ProxyPlacementPreferences")
-    proxy_update_delay: Duration = Field(0.0, alias="ProxyUpdateDelay")
-    service_cluster: StrictStr = Field("", alias="ServiceCluster")
+    proxy_replicas: Annotated[int, int_in(0, 1024)] = Field(2, alias="ProxyReplicas")
+    proxy_stop_signal: Annotated[StrictStr, AfterValidator(stop_signal)] = Field("SIGQUIT", alias="ProxyStopSignal")
+    proxy_stop_grace_period: ProxyDuration = Field(5.0, alias="ProxyStopGracePeriod")
+    proxy_constraints: Constraints = Field((), alias="ProxyConstraints")
+    proxy_placement_preferences: Preferences = Field((), alias="ProxyPlacementPreferences")
+    proxy_update_delay: ProxyDuration = Field(0.0, alias="ProxyUpdateDelay")
+    service_cluster: Annotated[StrictStr, AfterValidator(cluster_name)] = Field("", alias="ServiceCluster")
     publish_mode: Literal["ingress", "host"] = Field("ingress", alias="PublishMode")
     published_port: Port = Field(80, alias="PublishedPort")
     target_port: Port = Field(80, alias="TargetPort")
@@ -146,13 +164,16 @@ class Config(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
 
     listen_addr: Annotated[StrictStr, AfterValidator(_listen_addr)] = Field(":8080", alias="ListenAddr")
-    docker_url: StrictStr | None = Field(None, alias="DockerURL")
+    docker_url: Annotated[StrictStr, AfterValidator(docker_engine_url)] | None = Field(None, alias="DockerURL")
     tls_ca_cert: StrictStr | None = Field(None, alias="TLSCACert")
     tls_cert: StrictStr | None = Field(None, alias="TLSCert")
     tls_key: StrictStr | None = Field(None, alias="TLSKey")
     allow_insecure: StrictBool = Field(False, alias="AllowInsecure")
-    poll_interval: Duration = Field(3.0, alias="PollInterval")
-    endpoint_override: StrictStr | None = Field(None, alias="EndpointOverride")
+    # Docker events trigger passes in between; a resync more often than every second only burns CPU
+    # (`PollInterval = "0s"` made 31 passes a second on an idle cluster).
+    poll_interval: Annotated[float, duration_in(1.0, 3600.0)] = Field(3.0, alias="PollInterval")
+    endpoint_override: Annotated[StrictStr, AfterValidator(endpoint_url)] | None = Field(None,
+                                                                                         alias="EndpointOverride")
     extensions: dict[str, Extension] = Field(alias="Extensions")
     notices: tuple[str, ...] = ()
 
@@ -161,6 +182,11 @@ class Config(BaseModel):
     def _name_extensions_and_collect_notices(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
+        control = control_character_at(data)
+        if control is not None:
+            where, char = control
+            raise ValueError(f"{'.'.join(str(p) for p in where) or '(top level)'}: control character "
+                             f"U+{ord(char):04X} is not allowed in a value")
         data = dict(data)
         key = "Extensions" if "Extensions" in data else "extensions"
         tables = data.get(key)
@@ -184,6 +210,12 @@ class Config(BaseModel):
                     for option, why in _NOT_APPLIED.items():
                         if isinstance(options, dict) and option in options:
                             notices.append(f"Extensions.{name}.Config.{option}: {why}; ignored")
+                    if isinstance(options, dict) and options.get("TCPOptions"):
+                        # A stream block with no server in it routes nothing, and the proxy's nginx may
+                        # not have the stream module at all (Debian's loads it as a separate package).
+                        notices.append(f"Extensions.{name}.Config.TCPOptions: swarmgate routes no TCP "
+                                       "services (no stream block); ignored")
+                        table["Config"] = {k: v for k, v in options.items() if k != "TCPOptions"}
                     if table.get("Networks") or table.get("networks"):
                         notices.append(
                             f"Extensions.{name}.Networks: swarmgate routes to node address and host port, "
@@ -204,6 +236,29 @@ class Config(BaseModel):
             raise ValueError("Extensions: at least one [Extensions.NAME] table is required")
         return self
 
+    @model_validator(mode="after")
+    def _extensions_do_not_collide(self) -> Config:
+        # Two extensions with one proxy service would rewrite each other's spec on every pass.
+        owners: dict[str, str] = {}
+        for name, ext in sorted(self.extensions.items()):
+            other = owners.setdefault(ext.proxy_service_name, name)
+            if other != name:
+                raise ValueError(f"Extensions.{name}.ProxyServiceName: {ext.proxy_service_name!r} is also the proxy "
+                                 f"service of extension {other!r}; each extension needs its own")
+        # Ingress ports are published on every node of the Swarm; host-mode ports on the nodes the
+        # constraints pick, so two host-mode proxies may share a port on disjoint sets of nodes.
+        ports: dict[int, tuple[str, str, frozenset[str]]] = {}
+        for name, ext in sorted(self.extensions.items()):
+            for key, port in (("PublishedPort", ext.published_port), ("PublishedSSLPort", ext.published_ssl_port)):
+                placed = frozenset(ext.proxy_constraints)
+                seen = ports.setdefault(port, (name, ext.publish_mode, placed))
+                if seen[0] == name:
+                    continue
+                if "ingress" in (seen[1], ext.publish_mode) or seen[2] == placed:
+                    raise ValueError(f"Extensions.{name}.{key}: port {port} is also published by extension "
+                                     f"{seen[0]!r} on the same nodes; give it another port or other ProxyConstraints")
+        return self
+
     @property
     def listen_port(self) -> int:
         """The TCP port of `ListenAddr` (`":8080"` → 8080)."""
@@ -222,6 +277,10 @@ def _known_keys(parent: tuple[str | int, ...]) -> tuple[str, ...]:
 
 def parse_config(text: str, *, source: str) -> Config:
     """A `Config` from TOML text; `source` names the file in error messages."""
+    return parse_user_text(lambda: _parse(text, source=source), source=source, what="TOML")
+
+
+def _parse(text: str, *, source: str) -> Config:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -1,13 +1,16 @@
 """The `[Extensions.NAME.Config]` table: nginx tuning options with Interlock's defaults (pure).
 
-These values come from the operator's own TOML, which is trusted input: they are still typed and
-checked here so that a typo fails at start-up with a clear message instead of as a broken proxy, but
-the raw option lists (`GlobalOptions`, `HTTPOptions`, `TCPOptions`) are passed through as written.
+Every value is typed and bounded by what nginx takes (checked against Debian's nginx 1.22 with
+`nginx -t`, see tests/property/test_config_values.py), so that whatever `check-config` accepts renders
+to a config nginx accepts: a typo fails at start-up with a clear message instead of as a broken proxy
+on every LB node. The raw lists (`GlobalOptions`, `HTTPOptions`, `TCPOptions`, `SSLOpts`) are checked
+for nginx syntax (`nginx_syntax`): one complete directive per entry.
 """
 
 from __future__ import annotations
 
 import re
+import ssl
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -21,62 +24,100 @@ from pydantic import (
     StrictStr,
 )
 
-from swarmgate.models.settings.duration import Duration
-from swarmgate.models.settings.numbers import PositiveInt
+from swarmgate.models.settings.duration import NGINX_MAX_SECONDS, NginxDuration, duration_in
+from swarmgate.models.settings.nginx_syntax import log_format, option_entries
+from swarmgate.models.settings.numbers import NonNegativeInt, int_in
+from swarmgate.models.settings.text_rules import absolute_path
 
-_SIZE = re.compile(r"^\d+[kKmMgG]?$")
-_BUFFERS = re.compile(r"^\d+\s+\d+[kKmM]?$")
-_PLAIN = re.compile(r"^[^\s;{}'\"\\$#]+$")
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_SIZE = re.compile(r"^(\d{1,12})([kKmMgG]?)$")
+_BUFFERS = re.compile(r"^(\d{1,6})\s+(\S+)$")
+_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+_PROTOCOLS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 
 
-def _size(value: str) -> str:
-    if not _SIZE.match(value):
-        raise ValueError(f"expected an nginx size such as '1m' or '8k', got {value!r}")
-    return value
+def _bytes(value: str, *, units: str) -> int:
+    match = _SIZE.match(value)
+    if match is None or match.group(2).lower() not in units:
+        shown = "'8k' or '1m'" if "g" not in units else "'1m' or '1g'"
+        raise ValueError(f"expected an nginx size such as {shown}, got {value!r}")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def _size(low: int, high: int, *, units: str = "km") -> AfterValidator:
+    """A size nginx parses (`ngx_parse_size` knows k and m; `ngx_parse_offset` g too), in bytes low..high."""
+
+    def check(value: str) -> str:
+        if not low <= _bytes(value, units="" + units) <= high:
+            raise ValueError(f"expected an nginx size from {_human(low)} to {_human(high)}, got {value!r}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _human(size: int) -> str:
+    for unit in ("g", "m", "k"):
+        if size and size % _UNITS[unit] == 0:
+            return f"{size // _UNITS[unit]}{unit}"
+    return str(size)
 
 
 def _buffers(value: str) -> str:
-    if not _BUFFERS.match(value):
-        raise ValueError(f"expected a number and a size such as '4 8k', got {value!r}")
-    return " ".join(value.split())
+    # nginx: the size must hold at least `connection_pool_size` (512 on 64-bit builds).
+    match = _BUFFERS.match(value.strip())
+    expected = f"expected a number 1-4096 and a size 512-64m such as '4 8k', got {value!r}"
+    if match is None or not 1 <= int(match.group(1)) <= 4096:
+        raise ValueError(expected)
+    try:
+        size = _bytes(match.group(2), units="km")
+    except ValueError:
+        raise ValueError(expected) from None
+    if not 512 <= size <= 64 * 1024**2:
+        raise ValueError(expected)
+    return f"{int(match.group(1))} {match.group(2)}"
 
 
-def _plain(value: str) -> str:
-    # Paths, user names and cipher lists are written unquoted into nginx; refuse what would end a
-    # directive or open a block, so a typo cannot turn into a different configuration.
-    if not _PLAIN.match(value):
-        raise ValueError(
-            f"expected a single word without spaces, quotes, ';', '{{', '}}', '$' or '#', got {value!r}"
-        )
+def _user(value: str) -> str:
+    if not _USER.match(value):
+        raise ValueError(f"expected a user name such as 'nginx' or 'www-data', got {value!r}")
     return value
+
+
+def _log_path(special: str) -> AfterValidator:
+    def check(value: str) -> str:
+        return value if value == special else absolute_path(value)
+
+    return AfterValidator(check)
 
 
 def _workers(value: object) -> str:
+    # nginx spawns at most NGX_MAX_PROCESSES (1024) processes.
+    expected = f"expected an integer 1-1024 or 'auto', got {value!r}"
     if isinstance(value, bool):
-        raise ValueError(f"expected a positive integer or 'auto', got {value!r}")
-    if isinstance(value, int) and value > 0:
+        raise ValueError(expected)
+    if isinstance(value, int) and 1 <= value <= 1024:
         return str(value)
-    if isinstance(value, str) and (value == "auto" or (value.isdigit() and int(value) > 0)):
-        return value
-    raise ValueError(f"expected a positive integer or 'auto', got {value!r}")
+    if isinstance(value, str) and (value == "auto" or (re.fullmatch(r"[0-9]{1,4}", value) and 1 <= int(value) <= 1024)):
+        return value if value == "auto" else str(int(value))
+    raise ValueError(expected)
 
 
-def _log_format(value: str) -> str:
-    if "'" in value or "\n" in value:
-        raise ValueError("expected a log format without single quotes or newlines")
+def _ciphers(value: str) -> str:
+    # nginx hands the list to OpenSSL (SSL_CTX_set_cipher_list) and refuses the config when no cipher
+    # matches; Python's ssl module asks the same library the same question.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.set_ciphers(value)
+    except ssl.SSLError:
+        raise ValueError(f"expected an OpenSSL cipher list that names at least one cipher, got {value!r}") from None
     return value
 
 
-def _option_lines(values: tuple[str, ...]) -> tuple[str, ...]:
-    # Interlock users write these with or without the trailing ';': accept both.
-    out = []
-    for raw in values:
-        line = raw.strip()
-        if line and not line.endswith((";", "}")):
-            line += ";"
-        if line:
-            out.append(line)
-    return tuple(out)
+def _protocols(value: str) -> str:
+    parts = value.split()
+    if not parts or any(p not in _PROTOCOLS for p in parts):
+        raise ValueError(f"expected protocols out of {', '.join(_PROTOCOLS)}, got {value!r}")
+    return " ".join(parts)
 
 
 def _one_or_many(value: object) -> object:
@@ -89,10 +130,19 @@ def _version(value: object) -> object:
     return str(value) if isinstance(value, float) else value
 
 
-Size = Annotated[StrictStr, AfterValidator(_size)]
-Plain = Annotated[StrictStr, AfterValidator(_plain)]
-OptionLines = Annotated[tuple[StrictStr, ...], AfterValidator(_option_lines)]
-LogFormat = Annotated[StrictStr, AfterValidator(_log_format)]
+def _options(key: str) -> AfterValidator:
+    return AfterValidator(lambda values: option_entries(values, key=key))
+
+
+def _plain_path(value: str) -> str:
+    return value and absolute_path(value)
+
+
+# Whole seconds for the proxy_*_timeout directives: at least 1, at most what nginx timers hold.
+Seconds = Annotated[int, int_in(1, int(NGINX_MAX_SECONDS))]
+BufferSize = Annotated[StrictStr, _size(1, 64 * 1024**2)]
+LogFormat = Annotated[StrictStr, AfterValidator(log_format)]
+Options = tuple[StrictStr, ...]
 
 DEFAULT_MAIN_LOG_FORMAT = (
     '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
@@ -111,46 +161,49 @@ class NginxOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
 
-    user: Plain = Field("nginx", alias="User")
-    pid_path: Plain = Field("/var/run/proxy.pid", alias="PidPath")
+    user: Annotated[StrictStr, AfterValidator(_user)] = Field("nginx", alias="User")
+    pid_path: Annotated[StrictStr, AfterValidator(absolute_path)] = Field("/var/run/proxy.pid", alias="PidPath")
     worker_processes: Annotated[str, BeforeValidator(_workers)] = Field("1", alias="WorkerProcesses")
-    rlimit_nofile: PositiveInt = Field(
+    # Linux refuses more open files than fs.nr_open (1048576 unless raised); a worker needs some.
+    rlimit_nofile: Annotated[int, int_in(64, 1_048_576)] = Field(
         65535, validation_alias=AliasChoices("RlimitNoFile", "RLimitNoFile", "rlimit_nofile")
     )
-    max_connections: PositiveInt = Field(1024, alias="MaxConnections")
-    connect_timeout: PositiveInt = Field(600, alias="ConnectTimeout")
-    send_timeout: PositiveInt = Field(600, alias="SendTimeout")
-    read_timeout: PositiveInt = Field(600, alias="ReadTimeout")
-    keepalive_timeout: Duration = Field(75.0, alias="KeepaliveTimeout")
-    client_max_body_size: Size = Field("1m", alias="ClientMaxBodySize")
-    client_body_buffer_size: Size = Field("8k", alias="ClientBodyBufferSize")
-    client_header_buffer_size: Size = Field("1k", alias="ClientHeaderBufferSize")
+    # nginx needs more connections than listening sockets, and allocates them all per worker.
+    max_connections: Annotated[int, int_in(16, 1_048_576)] = Field(1024, alias="MaxConnections")
+    connect_timeout: Seconds = Field(600, alias="ConnectTimeout")
+    send_timeout: Seconds = Field(600, alias="SendTimeout")
+    read_timeout: Seconds = Field(600, alias="ReadTimeout")
+    keepalive_timeout: NginxDuration = Field(75.0, alias="KeepaliveTimeout")
+    client_max_body_size: Annotated[StrictStr, _size(0, 1024**4, units="kmg")] = Field("1m", alias="ClientMaxBodySize")
+    client_body_buffer_size: BufferSize = Field("8k", alias="ClientBodyBufferSize")
+    client_header_buffer_size: BufferSize = Field("1k", alias="ClientHeaderBufferSize")
     large_client_header_buffers: Annotated[StrictStr, AfterValidator(_buffers)] = Field(
         "4 8k", alias="LargeClientHeaderBuffers"
     )
-    client_body_timeout: Duration = Field(60.0, alias="ClientBodyTimeout")
-    underscores_in_headers: StrictBool = Field(False, alias="UnderscoresInHeaders")
-    server_names_hash_bucket_size: PositiveInt = Field(128, alias="ServerNamesHashBucketSize")
-    upstream_zone_size: PositiveInt = Field(64, alias="UpstreamZoneSize")
-    ip_hash: StrictBool = Field(False, alias="IPHash")
-    ssl_ciphers: Plain = Field("HIGH:!aNULL:!MD5", alias="SSLCiphers")
-    ssl_protocols: Annotated[StrictStr, AfterValidator(lambda v: " ".join(_plain(p) for p in v.split()))] = (
-        Field("TLSv1.2", alias="SSLProtocols")
+    client_body_timeout: Annotated[float, duration_in(0.001, NGINX_MAX_SECONDS)] = Field(
+        60.0, alias="ClientBodyTimeout"
     )
-    ssl_opts: Annotated[OptionLines, BeforeValidator(_one_or_many)] = Field((), alias="SSLOpts")
-    ssl_default_dh_param: PositiveInt = Field(1024, alias="SSLDefaultDHParam")
-    ssl_default_dh_param_path: Annotated[StrictStr, AfterValidator(lambda v: v and _plain(v))] = Field(
+    underscores_in_headers: StrictBool = Field(False, alias="UnderscoresInHeaders")
+    server_names_hash_bucket_size: Annotated[int, int_in(1, 32768)] = Field(128, alias="ServerNamesHashBucketSize")
+    # In KiB, one zone per upstream pool: nginx refuses a zone under 32k ("too small").
+    upstream_zone_size: Annotated[int, int_in(32, 8192)] = Field(64, alias="UpstreamZoneSize")
+    ip_hash: StrictBool = Field(False, alias="IPHash")
+    ssl_ciphers: Annotated[StrictStr, AfterValidator(_ciphers)] = Field("HIGH:!aNULL:!MD5", alias="SSLCiphers")
+    ssl_protocols: Annotated[StrictStr, AfterValidator(_protocols)] = Field("TLSv1.2", alias="SSLProtocols")
+    ssl_opts: Annotated[Options, BeforeValidator(_one_or_many), _options("SSLOpts")] = Field((), alias="SSLOpts")
+    ssl_default_dh_param: NonNegativeInt = Field(1024, alias="SSLDefaultDHParam")
+    ssl_default_dh_param_path: Annotated[StrictStr, AfterValidator(_plain_path)] = Field(
         "", alias="SSLDefaultDHParamPath"
     )
     ssl_verify: StrictStr = Field("required", alias="SSLVerify")
     hide_info_headers: StrictBool = Field(False, alias="HideInfoHeaders")
-    access_log_path: Plain = Field("/dev/stdout", alias="AccessLogPath")
-    error_log_path: Plain = Field("/dev/stdout", alias="ErrorLogPath")
+    access_log_path: Annotated[StrictStr, _log_path("off")] = Field("/dev/stdout", alias="AccessLogPath")
+    error_log_path: Annotated[StrictStr, _log_path("stderr")] = Field("/dev/stdout", alias="ErrorLogPath")
     main_log_format: LogFormat = Field(DEFAULT_MAIN_LOG_FORMAT, alias="MainLogFormat")
     trace_log_format: LogFormat = Field(DEFAULT_TRACE_LOG_FORMAT, alias="TraceLogFormat")
     http_version: Annotated[Literal["1.0", "1.1"], BeforeValidator(_version)] = Field(
         "1.1", alias="HTTPVersion"
     )
-    global_options: OptionLines = Field((), alias="GlobalOptions")
-    http_options: OptionLines = Field((), alias="HTTPOptions")
-    tcp_options: OptionLines = Field((), alias="TCPOptions")
+    global_options: Annotated[Options, _options("GlobalOptions")] = Field((), alias="GlobalOptions")
+    http_options: Annotated[Options, _options("HTTPOptions")] = Field((), alias="HTTPOptions")
+    tcp_options: Annotated[Options, _options("TCPOptions")] = Field((), alias="TCPOptions")

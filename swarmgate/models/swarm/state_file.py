@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from swarmgate.errors import ConfigError, DocumentError
-from swarmgate.models.settings.user_file import read_user_file
+from swarmgate.models.settings.user_file import parse_user_text, read_user_file
 from swarmgate.models.swarm.observed import ObservedState
 
 _REQUIRED = ("services", "tasks", "nodes")
@@ -73,4 +73,4 @@ def parse_state(text: str, *, source: str) -> ObservedState:
 def load_state_file(path: str | Path) -> ObservedState:
     """Read one state file (the only I/O in this module)."""
     text = read_user_file(path)
-    return parse_state(text, source=str(path))
+    return parse_user_text(lambda: parse_state(text, source=str(path)), source=str(path), what="JSON")

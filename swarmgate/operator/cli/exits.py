@@ -6,6 +6,7 @@ stderr and exit 2, so a user mistake never shows a traceback.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TextIO
 
@@ -22,5 +23,12 @@ def guarded(body: Callable[[], int | None], err: TextIO) -> int:
         code = body()
     except SwarmgateError as exc:
         print(f"swarmgate: {exc}", file=err)
+        return EXIT_ERROR
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # a bug or an exhausted resource: still one line; the traceback only with -D
+        logging.getLogger("swarmgate").debug("unexpected error", exc_info=True)
+        detail = " ".join(str(exc).split())[:300]
+        print(f"swarmgate: unexpected error: {type(exc).__name__}: {detail}", file=err)
         return EXIT_ERROR
     return EXIT_OK if code is None else code
