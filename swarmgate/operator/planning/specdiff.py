@@ -1,22 +1,45 @@
 """The essence of a proxy service spec, and the difference between two of them (pure).
 
-Docker stores more than it was given (defaults such as `Isolation`, `ForceUpdate`, `Runtime`, zero
-values it omits, IDs next to names) and a person may legitimately touch the proxy service too. So
-we never compare whole specs: both sides are first projected onto the fields the operator manages
-(`MANAGED_PATHS`), with empty values (None, 0, "", [], {}) treated as absent the way Go's
-`omitempty` does, lists that are sets sorted, and object references reduced to their names.
-deepdiff compares those essences, and its output is translated at once into `SpecDiff`, so nothing
-else depends on deepdiff's format.
+Docker stores more than it was given (defaults such as `Isolation`, `ForceUpdate`, `Runtime`, IDs
+next to names, zero values dropped) and a person may legitimately touch the proxy service too. So we
+never compare whole specs, only their essence: the fields the operator manages.
+
+What DeepDiff does, through its own options:
+
+* `ignore_order_func`: `Env` and `Constraints` are sets. Their order (and a repeated entry) means
+  nothing, so it is not a change.
+* `exclude_regex_paths`: Docker adds `ConfigID`/`SecretID` next to the names we give. Our config
+  names are content-addressed, and secret names are what we mount, so the IDs say nothing more.
+* `exclude_obj_callback_strict`: Go's `omitempty`. Docker drops zero values (`0`, `""`, `false`,
+  `null`, `[]`, `{}`) from what it returns, so an empty value and an absent one are the same field.
+  The predicate (`_omitted`) is ours; DeepDiff applies it where both sides are empty.
+* `threshold_to_diff_deeper=0`: always name the field that differs, never its whole parent object.
+
+What is ours, and why:
+
+* `MANAGED_PATHS`, the essence. The same list says what `merge_managed` replaces in an update (and
+  so what it leaves as a person set it), so it is our data, not a DeepDiff `include_paths` option.
+* Config and secret references are keyed by the file they are mounted at, so a change names the
+  mount, not a list position. DeepDiff's `group_by` does this only for a list at the root.
+* DeepDiff's tree is translated at once into `SpecDiff`, with one path style: field names joined
+  by dots, brackets for anything that is not a field name (`Configs["/etc/nginx/nginx.conf"]`,
+  `Args[0]`). A member added to or removed from a set is reported on the set itself
+  (`TaskTemplate.Placement.Constraints`), since its position means nothing. Nothing else depends on
+  DeepDiff's format.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from deepdiff import DeepDiff
+from deepdiff.helper import notpresent
+from deepdiff.model import DiffLevel
 
 # Every field of a proxy ServiceSpec the operator sets. Anything else on the service is left as found.
 MANAGED_PATHS: tuple[tuple[str, ...], ...] = (
@@ -38,21 +61,31 @@ MANAGED_PATHS: tuple[tuple[str, ...], ...] = (
     ("RollbackConfig",),
     ("EndpointSpec", "Ports"),
 )
-_SET_LIKE = {"Env", "Constraints"}
-# IDs of referenced configs and secrets: content-addressed names already say everything.
-_REFERENCE_IDS = {"ConfigID", "SecretID"}
+_SETS = frozenset({"Env", "Constraints"})
+_REFERENCES = frozenset({"Configs", "Secrets"})
+_REFERENCE_IDS = re.compile(r"\['(ConfigID|SecretID)'\]$")
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+# The `before` of a field that appears, the `after` of one that goes away.
+ABSENT: Any = _Absent()
 
 
 @dataclass(frozen=True)
 class Change:
-    """One managed field that differs: its dotted path, and the value before and after."""
+    """One managed field that differs: its path, and the value before and after."""
 
     path: str
     before: Any
     after: Any
 
     def __str__(self) -> str:
-        return f"{self.path}: {_show(self.before)} -> {_show(self.after)}"
+        return f"{self.path}: {self.before!r} -> {self.after!r}"
 
 
 @dataclass(frozen=True)
@@ -67,39 +100,6 @@ class SpecDiff:
         return tuple(c.path for c in self.changes)
 
 
-def _show(value: Any) -> str:
-    return "(absent)" if value is _ABSENT else repr(value)
-
-
-class _Absent:
-    def __repr__(self) -> str:
-        return "(absent)"
-
-
-_ABSENT: Any = _Absent()
-
-
-def _is_empty(value: Any) -> bool:
-    if isinstance(value, bool):
-        return not value
-    return value is None or value == 0 or value in ("", [], {})
-
-
-def _normalize(value: Any, key: str = "") -> Any:
-    if isinstance(value, dict):
-        out = {k: _normalize(v, k) for k, v in sorted(value.items()) if k not in _REFERENCE_IDS}
-        return {k: v for k, v in out.items() if not _is_empty(v)}
-    if isinstance(value, list):
-        items = [_normalize(v) for v in value]
-        if key in _SET_LIKE:
-            return sorted(set(items))
-        if key in ("Configs", "Secrets"):
-            # Keyed by the path it is mounted at, so a diff names the mount, not a list position.
-            return {str(r.get("File", {}).get("Name", "")): r for r in items}
-        return items
-    return value
-
-
 def _lookup(spec: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     node: Any = spec
     for part in path:
@@ -109,27 +109,74 @@ def _lookup(spec: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return node
 
 
+def _by_mount(refs: Any) -> Any:
+    if not isinstance(refs, list):
+        return refs
+    return {str((ref.get("File") or {}).get("Name", "")) if isinstance(ref, Mapping) else str(i): ref
+            for i, ref in enumerate(refs)}
+
+
 def essence(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The managed fields of a spec, normalized: `{"TaskTemplate.ContainerSpec.Image": ...}`."""
+    """The managed fields of a spec, nested as in the spec; references keyed by where they are mounted."""
     out: dict[str, Any] = {}
     for path in MANAGED_PATHS:
-        value = _normalize(_lookup(spec, path), path[-1])
-        if not _is_empty(value):
-            out[".".join(path)] = value
+        value = _lookup(spec, path)
+        if value is None:
+            continue
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _by_mount(value) if path[-1] in _REFERENCES else value
     return out
 
 
+def _omitted(value: Any, _path: str = "") -> bool:
+    """Go's `omitempty`: what Docker leaves out of its JSON, an object of only such values included."""
+    if value is notpresent or value is None or value is False:
+        return True
+    if isinstance(value, Mapping):
+        return all(_omitted(v) for v in value.values())
+    return (isinstance(value, int | float) and value == 0) or value in ("", [])
+
+
+def _is_set(level: DiffLevel) -> bool:
+    parts = level.path(output_format="list")
+    return bool(parts) and parts[-1] in _SETS
+
+
+def _path_text(parts: list[Any]) -> str:
+    text = ""
+    for part in parts:
+        if isinstance(part, str) and _FIELD_NAME.fullmatch(part):
+            text += f".{part}" if text else part
+        else:
+            text += f"[{json.dumps(part)}]"
+    return text
+
+
+def _change(level: DiffLevel) -> Change:
+    parts = list(level.path(output_format="list"))
+    if len(parts) >= 2 and isinstance(parts[-1], int) and parts[-2] in _SETS:
+        parts.pop()  # a member of a set: its position means nothing
+    return Change(
+        path=_path_text(parts),
+        before=ABSENT if level.t1 is notpresent else level.t1,
+        after=ABSENT if level.t2 is notpresent else level.t2,
+    )
+
+
 def diff_specs(observed: Mapping[str, Any], desired: Mapping[str, Any]) -> SpecDiff:
-    found = DeepDiff(essence(observed), essence(desired), view="tree")
-    changes: list[Change] = []
-    for report in found.tree.values():
-        for level in report:
-            parts = level.path(output_format="list")
-            path = parts[0] + "".join(f"[{p!r}]" for p in parts[1:])
-            before = _ABSENT if type(level.t1).__name__ == "NotPresent" else level.t1
-            after = _ABSENT if type(level.t2).__name__ == "NotPresent" else level.t2
-            changes.append(Change(path=path, before=before, after=after))
-    return SpecDiff(tuple(sorted(changes, key=lambda c: c.path)))
+    found = DeepDiff(
+        essence(observed),
+        essence(desired),
+        view="tree",
+        ignore_order_func=_is_set,
+        exclude_regex_paths=[_REFERENCE_IDS],
+        exclude_obj_callback_strict=_omitted,
+        threshold_to_diff_deeper=0,
+    )
+    changes = [_change(level) for levels in found.tree.values() for level in levels]
+    return SpecDiff(tuple(sorted(changes, key=lambda c: (c.path, repr(c.before), repr(c.after)))))
 
 
 def merge_managed(observed: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
