@@ -16,13 +16,16 @@ import crossplane
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swarmgate.models.routing.labels import KNOWN_LABELS, PREFIX, parse_service_labels
+from swarmgate.models.routing.labels import KNOWN_LABELS, PREFIX, REASON_KINDS, parse_service_labels
 from swarmgate.models.routing.routes import build_route_table
+from swarmgate.models.routing.tls_secrets import unusable_secret_names
 from swarmgate.models.settings.config import Extension
 from swarmgate.models.swarm.observed import ObservedState
-from swarmgate.renderers.nginx import render_nginx
+from swarmgate.models.swarm.ownership import OWNER, OWNER_LABEL
+from swarmgate.renderers.nginx import CONTROL_HOST as CONTROL_SERVER_NAME
+from swarmgate.renderers.nginx import control_server, render_nginx
 from swarmgate.renderers.validate import nginx_check
-from tests.factories import node, service, task
+from tests.factories import node, service, swarm_secret, task
 
 EXT = Extension(name="default", publish_mode="host")
 INFO = "swarmgate/0.1.0 linux/amd64"
@@ -30,19 +33,21 @@ CONTROL_HOST = "control.local"
 
 PLAUSIBLE: dict[str, list[str]] = {
     "hosts": ["demo.local", "a.example.com,b.example.com", "*.example.com", "UPPER.local", CONTROL_HOST,
+              "old.local,new.local", "swarmgate-control.invalid",
               "1.example.com", "10.0.0.1", "xn--bcher-kva.example", ".".join(["a" * 63, "b" * 63, "c" * 63, "local"])],
     "port": ["8080", "80"],
     "network": ["demo_net"],
     "context_root": ["/app", "/api/v1/", "/", "/a.b~c-d"],
     "context_root_rewrite": ["true", "false"],
-    "ssl_cert": ["demo.crt"],
-    "ssl_key": ["demo.key"],
+    "ssl_cert": ["demo.crt", "combined.pem", "no-such-secret", "swarmgate-proxy-token", "owned.pem"],
+    "ssl_key": ["demo.key", "combined.pem", "no-such-secret", "swarmgate-proxy-token", "owned.pem"],
     "ssl_passthrough": ["false"],
     "websocket_endpoints": ["/ws", "/ws,/live", "/app/ws"],
     "service_cluster": ["", "east"],
     "sticky_session_cookie": ["sid", "session_id"],
     "ip_hash": ["true", "0"],
-    "redirects": ["http://old.local,http://new.local", "http://a.local,https://b.local:8443/x"],
+    "redirects": ["http://old.local,http://new.local", "http://a.local,https://b.local:8443/x",
+                  f"http://{CONTROL_HOST},http://evil.local"],
     "backend_mode": ["task"],
     "default_backend": ["true", "false"],
 }
@@ -76,13 +81,22 @@ def lb_labels(draw: st.DrawFn) -> dict[str, str]:
     return labels
 
 
+# The secrets in the Swarm: TLS labels may name the usable ones; the token and owned.pem are swarmgate's.
+SECRETS = [swarm_secret("demo.crt"), swarm_secret("demo.key"), swarm_secret("combined.pem"),
+           swarm_secret("swarmgate-proxy-token"), swarm_secret("owned.pem", labels={OWNER_LABEL: OWNER})]
+MOUNTABLE = {"demo.crt", "demo.key", "combined.pem"}
+
+
 def snapshot(labels: dict[str, str]) -> ObservedState:
-    fuzzed = service("fuzzed", labels, host_ports=(80, 8080))
-    control = service("control", {f"{PREFIX}hosts": CONTROL_HOST, f"{PREFIX}port": "8080"})
+    # The fuzzed service is the younger: on a shared host the older service's settings stand.
+    fuzzed = service("fuzzed", labels, host_ports=(80, 8080), created_at="2026-06-01T00:00:00Z")
+    control = service("control", {f"{PREFIX}hosts": CONTROL_HOST, f"{PREFIX}port": "8080"},
+                      created_at="2026-01-01T00:00:00Z")
     return ObservedState.from_api(
         services=[fuzzed, control],
         tasks=[task(fuzzed, "wrk-0", ports={80: 30080, 8080: 30000}), task(control, "wrk-0", ports={8080: 30001})],
         nodes=[node("wrk-0", "10.2.0.10")],
+        secrets=SECRETS,
     )
 
 
@@ -121,7 +135,16 @@ TEMPLATE_DIRECTIVES = {
 }
 
 
+def without_control_server(text: str) -> str:
+    """The text minus swarmgate's control server, which must be there exactly once and verbatim (no
+    label can reach it: its `.invalid` host name is reserved)."""
+    block = control_server(EXT).strip()
+    assert text.count(block) == 1
+    return text.replace(block, "")
+
+
 def assert_nothing_unasked(text: str, labels: dict[str, str]) -> None:
+    text = without_control_server(text)
     asked = {name: labels.get(f"{PREFIX}{name}", "") for name in KNOWN_LABELS}
     raw_hosts = (asked["hosts"] + "," + asked["redirects"]).lower()
     raw_paths = asked["context_root"] + "," + asked["websocket_endpoints"]
@@ -131,6 +154,7 @@ def assert_nothing_unasked(text: str, labels: dict[str, str]) -> None:
         if directive == "server_name":
             (name,) = args
             assert name in ("_", CONTROL_HOST) or name in raw_hosts, name
+            assert name != CONTROL_SERVER_NAME, "only swarmgate's control server may answer its name"
         elif directive == "location":
             path = args[-1].rstrip("/") or "/"
             assert path == "/" or path in raw_paths, args
@@ -149,12 +173,17 @@ def check(labels: dict[str, str]) -> str:
     """The rendered text, after checking set-aside reasons and that nothing unasked-for was rendered."""
     observed = snapshot(labels)
     table = build_route_table(observed, EXT)
-    control_routed = any(h.host == CONTROL_HOST for h in table.hosts)
+    control = next((h for h in table.hosts if h.host == CONTROL_HOST), None)
     for aside in table.set_aside:
         assert aside.reason and "\n" not in aside.reason and "\r" not in aside.reason
-    assert control_routed or labels.get(f"{PREFIX}hosts", "").strip().lower() == CONTROL_HOST or any(
-        CONTROL_HOST in v.lower() for v in labels.values()
-    ), "a bad service must never take the other services' routes down"
+        assert aside.kind in REASON_KINDS
+    assert control is not None, "a bad service must never take the other services' routes down"
+    # The control service's own pool is always there; only a service sharing its host joins it.
+    assert any("control" in p.services for p in control.paths), control
+    # A redirect answers every request of its host: never one the fuzzed service does not route.
+    assert control.redirect is None
+    # Swarm refuses a proxy spec naming a missing secret: only existing, non-swarmgate secrets.
+    assert set(table.secrets) <= MOUNTABLE, table.secrets
     text = render_nginx(EXT, table, server_info=INFO).text
     assert_nothing_unasked(text, labels)
     return text
@@ -178,3 +207,24 @@ def test_arbitrary_labels_never_yield_a_config_nginx_rejects(labels: dict[str, s
 def test_label_parsing_never_raises_on_any_labels(labels: dict[str, str]) -> None:
     result = parse_service_labels("svc", labels)
     assert result is None or result.service == "svc"
+
+
+SECRET_NAMES = st.from_regex(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,62}[A-Za-z0-9])?", fullmatch=True)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=300), st.lists(SECRET_NAMES, max_size=3))
+def test_unusable_secret_names_only_ever_names_a_path_in_the_message(noise: str, names: list[str]) -> None:
+    message = noise + "".join(f'cannot load certificate "/run/secrets/{n}": PEM_read_bio_X509_AUX() failed\n'
+                              for n in names)
+    found = unusable_secret_names(message)
+    assert set(names) <= found
+    assert all(f"/run/secrets/{n}" in message for n in found)
+
+
+@settings(max_examples=200, deadline=None)
+@given(SECRET_NAMES)
+def test_a_file_nginx_could_not_open_never_names_a_secret(name: str) -> None:
+    message = (f'nginx: [emerg] cannot load certificate key "/run/secrets/{name}": BIO_new_file() failed '
+               f"(SSL: error:80000002:system library::No such file or directory:calling fopen(/run/secrets/{name}, r))")
+    assert unusable_secret_names(message) == frozenset()

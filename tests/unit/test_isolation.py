@@ -111,6 +111,10 @@ CASES: list[Any] = [
     pytest.param(lb(websocket_endpoints=",".join(f"/ws{i}" for i in range(100))), None, id="100-websocket-paths"),
     pytest.param(lb(websocket_endpoints=",".join(f"/ws{i}" for i in range(101))), "websocket_endpoints",
                  id="101-websocket-paths"),
+    pytest.param(lb(",".join(f"h{i}.local" for i in range(100)), websocket_endpoints=",".join(
+        f"/ws{i}" for i in range(9))), None, id="100-hosts-times-10-paths"),
+    pytest.param(lb(",".join(f"h{i}.local" for i in range(100)), websocket_endpoints=",".join(
+        f"/ws{i}" for i in range(10))), "too_many_routes", id="100-hosts-times-11-paths"),
     # Sticky cookies: `hash $cookie_NAME consistent;`, one nginx token (at most 4 KiB).
     pytest.param(lb("good.local", sticky_session_cookie="my-session"), "sticky_session_cookie", id="cookie-dash"),
     pytest.param(lb(sticky_session_cookie="s" * 256), None, id="cookie-of-256"),
