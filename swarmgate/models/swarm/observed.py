@@ -50,6 +50,30 @@ class Task:
     ports: tuple[PortBinding, ...] = ()
 
 
+# UpdateStatus.State values (Engine API 1.41): the update or the rollback Swarm runs, or ran last.
+ROLLBACK_STATES = frozenset({"rollback_started", "rollback_paused", "rollback_completed"})
+PAUSED_STATES = frozenset({"paused", "rollback_paused"})
+
+
+@dataclass(frozen=True)
+class UpdateStatus:
+    """A service's `UpdateStatus`: `state` is updating, paused, completed or rollback_*."""
+
+    state: str
+    message: str = ""
+    started_at: str = ""
+    completed_at: str = ""
+
+    @property
+    def rolled_back(self) -> bool:
+        """Swarm rolled (or is rolling) the service back from the spec it was given last."""
+        return self.state in ROLLBACK_STATES
+
+    @property
+    def paused(self) -> bool:
+        return self.state in PAUSED_STATES
+
+
 @dataclass(frozen=True)
 class Service:
     id: str
@@ -65,6 +89,9 @@ class Service:
     constraints: tuple[str, ...] = ()  # Spec.TaskTemplate.Placement.Constraints
     config_names: tuple[str, ...] = ()  # Spec.TaskTemplate.ContainerSpec.Configs[].ConfigName
     declared_ports: tuple[PortBinding, ...] = ()  # Spec.EndpointSpec.Ports (what was asked for)
+    update: UpdateStatus | None = None  # UpdateStatus: how Swarm's last update or rollback went
+    previous_spec: Mapping[str, Any] | None = None  # PreviousSpec: what an update replaced (absent after
+    # Swarm's own rollback: swarmkit then moves PreviousSpec back into Spec and clears it)
 
     def env_value(self, name: str) -> str | None:
         """The value of one `NAME=value` entry of the container's environment (the first one)."""
@@ -201,7 +228,17 @@ def _service(r: _Reader) -> Service:
         config_names=tuple(_Reader(ref, f"{container.where}.Configs[{i}]").text("ConfigName", "")
                            for i, ref in enumerate(configs)),
         declared_ports=_ports(spec.sub("EndpointSpec").items("Ports"), f"{spec.where}.EndpointSpec.Ports"),
+        update=_update_status(r),
+        previous_spec=r.sub("PreviousSpec").obj if r.obj.get("PreviousSpec") is not None else None,
     )
+
+
+def _update_status(r: _Reader) -> UpdateStatus | None:
+    if r.obj.get("UpdateStatus") is None:
+        return None
+    status = r.sub("UpdateStatus")
+    return UpdateStatus(state=status.text("State", ""), message=status.text("Message", ""),
+                        started_at=status.text("StartedAt", ""), completed_at=status.text("CompletedAt", ""))
 
 
 def _config(r: _Reader) -> SwarmConfig:

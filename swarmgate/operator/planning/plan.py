@@ -6,21 +6,25 @@ converged cluster it returns a single `NoOp`; that is what makes a restart of th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.models.swarm.observed import ObservedState, Service
 from swarmgate.models.swarm.ownership import (
     EXTENSION_LABEL,
+    KIND_BOOTSTRAP,
     KIND_LABEL,
+    KIND_PROXY_CONFIG,
     KIND_TOKEN,
     TOKEN_SECRET_NAME,
     is_owned,
     owned_labels,
 )
 from swarmgate.operator.planning.desired import ConfigObject, DesiredState, ExtensionDesired
-from swarmgate.operator.planning.specdiff import SpecDiff, diff_specs, merge_managed
+from swarmgate.operator.planning.specdiff import SpecDiff, diff_specs, essence, merge_managed
 
 # Owned configs nobody references are kept this many per extension and kind, newest first, so a
 # rollback of the proxy service still finds the config it rolls back to.
@@ -87,10 +91,29 @@ class RemoveConfig:
         return f"remove unused config {self.name}"
 
 
+HoldReason = Literal["rolled_back", "nginx_rejected"]
+HOLD_REASONS: tuple[HoldReason, ...] = ("rolled_back", "nginx_rejected")
+
+
 @dataclass(frozen=True)
 class NoOp:
+    """Nothing to write. With `hold`, the reason an extension's change is deliberately not applied:
+
+    * `rolled_back`: Swarm rolled the proxy service back from exactly the spec this pass would write
+      again; writing it again would roll the proxies again (and again: a loop against Swarm).
+    * `nginx_rejected`: `nginx -t` rejects the config this pass rendered; nothing of the extension
+      changes, so its proxies keep the last good config.
+
+    Either way the operator waits for the desired spec (or config) to change."""
+
+    extension: str | None = None
+    hold: HoldReason | None = None
+    detail: str = ""
+
     def describe(self) -> str:
-        return "nothing to do: converged"
+        if self.hold is None:
+            return "nothing to do: converged"
+        return f"hold {self.extension}: {self.detail}"
 
 
 Action = CreateTokenSecret | CreateConfig | CreateService | UpdateService | PublishProxyConfig | RemoveConfig | NoOp
@@ -100,9 +123,72 @@ def _referenced_configs(observed: ObservedState) -> set[str]:
     return {name for service in observed.services for name in service.config_names}
 
 
-def _plan_extension(ext: ExtensionDesired, observed: ObservedState, published: Mapping[str, str]) -> list[Action]:
+def spec_digest(spec: Mapping[str, Any]) -> str:
+    """A digest of a spec's essence (the fields the operator manages, normalized as `diff_specs` does)."""
+    return hashlib.sha256(json.dumps(essence(spec), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def record_attempts(done: Iterable[Action], attempted: MutableMapping[str, str]) -> None:
+    """Remember, per extension, the spec the operator last wrote (what Swarm may roll back from)."""
+    for action in done:
+        if isinstance(action, UpdateService | CreateService):
+            attempted[action.extension] = spec_digest(action.spec)
+
+
+def _rollback_hold(ext: str, current: Service, desired: Mapping[str, Any],
+                   attempted: str | None) -> NoOp | None:
+    """A hold when Swarm rolled `current` back from exactly `desired`, else None.
+
+    Swarm's own rollback (FailureAction rollback) puts the old spec back and clears PreviousSpec, so
+    what it rolled back from is known only to whoever wrote it: `attempted`, the digest of the spec
+    this operator last wrote. A rollback by hand (`docker service rollback`) keeps it in PreviousSpec."""
+    update = current.update
+    if update is None or not update.rolled_back:
+        return None
+    from_previous = current.previous_spec is not None and not diff_specs(current.previous_spec, desired)
+    if not from_previous and attempted != spec_digest(desired):
+        return None
+    message = f" ({update.message})" if update.message else ""
+    return NoOp(ext, "rolled_back",
+                f"Swarm rolled service {current.name} back from this spec, {update.state}{message}; "
+                "not applying it again until the desired spec changes")
+
+
+def nginx_texts(ext: ExtensionDesired) -> tuple[str, ...]:
+    """Every nginx config this extension's plan would hand to a proxy: the published one (hitless) and
+    the ones shipped as Swarm configs (the bootstrap, or the whole config in plain mode)."""
+    texts = [c.data.decode("utf-8", "replace") for c in ext.configs
+             if c.labels.get(KIND_LABEL) in (KIND_BOOTSTRAP, KIND_PROXY_CONFIG)]
+    if ext.hitless and ext.rendered.text:
+        texts.append(ext.rendered.text)
+    return tuple(dict.fromkeys(texts))
+
+
+def rejected_extensions(desired: DesiredState, verdict: Callable[[str], str | None]) -> dict[str, str]:
+    """Per extension, nginx's message for the first of its configs that `verdict` rejects.
+
+    `verdict` is `renderers.validate.NginxGate().verdict` in the operator (it runs `nginx -t`); this
+    function only decides what to ask, so it stays testable with any verdict."""
+    rejected: dict[str, str] = {}
+    for ext in desired.extensions:
+        if ext.proxy_spec is None:
+            continue
+        for text in nginx_texts(ext):
+            message = verdict(text)
+            if message is not None:
+                rejected[ext.name] = message
+                break
+    return rejected
+
+
+def _plan_extension(ext: ExtensionDesired, observed: ObservedState, published: Mapping[str, str], *,
+                    rejected: Mapping[str, str], attempted: Mapping[str, str]) -> list[Action]:
     if ext.proxy_spec is None:
         return []
+    if ext.name in rejected:
+        return [NoOp(ext.name, "nginx_rejected",
+                     f"nginx -t rejects the rendered config, so nothing of it is published and the proxies keep "
+                     f"the last good one: {rejected[ext.name]}")]
     actions: list[Action] = []
     existing = {c.name for c in observed.configs}
     actions += [CreateConfig(ext.name, c) for c in ext.configs if c.name not in existing]
@@ -113,7 +199,10 @@ def _plan_extension(ext: ExtensionDesired, observed: ObservedState, published: M
         actions.append(CreateService(ext.name, ext.proxy_spec))
     else:
         diff = diff_specs(current.spec, ext.proxy_spec)
-        if diff:
+        hold = _rollback_hold(ext.name, current, ext.proxy_spec, attempted.get(ext.name)) if diff else None
+        if hold is not None:
+            actions.append(hold)
+        elif diff:
             merged = merge_managed(current.spec, ext.proxy_spec)
             actions.append(UpdateService(ext.name, current.id, current.version, merged, diff))
     return actions
@@ -141,12 +230,18 @@ def plan(
     *,
     published: Mapping[str, str],
     retention: int = DEFAULT_RETENTION,
+    rejected: Mapping[str, str] | None = None,
+    attempted: Mapping[str, str] | None = None,
 ) -> list[Action]:
-    """Actions in the order they must run: token, configs, publish, services, then clean-up."""
+    """Actions in the order they must run: token, configs, publish, services, then clean-up.
+
+    `rejected`: extensions whose rendered config nginx -t rejects (`rejected_extensions`), planned as
+    a hold. `attempted`: the spec digest the operator last wrote per extension (`record_attempts`),
+    so a spec Swarm rolled back from is held rather than written again."""
     actions: list[Action] = []
     if desired.needs_token and not any(s.name == TOKEN_SECRET_NAME for s in observed.secrets):
         actions.append(CreateTokenSecret(TOKEN_SECRET_NAME, owned_labels(kind=KIND_TOKEN)))
     for ext in desired.extensions:
-        actions += _plan_extension(ext, observed, published)
+        actions += _plan_extension(ext, observed, published, rejected=rejected or {}, attempted=attempted or {})
     actions += _garbage(desired, observed, retention)
     return actions or [NoOp()]

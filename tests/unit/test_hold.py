@@ -1,0 +1,171 @@
+"""Holds: a spec Swarm rolled back from is not written again, and a config nginx rejects is not shipped.
+
+Table-driven against Engine-API-shaped services (UpdateStatus, PreviousSpec as Docker 20.10 returns
+them; after Swarm's own rollback PreviousSpec is gone, checked on the lab) and hand-built desired
+states, so only the planning rule is under test.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from swarmgate.models.routing.route_types import RouteTable
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.models.swarm.ownership import KIND_AGENT, KIND_BOOTSTRAP, KIND_PROXY, KIND_PROXY_CONFIG, owned_labels
+from swarmgate.operator.planning.desired import ConfigObject, DesiredState, ExtensionDesired
+from swarmgate.operator.planning.plan import (
+    CreateService,
+    NoOp,
+    PublishProxyConfig,
+    UpdateService,
+    nginx_texts,
+    plan,
+    record_attempts,
+    rejected_extensions,
+    spec_digest,
+)
+from swarmgate.renderers.nginx import RenderedConfig
+from tests import factories as f
+
+
+def proxy_spec(image: str) -> dict[str, Any]:
+    return {
+        "Name": "interlock-proxy",
+        "Labels": owned_labels(kind=KIND_PROXY, extension="default"),
+        "TaskTemplate": {"ContainerSpec": {"Image": image, "StopSignal": "SIGQUIT"},
+                         "Placement": {"Constraints": ["node.labels.nodetype==loadbalancer"]}},
+        "Mode": {"Replicated": {"Replicas": 2}},
+        "UpdateConfig": {"Parallelism": 1, "FailureAction": "rollback", "Order": "stop-first"},
+        "EndpointSpec": {"Mode": "vip", "Ports": [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 80,
+                                                   "PublishMode": "host"}]},
+    }
+
+
+GOOD, BAD, FIXED = proxy_spec("nginx:good"), proxy_spec("nginx:bad"), proxy_spec("nginx:fixed")
+
+
+def observed_proxy(spec: dict[str, Any], *, state: str | None = None, previous: dict[str, Any] | None = None,
+                   message: str = "") -> ObservedState:
+    stored = copy.deepcopy(spec)
+    stored["TaskTemplate"]["ForceUpdate"] = 0  # what Docker adds by itself
+    service: dict[str, Any] = {"ID": "proxy1", "Version": {"Index": 40}, "Spec": stored, "CreatedAt": f.CREATED}
+    if state is not None:
+        service["UpdateStatus"] = {"State": state, "StartedAt": f.CREATED, "Message": message}
+    if previous is not None:
+        service["PreviousSpec"] = copy.deepcopy(previous)
+    return ObservedState.from_api(services=[service], tasks=[], nodes=[])
+
+
+def desired(spec: dict[str, Any], *, hitless: bool = False, text: str = "events {}\n") -> DesiredState:
+    rendered = RenderedConfig.of(text)
+    kind = KIND_BOOTSTRAP if hitless else KIND_PROXY_CONFIG
+    labels = owned_labels(kind=kind, extension="default")
+    configs = (ConfigObject(f"interlock-proxy.{kind}.abc", text.encode(), labels),)
+    ext = ExtensionDesired(name="default", route_table=RouteTable(cluster=""), rendered=rendered, hitless=hitless,
+                           configs=configs, proxy_spec=spec)
+    return DesiredState(extensions=(ext,), needs_token=False)
+
+
+def existing_configs(state: DesiredState, observed: ObservedState) -> ObservedState:
+    """The same snapshot with the desired config objects already created (so only the service is planned)."""
+    return ObservedState(services=observed.services, tasks=observed.tasks, nodes=observed.nodes,
+                         configs=tuple(ObservedState.from_api(services=[], tasks=[], nodes=[], configs=[
+                             f.swarm_config(c.name, c.data, labels=c.labels)
+                             for e in state.extensions for c in e.configs]).configs))
+
+
+HELD = "hold"
+UPDATE = "update"
+CONVERGED = "converged"
+
+CASES = [
+    pytest.param(GOOD, None, None, None, BAD, UPDATE, id="no-update-status-writes"),
+    pytest.param(GOOD, "completed", None, spec_digest(GOOD), BAD, UPDATE, id="last-update-completed-writes"),
+    pytest.param(GOOD, "rollback_completed", None, spec_digest(BAD), BAD, HELD, id="swarm-rolled-back-our-spec"),
+    pytest.param(GOOD, "rollback_started", None, spec_digest(BAD), BAD, HELD, id="rollback-under-way"),
+    pytest.param(GOOD, "rollback_paused", None, spec_digest(BAD), BAD, HELD, id="rollback-paused"),
+    pytest.param(GOOD, "rollback_completed", None, spec_digest(BAD), FIXED, UPDATE, id="desired-changed-writes"),
+    pytest.param(GOOD, "rollback_completed", BAD, None, BAD, HELD, id="rolled-back-by-hand-previous-spec"),
+    pytest.param(GOOD, "rollback_completed", FIXED, None, BAD, UPDATE, id="previous-spec-was-another"),
+    pytest.param(GOOD, "rollback_completed", None, None, BAD, UPDATE, id="operator-restarted-tries-once-more"),
+    pytest.param(BAD, "paused", GOOD, spec_digest(BAD), BAD, CONVERGED, id="paused-on-our-spec-writes-nothing"),
+    pytest.param(GOOD, "rollback_completed", None, spec_digest(BAD), GOOD, CONVERGED,
+                 id="desired-is-what-swarm-restored"),
+]
+
+
+@pytest.mark.parametrize(("current", "state", "previous", "attempted", "wanted", "outcome"), CASES)
+def test_a_spec_swarm_rolled_back_from_is_held_until_the_desired_spec_changes(
+    current: dict[str, Any], state: str | None, previous: dict[str, Any] | None, attempted: str | None,
+    wanted: dict[str, Any], outcome: str,
+) -> None:
+    want = desired(wanted)
+    observed = existing_configs(want, observed_proxy(current, state=state, previous=previous,
+                                                     message="update rolled back due to failure"))
+    actions = plan(want, observed, published={}, attempted={"default": attempted} if attempted else {})
+    if outcome == UPDATE:
+        assert [type(a).__name__ for a in actions] == ["UpdateService"]
+        update = actions[0]
+        assert isinstance(update, UpdateService) and update.version == 40
+    elif outcome == CONVERGED:
+        assert actions == [NoOp()]
+    else:
+        assert actions == [NoOp("default", "rolled_back",
+                                f"Swarm rolled service interlock-proxy back from this spec, {state} "
+                                "(update rolled back due to failure); not applying it again until the desired "
+                                "spec changes")]
+        assert "hold default: Swarm rolled service interlock-proxy back" in actions[0].describe()
+
+
+def test_a_held_spec_still_lets_route_changes_reach_the_proxies_in_place() -> None:
+    want = desired(BAD, hitless=True, text="events {}\nhttp {}\n")
+    observed = existing_configs(want, observed_proxy(GOOD, state="rollback_completed"))
+    actions = plan(want, observed, published={"default": "0" * 64}, attempted={"default": spec_digest(BAD)})
+    assert [type(a).__name__ for a in actions] == ["PublishProxyConfig", "NoOp"]
+    assert isinstance(actions[0], PublishProxyConfig) and isinstance(actions[1], NoOp)
+    assert actions[1].hold == "rolled_back"
+
+
+@pytest.mark.parametrize("hitless", [True, False], ids=["hitless", "plain"])
+def test_a_config_nginx_rejects_changes_nothing_of_its_extension(hitless: bool) -> None:
+    want = desired(FIXED, hitless=hitless)
+    observed = observed_proxy(GOOD)  # config objects not created yet, spec differs, nothing published
+    actions = plan(want, observed, published={}, rejected={"default": 'unknown directive "bogus"'})
+    assert actions == [NoOp("default", "nginx_rejected",
+                            "nginx -t rejects the rendered config, so nothing of it is published and the proxies "
+                            'keep the last good one: unknown directive "bogus"')]
+
+
+def test_record_attempts_keeps_the_digest_of_each_written_spec() -> None:
+    attempted: dict[str, str] = {}
+    record_attempts([CreateService("a", GOOD), NoOp(), UpdateService("b", "id", 3, BAD, diff=None)],  # type: ignore[arg-type]
+                    attempted)
+    assert attempted == {"a": spec_digest(GOOD), "b": spec_digest(BAD)}
+    # What Docker adds by itself does not change the digest: it is the essence's.
+    stored = copy.deepcopy(GOOD)
+    stored["TaskTemplate"]["ForceUpdate"] = 0
+    assert spec_digest(stored) == spec_digest(GOOD)
+
+
+def test_every_config_a_proxy_would_load_is_checked_and_the_first_rejection_named() -> None:
+    plain = desired(GOOD, text="plain-text")
+    hitless = desired(GOOD, hitless=True, text="bootstrap-text")
+    agent = ConfigObject("a", b"#!/bin/sh", owned_labels(kind=KIND_AGENT, extension="default"))
+    ext = hitless.extensions[0]
+    with_agent = ExtensionDesired(name=ext.name, route_table=ext.route_table, rendered=RenderedConfig.of("live-text"),
+                                  hitless=True, configs=(agent, *ext.configs), proxy_spec=ext.proxy_spec)
+    assert nginx_texts(plain.extensions[0]) == ("plain-text",)
+    assert nginx_texts(with_agent) == ("bootstrap-text", "live-text")
+    asked: list[str] = []
+
+    def verdict(text: str) -> str | None:
+        asked.append(text)
+        return "bad" if text == "live-text" else None
+
+    state = DesiredState(extensions=(with_agent,), needs_token=False)
+    assert rejected_extensions(state, verdict) == {"default": "bad"}
+    assert asked == ["bootstrap-text", "live-text"]
+    assert rejected_extensions(plain, verdict) == {}
