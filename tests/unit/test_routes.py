@@ -349,3 +349,9 @@ def test_two_services_naming_the_same_secrets_for_different_hosts_mount_them_onc
     assert [(h.host, h.tls) for h in table.hosts] == [("a.local", TLSFiles("shop.crt", "shop.key")),
                                                       ("b.local", TLSFiles("shop.crt", "shop.key"))]
     assert table.secrets == ("shop.crt", "shop.key")
+
+
+def test_pool_names_carry_64_bits_of_digest_so_labels_cannot_be_made_to_collide() -> None:
+    # A duplicate upstream name makes nginx reject the whole config.
+    name = pool_name("demo.local", "/")
+    assert name.startswith("demo_local_") and len(name.rsplit("_", 1)[1]) == 16

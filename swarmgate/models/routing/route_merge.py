@@ -41,10 +41,18 @@ class Routed:
         return self.service.name
 
 
+POOL_DIGEST_CHARS = 16
+
+
 def pool_name(host: str, path: str) -> str:
-    """A stable nginx upstream name for one host and path: readable, and unique by its hash."""
+    """A stable nginx upstream name for one host and path: readable, and unique by its hash.
+
+    Two pools with one name make nginx reject the whole config ("duplicate upstream"), and labels
+    choose host and path: with 32 bits of digest a service could be made to collide with another's
+    pool by trying names for a few minutes; 64 bits put that out of reach.
+    """
     readable = re.sub(r"[^a-z0-9]+", "_", f"{host}{path}".lower()).strip("_")[:48]
-    digest = hashlib.sha256(f"{host}\n{path}".encode()).hexdigest()[:8]
+    digest = hashlib.sha256(f"{host}\n{path}".encode()).hexdigest()[:POOL_DIGEST_CHARS]
     return f"{readable}_{digest}"
 
 
