@@ -1,0 +1,42 @@
+"""A representative route table: what `check-config` renders to try an extension's options (pure).
+
+It uses every part of the default template a label can switch on (TLS servers, a context root with
+and without rewriting, websockets, sticky cookies, ip_hash, a redirect, a default backend, a host
+with no running task, and a 253-character host name that stretches the server-name hash), so that
+options which only matter inside those blocks (`SSLOpts`, cipher lists, zone sizes) are checked in
+the blocks they end up in.
+"""
+
+from __future__ import annotations
+
+from swarmgate.models.routing.route_types import HostRoute, PathRoute, RouteTable, TLSFiles, Upstream
+
+_LONG_HOST = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 57]) + ".local"
+
+
+def _ups(service: str, *ports: int) -> tuple[Upstream, ...]:
+    return tuple(Upstream(f"198.18.0.{10 + i}", port, f"{service}task{i:020d}", f"node{i}", service)
+                 for i, port in enumerate(ports))
+
+
+def sample_route_table(cluster: str = "") -> RouteTable:
+    demo = _ups("demo", 30000, 30001)
+    shop = _ups("shop", 30010)
+    return RouteTable(
+        cluster=cluster,
+        hosts=(
+            HostRoute("demo.local", (
+                PathRoute("/", "demo_local_0001", ("demo",), demo),
+                PathRoute("/app", "demo_local_app_0002", ("app",), _ups("app", 30020), strip_prefix="/app",
+                          websocket=True),
+                PathRoute("/static", "demo_local_static_0003", ("static",), ()),
+            )),
+            HostRoute("shop.local", (PathRoute("/", "shop_local_0004", ("shop",), shop,
+                                               sticky_cookie="session_id"),),
+                      tls=TLSFiles("shop.crt", "shop.key")),
+            HostRoute("api.local", (PathRoute("/", "api_local_0005", ("api",), _ups("api", 30030), ip_hash=True),)),
+            HostRoute("old.local", (), redirect="https://shop.local"),
+            HostRoute(_LONG_HOST, (PathRoute("/", "long_0006", ("long",), _ups("long", 30040)),)),
+        ),
+        default_backend=PathRoute("/", "default_0007", ("fallback",), _ups("fallback", 30050)),
+    )
