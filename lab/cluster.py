@@ -59,6 +59,7 @@ class Node:
     launcher_start: int = 0
     pidns: int = 0  # inode of the node's pid namespace
     dockerd_pid: int = 0  # host-side pid (the pidfile inside the node holds the namespace's own)
+    stopped: bool = False  # `lab.py stop-node` killed it; `start-node` brings it back
 
     @property
     def netns(self) -> str:
@@ -232,6 +233,53 @@ def restart_engine(node: Node, *, timeout: float = 30) -> None:
             os.kill(node.launcher_pid, signal.SIGKILL)
     node.pidns = 0
     start_engine(node)
+
+
+def stop_node(node: Node, *, timeout: float = 10) -> None:
+    """A power cut: SIGKILL every process of the node's pid namespace at once (dockerd, containerd,
+    shims, containers; the kernel also kills whatever is left once the namespace's pid 1 dies).
+    The data root, the Swarm state and the netns/veth stay, so `start_node` brings back the same
+    node. Membership is by namespace inode and recorded pids, never by process name."""
+    pids = {p for p in all_pids() if node.pidns and ns_inode(p, "pid") == node.pidns}
+    if node.launcher_pid and proc_start_time(node.launcher_pid) == node.launcher_start:
+        pids.add(node.launcher_pid)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(_zombie(p) for p in pids if Path(f"/proc/{p}").exists()):
+            break
+        time.sleep(0.05)
+    else:
+        raise RuntimeError(f"{node.name}: processes survived SIGKILL: {sorted(pids)}")
+    # A host-side socket file left behind would make clients wait on a dead listener: remove it.
+    with contextlib.suppress(FileNotFoundError):
+        node.sock.unlink()
+    node.pidns = node.dockerd_pid = 0
+    node.stopped = True
+
+
+def start_node(node: Node) -> None:
+    """Start a stopped node's engine on its existing data root: it rejoins as the same Swarm node."""
+    if node.launcher_pid and proc_start_time(node.launcher_pid) == node.launcher_start and not node.stopped:
+        raise RuntimeError(f"{node.name} is running")
+    node.pidns = 0
+    start_engine(node)
+    node.stopped = False
+
+
+def wait_node_state(nodes: list[Node], name: str, state: str, *, timeout: float) -> float:
+    """Seconds until a live manager lists node `name` in Swarm state `state` (ready/down)."""
+    t0 = time.monotonic()
+    while True:
+        for mgr in (n for n in nodes if n.role == "manager" and not n.stopped and n.name != name):
+            seen = swarm_nodes([mgr])
+            if name in seen and seen[name][1] == state:
+                return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"{name} not {state} within {timeout:.0f} s")
+        time.sleep(0.25)
 
 
 def form_swarm(nodes: list[Node]) -> None:

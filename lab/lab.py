@@ -6,6 +6,8 @@
     lab.py images                                      (re)build images, load where not current
     lab.py status                                      health, size and memory of the running lab
     lab.py restart-engine NODE                         restart one node's dockerd on the same data
+    lab.py stop-node NODE                              power cut: SIGKILL the node's whole pid namespace
+    lab.py start-node NODE                             bring a stopped node back (same data, same Swarm node)
 
 See lab/README.md for how it works and what it costs.
 """
@@ -37,6 +39,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     import images
 
     state = cluster.load_state()
+    if state and state.get("size") == size:
+        # A node left stopped by `stop-node` (a fault run that was interrupted) comes back as itself
+        # rather than costing a rebuild of the whole lab.
+        nodes = cluster.nodes_from_state(state)
+        for node in (n for n in nodes if n.stopped):
+            log(f"{node.name} was stopped (stop-node): starting it")
+            try:
+                cluster.start_node(node)
+                cluster.wait_node_state(nodes, node.name, "ready", timeout=120)
+            except RuntimeError as e:
+                log(f"{node.name}: {e}")
+            _save(state, nodes)
+        state = cluster.load_state()
     if state and cluster.healthy(state, size):
         log("lab already up and healthy; checking images")
     else:
@@ -87,22 +102,67 @@ def cmd_images(_: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_restart_engine(args: argparse.Namespace) -> int:
+def _one_node(name: str) -> tuple[dict[str, object], list[cluster.Node], cluster.Node] | None:
     state = cluster.load_state()
     if state is None:
         log("no lab is up")
-        return 1
+        return None
     nodes = cluster.nodes_from_state(state)
-    node = next((n for n in nodes if n.name == args.node), None)
+    node = next((n for n in nodes if n.name == name), None)
     if node is None:
-        log(f"no node {args.node!r}; nodes: {' '.join(n.name for n in nodes)}")
-        return 2
-    t0 = time.monotonic()
-    cluster.restart_engine(node)
+        log(f"no node {name!r}; nodes: {' '.join(n.name for n in nodes)}")
+        return None
+    return state, nodes, node
+
+
+def _save(state: dict[str, object], nodes: list[cluster.Node]) -> None:
     size = state["size"]
     assert isinstance(size, dict)
     cluster.write_state(nodes, size)
+
+
+def cmd_restart_engine(args: argparse.Namespace) -> int:
+    found = _one_node(args.node)
+    if found is None:
+        return 2
+    state, nodes, node = found
+    t0 = time.monotonic()
+    cluster.restart_engine(node)
+    _save(state, nodes)
     log(f"{node.name}: engine restarted in {time.monotonic() - t0:.1f} s")
+    return 0
+
+
+def cmd_stop_node(args: argparse.Namespace) -> int:
+    found = _one_node(args.node)
+    if found is None:
+        return 2
+    state, nodes, node = found
+    if node.stopped:
+        log(f"{node.name} is already stopped")
+        return 0
+    t0 = time.monotonic()
+    cluster.stop_node(node)
+    _save(state, nodes)
+    log(f"{node.name}: killed (pid namespace, SIGKILL) in {time.monotonic() - t0:.2f} s; data kept")
+    if args.wait_down:
+        took = cluster.wait_node_state(nodes, node.name, "down", timeout=120)
+        log(f"{node.name}: Swarm lists it down {took:.1f} s later")
+    return 0
+
+
+def cmd_start_node(args: argparse.Namespace) -> int:
+    found = _one_node(args.node)
+    if found is None:
+        return 2
+    state, nodes, node = found
+    t0 = time.monotonic()
+    cluster.start_node(node)
+    _save(state, nodes)
+    log(f"{node.name}: engine up in {time.monotonic() - t0:.1f} s")
+    if not args.no_wait:
+        took = cluster.wait_node_state(nodes, node.name, "ready", timeout=120)
+        log(f"{node.name}: Swarm lists it ready {took:.1f} s later")
     return 0
 
 
@@ -142,6 +202,14 @@ def main() -> int:
     restart = sub.add_parser("restart-engine", help="restart one node's dockerd (keeps its Swarm state)")
     restart.add_argument("node")
     restart.set_defaults(fn=cmd_restart_engine)
+    stop = sub.add_parser("stop-node", help="kill a node at once, like a power cut (keeps its data)")
+    stop.add_argument("node")
+    stop.add_argument("--wait-down", action="store_true", help="return once a manager lists it down")
+    stop.set_defaults(fn=cmd_stop_node)
+    start = sub.add_parser("start-node", help="start a stopped node again on its data (same Swarm node)")
+    start.add_argument("node")
+    start.add_argument("--no-wait", action="store_true", help="do not wait until a manager lists it ready")
+    start.set_defaults(fn=cmd_start_node)
     args = p.parse_args()
     # Several sessions share this tree (tests of other engineers bring the lab up through the
     # fixture): up/down/images run one at a time. The lock lives outside .lab/, which down deletes.

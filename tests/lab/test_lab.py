@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -11,10 +13,11 @@ from collections.abc import Iterator
 
 import docker
 import pytest
+import requests.exceptions
 from docker.models.services import Service
 from docker.types import EndpointSpec, Mount, RestartPolicy
 
-from tests.lab.conftest import Lab
+from tests.lab.conftest import REPO, Lab
 
 pytestmark = pytest.mark.lab
 
@@ -139,3 +142,52 @@ def test_docker_sock_in_a_container_is_its_nodes_engine(lab: Lab, services: list
     _wait_task(svc, state="complete")
     logs = b"".join(svc.logs(stdout=True, stderr=True)).decode()
     assert f"ENGINE {target}" in logs, logs
+
+
+def _lab_py(*args: str) -> None:
+    subprocess.run([sys.executable, str(REPO / "lab" / "lab.py"), *args], check=True, timeout=300)
+
+
+def _swarm_node(lab: Lab, via: str, name: str) -> dict:  # type: ignore[type-arg]
+    client = lab.client(via)
+    try:
+        return next(n.attrs for n in client.nodes.list() if n.attrs["Description"]["Hostname"] == name)
+    finally:
+        client.close()
+
+
+def _wait_node_state(lab: Lab, via: str, name: str, state: str, timeout: float) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while True:
+        attrs = _swarm_node(lab, via, name)
+        if attrs["Status"]["State"] == state:
+            return attrs
+        assert time.monotonic() < deadline, f"{name} not {state} within {timeout} s: {attrs['Status']}"
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("role", ["worker", "manager"])
+def test_stop_node_is_a_power_cut_and_start_node_brings_back_the_same_node(lab: Lab, role: str) -> None:
+    # The last node of the role: never mgr-0 (DOCKER_HOST of other tools) nor an LB node.
+    name = (lab.managers if role == "manager" else lab.plain_workers or lab.workers)[-1]
+    via = next(m for m in lab.managers if m != name)
+    before = _swarm_node(lab, via, name)
+    assert before["Status"]["State"] == "ready"
+    node_dir = REPO / ".lab" / "nodes" / name / "docker"
+    try:
+        _lab_py("stop-node", name)
+        # Its engine died at once: the socket answers no more; its data root is still there.
+        with pytest.raises((docker.errors.DockerException, requests.exceptions.ConnectionError)):
+            lab.client(name).ping()
+        assert node_dir.is_dir()
+        state = json.loads((REPO / ".lab" / "state.json").read_text())
+        assert next(n for n in state["nodes"] if n["name"] == name)["stopped"] is True
+        down = _wait_node_state(lab, via, name, "down", timeout=90)
+        assert down["ID"] == before["ID"]
+    finally:
+        _lab_py("start-node", name)
+    back = _wait_node_state(lab, via, name, "ready", timeout=90)
+    assert back["ID"] == before["ID"]  # the same Swarm node, not a new one
+    assert sorted(n.attrs["Description"]["Hostname"] for n in lab.client(via).nodes.list()) == sorted(lab.names)
+    info = lab.client(name).info()
+    assert info["Swarm"]["NodeID"] == before["ID"] and info["Swarm"]["LocalNodeState"] == "active"
