@@ -9,7 +9,7 @@ MANAGERS ?= 1
 WORKERS ?= 3
 LB ?= 2
 
-.PHONY: deps lint unit test lab-up lab-down lab-images demo demo-down bench clean
+.PHONY: deps lint unit test lab-up lab-down lab-images demo demo-down bench faults clean
 
 .stamps/apt: scripts/install-deps.sh
 	@mkdir -p .stamps
@@ -57,6 +57,12 @@ demo-down:
 bench: deps
 	$(BIN)/python lab/lab.py up --managers $(MANAGERS) --workers $(WORKERS) --lb $(LB)
 	$(BIN)/python bench/run.py
+
+# Issue 9's fault scenarios under load on the seed's cluster: bench/faults.md and bench/faults.json.
+# On a shared lab: `flock /tmp/swarmgate-lab.lock make faults`.
+faults: deps
+	$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2
+	$(BIN)/python bench/faults.py
 
 clean: lab-down
 	rm -rf $(VENV) .stamps .mypy_cache .ruff_cache .pytest_cache
