@@ -90,7 +90,7 @@ class LeaderElection:
     calls: CallCounter
     container_id: str | None = None
     process_id: str = field(default_factory=process_identity)
-    role: Role = "standby"
+    role: Role | None = None  # None until the first pass has decided
     last: Decision | None = None
     _memory: Memory = field(default_factory=Memory)
     _task_id: str | None = None
@@ -155,8 +155,8 @@ class LeaderElection:
     def document(self) -> dict[str, Any]:
         """What `/v1/leader` serves: this operator's role and what it knows of the holder."""
         last = self.last
-        return {"role": self.role, "identity": self.identity, "holder": last.holder if last else None,
-                "reason": last.reason if last else "no pass yet"}
+        return {"role": self.role or "standby", "identity": self.identity,
+                "holder": last.holder if last else None, "reason": last.reason if last else "no pass yet"}
 
 
 class _QuietStream:

@@ -63,7 +63,8 @@ LEADER = Gauge(
     "swarmgate_leader", "1 while this operator holds the leader lease and may write to the Swarm, 0 on standby.",
     ["identity"], registry=REGISTRY)
 LEADER_TRANSITIONS_TOTAL = Counter(
-    "swarmgate_leader_transitions_total", "Changes of this operator's role, by the role it took (leader, standby).",
+    "swarmgate_leader_transitions_total",
+    "Roles this operator took, the first one included, by role (leader, standby).",
     ["to"], registry=REGISTRY)
 
 
