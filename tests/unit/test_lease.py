@@ -25,6 +25,7 @@ from swarmgate.operator.planning.lease import (
     UpdateLease,
     after_write,
     decide,
+    leader_summary,
     lease_labels,
     own_task,
     read_lease,
@@ -211,3 +212,24 @@ def test_garbage_collection_never_removes_the_lease() -> None:
     observed = swarm(lease(MINE))
     actions = plan(DesiredState(extensions=(), needs_token=False), observed, published={})
     assert [a for a in actions if isinstance(a, RemoveConfig) and a.name == LEASE_NAME] == []
+
+
+SUMMARIES = {
+    "no-lease": (swarm(), {"holder": None, "kind": None, "alive": None, "detail": "no leader yet: no lease"}),
+    "released": (swarm(lease("")), {"holder": None, "kind": None, "alive": None,
+                                    "detail": "no leader: the lease is released"}),
+    "task-holder-running": (swarm(lease(OTHER)), {
+        "holder": OTHER, "kind": "task", "alive": True, "service": "interlock", "node": "mgr-1",
+        "detail": f"task {OTHER} of service interlock on mgr-1: task running"}),
+    "task-holder-node-down": (swarm(lease(OTHER), other_node="down"), {
+        "holder": OTHER, "kind": "task", "alive": False, "service": "interlock", "node": "mgr-1",
+        "detail": f"task {OTHER} of service interlock on mgr-1: node down"}),
+    "process-holder": (swarm(lease(PEER_PROCESS, renewals=9)), {
+        "holder": PEER_PROCESS, "kind": "process", "alive": None, "renewals": 9,
+        "detail": f"{PEER_PROCESS} (a process: it renews the lease, 9 writes so far)"}),
+}
+
+
+@pytest.mark.parametrize(("observed", "expected"), SUMMARIES.values(), ids=SUMMARIES.keys())
+def test_leader_summary(observed: ObservedState, expected: dict[str, Any]) -> None:
+    assert leader_summary(observed) == expected

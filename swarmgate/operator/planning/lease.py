@@ -24,7 +24,7 @@ won: stand by at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from swarmgate.models.swarm.observed import ObservedState, Task
 from swarmgate.models.swarm.ownership import OWNER_LABEL, owned_labels
@@ -219,3 +219,22 @@ def release(lease: Lease | None, me: Candidate) -> UpdateLease | None:
     if lease is None or not me.holds(lease):
         return None
     return UpdateLease(lease.config_id, lease.version, lease_labels("", lease.renewals), lease.data)
+
+
+def leader_summary(observed: ObservedState) -> dict[str, Any]:
+    """Who leads, as the snapshot tells it (for `swarmgate status`): the holder, what it is, where it
+    runs and whether Swarm still runs it. A process holder's liveness is not in the snapshot."""
+    lease = read_lease(observed)
+    if lease is None or lease.holder == "":
+        return {"holder": None, "kind": None, "alive": None,
+                "detail": "no leader: the lease is released" if lease else "no leader yet: no lease"}
+    if lease.held_by_process:
+        return {"holder": lease.holder, "kind": "process", "alive": None, "renewals": lease.renewals,
+                "detail": f"{lease.holder} (a process: it renews the lease, {lease.renewals} writes so far)"}
+    alive, reason = task_liveness(observed, lease.holder)
+    task = next((t for t in observed.tasks if t.id == lease.holder), None)
+    node = observed.node(task.node_id) if task else None
+    service = next((s.name for s in observed.services if task and s.id == task.service_id), None)
+    where = f" of service {service} on {node.hostname or node.id}" if task and node else ""
+    return {"holder": lease.holder, "kind": "task", "alive": alive, "service": service,
+            "node": node.hostname if node else None, "detail": f"task {lease.holder}{where}: {reason}"}
