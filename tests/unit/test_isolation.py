@@ -25,6 +25,7 @@ from swarmgate.models.routing.tls_secrets import (
 )
 from swarmgate.models.settings.config import load_config
 from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.operator.telemetry.observability import REASON_KINDS as METRIC_REASONS
 from swarmgate.renderers.nginx import render_nginx
 from swarmgate.renderers.validate import localized, nginx_binary, nginx_check
 from tests.factories import node, service, swarm_secret, task
@@ -166,6 +167,7 @@ def assert_isolated(observed: ObservedState, table: RouteTable, expected_kind: s
         assert aside == []
     else:
         assert [s.kind for s in aside] == [expected_kind], aside
+        assert expected_kind in METRIC_REASONS, "every kind is a series of swarmgate_services_set_aside"
         assert all(p.services != ("bad",) for p in table.pools)
     mountable = {s.name for s in observed.secrets if not is_forbidden(s)}
     assert set(table.secrets) <= mountable
