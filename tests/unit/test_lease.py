@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.operator.edge.lease import is_lease_event
 from swarmgate.operator.planning.desired import DesiredState
 from swarmgate.operator.planning.lease import (
     LEASE_DATA,
@@ -233,3 +234,17 @@ SUMMARIES = {
 @pytest.mark.parametrize(("observed", "expected"), SUMMARIES.values(), ids=SUMMARIES.keys())
 def test_leader_summary(observed: ObservedState, expected: dict[str, Any]) -> None:
     assert leader_summary(observed) == expected
+
+
+@pytest.mark.parametrize(("event", "expected"), [
+    # As Docker 20.10 sent them on the lab for a lease create, update and remove.
+    pytest.param({"Type": "config", "Action": "update", "Actor": {"ID": "72zd129ke14z9t406rcvzpo6b",
+                  "Attributes": {"name": LEASE_NAME}}}, True, id="lease-update"),
+    pytest.param({"Type": "config", "Action": "create", "Actor": {"ID": "x",
+                  "Attributes": {"name": "interlock-proxy.agent.0123456789ab"}}}, False, id="other-config"),
+    pytest.param({"Type": "service", "Action": "update", "Actor": {"ID": "y", "Attributes": {"name": LEASE_NAME}}},
+                 False, id="service-of-that-name"),
+    pytest.param({"Type": "node", "Action": "update"}, False, id="no-actor"),
+])
+def test_only_the_lease_own_events_are_skipped(event: dict[str, Any], expected: bool) -> None:
+    assert is_lease_event(event) is expected
