@@ -228,3 +228,35 @@ def test_a_file_nginx_could_not_open_never_names_a_secret(name: str) -> None:
     message = (f'nginx: [emerg] cannot load certificate key "/run/secrets/{name}": BIO_new_file() failed '
                f"(SSL: error:80000002:system library::No such file or directory:calling fopen(/run/secrets/{name}, r))")
     assert unusable_secret_names(message) == frozenset()
+
+
+@st.composite
+def plausible_labels(draw: st.DrawFn) -> dict[str, str]:
+    """Valid-looking labels only: what two well-meaning services combine into (shared hosts, TLS on one
+    and not the other, wildcard over exact, redirects, cookies) rather than what one attacker types."""
+    names = draw(st.sets(st.sampled_from(KNOWN_LABELS), max_size=8)) | {"hosts", "port"}
+    if names & {"ssl_cert", "ssl_key"}:
+        names |= {"ssl_cert", "ssl_key"}
+    return {f"{PREFIX}{name}": draw(st.sampled_from(PLAUSIBLE[name])) for name in names}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plausible_labels(), plausible_labels(), st.booleans())
+def test_two_services_combined_never_yield_a_config_nginx_rejects_nor_take_the_control_route(
+    first: dict[str, str], second: dict[str, str], second_is_older: bool
+) -> None:
+    one = service("one", first, host_ports=(80, 8080), created_at="2026-03-01T00:00:00Z")
+    two = service("two", second, host_ports=(80, 8080),
+                  created_at="2026-02-01T00:00:00Z" if second_is_older else "2026-04-01T00:00:00Z")
+    control = service("control", {f"{PREFIX}hosts": CONTROL_HOST, f"{PREFIX}port": "8080"},
+                      created_at="2026-01-01T00:00:00Z")
+    observed = ObservedState.from_api(
+        services=[one, two, control],
+        tasks=[task(one, "wrk-0", ports={80: 30080, 8080: 30000}), task(two, "wrk-0", ports={80: 30081, 8080: 30002}),
+               task(control, "wrk-0", ports={8080: 30001})],
+        nodes=[node("wrk-0", "10.2.0.10")], secrets=SECRETS)
+    table = build_route_table(observed, EXT)
+    (control_host,) = [h for h in table.hosts if h.host == CONTROL_HOST]
+    assert control_host.redirect is None and any("control" in p.services for p in control_host.paths)
+    assert set(table.secrets) <= MOUNTABLE
+    nginx_check(render_nginx(EXT, table, server_info=INFO).text)
