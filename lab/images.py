@@ -297,6 +297,9 @@ def demo_image() -> Image:
 
 
 PYTHON = Path("/usr/bin/python3.11")
+NGINX = Path("/usr/sbin/nginx")
+OPENSSL = Path("/usr/bin/openssl")
+OPENSSL_CNF = Path("/usr/lib/ssl/openssl.cnf")
 PYLIB = Path("/usr/lib/python3.11")
 SITE = "/opt/swarmgate/site"
 # Parts of the stdlib an operator never uses; dropping them keeps the image small.
@@ -326,8 +329,9 @@ def operator_source_hash() -> str:
 
 
 def operator_image() -> Image:
-    """Three layers: Python runtime (rarely changes), dependencies (change with pyproject's list),
-    the swarmgate package (changes with every edit) -- a code change rebuilds only the last one."""
+    """Four layers: Python runtime (rarely changes), nginx and openssl for the operator's `nginx -t`,
+    dependencies (change with pyproject's list), the swarmgate package (changes with every edit) --
+    a code change rebuilds only the last one."""
 
     def runtime(rootfs: Path) -> None:
         _base(rootfs)
@@ -376,8 +380,21 @@ def operator_image() -> Image:
         for junk in (rootfs / SITE.lstrip("/")).rglob("__pycache__"):
             shutil.rmtree(junk, ignore_errors=True)
 
+    def nginx_check(rootfs: Path) -> None:
+        # The operator runs `nginx -t` on every config before it publishes it (renderers/validate.py),
+        # and `openssl` once to make the throwaway TLS files that check uses. Debian's nginx has
+        # /var/lib/nginx/* temp paths compiled in, which `nginx -t` creates as root.
+        for binary in (NGINX, OPENSSL):
+            _copy_file(rootfs, binary)
+        for lib in _libraries([NGINX, OPENSSL]):
+            _copy_file(rootfs, lib)
+        _copy_file(rootfs, OPENSSL_CNF)
+        for d in ("var/lib/nginx", "var/log/nginx", "usr/lib/nginx/modules", "etc/nginx"):
+            (rootfs / d).mkdir(parents=True, exist_ok=True)
+
     layers = [
         cached_layer("pyruntime-" + _digest_files([PYTHON, BUSYBOX, ASSETS / "wget.sh", Path(__file__)]), runtime),
+        cached_layer("opnginx-" + _digest_files([NGINX, OPENSSL, Path(__file__)]), nginx_check),
         cached_layer("pydeps-" + _digest_files([Path(__file__)], extra=repr(sorted(deps))), dependencies),
         cached_layer("swarmgate-" + operator_source_hash(), package),
     ]
