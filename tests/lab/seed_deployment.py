@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -148,16 +149,28 @@ class Seed:
 
     # -- deployment
 
-    def deploy(self) -> None:
+    def deploy(self, timeout: float = 180) -> None:
+        """`scripts/demo.sh up`. Its `service create` of the operator waits for a running task, so an
+        operator that cannot start would hold it forever: bounded, and its process group killed."""
         t0 = time.monotonic()
-        proc = subprocess.run([str(DEMO_SH), "up"], env={**os.environ, "PATH": os.environ.get("PATH", "")},
-                              capture_output=True, text=True, timeout=600, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"demo.sh up failed: {proc.stderr.strip()[-2000:]}")
+        self._demo_sh("up", timeout)
         self.log(f"seed deployed (scripts/demo.sh up) in {time.monotonic() - t0:.1f} s")
 
     def undeploy(self) -> None:
-        subprocess.run([str(DEMO_SH), "down"], capture_output=True, text=True, timeout=600, check=False)
+        with contextlib.suppress(RuntimeError):
+            self._demo_sh("down", 180, check=False)
+
+    def _demo_sh(self, verb: str, timeout: float, *, check: bool = True) -> None:
+        proc = subprocess.Popen([str(DEMO_SH), verb], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            _, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise RuntimeError(f"demo.sh {verb} did not finish within {timeout:.0f} s") from None
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"demo.sh {verb} failed: {err.strip()[-2000:]}")
 
     def converged(self) -> bool:
         """One operator task runs; one proxy task runs on each LB node and the service is not
