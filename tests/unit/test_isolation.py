@@ -20,6 +20,7 @@ from swarmgate.models.routing.tls_secrets import (
     SECRETS_DIR,
     is_forbidden,
     mounted_secret_ids,
+    still_present,
     unusable_secret_ids,
     unusable_secret_names,
 )
@@ -304,3 +305,8 @@ def test_a_secret_the_proxy_does_not_mount_is_never_blamed() -> None:
         {"File": {"Name": "/run/secrets/x.crt"}, "SecretName": "x.crt", "SecretID": "id-x"}]}}}
     assert unusable_secret_ids(message, spec) == {"id-x"}
     assert mounted_secret_ids(spec) == {"x.crt": "id-x"}
+
+
+def test_unusable_ids_of_removed_secrets_are_forgotten() -> None:
+    observed = ObservedState.from_api(services=[], tasks=[], nodes=[], secrets=SECRETS)
+    assert still_present({BROKEN_ID, "gone-secret-id"}, observed.secrets) == {BROKEN_ID}

@@ -21,7 +21,7 @@ new ID and is tried afresh.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from typing import Any
 
 from swarmgate.models.routing.labels import PREFIX, ReasonKind, ServiceRouting
@@ -124,3 +124,9 @@ def unusable_secret_ids(message: str, proxy_spec: Mapping[str, Any]) -> frozense
     mounted = mounted_secret_ids(proxy_spec)
     return frozenset(mounted[name] for name in unusable_secret_names(message)
                      if name in mounted and name != TOKEN_SECRET_NAME)
+
+
+def still_present(unusable: Set[str], secrets: Iterable[SwarmSecret]) -> frozenset[str]:
+    """The unusable IDs whose secret still exists: what a long-running operator keeps between passes
+    (a removed secret's ID can never come back, so forgetting it loses nothing)."""
+    return frozenset(unusable) & {secret.id for secret in secrets}
