@@ -8,6 +8,7 @@ states, so only the planning rule is under test.
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
 import pytest
@@ -27,6 +28,8 @@ from swarmgate.operator.planning.plan import (
     rejected_extensions,
     spec_digest,
 )
+from swarmgate.operator.telemetry.holds import HoldReport, readiness_body
+from swarmgate.operator.telemetry.metrics import REGISTRY
 from swarmgate.renderers.nginx import RenderedConfig
 from tests import factories as f
 
@@ -169,3 +172,23 @@ def test_every_config_a_proxy_would_load_is_checked_and_the_first_rejection_name
     assert rejected_extensions(state, verdict) == {"default": "bad"}
     assert asked == ["bootstrap-text", "live-text"]
     assert rejected_extensions(plain, verdict) == {}
+
+
+def test_each_hold_is_logged_once_counted_in_its_gauge_and_shown_by_readyz(caplog: pytest.LogCaptureFixture) -> None:
+    report = HoldReport()
+    hold = NoOp("edge", "rolled_back", "Swarm rolled service edge-proxy back from this spec")
+
+    def gauge(reason: str) -> float | None:
+        return REGISTRY.get_sample_value("swarmgate_proxy_update_held", {"extension": "edge", "reason": reason})
+
+    with caplog.at_level(logging.INFO, logger="swarmgate.holds"):
+        for _ in range(3):
+            report.record([hold], ["edge"], reconcile_id="r1")
+        assert [r.getMessage() for r in caplog.records] == ["proxy update held"]
+        assert (gauge("rolled_back"), gauge("nginx_rejected")) == (1.0, 0.0)
+        assert readiness_body(True, report) == (b"ready\nheld: edge (rolled_back): Swarm rolled service edge-proxy "
+                                                b"back from this spec\n")
+        report.record([NoOp()], ["edge"], reconcile_id="r2")
+        assert [r.getMessage() for r in caplog.records] == ["proxy update held", "proxy update no longer held"]
+        assert gauge("rolled_back") == 0.0
+        assert readiness_body(True, report) == b"ready\n"

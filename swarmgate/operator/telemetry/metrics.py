@@ -57,6 +57,11 @@ PROXIES_NOT_CURRENT = Gauge(
 RELOADS_TOTAL = Counter(
     "swarmgate_proxy_reloads_total", "Config reloads reported by the proxies' agents, by result (ok, error).",
     ["extension", "result"], registry=REGISTRY)
+PROXY_UPDATE_HELD = Gauge(
+    "swarmgate_proxy_update_held",
+    "1 while a change of the extension's proxy is held back, by reason (rolled_back: Swarm rolled back from "
+    "that spec; nginx_rejected: nginx -t rejects the rendered config), else 0.",
+    ["extension", "reason"], registry=REGISTRY)
 
 
 LEADER = Gauge(

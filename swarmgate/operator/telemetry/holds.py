@@ -1,0 +1,59 @@
+"""Holds, said once each: a log line when a hold appears (and when it ends), the
+`swarmgate_proxy_update_held` gauge, and the lines `/readyz` adds to its body (no I/O but logging).
+
+A hold is the plan's `NoOp` with a reason: the operator deliberately writes nothing for that
+extension until the desired state changes. Passes repeat every few seconds, so logging each pass
+would bury the one line that matters; each distinct hold is logged when it first shows up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+
+from swarmgate.operator.planning.plan import HOLD_REASONS, Action, NoOp
+from swarmgate.operator.telemetry import metrics
+
+log = logging.getLogger("swarmgate.holds")
+
+HoldKey = tuple[str, str, str]  # extension, reason, detail
+
+
+class HoldReport:
+    """What is held now, kept between passes so each hold is logged once per appearance."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: frozenset[HoldKey] = frozenset()
+
+    def record(self, actions: Sequence[Action], extensions: Iterable[str], *, reconcile_id: str = "") -> None:
+        held: frozenset[HoldKey] = frozenset(
+            (a.extension, str(a.hold), a.detail) for a in actions
+            if isinstance(a, NoOp) and a.hold is not None and a.extension is not None)
+        with self._lock:
+            appeared, ended = held - self._held, self._held - held
+            self._held = held
+        for extension, reason, detail in sorted(appeared):
+            log.warning("proxy update held", extra={"reconcile_id": reconcile_id, "extension": extension,
+                                                    "reason": reason, "detail": detail})
+        for extension, reason, _ in sorted(ended):
+            if not any(h[:2] == (extension, reason) for h in held):
+                log.info("proxy update no longer held", extra={"reconcile_id": reconcile_id,
+                                                               "extension": extension, "reason": reason})
+        reasons = {(e, r) for e, r, _ in held}
+        for extension in sorted(set(extensions) | {e for e, _ in reasons}):
+            for reason in HOLD_REASONS:
+                metrics.PROXY_UPDATE_HELD.labels(extension=extension, reason=reason).set(
+                    int((extension, reason) in reasons))
+
+    def lines(self) -> list[str]:
+        """One line per hold, for the `/readyz` body: `held: EXTENSION (REASON): DETAIL`."""
+        with self._lock:
+            return [f"held: {e} ({r}): {d}" for e, r, d in sorted(self._held)]
+
+
+def readiness_body(ready: bool, report: HoldReport) -> bytes:
+    """`/readyz`'s body: ready or not, then the holds. A hold does not make the operator unready: its
+    healthcheck restarting it would change nothing, and would cost the proxies their operator."""
+    return "\n".join(["ready" if ready else "not ready", *report.lines()]).encode() + b"\n"
