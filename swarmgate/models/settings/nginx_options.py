@@ -33,6 +33,7 @@ _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _SIZE = re.compile(r"^(\d{1,12})([kKmMgG]?)$")
 _BUFFERS = re.compile(r"^(\d{1,6})\s+(\S+)$")
 _USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+_CIPHERS = re.compile(r"^[A-Za-z0-9!+@=:,._-]{1,1024}$")  # written unquoted: no space, ';' or quote
 _PROTOCOLS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 
 
@@ -105,6 +106,8 @@ def _workers(value: object) -> str:
 def _ciphers(value: str) -> str:
     # nginx hands the list to OpenSSL (SSL_CTX_set_cipher_list) and refuses the config when no cipher
     # matches; Python's ssl module asks the same library the same question.
+    if not _CIPHERS.match(value):
+        raise ValueError(f"expected an OpenSSL cipher list such as 'HIGH:!aNULL:!MD5', got {value!r}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.set_ciphers(value)
@@ -197,7 +200,8 @@ class NginxOptions(BaseModel):
     )
     ssl_verify: StrictStr = Field("required", alias="SSLVerify")
     hide_info_headers: StrictBool = Field(False, alias="HideInfoHeaders")
-    access_log_path: Annotated[StrictStr, _log_path("off")] = Field("/dev/stdout", alias="AccessLogPath")
+    # The template writes `access_log PATH main;`: "off" would be a file named "off" there, so a path.
+    access_log_path: Annotated[StrictStr, AfterValidator(absolute_path)] = Field("/dev/stdout", alias="AccessLogPath")
     error_log_path: Annotated[StrictStr, _log_path("stderr")] = Field("/dev/stdout", alias="ErrorLogPath")
     main_log_format: LogFormat = Field(DEFAULT_MAIN_LOG_FORMAT, alias="MainLogFormat")
     trace_log_format: LogFormat = Field(DEFAULT_TRACE_LOG_FORMAT, alias="TraceLogFormat")
