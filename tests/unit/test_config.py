@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ from swarmgate.errors import ConfigError
 from swarmgate.models.settings.config import LOADBALANCER_CONSTRAINT, Config, Extension, load_config, parse_config
 from swarmgate.models.settings.duration import parse_go_duration
 from swarmgate.models.settings.nginx_options import DEFAULT_MAIN_LOG_FORMAT, DEFAULT_TRACE_LOG_FORMAT, NginxOptions
+from swarmgate.models.settings.user_file import MAX_USER_FILE_BYTES
 from swarmgate.operator.cli.offline import cmd_check_config
 
 GOLDEN = Path(__file__).parent.parent / "golden"
@@ -226,3 +230,123 @@ def test_check_config_exits_2_with_one_line_on_stderr(
 def test_check_config_of_a_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cmd_check_config(str(tmp_path / "nope.toml")) == 2
     assert capsys.readouterr().err == f"swarmgate: {tmp_path / 'nope.toml'}: cannot read: No such file or directory\n"
+
+
+MORE_BAD = [
+    pytest.param("[Extensions.default.Config]\nMaxConnections = 99999999999999999999",
+                 "Extensions.default.Config.MaxConnections: expected an integer 16-1048576, got 99999999999999999999",
+                 id="max-connections-beyond-nginx"),
+    pytest.param("[Extensions.default.Config]\nWorkerProcesses = 100000",
+                 "Extensions.default.Config.WorkerProcesses: expected an integer 1-1024 or 'auto'", id="workers"),
+    pytest.param('PollInterval = "0s"\n[Extensions.default]',
+                 "PollInterval: expected a duration from 1s to 1h, got '0s'", id="poll-busy-loop"),
+    pytest.param("PollInterval = inf\n[Extensions.default]",
+                 "PollInterval: expected a non-negative duration, got inf", id="poll-infinite"),
+    pytest.param('[Extensions.default]\nProxyImage = "nginx\\u0000:alpine"',
+                 "Extensions.default.ProxyImage: control character U+0000 is not allowed in a value", id="nul-image"),
+    pytest.param('[Extensions.default]\nProxyImage = "Nginx:alpine"',
+                 "Extensions.default.ProxyImage: expected an image reference", id="image-uppercase"),
+    pytest.param('EndpointOverride = "not a url at all"\n[Extensions.default]',
+                 "EndpointOverride: expected 'host:port' or 'http://host:port'", id="endpoint-not-a-url"),
+    pytest.param('[Extensions.a]\n[Extensions.b]',
+                 "Extensions.b.ProxyServiceName: 'interlock-proxy' is also the proxy service of extension 'a'",
+                 id="one-proxy-two-extensions"),
+    pytest.param('[Extensions.a]\nProxyServiceName = "pa"\n[Extensions.b]\nProxyServiceName = "pb"\n'
+                 "PublishedPort = 8080\nPublishedSSLPort = 80",
+                 "Extensions.b.PublishedSSLPort: port 80 is also published by extension 'a' on the same nodes",
+                 id="ports-collide"),
+    pytest.param('[Extensions.default]\nProxyStopSignal = "SIGNOPE"',
+                 "Extensions.default.ProxyStopSignal: expected a signal", id="signal"),
+    pytest.param('[Extensions.default]\nProxyConstraints = ["node.labels.x"]',
+                 "Extensions.default.ProxyConstraints[0]: expected a placement constraint", id="constraint"),
+    pytest.param('[Extensions.default]\nServiceCluster = "a b"',
+                 "Extensions.default.ServiceCluster: expected a service cluster name", id="cluster"),
+    pytest.param('[Extensions.default.Config]\nHTTPOptions = ["gzip on; server_tokens on"]',
+                 "Extensions.default.Config.HTTPOptions: entry 1 'gzip on; server_tokens on': one directive per "
+                 "entry", id="two-directives"),
+    pytest.param('[Extensions.default.Config]\nHTTPOptions = ["gzip \\"on"]',
+                 "Extensions.default.Config.HTTPOptions: entry 1 'gzip \"on': unbalanced \" quote", id="quote"),
+    pytest.param('[Extensions.default.Config]\nHTTPOptions = ["}"]',
+                 "Extensions.default.Config.HTTPOptions: entry 1 '}': a '}' closes a block the entry did not open",
+                 id="close-brace"),
+    pytest.param('[Extensions.default.Config]\nHTTPOptions = ["map $a $b { default 1;"]',
+                 "Extensions.default.Config.HTTPOptions: entry 1 'map $a $b { default 1;': the block of 'map' is not "
+                 "closed", id="open-block"),
+    pytest.param('[Extensions.default.Config]\nHTTPOptions = ["gzip on # off"]',
+                 "Extensions.default.Config.HTTPOptions: entry 1 'gzip on # off': a '#' outside quotes", id="comment"),
+    pytest.param('[Extensions.default.Config]\nGlobalOptions = ["include /etc/nginx/extra.conf"]',
+                 "Extensions.default.Config.GlobalOptions: entry 1 'include /etc/nginx/extra.conf': 'include' reads "
+                 "a file that exists only inside the proxy", id="include"),
+    pytest.param('[Extensions.default.Config]\nGlobalOptions = ["worker_processes 4"]',
+                 "Extensions.default.Config.GlobalOptions: entry 1 'worker_processes 4': 'worker_processes' is "
+                 "already set by swarmgate's template here", id="duplicate-of-template"),
+    pytest.param('[Extensions.default.Config]\nSSLOpts = "gzip on"',
+                 "Extensions.default.Config.SSLOpts: entry 1 'gzip on': SSLOpts holds ssl_* directives", id="ssl-opts"),
+    pytest.param('[Extensions.default.Config]\nSSLCiphers = "NO-SUCH-CIPHER"',
+                 "Extensions.default.Config.SSLCiphers: expected an OpenSSL cipher list that names at least one",
+                 id="ciphers"),
+    pytest.param('[Extensions.default.Config]\nMainLogFormat = "$remote_addr $no_such"',
+                 "Extensions.default.Config.MainLogFormat: unknown nginx variable $no_such", id="log-variable"),
+    pytest.param('[Extensions.default.Config]\nUpstreamZoneSize = 8',
+                 "Extensions.default.Config.UpstreamZoneSize: expected an integer 32-8192, got 8", id="zone-too-small"),
+    pytest.param('[Extensions.default.Config]\nLargeClientHeaderBuffers = "4 256"',
+                 "Extensions.default.Config.LargeClientHeaderBuffers: expected a number 1-4096 and a size 512-64m",
+                 id="buffers-below-pool-size"),
+    pytest.param("a = " + "[" * 5000 + "]" * 5000, "invalid TOML: nested too deeply", id="deep-nesting"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), MORE_BAD)
+def test_what_nginx_or_swarm_would_refuse_is_refused_in_one_line(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="bad.toml")
+    line = str(caught.value)
+    assert "\n" not in line
+    assert line.startswith(f"bad.toml: {message}"), line
+
+
+def test_two_host_mode_extensions_may_share_ports_on_different_nodes() -> None:
+    config = parse_config('[Extensions.a]\nProxyServiceName = "pa"\nPublishMode = "host"\n'
+                          'ProxyConstraints = ["node.labels.lb==a"]\n[Extensions.b]\nProxyServiceName = "pb"\n'
+                          'PublishMode = "host"\nProxyConstraints = ["node.labels.lb==b"]\n', source="c.toml")
+    assert sorted(config.extensions) == ["a", "b"]
+
+
+def run_check_config(path: Path | str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "swarmgate", "check-config", str(path)], capture_output=True,
+                          text=True, timeout=30, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "dev-zero", "dev-urandom", "too-big", "not-utf8", "deep"])
+def test_check_config_of_any_file_ends_at_once_with_one_line_and_exit_2(tmp_path: Path, kind: str) -> None:
+    path: Path | str = tmp_path / "config.toml"
+    if kind == "fifo":
+        os.mkfifo(path)  # nobody writes: an open() that blocks would hang here (the 30 s timeout fails it)
+    elif kind == "directory":
+        Path(path).mkdir()
+    elif kind == "dev-zero":
+        path = "/dev/zero"
+    elif kind == "dev-urandom":
+        path = "/dev/urandom"
+    elif kind == "too-big":
+        with open(path, "wb") as f:
+            f.truncate(MAX_USER_FILE_BYTES + 1)  # sparse: refused by its size before a byte is read
+    elif kind == "not-utf8":
+        Path(path).write_bytes(b'ListenAddr = "\xff"\n')
+    else:
+        Path(path).write_text("[Extensions.default]\nArgs = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    result = run_check_config(path)
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"swarmgate: {path}: "), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_runs_nginx_t_on_what_the_raw_options_render_to(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[Extensions.default.Config]\nHTTPOptions = ["gzip_comp_level 99"]\n')
+    result = run_check_config(path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"swarmgate: {path}: Extensions.default.Config: nginx -t rejects the config "
+                                    'these options render to: "gzip_comp_level" must be between 1 and 9')
+    assert result.stderr.count("\n") == 1
