@@ -50,8 +50,15 @@ def proxy_spec(image: str) -> dict[str, Any]:
 GOOD, BAD, FIXED = proxy_spec("nginx:good"), proxy_spec("nginx:bad"), proxy_spec("nginx:fixed")
 
 
+def proxy_task(template: dict[str, Any], state: str, index: int = 1) -> dict[str, Any]:
+    """A task of the proxy as the Engine API lists it: its Spec is the TaskTemplate it was made from."""
+    return {"ID": f"task{index}", "ServiceID": "proxy1", "NodeID": "lb-00", "Slot": index,
+            "DesiredState": "shutdown", "Status": {"State": state, "Timestamp": f.CREATED},
+            "Spec": copy.deepcopy(template["TaskTemplate"])}
+
+
 def observed_proxy(spec: dict[str, Any], *, state: str | None = None, previous: dict[str, Any] | None = None,
-                   message: str = "") -> ObservedState:
+                   message: str = "", tasks: tuple[dict[str, Any], ...] = ()) -> ObservedState:
     stored = copy.deepcopy(spec)
     stored["TaskTemplate"]["ForceUpdate"] = 0  # what Docker adds by itself
     service: dict[str, Any] = {"ID": "proxy1", "Version": {"Index": 40}, "Spec": stored, "CreatedAt": f.CREATED}
@@ -59,7 +66,7 @@ def observed_proxy(spec: dict[str, Any], *, state: str | None = None, previous: 
         service["UpdateStatus"] = {"State": state, "StartedAt": f.CREATED, "Message": message}
     if previous is not None:
         service["PreviousSpec"] = copy.deepcopy(previous)
-    return ObservedState.from_api(services=[service], tasks=[], nodes=[])
+    return ObservedState.from_api(services=[service], tasks=list(tasks), nodes=[])
 
 
 def desired(spec: dict[str, Any], *, hitless: bool = False, text: str = "events {}\n") -> DesiredState:
@@ -93,7 +100,7 @@ CASES = [
     pytest.param(GOOD, "rollback_completed", None, spec_digest(BAD), FIXED, UPDATE, id="desired-changed-writes"),
     pytest.param(GOOD, "rollback_completed", BAD, None, BAD, HELD, id="rolled-back-by-hand-previous-spec"),
     pytest.param(GOOD, "rollback_completed", FIXED, None, BAD, UPDATE, id="previous-spec-was-another"),
-    pytest.param(GOOD, "rollback_completed", None, None, BAD, UPDATE, id="operator-restarted-tries-once-more"),
+    pytest.param(GOOD, "rollback_completed", None, None, BAD, UPDATE, id="no-memory-no-previous-spec-no-failed-task-writes"),
     pytest.param(BAD, "paused", GOOD, spec_digest(BAD), BAD, CONVERGED, id="paused-on-our-spec-writes-nothing"),
     pytest.param(GOOD, "rollback_completed", None, spec_digest(BAD), GOOD, CONVERGED,
                  id="desired-is-what-swarm-restored"),
@@ -192,3 +199,27 @@ def test_each_hold_is_logged_once_counted_in_its_gauge_and_shown_by_readyz(caplo
         assert [r.getMessage() for r in caplog.records] == ["proxy update held", "proxy update no longer held"]
         assert gauge("rolled_back") == 0.0
         assert readiness_body(True, report) == b"ready\n"
+
+
+PORTS_TOO = copy.deepcopy(BAD)
+PORTS_TOO["EndpointSpec"]["Ports"][0]["PublishedPort"] = 8080
+
+
+@pytest.mark.parametrize(
+    ("tasks", "wanted", "outcome"),
+    [
+        pytest.param((proxy_task(BAD, "failed"),), BAD, HELD, id="a-task-failed-under-the-desired-template"),
+        pytest.param((proxy_task(BAD, "rejected"),), BAD, HELD, id="a-task-was-rejected-under-it"),
+        pytest.param((proxy_task(BAD, "shutdown"),), BAD, UPDATE, id="tasks-of-it-only-stopped"),
+        pytest.param((proxy_task(FIXED, "failed"),), BAD, UPDATE, id="another-template-failed"),
+        pytest.param((proxy_task(BAD, "failed"),), PORTS_TOO, UPDATE, id="desired-also-changes-more-than-tasks"),
+    ],
+)
+def test_after_a_restart_the_tasks_that_failed_under_a_spec_say_what_swarm_rolled_back_from(
+    tasks: tuple[dict[str, Any], ...], wanted: dict[str, Any], outcome: str
+) -> None:
+    want = desired(wanted)
+    observed = existing_configs(want, observed_proxy(GOOD, state="rollback_completed", tasks=tasks))
+    actions = plan(want, observed, published={}, attempted={})  # a new operator: no memory of its own
+    assert [a.hold if isinstance(a, NoOp) else type(a).__name__ for a in actions] == (
+        ["rolled_back"] if outcome == HELD else ["UpdateService"])

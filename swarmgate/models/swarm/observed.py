@@ -48,6 +48,13 @@ class Task:
     state: str
     container_id: str | None
     ports: tuple[PortBinding, ...] = ()
+    # The task's Spec: the service's TaskTemplate when Swarm made the task. A task that failed under
+    # the template an update brought is what is left of that update once Swarm rolled it back.
+    template: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def failed(self) -> bool:
+        return self.state in ("failed", "rejected")
 
 
 # UpdateStatus.State values (Engine API 1.41): the update or the rollback Swarm runs, or ran last.
@@ -207,6 +214,7 @@ def _task(r: _Reader) -> Task:
         state=status.text("State", ""),
         container_id=container if isinstance(container, str) and container else None,
         ports=_ports(status.sub("PortStatus").items("Ports"), f"{r.where}.Status.PortStatus.Ports"),
+        template=r.sub("Spec").obj if r.obj.get("Spec") is not None else None,
     )
 
 

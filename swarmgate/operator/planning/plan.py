@@ -135,18 +135,29 @@ def record_attempts(done: Iterable[Action], attempted: MutableMapping[str, str])
             attempted[action.extension] = spec_digest(action.spec)
 
 
+def _failed_under(desired: Mapping[str, Any], current: Service, observed: ObservedState) -> bool:
+    """A task of `current` failed under exactly the TaskTemplate `desired` brings, and the rest of the
+    spec is what Swarm restored: evidence that survives an operator restart (or a new leader)."""
+    if any(not c.path.startswith("TaskTemplate") for c in diff_specs(current.spec, desired).changes):
+        return False
+    template = {"TaskTemplate": desired.get("TaskTemplate", {})}
+    return any(t.failed and t.template is not None and not diff_specs({"TaskTemplate": t.template}, template)
+               for t in observed.tasks_of(current.id))
+
+
 def _rollback_hold(ext: str, current: Service, desired: Mapping[str, Any],
-                   attempted: str | None) -> NoOp | None:
+                   attempted: str | None, observed: ObservedState) -> NoOp | None:
     """A hold when Swarm rolled `current` back from exactly `desired`, else None.
 
     Swarm's own rollback (FailureAction rollback) puts the old spec back and clears PreviousSpec, so
-    what it rolled back from is known only to whoever wrote it: `attempted`, the digest of the spec
-    this operator last wrote. A rollback by hand (`docker service rollback`) keeps it in PreviousSpec."""
+    what it rolled back from is known to whoever wrote it (`attempted`, the digest of the spec this
+    operator last wrote) and from the tasks that failed under it. A rollback by hand (`docker service
+    rollback`) keeps it in PreviousSpec."""
     update = current.update
     if update is None or not update.rolled_back:
         return None
     from_previous = current.previous_spec is not None and not diff_specs(current.previous_spec, desired)
-    if not from_previous and attempted != spec_digest(desired):
+    if not (from_previous or attempted == spec_digest(desired) or _failed_under(desired, current, observed)):
         return None
     message = f" ({update.message})" if update.message else ""
     return NoOp(ext, "rolled_back",
@@ -199,7 +210,7 @@ def _plan_extension(ext: ExtensionDesired, observed: ObservedState, published: M
         actions.append(CreateService(ext.name, ext.proxy_spec))
     else:
         diff = diff_specs(current.spec, ext.proxy_spec)
-        hold = _rollback_hold(ext.name, current, ext.proxy_spec, attempted.get(ext.name)) if diff else None
+        hold = _rollback_hold(ext.name, current, ext.proxy_spec, attempted.get(ext.name), observed) if diff else None
         if hold is not None:
             actions.append(hold)
         elif diff:
