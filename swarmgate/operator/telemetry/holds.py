@@ -57,3 +57,8 @@ def readiness_body(ready: bool, report: HoldReport) -> bytes:
     """`/readyz`'s body: ready or not, then the holds. A hold does not make the operator unready: its
     healthcheck restarting it would change nothing, and would cost the proxies their operator."""
     return "\n".join(["ready" if ready else "not ready", *report.lines()]).encode() + b"\n"
+
+
+def readyz(ready: bool, report: HoldReport) -> tuple[int, str, bytes]:
+    """The `/readyz` route (status, content type, body) for the endpoint's `extra_routes`."""
+    return (200 if ready else 503), "text/plain", readiness_body(ready, report)
