@@ -12,25 +12,25 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import docker
 import docker.errors
 
 from tests.lab import http
 from tests.lab.conftest import REPO, Lab
+from tests.support import free_port as free_port  # re-exported: older lab tests import it from here
+from tests.support import wait_for as wait_for
 
 PROXY = "interlock-proxy"
 TOKEN_SECRET = "swarmgate-proxy-token"
 OWNED = {"label": "swarmgate.managed-by=swarmgate"}
-T = TypeVar("T")
 
 SEED_CONFIG = REPO / "lab" / "seed-config.toml"
 
@@ -45,28 +45,6 @@ def seed_config(*, listen: str, docker_url: str, poll: str, extension_extra: str
     text = text.replace("\n[Extensions]", f'EndpointOverride = "{listen}"\n\n[Extensions]', 1)
     return text.replace("    TargetSSLPort = 443\n", "    TargetSSLPort = 443\n" + extension_extra, 1)
 
-
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(check: Callable[[], T | None], *, timeout: float, interval: float = 0.2, what: str = "") -> T:
-    """Poll until `check()` returns something truthy; fail with `what` and the last error."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as exc:  # the thing waited for may not exist yet
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}" + (f": {last}" if last else ""))
 
 
 class RunningOperator:
@@ -118,6 +96,30 @@ class RunningOperator:
         """Every live proxy serves the current config, and the expected number of them report."""
         cluster = self.status().get("clusters", {}).get("default")
         return bool(cluster and cluster.get("all_current"))
+
+    def wait_full_passes(self, count: int, *, timeout: float = 30) -> None:
+        """Return once this operator has run `count` whole reconcile passes from now (see `wait_full_passes`)."""
+        host, port = self.listen.rsplit(":", 1)
+        wait_full_passes(host, int(port), count, timeout=timeout)
+
+
+def successful_passes(address: str, port: int) -> int:
+    """The operator's own count of successful reconcile passes (`swarmgate_reconcile_total` on /metrics)."""
+    for line in http.get(address, "/metrics", port=port).body.decode().splitlines():
+        if line.startswith('swarmgate_reconcile_total{result="success"} '):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+def wait_full_passes(address: str, port: int, count: int, *, timeout: float = 30) -> None:
+    """Return once the operator at `address:port` has begun and finished `count` passes after this call.
+
+    One pass may be under way when this is called; it is not counted. This is the length of an event
+    window that proves the operator left something alone: it looked `count` times and did nothing.
+    """
+    start = successful_passes(address, port)
+    wait_for(lambda: successful_passes(address, port) >= start + count + 1, timeout=timeout,
+             what=f"{count} more reconcile passes of the operator at {address}:{port}")
 
 
 def clean_swarm(client: docker.DockerClient, *, services: tuple[str, ...] = ()) -> None:

@@ -8,10 +8,14 @@ sees: HTTP answers from every LB node, the proxy's tasks, and Docker's own event
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import docker
 import pytest
@@ -27,8 +31,8 @@ from tests.lab.operator_fixture import (
     operator,
     proxy_tasks,
     running_upstreams,
-    wait_for,
 )
+from tests.support import event_window, free_port, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -109,27 +113,18 @@ def test_removed_service_gets_503_and_its_neighbour_is_untouched(
     assert other_failures == 0
 
 
-def _writes_between(client: docker.DockerClient, since: float, until: float) -> list[dict[str, Any]]:
-    """Docker's own record of every write to services, configs and secrets in a time window."""
-    events = client.api.events(since=int(since), until=int(until) + 1, decode=True,
-                               filters={"type": ["service", "config", "secret"]})
-    return [e for e in events if e.get("Action") in {"create", "update", "remove"}]
-
-
 def test_restart_on_a_converged_cluster_writes_nothing(
         lab: Lab, client: docker.DockerClient, op: RunningOperator) -> None:
     create_routed(client, "demo", DEMO_LABELS)
     expected = wait_for(lambda: running_upstreams(client, "demo"), timeout=60, what="demo running")
     wait_for(lambda: answers_everywhere(lab, "demo.local", expected), timeout=30, what="demo routed")
     configs_before = sorted(c.name for c in client.configs.list())
-    time.sleep(1.5)  # event timestamps have one-second resolution
-    since = time.time()
-    assert op.stop() == 0
-    op.start()
-    wait_for(op.converged, timeout=30, what="agents to report to the restarted operator")
-    time.sleep(3)  # several passes (PollInterval 1s)
-    until = time.time()
-    assert _writes_between(client, since, until) == []
+    with event_window(client) as window:
+        assert op.stop() == 0
+        op.start()
+        wait_for(op.converged, timeout=30, what="agents to report to the restarted operator")
+        op.wait_full_passes(3)
+    assert window.writes() == []
     assert sorted(c.name for c in client.configs.list()) == configs_before
     assert answers_everywhere(lab, "demo.local", expected)
 
@@ -284,3 +279,39 @@ def test_tls_host_serves_https_with_its_certificate_from_swarm_secrets(
     finally:
         for secret in secrets:
             _remove_when_unused(secret.remove)
+
+
+def test_readyz_fails_while_docker_is_unreachable_and_healthz_still_answers(tmp_path: Path) -> None:
+    # No lab needed: the operator process, its HTTP server and its loop against a socket nobody serves.
+    port = free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(f'ListenAddr = "127.0.0.1:{port}"\nDockerURL = "unix://{tmp_path}/no-docker.sock"\n'
+                      'PollInterval = "1s"\n\n[Extensions]\n  [Extensions.default]\n'
+                      '    ProxyImage = "nginx:alpine"\n    PublishMode = "host"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "swarmgate", "run", "-c", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        codes = wait_for(lambda: (_status(port, "/healthz"), _status(port, "/readyz")), timeout=15,
+                         interval=0.1, what="the operator's HTTP server")
+        assert codes == (200, 503)
+        # Failed passes are counted as they happen: wait for the counts rather than for a time.
+        wait_for(lambda: (_sample(port, "swarmgate_docker_api_errors_total") or 0) >= 1
+                 and (_sample(port, 'swarmgate_reconcile_total{result="error"}') or 0) >= 1,
+                 timeout=15, what="a failed pass and its Docker error, counted")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def _status(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def _sample(port: int, series: str) -> float | None:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(series + " ")]
+    return values[0] if values else None

@@ -25,8 +25,9 @@ import pytest
 
 from tests.lab import http
 from tests.lab.conftest import REPO, Lab
-from tests.lab.operator_fixture import PROXY, clean_swarm, wait_for
+from tests.lab.operator_fixture import PROXY, clean_swarm, wait_full_passes
 from tests.lab.operator_fixture import _remove_when_unused as remove_when_unused
+from tests.support import event_window, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -183,12 +184,12 @@ def test_seed_scenario_routes_demo_through_every_lb_node(lab: Lab, swarm: docker
     wait_for(lambda: len(running_tasks(client, PROXY)) >= 2 or None, timeout=60, what="two proxy tasks")
     tasks_before_pin = len(client.api.tasks(filters={"service": PROXY}))
     docker_cli(lab, *PIN_UPDATE, timeout=180)
-    time.sleep(4 * 3)  # four of the seed's PollIntervals: several full passes
-    before = proxy_spec(client)
-    time.sleep(2 * 3)
-    after = proxy_spec(client)
-    assert PIN in after["Spec"]["TaskTemplate"]["Placement"]["Constraints"]
-    assert after["Version"]["Index"] == before["Version"]["Index"], "the operator keeps updating the proxy"
+    # From the pin on, Docker's event stream over several whole passes of the operator (it counts
+    # them on /metrics): the operator saw the pinned spec that often and wrote nothing to its proxy.
+    with event_window(client, types=("service",)) as window:
+        wait_full_passes(nodes[op_task["NodeID"]]["Status"]["Addr"], op_port, 4, timeout=60)
+    assert window.writes_to(PROXY) == [], "the operator updated the proxy after the seed's pin"
+    assert PIN in proxy_spec(client)["Spec"]["TaskTemplate"]["Placement"]["Constraints"]
 
     # The proxy runs on LB nodes only, one task per node (host-mode port 80).
     lb_ids = {nid for nid, n in nodes.items() if n["Description"]["Hostname"] in lb_nodes}

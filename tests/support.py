@@ -1,0 +1,88 @@
+"""Helpers that every kind of test shares: waiting for a condition, a free port, and a window over
+Docker's event stream.
+
+A test that must show something did *not* happen (the operator wrote nothing, left a service alone)
+does not sleep and look: it opens an `EventWindow` on Docker's own record of writes, lets the
+operator do a counted amount of work (passes it reports, not seconds), and reads what the window
+saw. Docker stamps every event with `timeNano`; the window keeps exactly the events between its
+opening and its closing, whatever the one-second resolution of the API's `since`/`until`.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import docker
+
+T = TypeVar("T")
+
+WRITES = frozenset({"create", "update", "remove"})
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (the kernel's choice; free until someone binds it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], T | None], *, timeout: float, interval: float = 0.2, what: str = "") -> T:
+    """Poll until `check()` returns something truthy and return it; fail with `what` and the last error."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # the thing waited for may not exist yet
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}" + (f": {last}" if last else ""))
+
+
+@dataclass
+class EventWindow:
+    """Docker's events of some object types between `opened_ns` and `closed_ns` (Unix nanoseconds)."""
+
+    client: docker.DockerClient
+    types: tuple[str, ...]
+    opened_ns: int = field(default_factory=time.time_ns)
+    closed_ns: int | None = None
+
+    def close(self) -> None:
+        if self.closed_ns is None:
+            self.closed_ns = time.time_ns()
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event in the window, oldest first. The window must be closed."""
+        assert self.closed_ns is not None, "read the window once it is closed"
+        # The API's bounds are whole seconds (and `until` waits for its second to pass): ask for the
+        # seconds around the window, then keep what Docker stamped inside it.
+        stream = self.client.api.events(since=self.opened_ns // 10**9, until=self.closed_ns // 10**9 + 1,
+                                        decode=True, filters={"type": list(self.types)})
+        return [e for e in stream if self.opened_ns <= int(e.get("timeNano", 0)) <= self.closed_ns]
+
+    def writes(self) -> list[dict[str, Any]]:
+        """Creations, updates and removals in the window."""
+        return [e for e in self.events() if e.get("Action") in WRITES]
+
+    def writes_to(self, name: str) -> list[dict[str, Any]]:
+        """Writes to the object of that name (Docker puts it in the actor's attributes)."""
+        return [e for e in self.writes() if e.get("Actor", {}).get("Attributes", {}).get("name") == name]
+
+
+@contextmanager
+def event_window(client: docker.DockerClient, *, types: tuple[str, ...] = ("service", "config", "secret"),
+                 ) -> Iterator[EventWindow]:
+    """`with event_window(client) as window: ...` then read `window.writes()` after the block."""
+    window = EventWindow(client, types)
+    try:
+        yield window
+    finally:
+        window.close()
