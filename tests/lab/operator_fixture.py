@@ -94,8 +94,8 @@ class RunningOperator:
 
     def converged(self) -> bool:
         """Every live proxy serves the current config, and the expected number of them report."""
-        cluster = self.status().get("clusters", {}).get("default")
-        return bool(cluster and cluster.get("all_current"))
+        extension = self.status().get("clusters", {}).get("default")  # keyed by extension name
+        return bool(extension and extension.get("all_current"))
 
     def wait_full_passes(self, count: int, *, timeout: float = 30) -> None:
         """Return once this operator has run `count` whole reconcile passes from now (see `wait_full_passes`)."""

@@ -173,12 +173,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 def status_text(status: dict[str, Any]) -> str:
     """Per extension its current config, then per proxy task: node, served config, current or not."""
     lines = []
-    for name, cluster in sorted(status.get("clusters", {}).items()):
-        digest = (cluster.get("digest") or "-")[:12]
-        state = "all proxies current" if cluster.get("all_current") else "NOT all proxies current"
+    # The document's "clusters" are extensions (one proxy service each), not ServiceCluster values.
+    for name, extension in sorted(status.get("clusters", {}).items()):
+        digest = (extension.get("digest") or "-")[:12]
+        state = "all proxies current" if extension.get("all_current") else "NOT all proxies current"
         lines.append(f"extension {name}: config {digest} ({state})")
         lines.append(f"  {'TASK':26} {'NODE':12} {'SERVES':12} {'CURRENT':8} LAST ERROR")
-        for proxy in cluster.get("proxies", []):
+        for proxy in extension.get("proxies", []):
             served = (proxy.get("served_digest") or "bootstrap")[:12]
             error = (proxy.get("last_error") or "").splitlines()[:1]
             lines.append(f"  {proxy['task']:26} {proxy.get('hostname') or proxy['node']:12} {served:12} "
