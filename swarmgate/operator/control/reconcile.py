@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from swarmgate.errors import TemporaryError
@@ -16,10 +18,11 @@ from swarmgate.models.settings.config import Config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import TOKEN_DIGEST_LABEL, TOKEN_SECRET_NAME
 from swarmgate.operator.edge.actions import Publisher, apply
+from swarmgate.operator.edge.lease import LeaderElection
 from swarmgate.operator.edge.observe import Api, observe
 from swarmgate.operator.planning.desired import DesiredState, compute_desired, operator_endpoint
 from swarmgate.operator.planning.plan import PublishProxyConfig, plan
-from swarmgate.operator.planning.report import PassReport
+from swarmgate.operator.planning.report import ApplyResult, PassReport
 from swarmgate.operator.telemetry.calls import CallCounter
 
 log = logging.getLogger("swarmgate.reconcile")
@@ -39,14 +42,25 @@ class Reconciler:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # What was last reported as not routed, so each problem is logged when it appears, not every pass.
     _reported: frozenset[tuple[str, str, str]] = frozenset()
+    # Who may write when several operators run. Without one, this reconciler always leads.
+    election: LeaderElection | None = None
+    clock: Callable[[], float] = time.monotonic
 
     def reconcile_once(self) -> PassReport:
         reconcile_id = f"r{next(self._ids)}"
         observed = observe(self.api, self.calls)
+        # Decided from this very snapshot, before anything is applied: a standby still computes what
+        # the leader would do (metrics, status, plan) but applies nothing.
+        leading = self.election is None or self.election.step(
+            observed, now=self.clock(), reconcile_id=reconcile_id).role == "leader"
         endpoint = operator_endpoint(self.config, observed, self.own_container_id)
         desired = compute_desired(self.config, observed, endpoint=endpoint)
         self._report_problems(desired, reconcile_id)
         actions = plan(desired, observed, published=self._published)
+        if not leading:
+            self._refresh_token(observed)
+            digest = hashlib.sha256("".join(e.rendered.digest for e in desired.extensions).encode()).hexdigest()
+            return PassReport(reconcile_id, actions, ApplyResult(), desired, observed, digest)
         result = apply(self.api, actions, observed=observed, publisher=self.publisher, calls=self.calls,
                        reconcile_id=reconcile_id)
         for action in result.done:
