@@ -21,9 +21,11 @@ from swarmgate.operator.edge.actions import Publisher, apply
 from swarmgate.operator.edge.lease import LeaderElection
 from swarmgate.operator.edge.observe import Api, observe
 from swarmgate.operator.planning.desired import DesiredState, compute_desired, operator_endpoint
-from swarmgate.operator.planning.plan import PublishProxyConfig, plan
+from swarmgate.operator.planning.plan import PublishProxyConfig, plan, record_attempts, rejected_extensions
 from swarmgate.operator.planning.report import ApplyResult, PassReport
 from swarmgate.operator.telemetry.calls import CallCounter
+from swarmgate.operator.telemetry.holds import HoldReport
+from swarmgate.renderers.validate import NginxGate
 
 log = logging.getLogger("swarmgate.reconcile")
 
@@ -45,6 +47,11 @@ class Reconciler:
     # Who may write when several operators run. Without one, this reconciler always leads.
     election: LeaderElection | None = None
     clock: Callable[[], float] = time.monotonic
+    # nginx -t before anything is published (once per distinct config), the spec digests this
+    # operator wrote (what Swarm may roll back from), and the holds, said once each.
+    nginx_gate: NginxGate = field(default_factory=NginxGate)
+    holds: HoldReport = field(default_factory=HoldReport)
+    _attempted: dict[str, str] = field(default_factory=dict)
 
     def reconcile_once(self) -> PassReport:
         reconcile_id = f"r{next(self._ids)}"
@@ -56,7 +63,9 @@ class Reconciler:
         endpoint = operator_endpoint(self.config, observed, self.own_container_id)
         desired = compute_desired(self.config, observed, endpoint=endpoint)
         self._report_problems(desired, reconcile_id)
-        actions = plan(desired, observed, published=self._published)
+        actions = plan(desired, observed, published=self._published,
+                       rejected=rejected_extensions(desired, self.nginx_gate.verdict), attempted=self._attempted)
+        self.holds.record(actions, [e.name for e in desired.extensions], reconcile_id=reconcile_id)
         if not leading:
             self._refresh_token(observed)
             digest = hashlib.sha256("".join(e.rendered.digest for e in desired.extensions).encode()).hexdigest()
@@ -66,6 +75,7 @@ class Reconciler:
         for action in result.done:
             if isinstance(action, PublishProxyConfig):
                 self._published[action.extension] = action.digest
+        record_attempts(result.done, self._attempted)
         self._refresh_token(observed)
         if result.error is not None:
             raise TemporaryError(f"{result.error} ({len(result.done)} done, {len(result.not_done)} not done)")
