@@ -31,6 +31,7 @@ from swarmgate.operator.planning.lease import (
     own_task,
     read_lease,
     release,
+    resync_seconds,
 )
 from swarmgate.operator.planning.plan import RemoveConfig, plan
 from tests import factories as f
@@ -248,3 +249,13 @@ def test_leader_summary(observed: ObservedState, expected: dict[str, Any]) -> No
 ])
 def test_only_the_lease_own_events_are_skipped(event: dict[str, Any], expected: bool) -> None:
     assert is_lease_event(event) is expected
+
+
+@pytest.mark.parametrize(("poll", "in_swarm", "expected"), [
+    pytest.param(3.0, True, 3.0, id="task-follows-poll-interval"),
+    pytest.param(60.0, True, 60.0, id="task-long-poll-interval-kept"),
+    pytest.param(3.0, False, RENEW_SECONDS / 2, id="process-twice-per-renewal"),
+    pytest.param(1.0, False, 1.0, id="process-faster-poll-kept"),
+])
+def test_resync_seconds(poll: float, in_swarm: bool, expected: float) -> None:
+    assert resync_seconds(poll, in_swarm=in_swarm) == expected

@@ -13,20 +13,21 @@ Lease writes are Docker writes: they go through the pass's `CallCounter` like ev
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import docker
 import docker.errors
 
-from swarmgate.errors import TemporaryError
+from swarmgate.errors import SwarmgateError, TemporaryError
 from swarmgate.models.swarm.observed import ObservedState
-from swarmgate.operator.edge.observe import CONNECTION_ERRORS
+from swarmgate.operator.edge.observe import CONNECTION_ERRORS, observe
 from swarmgate.operator.planning.lease import (
     LEASE_NAME,
     Candidate,
@@ -135,6 +136,19 @@ class LeaderElection:
         if released:
             self._become(Decision("standby", "released on shutdown", None, None, self._memory), "-")
         return released
+
+    def release_on_exit(self) -> None:
+        """`release`, reading the lease first; a failure only delays the take-over (the lease goes stale)."""
+        try:
+            if self.release(observe(self.api, self.calls)):
+                log.info("lease released", extra={"identity": self.identity})
+        except SwarmgateError as exc:
+            log.warning("could not release the lease; a standby takes over when it goes stale",
+                        extra={"error": str(exc)})
+
+    def routes(self) -> dict[str, Callable[[], tuple[int, str, bytes]]]:
+        """The endpoint's `/v1/leader` route: this operator's role, identity and what it knows of the holder."""
+        return {"/v1/leader": lambda: (200, "application/json", json.dumps(self.document()).encode() + b"\n")}
 
     def _learn_task(self, observed: ObservedState) -> None:
         task = own_task(observed, self.container_id)
