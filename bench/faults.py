@@ -95,11 +95,12 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", choices=[s.name for s in faults.SCENARIOS], help="scenarios to run")
     parser.add_argument("--out", default=str(REPO / "bench" / "faults"), help="path without .md/.json")
     parser.add_argument("--short", action="store_true", help="the tests' short windows")
+    parser.add_argument("--operator-note", help="say which operator ran (default: image ID and `git describe`)")
     args = parser.parse_args()
     windows = faults.TEST if args.short else faults.BENCH
     specs = [s for s in faults.SCENARIOS if not args.only or s.name in args.only]
     lab = load_lab()
-    operator = _what_ran(lab)
+    operator = args.operator_note or _what_ran(lab)
     started = time.monotonic()
     results = []
     with faults.seed_deployment(lab) as seed:

@@ -47,7 +47,7 @@ class Windows:
 # Issue 9: a second operator runs two minutes in the full bench.
 BENCH = Windows(settle=5, observe=15, hold=60, rival=120, rival_grace=10, route_timeout=90, recovery_timeout=150,
                 quiet=5, patience=30)
-TEST = Windows(settle=2, observe=3, hold=12, rival=15, rival_grace=3, route_timeout=15, recovery_timeout=120,
+TEST = Windows(settle=2, observe=3, hold=10, rival=12, rival_grace=3, route_timeout=15, recovery_timeout=120,
                quiet=2, patience=10)
 
 
