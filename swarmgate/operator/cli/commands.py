@@ -30,10 +30,11 @@ from swarmgate.operator.delivery.endpoint import serve
 from swarmgate.operator.delivery.proxystate import ProxyState
 from swarmgate.operator.edge.observe import connect, fetch_documents, observe, own_container_id
 from swarmgate.operator.planning.desired import compute_desired, operator_endpoint
-from swarmgate.operator.planning.plan import NoOp, PublishProxyConfig, plan
+from swarmgate.operator.planning.plan import NoOp, PublishProxyConfig, plan, rejected_extensions
 from swarmgate.operator.planning.proxyspec import ENDPOINT_ENV
 from swarmgate.operator.planning.retry import Outcome, Schedule
-from swarmgate.operator.telemetry import metrics, observability
+from swarmgate.operator.telemetry import holds, metrics, observability
+from swarmgate.renderers.validate import NginxGate
 
 log = logging.getLogger("swarmgate")
 
@@ -56,7 +57,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     server = serve(
         config.listen_addr, store, lambda: reconciler.token_digest,
         ready=lambda: health.ready(max_age=max(30.0, 5 * config.poll_interval)),
-        extra_routes={"/metrics": lambda: (200, CONTENT_TYPE_LATEST, metrics.exposition())},
+        extra_routes={"/metrics": lambda: (200, CONTENT_TYPE_LATEST, metrics.exposition()),
+                      # /readyz lists what is held (a config nginx rejects, a spec Swarm rolled back).
+                      "/readyz": lambda: holds.readyz(health.ready(max_age=max(30.0, 5 * config.poll_interval)),
+                                                      reconciler.holds)},
     )
     stop = threading.Event()
     wakeup = Wakeup()
@@ -121,7 +125,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     endpoint = _running_endpoint(config, observed)
     desired = compute_desired(config, observed, endpoint=endpoint)
     published = _published_digests(endpoint) if not args.state else {}
-    actions = plan(desired, observed, published=published)
+    # What a live pass would do, holds included: the same nginx -t before anything is published.
+    actions = plan(desired, observed, published=published, rejected=rejected_extensions(desired, NginxGate().verdict))
     if not published:
         # Nobody to ask what the agents were given: show Docker changes only.
         actions = [a for a in actions if not isinstance(a, PublishProxyConfig)] or [NoOp()]
