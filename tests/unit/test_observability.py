@@ -64,27 +64,28 @@ class Clock:
         return self.now
 
 
-def test_convergence_is_observed_once_from_publish_to_the_last_live_proxy_reporting() -> None:
+def test_convergence_is_observed_once_from_publish_to_the_last_live_proxy_serving_it() -> None:
     clock, seen = Clock(), []
     store = ProxyState(clock=clock, on_converged=lambda c, s: seen.append((c, s)))
-    store.record_poll(cluster="x", task="t1", node="n1", hostname="lb-00", have="")
-    store.record_poll(cluster="x", task="t2", node="n2", hostname="lb-01", have="")
+    store.record_status(cluster="x", task="t1", node="n1", hostname="lb-00", serving="")
+    store.record_status(cluster="x", task="t2", node="n2", hostname="lb-01", serving="")
     store.publish("x", "conf", "d1")
     clock.now += 0.5
-    store.record_report(cluster="x", task="t1", node="n1", hostname="lb-00", digest="d1", ok=True, message="")
+    store.record_status(cluster="x", task="t1", node="n1", hostname="lb-00", serving="d1", pushed=True)
     assert seen == []
     clock.now += 1.0
-    store.record_report(cluster="x", task="t2", node="n2", hostname="lb-01", digest="d1", ok=True, message="")
-    store.record_poll(cluster="x", task="t2", node="n2", hostname="lb-01", have="d1")
+    store.record_status(cluster="x", task="t2", node="n2", hostname="lb-01", serving="d1", pushed=True)
+    store.record_status(cluster="x", task="t2", node="n2", hostname="lb-01", serving="d1")
     assert seen == [("x", 1.5)]
 
 
-def test_every_agent_report_counts_as_one_reload_by_result() -> None:
+def test_every_push_that_ends_counts_as_one_reload_by_result() -> None:
     reloads: list[tuple[str, bool]] = []
     store = ProxyState(on_reload=lambda c, ok: reloads.append((c, ok)))
-    store.record_report(cluster="x", task="t1", node="n1", hostname="h", digest="d1", ok=True, message="")
-    store.record_report(cluster="x", task="t1", node="n1", hostname="h", digest="d2", ok=False, message="bad")
-    store.record_poll(cluster="x", task="t1", node="n1", hostname="h", have="d1")
+    store.record_status(cluster="x", task="t1", node="n1", hostname="h", serving="d1", pushed=True)
+    store.record_status(cluster="x", task="t1", node="n1", hostname="h", serving="d1", rejected="d2",
+                        message="bad", pushed=True)
+    store.record_status(cluster="x", task="t1", node="n1", hostname="h", serving="d1")  # a plain read
     assert reloads == [("x", True), ("x", False)]
 
 
@@ -92,9 +93,8 @@ def test_proxy_series_follow_live_tasks_and_their_digest() -> None:
     store = ProxyState()
     gauges = PassMetrics()
     store.publish("obs-a", "conf", "a" * 64)
-    store.record_report(cluster="obs-a", task="t1", node="n1", hostname="lb-00", digest="a" * 64, ok=True,
-                        message="")
-    store.record_poll(cluster="obs-a", task="t2", node="n2", hostname="lb-01", have="")
+    store.record_status(cluster="obs-a", task="t1", node="n1", hostname="lb-00", serving="a" * 64)
+    store.record_status(cluster="obs-a", task="t2", node="n2", hostname="lb-01", serving="")
     gauges.record_proxies(store, ["obs-a"])
     assert sample("swarmgate_proxy_config_current", extension="obs-a", task="t1", node="lb-00") == 1
     assert sample("swarmgate_proxy_config_current", extension="obs-a", task="t2", node="lb-01") == 0
@@ -102,8 +102,7 @@ def test_proxy_series_follow_live_tasks_and_their_digest() -> None:
     assert sample("swarmgate_proxy_config_info", extension="obs-a", task="t2", node="lb-01",
                   digest="bootstrap") == 1
 
-    store.record_report(cluster="obs-a", task="t2", node="n2", hostname="lb-01", digest="a" * 64, ok=True,
-                        message="")
+    store.record_status(cluster="obs-a", task="t2", node="n2", hostname="lb-01", serving="a" * 64)
     store.retain_tasks({"obs-a": ["t2"]})
     gauges.record_proxies(store, ["obs-a"])
     assert sample("swarmgate_proxy_config_current", extension="obs-a", task="t1", node="lb-00") is None

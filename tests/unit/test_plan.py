@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from swarmgate.models.settings.config import Config, parse_config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import TOKEN_DIGEST_LABEL, TOKEN_SECRET_NAME
-from swarmgate.operator.planning.desired import DesiredState, build_desired, operator_endpoint
+from swarmgate.operator.planning.desired import DesiredState, build_desired
 from swarmgate.operator.planning.plan import (
     Action,
     CreateConfig,
@@ -62,7 +67,7 @@ def owned_configs(observed: ObservedState) -> tuple[dict[str, Any], ...]:
 
 
 def desired_for(cfg: Config, observed: ObservedState) -> DesiredState:
-    return build_desired(cfg, observed, runtime=RUNTIME, endpoint=operator_endpoint(cfg, observed, None))
+    return build_desired(cfg, observed, runtime=RUNTIME)
 
 
 def kinds(actions: list[Action]) -> list[str]:
@@ -91,19 +96,69 @@ def test_empty_swarm_plans_token_configs_publish_and_proxy_in_that_order() -> No
                               "CreateService"]
     token = actions[0]
     assert isinstance(token, CreateTokenSecret) and token.name == TOKEN_SECRET_NAME
-    created = actions[4]
-    assert isinstance(created, CreateService)
-    spec = created.spec
-    assert spec["Name"] == "interlock-proxy"
-    assert spec["TaskTemplate"]["Placement"]["Constraints"] == ["node.labels.nodetype==loadbalancer"]
-    assert spec["EndpointSpec"]["Ports"] == [
-        {"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 80, "PublishMode": "host"},
-        {"Protocol": "tcp", "TargetPort": 443, "PublishedPort": 443, "PublishMode": "host"},
-    ]
-    assert spec["UpdateConfig"]["Order"] == "stop-first"
-    assert spec["UpdateConfig"]["FailureAction"] == "rollback"
-    assert spec["TaskTemplate"]["ContainerSpec"]["StopSignal"] == "SIGQUIT"
-    assert "SWARMGATE_ENDPOINT=http://198.18.0.1:8080" in spec["TaskTemplate"]["ContainerSpec"]["Env"]
+    assert isinstance(actions[4], CreateService)
+
+
+GOLDEN = Path(__file__).parent.parent / "golden"
+
+
+@pytest.mark.parametrize(("extra", "golden"), [("", "proxy-spec-hitless.json"),
+                                               ("  HitlessServiceUpdate = false\n", "proxy-spec-plain.json")],
+                         ids=["hitless", "plain"])
+def test_proxy_spec_matches_its_golden_file(extra: str, golden: str) -> None:
+    """The whole ServiceSpec the operator writes; regenerate with SWARMGATE_UPDATE_GOLDEN=1, read the diff."""
+    (created,) = [a for a in plan(desired_for(config(extra), cluster()), cluster(), published={})
+                  if isinstance(a, CreateService)]
+    text = json.dumps(created.spec, indent=2, sort_keys=True) + "\n"
+    if os.environ.get("SWARMGATE_UPDATE_GOLDEN") == "1":
+        (GOLDEN / golden).write_text(text)
+    assert text == (GOLDEN / golden).read_text()
+
+
+def test_the_proxy_spec_says_nothing_about_the_operator() -> None:
+    """Where the operator listens, runs or says it can be reached never reaches the proxy's spec."""
+    operator_svc = f.service("interlock", {})
+    here = cluster(operator_svc)
+    moved = ObservedState.from_api(
+        services=[f.service("demo", {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"}),
+                  operator_svc],
+        tasks=[f.task(operator_svc, "mgr-1", ports={8080: 30999})],
+        nodes=[f.node("mgr-1", "198.18.0.21", role="manager")])
+    elsewhere = parse_config(SEED.replace(':8080"', ':9090"').replace("198.18.0.1", "198.18.0.99"), source="t.toml")
+    specs = {json.dumps(desired_for(cfg, observed).extensions[0].proxy_spec, sort_keys=True)
+             for cfg, observed in ((config(), here), (config(), moved), (elsewhere, here))}
+    assert len(specs) == 1
+    assert "SWARMGATE_ENDPOINT" not in specs.pop()
+
+
+def test_endpoint_override_is_accepted_with_a_notice() -> None:
+    notices = desired_for(config(), cluster()).notices
+    assert any(n.startswith("EndpointOverride is accepted and not needed") for n in notices)
+
+
+def test_an_ingress_extension_is_delivered_the_plain_way_and_says_so() -> None:
+    cfg = parse_config(SEED.replace('PublishMode = "host"', 'PublishMode = "ingress"'), source="t.toml")
+    desired = desired_for(cfg, cluster())
+    assert not desired.extensions[0].hitless
+    assert any('PublishMode = "ingress" cannot address one proxy task' in n for n in desired.notices)
+    assert kinds(plan(desired, cluster(), published={})) == ["CreateConfig", "CreateService"]
+
+
+def test_a_state_volume_removed_by_hand_is_put_back() -> None:
+    cfg = config()
+    observed = converge(cfg)
+    raw = next(s for s in observed.services if s.name == "interlock-proxy")
+    spec = copy.deepcopy(dict(raw.spec))
+    assert spec["TaskTemplate"]["ContainerSpec"]["Mounts"] == [
+        {"Type": "volume", "Source": "interlock-proxy-state", "Target": "/var/lib/swarmgate/state"}]
+    spec["TaskTemplate"]["ContainerSpec"]["Mounts"] = []
+    after = cluster(proxy_service(spec, version=41), configs=owned_configs(observed),
+                    secrets=(f.swarm_secret(TOKEN_SECRET_NAME),))
+    desired = desired_for(cfg, after)
+    actions = plan(desired, after, published={e.name: e.rendered.digest for e in desired.extensions})
+    assert kinds(actions) == ["UpdateService"]
+    assert isinstance(actions[0], UpdateService)
+    assert actions[0].diff.paths == ("TaskTemplate.ContainerSpec.Mounts[0]",)
 
 
 def test_converged_cluster_plans_only_a_noop() -> None:
@@ -183,18 +238,3 @@ def test_a_foreign_service_with_the_proxy_name_is_left_alone() -> None:
     assert desired.extensions[0].problem is not None
     assert "not managed by swarmgate" in desired.extensions[0].problem
     assert plan(desired, observed, published={}) == [NoOp()]
-
-
-def test_operator_finds_its_endpoint_from_its_own_task_and_published_port() -> None:
-    operator_svc = f.service("interlock", {})
-    own = f.task(operator_svc, "mgr-0", ports={8080: 30123})
-    old = f.task(operator_svc, "mgr-0", slot=2, state="shutdown", desired="shutdown", ports={8080: 30001})
-    observed = ObservedState.from_api(services=[operator_svc], tasks=[own, old],
-                                      nodes=[f.node("mgr-0", "198.18.0.11", role="manager")])
-    cfg = parse_config('ListenAddr = ":8080"\n[Extensions.default]\nPublishMode = "host"\n', source="t.toml")
-    container = own["Status"]["ContainerStatus"]["ContainerID"]
-    assert operator_endpoint(cfg, observed, container) == "http://198.18.0.11:30123"
-    assert operator_endpoint(cfg, observed, None) is None
-    assert operator_endpoint(cfg, observed, "f" * 64) is None
-    override = parse_config('EndpointOverride = "10.1.2.3:9000"\n[Extensions.default]\n', source="t.toml")
-    assert operator_endpoint(override, observed, container) == "http://10.1.2.3:9000"

@@ -20,18 +20,22 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from swarmgate.errors import ConfigError, SwarmgateError
+from swarmgate.errors import SwarmgateError
 from swarmgate.models.settings.config import Config, load_config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.state_file import load_state_file
 from swarmgate.operator.control.loop import DockerHealth, Wakeup, run_loop, watch_events
 from swarmgate.operator.control.reconcile import Reconciler
-from swarmgate.operator.delivery.endpoint import serve
+from swarmgate.operator.delivery.endpoint import serve, status_document
 from swarmgate.operator.delivery.proxystate import ProxyState
+from swarmgate.operator.delivery.pusher import Pusher
+from swarmgate.operator.delivery.survey import served_everywhere, survey
+from swarmgate.operator.delivery.wire import proxy_targets
+from swarmgate.operator.edge.lease import LeaderElection, WithoutLeaseEvents
 from swarmgate.operator.edge.observe import connect, fetch_documents, observe, own_container_id
-from swarmgate.operator.planning.desired import compute_desired, operator_endpoint
+from swarmgate.operator.planning.desired import compute_desired
+from swarmgate.operator.planning.lease import resync_seconds
 from swarmgate.operator.planning.plan import NoOp, PublishProxyConfig, plan, rejected_extensions
-from swarmgate.operator.planning.proxyspec import ENDPOINT_ENV
 from swarmgate.operator.planning.retry import Outcome, Schedule
 from swarmgate.operator.telemetry import holds, metrics, observability
 from swarmgate.renderers.validate import NginxGate
@@ -52,12 +56,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = ProxyState(on_converged=observability.record_convergence, on_reload=observability.count_reload)
     pass_metrics = observability.PassMetrics()
     observability.init_series()
-    reconciler = Reconciler(config=config, api=api, publisher=store, own_container_id=own_container_id())
+    # Pushes run off the reconcile thread; a leader election gates them with `is_leader`.
+    pusher = Pusher(store, lambda: reconciler.token_digest, is_leader=lambda: election.is_leader)
+    container_id = own_container_id()
+    reconciler = Reconciler(config=config, api=api, publisher=pusher, own_container_id=container_id)
+    # Only the leader writes and pushes; the others stand by (see planning/lease.py).
+    election = reconciler.election = LeaderElection(api=api, calls=reconciler.calls, container_id=container_id)
     health = DockerHealth()
     server = serve(
-        config.listen_addr, store, lambda: reconciler.token_digest,
+        config.listen_addr, store,
         ready=lambda: health.ready(max_age=max(30.0, 5 * config.poll_interval)),
-        extra_routes={"/metrics": lambda: (200, CONTENT_TYPE_LATEST, metrics.exposition()),
+        extra_routes={"/metrics": lambda: (200, CONTENT_TYPE_LATEST, metrics.exposition()), **election.routes(),
                       # /readyz lists what is held (a config nginx rejects, a spec Swarm rolled back).
                       "/readyz": lambda: holds.readyz(health.ready(max_age=max(30.0, 5 * config.poll_interval)),
                                                       reconciler.holds)},
@@ -72,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    threading.Thread(target=watch_events, args=(lambda: connect(config), wakeup, stop),
+    threading.Thread(target=watch_events, args=(lambda: WithoutLeaseEvents(connect(config)), wakeup, stop),
                      name="events", daemon=True).start()
     log.info("swarmgate running", extra={"listen": config.listen_addr, "extensions": ",".join(config.extensions)})
 
@@ -80,6 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def run_pass() -> bool:
         report = reconciler.reconcile_once()
+        pusher.track(proxy_targets(config, report.observed))
         # "Changed" also when the routes moved without a Docker write (a task came or went): tasks
         # elsewhere may still be moving, so the loop keeps looking quickly for a while.
         changed = report.wrote or report.routes_digest != last_digest[0]
@@ -91,10 +101,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         metrics.record_pass(outcome, seconds)
         pass_metrics.sync_calls(reconciler.calls)
 
+    pusher.start()
     try:
-        run_loop(run_pass, schedule=Schedule(resync=config.poll_interval), wakeup=wakeup, stop=stop,
+        resync = resync_seconds(config.poll_interval, in_swarm=container_id is not None)
+        run_loop(run_pass, schedule=Schedule(resync=resync), wakeup=wakeup, stop=stop,
                  health=health, on_outcome=on_outcome)
     finally:
+        pusher.stop()
+        election.release_on_exit()
         server.shutdown()
     log.info("stopped")
     return 0
@@ -106,29 +120,16 @@ def _observed(config: Config, state: str | None) -> ObservedState:
     return observe(connect(config))
 
 
-def _running_endpoint(config: Config, observed: ObservedState) -> str | None:
-    """The endpoint the running operator gave its proxies (read back from a proxy service), so
-    commands run outside the operator's container see the same desired state it computes."""
-    if config.endpoint_override:
-        return operator_endpoint(config, observed, None)
-    for ext in config.extensions.values():
-        service = observed.service_named(ext.proxy_service_name)
-        endpoint = service.env_value(ENDPOINT_ENV) if service else None
-        if endpoint is not None:
-            return endpoint
-    return None
-
-
 def cmd_plan(args: argparse.Namespace) -> int:
     config = _load(args)
     observed = _observed(config, args.state)
-    endpoint = _running_endpoint(config, observed)
-    desired = compute_desired(config, observed, endpoint=endpoint)
-    published = _published_digests(endpoint) if not args.state else {}
+    desired = compute_desired(config, observed)
+    # What every proxy task serves, asked of the proxies themselves (no operator needed).
+    published = served_everywhere(survey(config, observed, desired)) if not args.state else {}
     # What a live pass would do, holds included: the same nginx -t before anything is published.
     actions = plan(desired, observed, published=published, rejected=rejected_extensions(desired, NginxGate().verdict))
-    if not published:
-        # Nobody to ask what the agents were given: show Docker changes only.
+    if args.state:
+        # A state file has no proxies to ask what they serve: show Docker changes only.
         actions = [a for a in actions if not isinstance(a, PublishProxyConfig)] or [NoOp()]
     for ext in desired.extensions:
         print(f"extension {ext.name}: {len(ext.route_table.hosts)} host(s), config {ext.rendered.digest[:12]}")
@@ -139,17 +140,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for action in actions:
         print(action.describe())
     return 0 if all(isinstance(a, NoOp) for a in actions) else 1
-
-
-def _published_digests(endpoint: str | None) -> dict[str, str]:
-    """What the running operator publishes now, so `plan` can say whether a publish is pending."""
-    if endpoint is None:
-        return {}
-    try:
-        status = _get_json(f"{endpoint}/v1/status")
-    except SwarmgateError:
-        return {}
-    return {name: str(c.get("digest", "")) for name, c in status.get("clusters", {}).items()}
 
 
 def _get_json(url: str) -> dict[str, Any]:
@@ -163,10 +153,13 @@ def _get_json(url: str) -> dict[str, Any]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     config = _load(args)
-    url = args.endpoint or _running_endpoint(config, observe(connect(config)))
-    if url is None:
-        raise ConfigError("cannot find the operator's endpoint (no proxy service yet); pass --endpoint URL")
-    status = _get_json(f"{url.rstrip('/')}/v1/status")
+    if args.endpoint:
+        status = _get_json(f"{args.endpoint.rstrip('/')}/v1/status")
+    else:
+        # Straight from the proxies: what each running proxy task says it serves, against the
+        # config this pipeline computes (the operator's, by construction).
+        observed = observe(connect(config))
+        status = status_document(survey(config, observed, compute_desired(config, observed)))
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
         return 0

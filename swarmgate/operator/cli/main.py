@@ -41,8 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     routes.add_argument("--state", required=True, metavar="STATE.json", help="state file written by `snapshot`")
     status = with_config("status", "show which config each proxy task serves, per node, and whether it is current "
                                    "(exit 0 all current, 1 not yet)")
-    status.add_argument("--endpoint", metavar="URL", help="the operator's endpoint (default: found through Docker)")
-    status.add_argument("--json", action="store_true", help="print the endpoint's status document as JSON")
+    status.add_argument("--endpoint", metavar="URL",
+                        help="read the status of the operator at URL (default: ask every proxy task directly)")
+    status.add_argument("--json", action="store_true", help="print the status document as JSON")
     snapshot = with_config("snapshot", "write the Swarm's services, tasks, nodes, configs and secrets to a state file")
     snapshot.add_argument("-o", "--output", default="-", metavar="STATE.json", help="output file (default stdout)")
     check = sub.add_parser("check-config", help="validate a configuration file (exit 0, or 2 with the error)",

@@ -78,7 +78,7 @@ def cmd_render(config_path: str, state_path: str, extension: str | None = None, 
     def body() -> None:
         config = load_config(config_path)
         chosen = _extensions(config, extension)
-        desired = compute_desired(config, load_state_file(state_path), endpoint=None)
+        desired = compute_desired(config, load_state_file(state_path))
         for ext in chosen:
             wanted = desired.extension(ext.name)
             if wanted.render_error is not None:
@@ -133,7 +133,7 @@ def format_route_table(ext: Extension, table: RouteTable, observed: ObservedStat
 
 
 def routes_text(config: Config, observed: ObservedState, desired: DesiredState | None = None) -> str:
-    desired = desired or compute_desired(config, observed, endpoint=None)
+    desired = desired or compute_desired(config, observed)
     text = "\n".join(format_route_table(ext, desired.extension(ext.name).route_table, observed)
                      for ext in _extensions(config, None))
     if desired.unclaimed:

@@ -20,7 +20,7 @@ from swarmgate.models.swarm.ownership import TOKEN_DIGEST_LABEL, TOKEN_SECRET_NA
 from swarmgate.operator.edge.actions import Publisher, apply
 from swarmgate.operator.edge.lease import LeaderElection
 from swarmgate.operator.edge.observe import Api, observe
-from swarmgate.operator.planning.desired import DesiredState, compute_desired, operator_endpoint
+from swarmgate.operator.planning.desired import DesiredState, compute_desired
 from swarmgate.operator.planning.plan import PublishProxyConfig, plan, record_attempts, rejected_extensions
 from swarmgate.operator.planning.report import ApplyResult, PassReport
 from swarmgate.operator.telemetry.calls import CallCounter
@@ -60,8 +60,7 @@ class Reconciler:
         # the leader would do (metrics, status, plan) but applies nothing.
         leading = self.election is None or self.election.step(
             observed, now=self.clock(), reconcile_id=reconcile_id).role == "leader"
-        endpoint = operator_endpoint(self.config, observed, self.own_container_id)
-        desired = compute_desired(self.config, observed, endpoint=endpoint)
+        desired = compute_desired(self.config, observed)
         self._report_problems(desired, reconcile_id)
         actions = plan(desired, observed, published=self._published,
                        rejected=rejected_extensions(desired, self.nginx_gate.verdict), attempted=self._attempted)

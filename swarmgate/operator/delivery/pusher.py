@@ -165,6 +165,26 @@ class Pusher:
             del self._in_flight[task]
         return started
 
+    def survey(self, timeout: float = 10.0) -> None:
+        """Read every tracked task's status once, in parallel, and push nothing (`status`, `plan`)."""
+        digest = self._token_digest()
+        if digest is None:
+            return
+        with self._lock:
+            targets = [t for ts in self._targets.values() for t in ts]
+        if not targets:
+            return
+
+        def read(target: ProxyTarget) -> None:
+            try:
+                self._read(ControlClient(target, digest, timeout=self._http_timeout))
+            except PushError as exc:
+                self._note_unreachable(target, str(exc))
+
+        with ThreadPoolExecutor(max_workers=min(self._max_parallel, len(targets))) as pool:
+            for future in [pool.submit(read, t) for t in targets]:
+                future.result(timeout=timeout)
+
     # -- one task ------------------------------------------------------------------------------
     def tend(self, target: ProxyTarget, token_digest: str) -> None:
         """Read one task's status; push the current config if it needs it and wait for the outcome."""

@@ -10,6 +10,9 @@ import hashlib
 import hmac
 import secrets
 
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.models.swarm.ownership import TOKEN_DIGEST_LABEL, TOKEN_SECRET_NAME
+
 TOKEN_DIGEST_PREFIX = "sha256:"
 
 
@@ -21,6 +24,14 @@ def new_token() -> str:
 def token_digest(token: str) -> str:
     """The digest kept in place of the token, e.g. `sha256:3f2a…`."""
     return TOKEN_DIGEST_PREFIX + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def digest_in_snapshot(observed: ObservedState) -> str | None:
+    """The digest kept as a label on the token secret, as a snapshot shows it (None: no secret yet)."""
+    for secret in observed.secrets:
+        if secret.name == TOKEN_SECRET_NAME and TOKEN_DIGEST_LABEL in secret.labels:
+            return secret.labels[TOKEN_DIGEST_LABEL]
+    return None
 
 
 class TokenCheck:

@@ -19,7 +19,6 @@ the token secret (the agent derives the same value from the secret it mounts).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from swarmgate.models.settings.config import Config
@@ -116,7 +115,3 @@ def proxy_targets(config: Config, observed: ObservedState) -> dict[str, list[Pro
                 targets.append(ProxyTarget(name, task.id, node.id, node.hostname, node.addr, port))
         out[name] = targets
     return out
-
-
-def expected_tasks(targets: Mapping[str, list[ProxyTarget]]) -> dict[str, list[str]]:
-    return {ext: [t.task for t in ts] for ext, ts in targets.items()}

@@ -12,6 +12,7 @@ import copy
 import logging
 import os
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,7 +51,7 @@ def _failpoint(action: Action) -> None:
 
 
 class Publisher(Protocol):
-    """Where hitless configs go: the endpoint the proxies' agents long-poll."""
+    """Where hitless configs go: the pusher, which pushes them to every proxy task."""
 
     def publish(self, cluster: str, text: str, digest: str) -> None: ...
 
@@ -62,9 +63,9 @@ class _Ids:
     configs: dict[str, str]
     secrets: dict[str, str]
 
-    def resolve(self, spec: dict[str, Any]) -> dict[str, Any]:
+    def resolve(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """A copy of the spec with the IDs of referenced configs and secrets filled in."""
-        out = copy.deepcopy(spec)
+        out = copy.deepcopy(dict(spec))
         container = out["TaskTemplate"]["ContainerSpec"]
         for ref in container.get("Configs") or []:
             ref["ConfigID"] = self._id(self.configs, ref["ConfigName"], "config")

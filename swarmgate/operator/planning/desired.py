@@ -30,7 +30,7 @@ from swarmgate.models.swarm.ownership import (
     is_owned,
     owned_labels,
 )
-from swarmgate.operator.planning.proxyspec import build_proxy_spec
+from swarmgate.operator.planning.proxyspec import ServiceSpec, build_proxy_spec, delivers_in_place, delivery_notices
 from swarmgate.operator.planning.runtime import Runtime, current_runtime
 from swarmgate.renderers.nginx import RenderedConfig, custom_template, render_bootstrap, render_nginx
 
@@ -51,7 +51,7 @@ class ExtensionDesired:
     rendered: RenderedConfig
     hitless: bool
     configs: tuple[ConfigObject, ...]
-    proxy_spec: dict[str, Any] | None
+    proxy_spec: ServiceSpec | None
     problem: str | None = None
     render_error: str | None = None  # why `rendered` is empty: the extension's template failed
 
@@ -90,7 +90,6 @@ def _extension_desired(
     observed: ObservedState,
     *,
     runtime: Runtime,
-    endpoint: str | None,
 ) -> ExtensionDesired:
     table = build_route_table(observed, ext)
     current = observed.service_named(ext.proxy_service_name)
@@ -106,11 +105,8 @@ def _extension_desired(
     if current is not None and not is_owned(current.labels):
         problem = problem or (f"a service named {ext.proxy_service_name!r} exists and is not managed by swarmgate; "
                    "it is left alone and this extension's proxy is not managed")
-    hitless = ext.hitless_service_update
+    hitless = delivers_in_place(ext)
     if hitless:
-        if endpoint is None:
-            problem = problem or ("hitless delivery needs the operator's endpoint: run the operator as a "
-                                  "Swarm service publishing ListenAddr in host mode, or set EndpointOverride")
         configs: tuple[ConfigObject, ...] = (
             _config_object(ext, KIND_AGENT, runtime.agent_script),
             _config_object(ext, KIND_BOOTSTRAP, bootstrap.text.encode()),
@@ -125,7 +121,6 @@ def _extension_desired(
     if problem is None:
         spec = build_proxy_spec(
             ext,
-            endpoint=endpoint,
             tls_secrets=table.secrets,
             user_constraints=user_constraints(current),
             **names,
@@ -139,37 +134,19 @@ def build_desired(
     observed: ObservedState,
     *,
     runtime: Runtime,
-    endpoint: str | None,
 ) -> DesiredState:
     extensions = tuple(
-        _extension_desired(ext, observed, runtime=runtime, endpoint=endpoint)
+        _extension_desired(ext, observed, runtime=runtime)
         for _, ext in sorted(config.extensions.items())
     )
     return DesiredState(
         extensions=extensions,
         needs_token=any(e.hitless and e.problem is None for e in extensions),
-        notices=tuple(config.notices),
+        notices=(*config.notices, *delivery_notices(config)),
         unclaimed=unclaimed_services(observed, (ext.service_cluster for ext in config.extensions.values())),
     )
 
 
-def compute_desired(config: Config, observed: ObservedState, *, endpoint: str | None) -> DesiredState:
+def compute_desired(config: Config, observed: ObservedState) -> DesiredState:
     """The pipeline with this program's runtime: what live passes and the offline commands compute."""
-    return build_desired(config, observed, runtime=current_runtime(), endpoint=endpoint)
-
-
-def operator_endpoint(config: Config, observed: ObservedState, own_container_id: str | None) -> str | None:
-    """Where proxies reach the operator: `EndpointOverride`, else its own task's node address and the
-    host port Swarm published for `ListenAddr` (the seed publishes the port without fixing it)."""
-    if config.endpoint_override:
-        override = config.endpoint_override
-        return override if "://" in override else f"http://{override}"
-    if not own_container_id:
-        return None
-    for task in observed.tasks:
-        if task.container_id and task.container_id.startswith(own_container_id) and task.state == "running":
-            node = observed.node(task.node_id)
-            for port in task.ports:
-                if port.target_port == config.listen_port and port.mode == "host" and node is not None:
-                    return f"http://{node.addr}:{port.published_port}"
-    return None
+    return build_desired(config, observed, runtime=current_runtime())

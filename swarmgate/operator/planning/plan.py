@@ -24,6 +24,7 @@ from swarmgate.models.swarm.ownership import (
     owned_labels,
 )
 from swarmgate.operator.planning.desired import ConfigObject, DesiredState, ExtensionDesired
+from swarmgate.operator.planning.proxyspec import ServiceSpec
 from swarmgate.operator.planning.specdiff import SpecDiff, diff_specs, essence, merge_managed
 
 # Owned configs nobody references are kept this many per extension and kind, newest first, so a
@@ -52,7 +53,7 @@ class CreateConfig:
 @dataclass(frozen=True)
 class CreateService:
     extension: str
-    spec: dict[str, Any]
+    spec: ServiceSpec
 
     def describe(self) -> str:
         return f"create service {self.spec['Name']}"
@@ -79,7 +80,7 @@ class PublishProxyConfig:
     text: str
 
     def describe(self) -> str:
-        return f"publish proxy config {self.digest[:12]} to the agents of {self.extension}"
+        return f"push proxy config {self.digest[:12]} to the proxies of {self.extension}"
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ What DeepDiff does, through its own options:
 
 What is ours, and why:
 
-* `MANAGED_PATHS`, the essence. The same list says what `merge_managed` replaces in an update (and
-  so what it leaves as a person set it), so it is our data, not a DeepDiff `include_paths` option.
+* `MANAGED_PATHS`, the essence (derived from `proxyspec`'s typed spec). The same list says what
+  `merge_managed` replaces in an update (and so what it leaves as a person set it), so it is our
+  data, not a DeepDiff `include_paths` option.
 * Config and secret references are keyed by the file they are mounted at, so a change names the
   mount, not a list position. DeepDiff's `group_by` does this only for a list at the root.
 * DeepDiff's tree is translated at once into `SpecDiff`, with one path style: field names joined
@@ -41,26 +42,10 @@ from deepdiff import DeepDiff
 from deepdiff.helper import notpresent
 from deepdiff.model import DiffLevel
 
-# Every field of a proxy ServiceSpec the operator sets. Anything else on the service is left as found.
-MANAGED_PATHS: tuple[tuple[str, ...], ...] = (
-    ("Name",),
-    ("Labels",),
-    ("TaskTemplate", "ContainerSpec", "Image"),
-    ("TaskTemplate", "ContainerSpec", "Command"),
-    ("TaskTemplate", "ContainerSpec", "Args"),
-    ("TaskTemplate", "ContainerSpec", "Env"),
-    ("TaskTemplate", "ContainerSpec", "Labels"),
-    ("TaskTemplate", "ContainerSpec", "StopSignal"),
-    ("TaskTemplate", "ContainerSpec", "StopGracePeriod"),
-    ("TaskTemplate", "ContainerSpec", "Configs"),
-    ("TaskTemplate", "ContainerSpec", "Secrets"),
-    ("TaskTemplate", "Placement", "Constraints"),
-    ("TaskTemplate", "Placement", "Preferences"),
-    ("Mode",),
-    ("UpdateConfig",),
-    ("RollbackConfig",),
-    ("EndpointSpec", "Ports"),
-)
+# Every field of a proxy ServiceSpec the operator sets, derived from the typed spec it writes
+# (`proxyspec.ServiceSpec`): what is compared is what is written. Anything else is left as found.
+from swarmgate.operator.planning.proxyspec import MANAGED_PATHS
+
 _SETS = frozenset({"Env", "Constraints"})
 _REFERENCES = frozenset({"Configs", "Secrets"})
 _REFERENCE_IDS = re.compile(r"\['(ConfigID|SecretID)'\]$")
