@@ -1,9 +1,10 @@
 """The operator as a host process against the lab's Swarm, for integration tests.
 
 `RunningOperator` starts `swarmgate -D run -c FILE` with a seed-like config whose `DockerURL` is the
-first manager's socket and whose `ListenAddr`/`EndpointOverride` is the host's address on the lab
-bridge, so the agents in the proxy tasks on the LB nodes reach it. `clean_swarm` removes everything
-the operator and the tests made, so each test starts from an empty Swarm.
+first manager's socket and whose `ListenAddr` is the host's address on the lab bridge (for the
+tests' own reads of /v1/status). Nothing tells the proxies where the operator is: it pushes to them,
+over the LB nodes' own addresses. `clean_swarm` removes everything the operator and the tests made,
+so each test starts from an empty Swarm (with `lab`, also what each LB node saved of its last config).
 """
 
 from __future__ import annotations
@@ -30,19 +31,19 @@ from tests.support import wait_for as wait_for
 
 PROXY = "interlock-proxy"
 TOKEN_SECRET = "swarmgate-proxy-token"
+STATE_VOLUME = f"{PROXY}-state"
 OWNED = {"label": "swarmgate.managed-by=swarmgate"}
 
 SEED_CONFIG = REPO / "lab" / "seed-config.toml"
 
 
 def seed_config(*, listen: str, docker_url: str, poll: str, extension_extra: str = "") -> str:
-    """The seed's TOML, pointed at the lab from the host: the manager's socket, and the host's
-    bridge address as both the listener and the endpoint the proxies are told to use."""
+    """The seed's TOML, pointed at the lab from the host: the manager's socket and, for ListenAddr,
+    the host's bridge address."""
     text = SEED_CONFIG.read_text()
     for key, value in (("ListenAddr", listen), ("DockerURL", docker_url), ("PollInterval", poll)):
         text, found = re.subn(rf"^{key} = .*$", f'{key} = "{value}"', text, count=1, flags=re.M)
         assert found, f"{key} missing from {SEED_CONFIG}"
-    text = text.replace("\n[Extensions]", f'EndpointOverride = "{listen}"\n\n[Extensions]', 1)
     return text.replace("    TargetSSLPort = 443\n", "    TargetSSLPort = 443\n" + extension_extra, 1)
 
 
@@ -122,8 +123,9 @@ def wait_full_passes(address: str, port: int, count: int, *, timeout: float = 30
              what=f"{count} more reconcile passes of the operator at {address}:{port}")
 
 
-def clean_swarm(client: docker.DockerClient, *, services: tuple[str, ...] = ()) -> None:
-    """Remove the proxy, the given services, every owned config and the token secret."""
+def clean_swarm(client: docker.DockerClient, *, services: tuple[str, ...] = (), lab: Lab | None = None) -> None:
+    """Remove the proxy, the given services, every owned config and the token secret; with `lab`,
+    also the state volume on each LB node, so the next proxy starts from the bootstrap."""
     for name in (*services, PROXY):
         for svc in client.services.list(filters={"name": name}):
             if svc.name == name:
@@ -133,6 +135,13 @@ def clean_swarm(client: docker.DockerClient, *, services: tuple[str, ...] = ()) 
         _remove_when_unused(cfg.remove)
     for secret in client.secrets.list(filters={"name": TOKEN_SECRET}):
         _remove_when_unused(secret.remove)
+    for name in lab.lb_nodes if lab is not None else ():
+        node = lab.client(name)
+        try:
+            # The proxy's container goes a moment after its service: the volume is in use until then.
+            _remove_when_unused(lambda node=node: node.volumes.get(STATE_VOLUME).remove())  # type: ignore[misc]
+        finally:
+            node.close()
 
 
 def _remove_when_unused(remove: Callable[[], Any]) -> None:
@@ -154,7 +163,7 @@ def operator(lab: Lab, workdir: Path, *, extension_extra: str = "", services: tu
              env: dict[str, str] | None = None) -> Iterator[RunningOperator]:
     """A started operator over a clean Swarm; everything it and the test made is removed after."""
     client = lab.manager_client()
-    clean_swarm(client, services=services)
+    clean_swarm(client, services=services, lab=lab)
     op = RunningOperator(lab, workdir, extension_extra=extension_extra)
     try:
         op.start(env=env)
@@ -164,7 +173,7 @@ def operator(lab: Lab, workdir: Path, *, extension_extra: str = "", services: tu
         raise
     finally:
         op.stop()
-        clean_swarm(client, services=services)
+        clean_swarm(client, services=services, lab=lab)
         client.close()
 
 

@@ -127,7 +127,7 @@ def scraped(prom: Prometheus, expr: str) -> float | None:
 def run(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     workdir = tmp_path_factory.mktemp("observability")
     client = lab.manager_client()
-    clean_swarm(client, services=SERVICES)
+    clean_swarm(client, services=SERVICES, lab=lab)
     op = JsonLogOperator(lab, workdir)
     figures: dict[str, Any] = {}
     try:
@@ -149,7 +149,7 @@ def run(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             yield Run(lab, op, prom, client, figures)
     finally:
         op.stop()
-        clean_swarm(client, services=SERVICES)
+        clean_swarm(client, services=SERVICES, lab=lab)
         client.close()
 
 

@@ -4,8 +4,8 @@ Every step is the seed's own `docker` command line, sent to the lab's first mana
 image names changed: label the LB nodes, store the TOML as a Swarm config, start the operator as a
 Swarm service (docker.sock mounted, pinned to managers, 8080 published in host mode without a fixed
 port), pin its proxy by hand, deploy `demo`, then ask every LB node for `/ping` with `Host: demo.local`.
-Nothing here tells the operator where it is: it finds its own endpoint (its task's node address and
-the host port Swarm published for 8080), as it must for the seed.
+Nothing here tells the operator where it is, and nothing of where it runs reaches the proxy: the
+operator pushes configs to its proxies, so the proxy's spec carries no address of the operator.
 
 Works on any lab with at least two LB nodes; the seed's cluster is `make lab-up MANAGERS=3 WORKERS=5 LB=2`.
 """
@@ -75,7 +75,7 @@ def remove_seed_objects(lab: Lab, client: docker.DockerClient) -> None:
         if svc.name == OPERATOR:
             svc.remove()
     wait_for(lambda: not operator_containers(lab), timeout=60, what="the operator's container to stop")
-    clean_swarm(client, services=(DEMO,))
+    clean_swarm(client, services=(DEMO,), lab=lab)
     for cfg in client.configs.list(filters={"name": CONFIG}):
         if cfg.name == CONFIG:
             remove_when_unused(cfg.remove)
@@ -171,14 +171,13 @@ def test_seed_scenario_routes_demo_through_every_lb_node(lab: Lab, swarm: docker
     nodes = node_ids(client)
     assert nodes[op_task["NodeID"]]["Spec"]["Role"] == "manager"
     (op_port,) = host_ports(op_task, 8080)
-    op_endpoint = f"http://{nodes[op_task['NodeID']]['Status']['Addr']}:{op_port}"
 
-    # The operator creates its proxy by itself, pointed at the endpoint it found on its own.
+    # The operator creates its proxy by itself; the proxy's spec says nothing of where it runs.
     wait_for(lambda: client.services.list(filters={"name": PROXY}) or None, timeout=60,
              what=f"the operator to create {PROXY}")
     t_proxy = time.monotonic()
-    env = proxy_spec(client)["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env", [])
-    assert f"SWARMGATE_ENDPOINT={op_endpoint}" in env, env
+    spec_text = json.dumps(proxy_spec(client)["Spec"])
+    assert "SWARMGATE_ENDPOINT" not in spec_text and f":{op_port}" not in spec_text, spec_text
 
     # 4. The seed's manual pin; the operator must keep it and stop touching the service.
     wait_for(lambda: len(running_tasks(client, PROXY)) >= 2 or None, timeout=60, what="two proxy tasks")
