@@ -63,6 +63,7 @@ class Seed:
     def __init__(self, lab: Lab | None = None, *, log: Callable[[str], None] | None = None) -> None:
         self.lab = lab or load_lab()
         self.stopped: set[str] = set()
+        self.tainted = False  # the last scenario left routing in doubt: redeploy before the next one
         self._client: docker.DockerClient | None = None
         self._client_node = ""
         self.log = log or (lambda msg: print(f"[faults {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr,
@@ -209,11 +210,13 @@ class Seed:
             present = bool(self.client().services.list(filters={"name": OPERATOR}))
         except docker.errors.APIError:
             present = False
-        if present:
+        if present and not self.tainted:
             with contextlib.suppress(TimeoutError):
                 wait_for(self.converged, timeout=patience, what="converged seed deployment")
-        if not present or not self.converged():
-            self.log("seed deployment missing or not converged: redeploying")
+        if not present or self.tainted or not self.converged():
+            why = "routing in doubt after the last scenario" if self.tainted and present else "missing or not converged"
+            self.log(f"seed deployment {why}: redeploying")
+            self.tainted = False
             self.undeploy()
             self.deploy()
             wait_for(self.converged, timeout=120, what="converged seed deployment after redeploy")
