@@ -223,3 +223,10 @@ def test_after_a_restart_the_tasks_that_failed_under_a_spec_say_what_swarm_rolle
     actions = plan(want, observed, published={}, attempted={})  # a new operator: no memory of its own
     assert [a.hold if isinstance(a, NoOp) else type(a).__name__ for a in actions] == (
         ["rolled_back"] if outcome == HELD else ["UpdateService"])
+
+
+def test_an_operator_whose_every_extension_is_held_writes_nothing_not_even_the_token() -> None:
+    want = DesiredState(extensions=desired(FIXED, hitless=True).extensions, needs_token=True)
+    actions = plan(want, observed_proxy(GOOD), published={}, rejected={"default": "bad"})
+    assert [a.hold for a in actions if isinstance(a, NoOp)] == ["nginx_rejected"]
+    assert len(actions) == 1

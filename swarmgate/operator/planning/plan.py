@@ -251,7 +251,9 @@ def plan(
     a hold. `attempted`: the spec digest the operator last wrote per extension (`record_attempts`),
     so a spec Swarm rolled back from is held rather than written again."""
     actions: list[Action] = []
-    if desired.needs_token and not any(s.name == TOKEN_SECRET_NAME for s in observed.secrets):
+    # An operator whose every extension is held writes nothing at all, not even the token.
+    held = all(e.name in (rejected or {}) for e in desired.extensions)
+    if desired.needs_token and not held and not any(s.name == TOKEN_SECRET_NAME for s in observed.secrets):
         actions.append(CreateTokenSecret(TOKEN_SECRET_NAME, owned_labels(kind=KIND_TOKEN)))
     for ext in desired.extensions:
         actions += _plan_extension(ext, observed, published, rejected=rejected or {}, attempted=attempted or {})
