@@ -100,7 +100,7 @@ CASES = [
     pytest.param(GOOD, "rollback_completed", None, spec_digest(BAD), FIXED, UPDATE, id="desired-changed-writes"),
     pytest.param(GOOD, "rollback_completed", BAD, None, BAD, HELD, id="rolled-back-by-hand-previous-spec"),
     pytest.param(GOOD, "rollback_completed", FIXED, None, BAD, UPDATE, id="previous-spec-was-another"),
-    pytest.param(GOOD, "rollback_completed", None, None, BAD, UPDATE, id="no-memory-no-previous-spec-no-failed-task-writes"),
+    pytest.param(GOOD, "rollback_completed", None, None, BAD, UPDATE, id="no-evidence-writes"),
     pytest.param(BAD, "paused", GOOD, spec_digest(BAD), BAD, CONVERGED, id="paused-on-our-spec-writes-nothing"),
     pytest.param(GOOD, "rollback_completed", None, spec_digest(BAD), GOOD, CONVERGED,
                  id="desired-is-what-swarm-restored"),
