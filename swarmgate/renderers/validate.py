@@ -38,6 +38,7 @@ _DHPARAM = re.compile(r"^(\s*)ssl_dhparam\s+[^;\s]+;", re.MULTILINE)
 # error_log PATH [level]; access_log PATH [format...]: a path the proxy writes, which need not exist here.
 _LOG = re.compile(r"^(\s*)(error_log|access_log)\s+(/[^;\s]+)", re.MULTILINE)
 TIMEOUT_SECONDS = 60
+_PROBE = "events {}\nhttp {\n    server {\n        listen 127.0.0.1:8080;\n        return 503;\n    }\n}\n"
 
 
 class NginxRejectedConfig(SwarmgateError):
@@ -165,6 +166,17 @@ class NginxGate:
         self._keep = keep
         self.unavailable: str | None = None
         self.checks = 0
+        self._probed = False
+
+    def _probe(self) -> None:
+        """Once: nginx -t of a config any nginx accepts. If even that fails, the machine (a missing
+        directory, a broken binary) is what fails, and rejecting every config for it would freeze
+        every route: say so and check nothing."""
+        self._probed = True
+        try:
+            nginx_check(_PROBE)
+        except NginxRejectedConfig as exc:
+            raise NginxUnavailable(f"nginx -t fails here even on a minimal config: {exc}") from None
 
     def verdict(self, text: str) -> str | None:
         digest = hashlib.sha256(text.encode()).hexdigest()
@@ -172,6 +184,8 @@ class NginxGate:
             self._verdicts.move_to_end(digest)
             return self._verdicts[digest]
         try:
+            if not self._probed:
+                self._probe()
             self.checks += 1
             nginx_check(text)
             found: str | None = None

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from swarmgate.models.routing.route_types import RouteTable
+from swarmgate.models.settings.config import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import KIND_AGENT, KIND_BOOTSTRAP, KIND_PROXY, KIND_PROXY_CONFIG, owned_labels
 from swarmgate.operator.planning.desired import ConfigObject, DesiredState, ExtensionDesired
@@ -30,7 +31,10 @@ from swarmgate.operator.planning.plan import (
 )
 from swarmgate.operator.telemetry.holds import HoldReport, readiness_body
 from swarmgate.operator.telemetry.metrics import REGISTRY
-from swarmgate.renderers.nginx import RenderedConfig
+from swarmgate.renderers import validate
+from swarmgate.renderers.nginx import RenderedConfig, render_nginx
+from swarmgate.renderers.sample import sample_route_table
+from swarmgate.renderers.validate import NginxGate
 from tests import factories as f
 
 
@@ -230,3 +234,22 @@ def test_an_operator_whose_every_extension_is_held_writes_nothing_not_even_the_t
     actions = plan(want, observed_proxy(GOOD), published={}, rejected={"default": "bad"})
     assert [a.hold for a in actions if isinstance(a, NoOp)] == ["nginx_rejected"]
     assert len(actions) == 1
+
+
+def test_the_gate_says_what_nginx_rejects_once_per_config_and_passes_what_it_accepts() -> None:
+    gate = NginxGate()
+    good = render_nginx(Extension(name="default"), sample_route_table(), server_info="swarmgate/0.1.0 linux/amd64").text
+    bad = good.replace("server_tokens off;", "server_tokens maybe;")
+    assert gate.verdict(good) is None
+    assert str(gate.verdict(bad)).startswith('invalid value "maybe" in nginx.conf:')
+    checks = gate.checks
+    assert (gate.verdict(good), gate.verdict(bad) is not None) == (None, True)
+    assert gate.checks == checks  # verdicts are kept per digest
+    assert gate.unavailable is None
+
+
+def test_without_nginx_the_gate_says_so_and_lets_configs_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(validate, "nginx_binary", lambda: None)
+    gate = NginxGate()
+    assert gate.verdict("not nginx at all") is None
+    assert gate.unavailable == "nginx is not installed: cannot check the rendered config"
