@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -79,7 +79,7 @@ def desired(spec: dict[str, Any], *, hitless: bool = False, text: str = "events 
     labels = owned_labels(kind=kind, extension="default")
     configs = (ConfigObject(f"interlock-proxy.{kind}.abc", text.encode(), labels),)
     ext = ExtensionDesired(name="default", route_table=RouteTable(cluster=""), rendered=rendered, hitless=hitless,
-                           configs=configs, proxy_spec=spec)
+                           configs=configs, proxy_spec=cast(Any, spec))
     return DesiredState(extensions=(ext,), needs_token=False)
 
 
