@@ -1,0 +1,99 @@
+"""A bad config never reaches the Swarm or the proxies (issue 9, part 3), on the lab's real Swarm.
+
+The operator converges with a good config under client load on every LB node; then it is replaced by
+one started with a config the model accepts but nginx rejects (an `HTTPOptions` entry nginx refuses).
+Docker's own event stream is the proof that nothing was written to the Swarm while the bad config was
+in place (no sleep-and-hope: the window spans whole reconcile passes of the bad operator, counted on
+its /metrics), the load is the proof that no request was lost, and /readyz and the metric say why.
+
+The bad configs themselves, and what the operator must do with each, are in `tests/lab/bad_configs.py`
+(for the fault harness too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from swarmgate.errors import ConfigError
+from swarmgate.models.settings.config import parse_config
+from swarmgate.operator.cli.offline import check_with_nginx
+from swarmgate.operator.planning.lease import LEASE_NAME
+from tests.lab import http
+from tests.lab.bad_configs import nginx_rejected_config
+from tests.lab.conftest import Lab
+from tests.lab.load import Load
+from tests.lab.operator_fixture import (
+    RunningOperator,
+    answers_everywhere,
+    create_routed,
+    operator,
+    running_upstreams,
+)
+from tests.support import event_window, wait_for
+
+pytestmark = pytest.mark.lab
+
+DEMO_LABELS = {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"}
+
+
+@pytest.fixture
+def client(lab: Lab) -> Iterator[docker.DockerClient]:
+    c = lab.manager_client()
+    yield c
+    c.close()
+
+
+def _metric(op: RunningOperator, name: str, labels: str) -> float | None:
+    host, port = op.listen.rsplit(":", 1)
+    for line in http.get(host, "/metrics", port=int(port)).body.decode().splitlines():
+        if line.startswith(f"{name}{{{labels}}} "):
+            return float(line.split()[-1])
+    return None
+
+
+@pytest.mark.parametrize("hitless", [True, False], ids=["hitless", "plain"])
+def test_a_config_nginx_rejects_writes_nothing_to_the_swarm_and_costs_no_request(
+    lab: Lab, client: docker.DockerClient, tmp_path: Path, hitless: bool
+) -> None:
+    extra = "" if hitless else "    HitlessServiceUpdate = false\n"
+    with operator(lab, tmp_path, extension_extra=extra, services=("demo",)) as good:
+        create_routed(client, "demo", DEMO_LABELS)
+        expected = wait_for(lambda: running_upstreams(client, "demo"), timeout=60, what="a running demo task")
+        wait_for(lambda: answers_everywhere(lab, "demo.local", expected), timeout=60, what="demo.local on every LB")
+        good.stop()
+
+        workdir = tmp_path / "bad"
+        workdir.mkdir()
+        bad = RunningOperator(lab, workdir, extension_extra=extra)
+        bad.config_path.write_text(nginx_rejected_config(bad.config_path.read_text()))
+        with pytest.raises(ConfigError, match="nginx -t rejects"):  # what check-config says of this file
+            check_with_nginx(parse_config(bad.config_path.read_text(), source="bad.toml"), source="bad.toml")
+
+        targets = {node: lab.address(node) for node in lab.lb_nodes}
+        try:
+            with Load(targets, hosts=("demo.local",)) as load, event_window(client) as window:
+                bad.start()
+                bad.wait_full_passes(3)
+                host, port = bad.listen.rsplit(":", 1)
+                ready = http.get(host, "/readyz", port=int(port))
+                held = _metric(bad, "swarmgate_proxy_update_held", 'extension="default",reason="nginx_rejected"')
+        finally:
+            bad.stop()
+        print(f"bad config held for 3 passes; load: {load.summary()}")
+        # Taking the leader lease (one Swarm config, when leader election is on) is not a write the
+        # config causes; anything else is.
+        writes = [e for e in window.writes()
+                  if (e.get("Actor", {}).get("Attributes") or {}).get("name") != LEASE_NAME]
+        assert writes == [], "the operator wrote to the Swarm while its config was bad"
+        assert load.failed_total()[0] == 0, load.summary()
+        assert load.failed_total()[1] > 0
+        assert ready.status == 200
+        assert "held: default (nginx_rejected): nginx -t rejects the rendered config" in ready.body.decode()
+        assert held == 1.0
+        assert bad.log_text().count("proxy update held") == 1, bad.log_tail()
+        # The proxies still serve what they served before, from the same tasks.
+        assert answers_everywhere(lab, "demo.local", expected)
