@@ -1,0 +1,154 @@
+"""One service never stalls the others, on the lab (issue 9, part 4).
+
+Found on the lab: one service with `com.docker.lb.ssl_cert=no-such-secret` made the proxy service
+un-updatable (Swarm refuses a spec naming a missing secret), so a rolling update of `demo` was never
+routed: 502 on both LB nodes. Here the seed is deployed the seed's way (`scripts/demo.sh up`), the
+bad service is created, `demo` is rolled, and every LB node must route demo.local to demo's new task.
+
+Run it under the lab's lock: `flock /tmp/swarmgate-lab.lock .venv/bin/pytest tests/lab/test_isolation.py`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+
+import docker
+import docker.errors
+import pytest
+
+from swarmgate.models.routing.routes import build_route_table
+from swarmgate.models.settings.config import Extension
+from swarmgate.models.swarm.observed import ObservedState
+from tests.lab import http
+from tests.lab.conftest import REPO, Lab
+from tests.lab.operator_fixture import PROXY, create_routed, running_upstreams, wait_for
+
+pytestmark = pytest.mark.lab
+
+DEMO = "demo"
+BAD = "tls-missing-secret"
+BAD_LABELS = {"com.docker.lb.hosts": "bad-tls.local", "com.docker.lb.port": "8080",
+              "com.docker.lb.ssl_cert": "no-such-secret", "com.docker.lb.ssl_key": "no-such-secret"}
+SEED_POLL_S = 3.0
+
+
+def demo_sh(lab: Lab, verb: str) -> None:
+    proc = subprocess.run([str(REPO / "scripts" / "demo.sh"), verb], env=lab.env, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, f"demo.sh {verb} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr}"
+
+
+def remove_service(client: docker.DockerClient, name: str) -> None:
+    for svc in client.services.list(filters={"name": name}):
+        if svc.name == name:
+            svc.remove()
+
+
+@pytest.fixture
+def seed(lab: Lab) -> Iterator[docker.DockerClient]:
+    assert len(lab.lb_nodes) >= 2, "the seed needs two load-balancer nodes"
+    client = lab.manager_client()
+    remove_service(client, BAD)
+    demo_sh(lab, "up")
+    try:
+        yield client
+    finally:
+        try:
+            remove_service(client, BAD)
+            demo_sh(lab, "down")
+        finally:
+            client.close()
+
+
+def routed_to(lab: Lab, node: str, upstreams: set[str]) -> bool:
+    """Whether the LB node answers demo.local from one of `upstreams` (only them, over a few requests)."""
+    seen = set()
+    for _ in range(4):
+        try:
+            resp = http.get(lab.address(node), "/ping", host="demo.local", timeout=2)
+        except OSError:
+            return False
+        if resp.status != 200:
+            return False
+        seen.add(resp.headers.get("x-upstream-addr", ""))
+    return seen <= upstreams
+
+
+def test_a_service_naming_a_missing_secret_does_not_stall_a_rolling_update_of_another(
+    lab: Lab, seed: docker.DockerClient
+) -> None:
+    client = seed
+    before = running_upstreams(client, DEMO)
+    for node in lab.lb_nodes:
+        wait_for(lambda node=node: routed_to(lab, node, before), timeout=60,  # type: ignore[misc]
+                 what=f"{node} to route demo.local")
+
+    create_routed(client, BAD, BAD_LABELS)
+    time.sleep(3 * SEED_POLL_S)  # a few of the seed's passes see the bad service
+
+    subprocess.run(["docker", "service", "update", "--force", "--detach=false", DEMO], env=lab.env,
+                   capture_output=True, text=True, timeout=300, check=True)
+    after = wait_for(lambda: (lambda ups: ups if ups and not ups & before else None)(running_upstreams(client, DEMO)),
+                     timeout=120, what="demo's rolled task to run")
+    for node in lab.lb_nodes:
+        wait_for(lambda node=node: routed_to(lab, node, after), timeout=30,  # type: ignore[misc]
+                 what=f"{node} to route demo.local to the rolled task {sorted(after)}")
+
+    # The proxy's spec never named the missing secret, and the bad host is simply not routed.
+    secrets = client.api.inspect_service(PROXY)["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets") or []
+    assert "no-such-secret" not in {s.get("SecretName") for s in secrets}
+    for node in lab.lb_nodes:
+        assert http.get(lab.address(node), "/ping", host="bad-tls.local", timeout=2).status == 503
+
+
+PROBE = "sg-isolation-probe"
+PROBE_SECRET = "sg-isolation.pem"
+GOOD_TLS = "sg-isolation-good"
+
+
+def probe_with_secrets(client: docker.DockerClient, refs: list[dict[str, object]]) -> None:
+    """A service that mounts `refs` the way the proxy mounts TLS secrets (no task ever runs)."""
+    client.api.create_service(
+        task_template={"ContainerSpec": {"Image": "swarmgate/demo:lab", "Secrets": refs}},
+        name=PROBE, mode={"Replicated": {"Replicas": 0}})
+
+
+def test_swarm_refuses_a_spec_naming_a_missing_secret_and_the_route_table_never_names_one(lab: Lab) -> None:
+    client = lab.manager_client()
+    made: list[str] = []
+    try:
+        for name in (PROBE, GOOD_TLS, BAD):
+            remove_service(client, name)
+        secret = client.secrets.create(name=PROBE_SECRET, data=b"not really a certificate")
+        for name, labels in ((GOOD_TLS, {"com.docker.lb.hosts": "good-tls.local", "com.docker.lb.port": "8080",
+                                         "com.docker.lb.ssl_cert": PROBE_SECRET,
+                                         "com.docker.lb.ssl_key": PROBE_SECRET}),
+                             (BAD, BAD_LABELS)):
+            create_routed(client, name, labels, replicas=0)
+            made.append(name)
+
+        # The route table of the real Swarm's documents mounts only the secret that exists.
+        observed = ObservedState.from_api(services=client.api.services(), tasks=client.api.tasks(),
+                                          nodes=client.api.nodes(), secrets=client.api.secrets())
+        table = build_route_table(observed, Extension(name="default", publish_mode="host"))
+        assert table.secrets == (PROBE_SECRET,)
+        assert [(s.service, s.kind) for s in table.set_aside if s.service in made] == [(BAD, "missing_secret")]
+
+        # What Swarm does with a spec that names the missing one: refuses it whole.
+        def ref(name: str, secret_id: str) -> dict[str, object]:
+            return {"File": {"Name": f"/run/secrets/{name}", "UID": "0", "GID": "0", "Mode": 0o400},
+                    "SecretName": name, "SecretID": secret_id}
+
+        with pytest.raises(docker.errors.APIError, match="not found"):
+            probe_with_secrets(client, [ref(PROBE_SECRET, secret.id), ref("no-such-secret", "no-such-secret")])
+        probe_with_secrets(client, [ref(PROBE_SECRET, secret.id)])
+    finally:
+        for name in (PROBE, *made):
+            remove_service(client, name)
+        wait_for(lambda: not client.services.list(filters={"name": PROBE}), timeout=30, what="probe removed")
+        for found in client.secrets.list(filters={"name": PROBE_SECRET}):
+            wait_for(lambda found=found: found.remove() or True, timeout=30,  # type: ignore[misc]
+                     what=f"{PROBE_SECRET} removed")
+        client.close()
