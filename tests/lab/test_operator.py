@@ -7,8 +7,12 @@ sees: HTTP answers from every LB node, the proxy's tasks, and Docker's own event
 
 from __future__ import annotations
 
+import http.client as httplib
 import json
+import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -21,10 +25,11 @@ import docker
 import pytest
 
 from tests.lab import http
-from tests.lab.conftest import Lab
+from tests.lab.conftest import REPO, Lab
 from tests.lab.operator_fixture import (
     PROXY,
     RunningOperator,
+    _remove_when_unused,
     answers_everywhere,
     clean_swarm,
     create_routed,
@@ -157,11 +162,6 @@ def test_sigkill_between_config_create_and_service_update_is_repaired(
 
 
 def _start_expecting_kill(op: RunningOperator) -> int:
-    import os
-    import subprocess
-
-    from tests.lab.conftest import REPO
-
     log = op.log_path.open("ab")
     proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "swarmgate"), "-D", "run", "-c", str(op.config_path)],
                             stdout=log, stderr=log, env={**os.environ, "SWARMGATE_FAILPOINT": "after:CreateConfig"})
@@ -170,11 +170,6 @@ def _start_expecting_kill(op: RunningOperator) -> int:
 
 def test_operator_reconnects_after_its_engine_restarts_and_converges_again(
         lab: Lab, client: docker.DockerClient, op: RunningOperator) -> None:
-    import subprocess
-    import sys
-
-    from tests.lab.conftest import REPO
-
     wait_for(op.converged, timeout=30, what="first config served")
     manager = lab.managers[0]
     subprocess.run([sys.executable, str(REPO / "lab" / "lab.py"), "restart-engine", manager], check=True,
@@ -194,10 +189,6 @@ def test_operator_reconnects_after_its_engine_restarts_and_converges_again(
 
 def test_status_shows_each_proxy_task_serving_the_current_config(
         lab: Lab, client: docker.DockerClient, op: RunningOperator) -> None:
-    import subprocess
-
-    from tests.lab.conftest import REPO
-
     wait_for(op.converged, timeout=30, what="proxies current")
     out = subprocess.run([str(REPO / ".venv" / "bin" / "swarmgate"), "status", "-c", str(op.config_path)],
                          capture_output=True, text=True, timeout=30)
@@ -211,10 +202,6 @@ def test_status_shows_each_proxy_task_serving_the_current_config(
 
 
 def test_plan_lists_what_a_pass_would_do_and_exits_0_only_when_converged(lab: Lab, tmp_path: Path) -> None:
-    import subprocess
-
-    from tests.lab.conftest import REPO
-
     def plan(config: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(REPO / ".venv" / "bin" / "swarmgate"), "plan", "-c", str(config)],
                               capture_output=True, text=True, timeout=60)
@@ -241,13 +228,6 @@ def test_plan_lists_what_a_pass_would_do_and_exits_0_only_when_converged(lab: La
 
 def test_tls_host_serves_https_with_its_certificate_from_swarm_secrets(
         lab: Lab, client: docker.DockerClient, tmp_path: Path) -> None:
-    import http.client as httplib
-    import socket
-    import ssl
-    import subprocess
-
-    from tests.lab.operator_fixture import _remove_when_unused
-
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=demo.local",
                     "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
                    check=True, capture_output=True)
