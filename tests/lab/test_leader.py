@@ -1,0 +1,269 @@
+"""Several operators on one Swarm: exactly one leads, the others stand by and take over (issue 9).
+
+Deployed the seed's way (its TOML as a Swarm config, the operator as a Swarm service on a manager with
+docker.sock mounted and 8080 published in host mode without a fixed port), twice: a second operator
+service with the same configuration next to the seed's `interlock`, and then one service with
+`--replicas 2`. Each operator's role is read from its own `/metrics` (`swarmgate_leader`), the lease
+from Swarm; "nothing was written" is read from Docker's event stream over a measured window.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import pytest
+
+from tests.lab import http
+from tests.lab.conftest import Lab
+from tests.lab.operator_fixture import (
+    OWNED,
+    PROXY,
+    TOKEN_SECRET,
+    answers_everywhere,
+    clean_swarm,
+    create_routed,
+    running_upstreams,
+    successful_passes,
+)
+from tests.lab.operator_fixture import _remove_when_unused as remove_when_unused
+from tests.lab.test_seed_e2e import CONFIG, OPERATOR_CREATE, SEED_TOML, docker_cli, operator_containers
+from tests.support import EventWindow, event_window, wait_for
+
+pytestmark = pytest.mark.lab
+
+SEED = "interlock"
+SECOND = "interlock-standby"
+LEASE = "swarmgate-leader"
+HOLDER_LABEL = "swarmgate.leader.holder"
+ROUTED = ("demo", "late", "later")
+# Issue 9: 0 writes beyond the first convergence over 2 minutes.
+QUIET_WINDOW_S = 120.0
+_LEADER_SERIES = re.compile(r'^swarmgate_leader\{identity="([^"]+)"\} ([0-9.]+)$', re.M)
+_WRITES_SERIES = re.compile(r'^swarmgate_docker_api_calls_total\{kind="write"\} ([0-9.]+)$', re.M)
+
+
+def operator_create(name: str, *extra: str) -> list[str]:
+    """The seed's `docker service create` for the operator, under another name or with more flags."""
+    args = list(OPERATOR_CREATE)
+    args[args.index("--name") + 1] = name
+    return args[:2] + list(extra) + args[2:]
+
+
+def running_tasks(client: docker.DockerClient, service: str) -> list[dict[str, Any]]:
+    return [t for t in client.api.tasks(filters={"service": service, "desired-state": "running"})
+            if t["Status"]["State"] == "running"]
+
+
+def endpoints(client: docker.DockerClient, services: tuple[str, ...]) -> dict[str, tuple[str, int]]:
+    """Running operator task ID → (node address, host port Swarm published for 8080)."""
+    addrs = {n["ID"]: n["Status"]["Addr"] for n in client.api.nodes()}
+    found = {}
+    for service in services:
+        for task in running_tasks(client, service):
+            ports = [p["PublishedPort"] for p in task["Status"].get("PortStatus", {}).get("Ports", [])
+                     if p["TargetPort"] == 8080]
+            if ports:
+                found[task["ID"]] = (addrs[task["NodeID"]], ports[0])
+    return found
+
+
+def scrape(address: str, port: int) -> str:
+    return http.get(address, "/metrics", port=port, timeout=3).body.decode()
+
+
+def roles(client: docker.DockerClient, services: tuple[str, ...]) -> dict[str, float]:
+    """Per running operator task, its own `swarmgate_leader` value (1 leads, 0 stands by)."""
+    out = {}
+    for task_id, (address, port) in endpoints(client, services).items():
+        series = dict(_LEADER_SERIES.findall(scrape(address, port)))
+        out[task_id] = float(series.get(task_id, "nan"))
+    return out
+
+
+def writes_counted(client: docker.DockerClient, services: tuple[str, ...]) -> dict[str, float]:
+    """Per running operator task, the Docker writes it has counted (lease writes included)."""
+    return {task_id: float(_WRITES_SERIES.findall(scrape(address, port))[0])
+            for task_id, (address, port) in endpoints(client, services).items()}
+
+
+def one_leader(client: docker.DockerClient, services: tuple[str, ...], *, tasks: int) -> str | None:
+    """The leading task, once `tasks` operators answer, exactly one says it leads, and the lease names it."""
+    seen = roles(client, services)
+    leaders = [t for t, v in seen.items() if v == 1.0]
+    if len(seen) != tasks or len(leaders) != 1 or sorted(seen.values()) != [0.0] * (tasks - 1) + [1.0]:
+        return None
+    return leaders[0] if lease_holder(client) == leaders[0] else None
+
+
+def lease_holder(client: docker.DockerClient) -> str | None:
+    try:
+        labels: dict[str, str] = client.api.inspect_config(LEASE)["Spec"]["Labels"]
+    except docker.errors.NotFound:
+        return None
+    return labels.get(HOLDER_LABEL)
+
+
+def leader_status(client: docker.DockerClient, leader: str, services: tuple[str, ...]) -> dict[str, Any]:
+    address, port = endpoints(client, services)[leader]
+    data: dict[str, Any] = json.loads(http.get(address, "/v1/status", port=port, timeout=3).body)
+    return data
+
+
+def converged(client: docker.DockerClient, services: tuple[str, ...], *, tasks: int) -> str | None:
+    """The leader, once it leads alone and every proxy reports serving its current config."""
+    leader = one_leader(client, services, tasks=tasks)
+    if leader is None:
+        return None
+    cluster = leader_status(client, leader, services).get("clusters", {}).get("default")
+    return leader if cluster and cluster.get("all_current") and len(running_tasks(client, PROXY)) >= 2 else None
+
+
+def owned_writes(client: docker.DockerClient, window: EventWindow) -> list[str]:
+    """Writes in the window to objects the operators own: the proxy service, its configs, the token,
+    the lease."""
+    owned_ids = {c.id for c in client.configs.list(filters=OWNED)}
+    writes = []
+    for e in window.writes():
+        name = (e.get("Actor", {}).get("Attributes") or {}).get("name", "")
+        if (name in (PROXY, LEASE, TOKEN_SECRET) or name.startswith(f"{PROXY}.")
+                or e.get("Actor", {}).get("ID") in owned_ids):
+            writes.append(f"{e['Type']} {e['Action']} {name or e['Actor']['ID']}")
+    return writes
+
+
+def remove_operators(lab: Lab, client: docker.DockerClient) -> None:
+    """The operators first, their tasks gone (so none re-creates what it owns), then everything else."""
+    for name in (SEED, SECOND):
+        for svc in client.services.list(filters={"name": name}):
+            if svc.name == name:
+                svc.remove()
+    wait_for(lambda: not operator_containers(lab, SEED) and not operator_containers(lab, SECOND),
+             timeout=60, what="the operators' containers to stop")
+    clean_swarm(client, services=ROUTED, lab=lab)  # also the lease: it is an owned config
+    for cfg in client.configs.list(filters={"name": CONFIG}):
+        if cfg.name == CONFIG:
+            remove_when_unused(cfg.remove)
+
+
+@pytest.fixture
+def client(lab: Lab) -> Iterator[docker.DockerClient]:
+    c = lab.manager_client()
+    remove_operators(lab, c)
+    try:
+        yield c
+    finally:
+        try:
+            remove_operators(lab, c)
+        finally:
+            c.close()
+
+
+def deploy_routed(lab: Lab, client: docker.DockerClient, name: str) -> float:
+    """A routed service the seed's way; seconds from `create` until every LB node routes it."""
+    started = time.monotonic()
+    create_routed(client, name, {"com.docker.lb.hosts": f"{name}.local", "com.docker.lb.port": "8080"})
+    upstreams = wait_for(lambda: running_upstreams(client, name), timeout=60, what=f"{name} running")
+    wait_for(lambda: answers_everywhere(lab, f"{name}.local", upstreams), timeout=90,
+             what=f"{name}.local on every LB node")
+    return time.monotonic() - started
+
+
+def assert_quiet(client: docker.DockerClient, services: tuple[str, ...], leader: str, *, tasks: int,
+                 seconds: float) -> dict[str, Any]:
+    """Over `seconds` on a converged cluster, while every operator keeps making passes: always the same
+    single leader, no owned write in Docker's event stream, no write counted by any operator, and the
+    proxy service's version unchanged."""
+    version = client.api.inspect_service(PROXY)["Version"]["Index"]
+    counted = writes_counted(client, services)
+    passes = {t: successful_passes(a, p) for t, (a, p) in endpoints(client, services).items()}
+    leaders_seen = set()
+    with event_window(client) as window:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            leaders_seen.add(one_leader(client, services, tasks=tasks))
+            time.sleep(5)
+    passes_made = {t: successful_passes(a, p) - passes[t] for t, (a, p) in endpoints(client, services).items()}
+    writes = owned_writes(client, window)
+    assert writes == [], f"owned objects written while the cluster was stable: {writes}"
+    assert leaders_seen == {leader}, f"leadership moved on a stable cluster: {leaders_seen}"
+    assert writes_counted(client, services) == counted
+    assert client.api.inspect_service(PROXY)["Version"]["Index"] == version
+    # Every operator kept looking all along (the seed's PollInterval is 3 s): the quiet was not idleness.
+    assert min(passes_made.values()) >= seconds / 3 / 2, passes_made
+    return {"window_s": round(seconds), "events_in_window": len(window.events()), "owned_writes": len(writes),
+            "passes_per_operator": sorted(passes_made.values()), "proxy_version": version}
+
+
+def test_second_operator_service_stands_by_and_nothing_is_written(lab: Lab, client: docker.DockerClient) -> None:
+    services = (SEED, SECOND)
+    docker_cli(lab, "config", "create", CONFIG, "-", stdin=SEED_TOML)
+    started = time.monotonic()
+    docker_cli(lab, *operator_create(SEED, "--detach"))
+    docker_cli(lab, *operator_create(SECOND, "--detach"))
+    wait_for(lambda: client.services.list(filters={"name": PROXY}) or None, timeout=90, what=f"{PROXY}")
+    docker_cli(lab, "service", "update", "--constraint-add", "node.labels.nodetype==loadbalancer", PROXY)
+    routed_s = deploy_routed(lab, client, "demo")
+    leader = wait_for(lambda: converged(client, services, tasks=2), timeout=90, what="one leader, converged")
+    figures = {"deploy_to_converged_s": round(time.monotonic() - started, 1), "demo_routed_s": round(routed_s, 1)}
+
+    # (a) a stable cluster: one leader all along, nothing written.
+    figures |= assert_quiet(client, services, leader, tasks=2, seconds=QUIET_WINDOW_S)
+
+    # (b) the leader's service scaled to 0: the standby takes over, and a new service gets routed.
+    first = next(s for s in services if leader in {t["ID"] for t in running_tasks(client, s)})
+    other = next(s for s in services if s != first)
+    gone = time.monotonic()
+    docker_cli(lab, "service", "scale", "--detach", f"{first}=0")
+    new_leader = wait_for(lambda: one_leader(client, (other,), tasks=1), timeout=30,
+                          what="the standby to take over")
+    figures["takeover_after_scale_to_0_s"] = round(time.monotonic() - gone, 1)
+    figures["late_routed_after_takeover_s"] = round(deploy_routed(lab, client, "late"), 1)
+
+    # The first service back: its new task stands by, and leadership does not move.
+    docker_cli(lab, "service", "scale", "--detach", f"{first}=1")
+    assert wait_for(lambda: one_leader(client, services, tasks=2), timeout=60, what="two operators") == new_leader
+
+    # The now leading service removed: the first one's task takes over in turn.
+    gone = time.monotonic()
+    docker_cli(lab, "service", "rm", other)
+    wait_for(lambda: one_leader(client, (first,), tasks=1), timeout=30, what="take-over after rm")
+    figures["takeover_after_service_rm_s"] = round(time.monotonic() - gone, 1)
+    figures["later_routed_after_takeover_s"] = round(deploy_routed(lab, client, "later"), 1)
+    print(f"\nleader figures (two services): {json.dumps(figures, sort_keys=True)}")
+
+
+def test_replicated_operator_service_has_one_leader_and_a_standby_that_takes_over(
+        lab: Lab, client: docker.DockerClient) -> None:
+    services = (SEED,)
+    docker_cli(lab, "config", "create", CONFIG, "-", stdin=SEED_TOML)
+    started = time.monotonic()
+    docker_cli(lab, *operator_create(SEED, "--detach", "--replicas", "2"))
+    routed_s = deploy_routed(lab, client, "demo")
+    leader = wait_for(lambda: converged(client, services, tasks=2), timeout=90, what="one leader, converged")
+    figures = {"deploy_to_converged_s": round(time.monotonic() - started, 1), "demo_routed_s": round(routed_s, 1)}
+    figures |= assert_quiet(client, services, leader, tasks=2, seconds=QUIET_WINDOW_S / 4)
+
+    # The leader's container killed on its node (a crash): the other replica takes over, and Swarm's
+    # replacement task joins as a standby.
+    (task,) = [t for t in running_tasks(client, SEED) if t["ID"] == leader]
+    node = next(n["Description"]["Hostname"] for n in client.api.nodes() if n["ID"] == task["NodeID"])
+    engine = lab.client(node)
+    try:
+        killed = time.monotonic()
+        engine.api.kill(task["Status"]["ContainerStatus"]["ContainerID"])
+    finally:
+        engine.close()
+    def other_replica_leads() -> str | None:
+        holder = lease_holder(client)
+        return holder if holder not in (None, leader) and roles(client, services).get(holder) == 1.0 else None
+
+    new_leader = wait_for(other_replica_leads, timeout=30, what="the other replica to take over")
+    figures["takeover_after_kill_s"] = round(time.monotonic() - killed, 1)
+    figures["late_routed_after_takeover_s"] = round(deploy_routed(lab, client, "late"), 1)
+    assert wait_for(lambda: one_leader(client, services, tasks=2), timeout=60, what="replacement task") == new_leader
+    print(f"\nleader figures (--replicas 2): {json.dumps(figures, sort_keys=True)}")
