@@ -118,7 +118,7 @@ def test_removed_service_gets_503_and_its_neighbour_is_untouched(
     assert other_failures == 0
 
 
-def test_restart_on_a_converged_cluster_writes_nothing(
+def test_restart_on_a_converged_swarm_writes_nothing(
         lab: Lab, client: docker.DockerClient, op: RunningOperator) -> None:
     create_routed(client, "demo", DEMO_LABELS)
     expected = wait_for(lambda: running_upstreams(client, "demo"), timeout=60, what="demo running")

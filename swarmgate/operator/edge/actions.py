@@ -53,7 +53,7 @@ def _failpoint(action: Action) -> None:
 class Publisher(Protocol):
     """Where hitless configs go: the pusher, which pushes them to every proxy task."""
 
-    def publish(self, cluster: str, text: str, digest: str) -> None: ...
+    def publish(self, extension: str, text: str, digest: str) -> None: ...
 
 
 

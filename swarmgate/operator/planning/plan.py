@@ -1,7 +1,7 @@
 """Plan: the typed actions that take the observed Swarm to the desired state (pure).
 
 `plan()` is data in, data out: `swarmgate plan` prints exactly the list a live pass would apply. On a
-converged cluster it returns a single `NoOp`; that is what makes a restart of the operator free.
+converged Swarm it returns a single `NoOp`; that is what makes a restart of the operator free.
 """
 
 from __future__ import annotations

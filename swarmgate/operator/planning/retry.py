@@ -39,7 +39,7 @@ class Schedule:
     """Delays between passes.
 
     After a change, tasks are still starting or stopping on other nodes and Swarm sends no
-    cluster-wide task events, so the next passes come quickly (`fast`) and slow down by doubling
+    Swarm-wide task events, so the next passes come quickly (`fast`) and slow down by doubling
     until the resync period. Errors back off exponentially to `max_backoff`.
     """
 

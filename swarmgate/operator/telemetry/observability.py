@@ -2,7 +2,7 @@
 
 Every series a dashboard panel reads exists from the first pass on, at 0 where nothing happened
 yet (reason kinds, reload results, reconcile results): Prometheus' advice for labelled metrics, and
-what keeps a panel from going blank on a healthy cluster. Label values stay bounded: extension
+what keeps a panel from going blank on a healthy Swarm. Label values stay bounded: extension
 names from the config, reason *kinds* (never the free-text reason), and the proxy tasks that are
 live now (series of proxies that are gone are removed).
 """
