@@ -7,6 +7,7 @@ changes nothing in the Swarm.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -34,7 +35,7 @@ from swarmgate.operator.delivery.wire import proxy_targets
 from swarmgate.operator.edge.lease import LeaderElection, WithoutLeaseEvents
 from swarmgate.operator.edge.observe import connect, fetch_documents, observe, own_container_id
 from swarmgate.operator.planning.desired import compute_desired
-from swarmgate.operator.planning.lease import resync_seconds
+from swarmgate.operator.planning.lease import leader_summary, resync_seconds
 from swarmgate.operator.planning.plan import NoOp, PublishProxyConfig, plan, rejected_extensions
 from swarmgate.operator.planning.retry import Outcome, Schedule
 from swarmgate.operator.telemetry import holds, metrics, observability
@@ -155,11 +156,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.endpoint:
         status = _get_json(f"{args.endpoint.rstrip('/')}/v1/status")
+        with contextlib.suppress(SwarmgateError):  # an operator from before leader election has no /v1/leader
+            status["operator"] = _get_json(f"{args.endpoint.rstrip('/')}/v1/leader")
     else:
         # Straight from the proxies: what each running proxy task says it serves, against the
         # config this pipeline computes (the operator's, by construction).
         observed = observe(connect(config))
         status = status_document(survey(config, observed, compute_desired(config, observed)))
+        status["leader"] = leader_summary(observed)
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
         return 0
@@ -171,6 +175,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 def status_text(status: dict[str, Any]) -> str:
     """Per extension its current config, then per proxy task: node, served config, current or not."""
     lines = []
+    if "leader" in status:
+        lines.append(f"leader: {status['leader']['detail']}")
+    if "operator" in status:
+        op = status["operator"]
+        lines.append(f"this operator: {op.get('role')} ({op.get('identity')}; holder {op.get('holder') or '-'}: "
+                     f"{op.get('reason')})")
     # The document's "clusters" are extensions (one proxy service each), not ServiceCluster values.
     for name, extension in sorted(status.get("clusters", {}).items()):
         digest = (extension.get("digest") or "-")[:12]
