@@ -58,11 +58,13 @@ bench: deps
 	$(BIN)/python lab/lab.py up --managers $(MANAGERS) --workers $(WORKERS) --lb $(LB)
 	$(BIN)/python bench/run.py
 
-# Issue 9's fault scenarios under load on the seed's cluster: bench/faults.md and bench/faults.json.
-# On a shared lab: `flock /tmp/swarmgate-lab.lock make faults`.
+# Issue 9's fault scenarios under load on the seed's cluster: bench/faults.md and bench/faults.json
+# (about 16 min). On a shared lab: `flock /tmp/swarmgate-lab.lock make faults`. FAULTS_ARGS passes
+# options to bench/faults.py, e.g. FAULTS_ARGS="--only manager-loss --short --out /tmp/faults".
+FAULTS_ARGS ?=
 faults: deps
 	$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2
-	$(BIN)/python bench/faults.py
+	$(BIN)/python bench/faults.py $(FAULTS_ARGS)
 
 clean: lab-down
 	rm -rf $(VENV) .stamps .mypy_cache .ruff_cache .pytest_cache

@@ -85,8 +85,8 @@ def markdown(run: dict[str, Any]) -> str:
         lines.append(f"* **{r['scenario']}** ({r['seconds']:g} s): {text}.")
     lines += ["", "Judged as tests/lab/test_faults.py judges (0 failed requests on the judged LB nodes, no proxy "
               "task replaced beyond the one a fault kills, the proxy spec version unchanged, no 503 from a proxy "
-              "started while the operator is away, 0 writes by rival operators after their start-up); times are "
-              "figures, not pass marks."]
+              "started while the operator is away, 0 writes by rival operators after their start-up, a new route "
+              "that arrives at all within the run's wait); times are figures, not pass marks."]
     return "\n".join(lines) + "\n"
 
 
