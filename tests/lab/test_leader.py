@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 
 from tests.lab import http
-from tests.lab.conftest import Lab
+from tests.lab.conftest import REPO, Lab
 from tests.lab.operator_fixture import (
     OWNED,
     PROXY,
     TOKEN_SECRET,
+    RunningOperator,
     answers_everywhere,
     clean_swarm,
     create_routed,
@@ -267,3 +270,64 @@ def test_replicated_operator_service_has_one_leader_and_a_standby_that_takes_ove
     figures["late_routed_after_takeover_s"] = round(deploy_routed(lab, client, "late"), 1)
     assert wait_for(lambda: one_leader(client, services, tasks=2), timeout=60, what="replacement task") == new_leader
     print(f"\nleader figures (--replicas 2): {json.dumps(figures, sort_keys=True)}")
+
+
+def role_of(op: RunningOperator) -> str | None:
+    address, port = op.listen.rsplit(":", 1)
+    doc: dict[str, Any] = json.loads(http.get(address, "/v1/leader", port=int(port), timeout=3).body)
+    return str(doc["role"]) if doc.get("reason") != "no pass yet" else None
+
+
+def test_swarmgate_run_processes_one_leads_renews_and_hands_over(lab: Lab, tmp_path: Path) -> None:
+    client = lab.manager_client()
+    clean_swarm(client, services=ROUTED, lab=lab)
+    ops: list[RunningOperator] = []
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        ops.append(RunningOperator(lab, tmp_path / name, poll="3s"))
+    a, b, c = ops
+    figures: dict[str, Any] = {}
+    try:
+        a.start()
+        b.start()
+        roles_ab = wait_for(lambda: (lambda r: r if sorted(r) == ["leader", "standby"] else None)(
+            [role_of(a), role_of(b)]), timeout=30, what="one leader, one standby")
+        leader, standby = (a, b) if roles_ab[0] == "leader" else (b, a)
+        routed_s = deploy_routed(lab, client, "demo")
+        figures["demo_routed_s"] = round(routed_s, 1)
+        # A process has nothing Swarm watches: it renews its lease, and those are the only writes.
+        with event_window(client) as window:
+            leader.wait_full_passes(8, timeout=60)
+            standby.wait_full_passes(8, timeout=60)
+        writes = owned_writes(client, window)
+        seconds = (window.closed_ns or 0) / 1e9 - window.opened_ns / 1e9
+        assert writes and set(writes) == {f"config update {LEASE}"}, writes
+        figures["lease_renewals_per_minute"] = round(len(writes) * 60 / seconds, 1)
+        # `swarmgate status` names the leader.
+        status = subprocess.run([str(REPO / ".venv/bin/swarmgate"), "status", "-c", str(a.config_path)],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert status.stdout.startswith("leader: process:"), status.stdout + status.stderr
+        # kill -9: the standby takes over once the lease's version has not moved for the lease period.
+        assert leader.proc is not None
+        killed = time.monotonic()
+        leader.proc.kill()
+        wait_for(lambda: role_of(standby) == "leader", timeout=40, what="the standby to take over")
+        figures["takeover_after_kill_9_s"] = round(time.monotonic() - killed, 1)
+        figures["late_routed_after_takeover_s"] = round(deploy_routed(lab, client, "late"), 1)
+        # SIGTERM: the leader hands the lease back, and a standby takes it at once.
+        c.start()
+        wait_for(lambda: role_of(c) == "standby", timeout=30, what="a third process to stand by")
+        stopped = time.monotonic()
+        assert standby.stop() == 0
+        wait_for(lambda: role_of(c) == "leader", timeout=30, what="the third process to take over")
+        figures["takeover_after_sigterm_s"] = round(time.monotonic() - stopped, 1)
+        print(f"\nleader figures (swarmgate run processes): {json.dumps(figures, sort_keys=True)}")
+    except BaseException:
+        for op in ops:
+            print(f"--- {op.log_path} (last lines) ---\n{op.log_tail(40)}")
+        raise
+    finally:
+        for op in ops:
+            op.stop()
+        clean_swarm(client, services=ROUTED, lab=lab)
+        client.close()
