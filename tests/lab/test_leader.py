@@ -198,7 +198,9 @@ def assert_quiet(client: docker.DockerClient, services: tuple[str, ...], leader:
     assert client.api.inspect_service(PROXY)["Version"]["Index"] == version
     # Every operator kept looking all along (the seed's PollInterval is 3 s): the quiet was not idleness.
     assert min(passes_made.values()) >= seconds / 3 / 2, passes_made
-    return {"window_s": round(seconds), "events_in_window": len(window.events()), "owned_writes": len(writes),
+    others = [f"{e['Type']} {e['Action']} {(e.get('Actor', {}).get('Attributes') or {}).get('name', '')}"
+              for e in window.events()]
+    return {"window_s": round(seconds), "events_in_window": others, "owned_writes": len(writes),
             "passes_per_operator": sorted(passes_made.values()), "proxy_version": version}
 
 
