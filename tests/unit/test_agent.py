@@ -195,6 +195,20 @@ def test_pushed_configs_are_reloaded_in_place_and_recorded(proxy: Proxy) -> None
     assert proxy.log().count("serving ") == 3
 
 
+def test_a_restarted_operator_finds_the_proxy_current_and_pushes_nothing(proxy: Proxy) -> None:
+    text_digest = proxy.publish("routes")
+    proxy.push_round()
+    proxy.pusher.stop()
+    # A new operator process: empty store, new pusher, the same deterministic config.
+    proxy.store = ProxyState()
+    proxy.pusher = Pusher(proxy.store, lambda: token_digest(proxy.token), push_timeout=10)
+    proxy.aim(proxy.task)
+    assert proxy.publish("routes") == text_digest
+    proxy.push_round()
+    assert proxy.record().served_digest == text_digest and proxy.store.all_current(EXT)
+    assert proxy.log().count("serving ") == 1  # the first operator's push only
+
+
 def test_invalid_config_is_never_loaded_reported_and_not_pushed_again(proxy: Proxy) -> None:
     good = proxy.publish("good")
     proxy.push_round()

@@ -10,6 +10,7 @@ closest known label when it looks like a typo.
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
@@ -136,8 +137,15 @@ def is_routed(labels: Mapping[str, str]) -> bool:
 
 def parse_service_labels(service_name: str, labels: Mapping[str, str]) -> ServiceRouting | SetAside | None:
     """The typed routing of one service; `None` when it carries no `com.docker.lb.*` label."""
-    if not is_routed(labels):
-        return None
+    ours = tuple(sorted((key, value) for key, value in labels.items() if key.startswith(PREFIX)))
+    return _parse_labels(service_name, ours) if ours else None
+
+
+# Labels rarely change between passes, and each pass reads every service's labels more than once
+# (per extension, and for unclaimed services): a result depends only on the name and the labels.
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_labels(service_name: str, ours: tuple[tuple[str, str], ...]) -> ServiceRouting | SetAside:
+    labels = dict(ours)
     values: dict[str, object] = {}
     notices: list[str] = []
     for key in sorted(labels):

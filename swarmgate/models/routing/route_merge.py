@@ -13,6 +13,7 @@ Every overruled value is reported as a notice naming both services.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections import defaultdict
@@ -57,10 +58,19 @@ def pool_name(host: str, path: str) -> str:
 
 
 def age_key(service: Service) -> tuple[str, str]:
-    """Sorts services oldest first; Go prints fractions without trailing zeros, so pad them."""
-    match = re.match(r"^(.*?)(?:\.(\d+))?Z$", service.created_at)
-    stamp = f"{match.group(1)}.{(match.group(2) or '').ljust(9, '0')}Z" if match else service.created_at
-    return (stamp or "~", service.name)  # an unknown creation time sorts last (youngest)
+    """Sorts services oldest first; an unknown creation time sorts last (youngest)."""
+    return (_sortable_stamp(service.created_at) or "~", service.name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sortable_stamp(created_at: str) -> str:
+    # Go prints fractions without trailing zeros, so pad them. Cached: services created together
+    # share their stamp's second, and a pass asks for every pooled service's age.
+    match = _STAMP.match(created_at)
+    return f"{match.group(1)}.{(match.group(2) or '').ljust(9, '0')}Z" if match else created_at
+
+
+_STAMP = re.compile(r"^(.*?)(?:\.(\d+))?Z$")
 
 
 def _said(value: object) -> str:
@@ -75,6 +85,8 @@ def oldest_decides(kind: str, where: str, claims: Sequence[tuple[Routed, T]], no
     """The oldest claimant's value; every different value is reported as overruled."""
     if not claims:
         return None
+    if len(claims) == 1:  # nothing to overrule (most pools have one service)
+        return claims[0][1]
     ordered = sorted(claims, key=lambda c: age_key(c[0].service))
     first, value = ordered[0]
     for other, other_value in ordered[1:]:
