@@ -128,7 +128,7 @@ class _Reader:
     A path is formatted only when a message needs it: a snapshot of 10,000 services reads some
     200,000 objects, and formatting each one's path cost more than reading it."""
 
-    __slots__ = ("obj", "_where", "_parent", "_key")
+    __slots__ = ("_key", "_parent", "_where", "obj")
 
     def __init__(self, obj: object, where: str) -> None:
         if not isinstance(obj, dict):
