@@ -9,6 +9,7 @@ so each test starts from an empty Swarm (with `lab`, also what each LB node save
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -136,12 +137,30 @@ def clean_swarm(client: docker.DockerClient, *, services: tuple[str, ...] = (), 
     for secret in client.secrets.list(filters={"name": TOKEN_SECRET}):
         _remove_when_unused(secret.remove)
     for name in lab.lb_nodes if lab is not None else ():
-        node = lab.client(name)
-        try:
-            # The proxy's container goes a moment after its service: the volume is in use until then.
-            _remove_when_unused(lambda node=node: node.volumes.get(STATE_VOLUME).remove())  # type: ignore[misc]
-        finally:
-            node.close()
+        _forget_served_config(lab, name)
+
+
+def _forget_served_config(lab: Lab, name: str) -> None:
+    """Best effort: the state volume of one LB node. A stopping proxy container holds it for a few
+    seconds, and exited task containers hold it until they are removed; a volume left behind only
+    means the next proxy there starts from an old config, which the operator's first push replaces."""
+    node = lab.client(name)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            for container in node.containers.list(all=True, filters={"volume": STATE_VOLUME}):
+                if container.status != "running":
+                    with contextlib.suppress(docker.errors.APIError):
+                        container.remove(force=True)
+            try:
+                node.volumes.get(STATE_VOLUME).remove()
+                return
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError:
+                time.sleep(0.5)
+    finally:
+        node.close()
 
 
 def _remove_when_unused(remove: Callable[[], Any]) -> None:
