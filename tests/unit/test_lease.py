@@ -28,6 +28,7 @@ from swarmgate.operator.planning.lease import (
     decide,
     leader_summary,
     lease_labels,
+    may_act,
     own_task,
     read_lease,
     release,
@@ -259,3 +260,13 @@ def test_only_the_lease_own_events_are_skipped(event: dict[str, Any], expected: 
 ])
 def test_resync_seconds(poll: float, in_swarm: bool, expected: float) -> None:
     assert resync_seconds(poll, in_swarm=in_swarm) == expected
+
+
+@pytest.mark.parametrize(("memory", "as_task", "now", "expected"), [
+    pytest.param(Memory(), True, T0, True, id="task-holder-always"),
+    pytest.param(Memory(renewed_at=T0), False, T0 + LEASE_SECONDS - 0.1, True, id="process-within-lease"),
+    pytest.param(Memory(renewed_at=T0), False, T0 + LEASE_SECONDS, False, id="process-lease-ran-out"),
+    pytest.param(Memory(), False, T0, False, id="process-never-renewed"),
+])
+def test_may_act_between_passes(memory: Memory, as_task: bool, now: float, expected: bool) -> None:
+    assert may_act(memory, as_task=as_task, now=now) is expected

@@ -13,11 +13,13 @@ Lease writes are Docker writes: they go through the pass's `CallCounter` like ev
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +40,7 @@ from swarmgate.operator.planning.lease import (
     Role,
     after_write,
     decide,
+    may_act,
     own_task,
     read_lease,
     release,
@@ -84,7 +87,7 @@ def write_lease(api: docker.APIClient, write: LeaseWrite, calls: CallCounter) ->
 class LeaderElection:
     """This operator's side of the election: its identity, memory between passes, and its role.
 
-    `is_leader` is read by other threads (the endpoint, a pusher); it is a plain attribute read.
+    `is_leader` is read by other threads (the endpoint, a pusher) between passes.
     """
 
     api: docker.APIClient
@@ -95,6 +98,7 @@ class LeaderElection:
     last: Decision | None = None
     _memory: Memory = field(default_factory=Memory)
     _task_id: str | None = None
+    clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         metrics.LEADER.labels(identity=self.identity).set(0)
@@ -111,14 +115,21 @@ class LeaderElection:
 
     @property
     def is_leader(self) -> bool:
-        return self.role == "leader"
+        return self.role == "leader" and may_act(self._memory, as_task=self._task_id is not None, now=self.clock())
 
     def step(self, observed: ObservedState, *, now: float, reconcile_id: str = "-") -> Decision:
         """Decide this pass's role from the snapshot, write the lease if that is what deciding takes."""
         self._learn_task(observed)
         decision = decide(observed, self.candidate, self._memory, now=now)
         if decision.write is not None:
-            decision = after_write(decision, ok=write_lease(self.api, decision.write, self.calls))
+            try:
+                ok = write_lease(self.api, decision.write, self.calls)
+            except TemporaryError:
+                # Whether the write landed is unknown: stand by until a pass can read the lease again.
+                self._memory = Memory()
+                self._become(Decision("standby", "lease write failed", None, None, self._memory), reconcile_id)
+                raise
+            decision = after_write(decision, ok=ok)
         self._memory = decision.memory
         self.last = decision
         self._become(decision, reconcile_id)
@@ -153,7 +164,8 @@ class LeaderElection:
     def _learn_task(self, observed: ObservedState) -> None:
         task = own_task(observed, self.container_id)
         if task is not None and task.id != self._task_id:
-            metrics.LEADER.remove(self.identity)
+            with contextlib.suppress(KeyError):  # the series of the identity it had until now
+                metrics.LEADER.remove(self.identity)
             self._task_id = task.id
             metrics.LEADER.labels(identity=self.identity).set(int(self.is_leader))
 

@@ -206,6 +206,14 @@ def _own(lease: Lease, me: Candidate, memory: Memory, *, now: float, renew_secon
     return Decision("leader", "own lease", me.identity, None, memory)
 
 
+def may_act(memory: Memory, *, as_task: bool, now: float, lease_seconds: float = LEASE_SECONDS) -> bool:
+    """Whether a leader may still act between passes (its pusher asks before every request). A task
+    holder's lease does not run out: Swarm says whether it is alive. A process holder's runs out a
+    lease period after its last renewal: from then on a standby may have taken over, so the process
+    must not act again until a renewal succeeds (its pass may be stuck on an unreachable Docker)."""
+    return as_task or (memory.renewed_at is not None and now - memory.renewed_at < lease_seconds)
+
+
 def resync_seconds(poll_interval: float, *, in_swarm: bool) -> float:
     """How often passes must run at least. A task holder is watched through Swarm on the usual resync;
     outside Swarm a leader renews and a standby watches the lease go stale, so passes come at least
