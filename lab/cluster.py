@@ -47,6 +47,8 @@ from common import (
 )
 
 NODE_INIT = Path(__file__).resolve().parent / "node-init.sh"
+# Swarm's pool for overlay networks (ingress included): the other half of the benchmarking range.
+SWARM_ADDR_POOL = "198.19.0.0/16"
 
 
 @dataclass
@@ -284,7 +286,10 @@ def wait_node_state(nodes: list[Node], name: str, state: str, *, timeout: float)
 
 def form_swarm(nodes: list[Node]) -> None:
     first = nodes[0]
-    docker(first.sock, "swarm", "init", "--advertise-addr", first.address)
+    # Overlay, VIP and ingress addresses come from the lab's own benchmarking range (RFC 2544), like
+    # its node addresses: Swarm's default pool (10.0.0.0/8) would send test traffic outside the lab.
+    docker(first.sock, "swarm", "init", "--advertise-addr", first.address,
+           "--default-addr-pool", SWARM_ADDR_POOL, "--default-addr-pool-mask-length", "24")
     mtoken = docker(first.sock, "swarm", "join-token", "-q", "manager")
     wtoken = docker(first.sock, "swarm", "join-token", "-q", "worker")
     remote = f"{first.address}:2377"

@@ -31,7 +31,9 @@ def service(
     env: Sequence[str] = (),
     constraints: Sequence[str] = (),
     config_names: Sequence[str] = (),
+    networks: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """A service; `networks` maps each overlay network's ID it is on to its virtual IP there."""
     ports = [{"Protocol": "tcp", "TargetPort": p, "PublishMode": "host"} for p in host_ports]
     container: dict[str, Any] = {"Image": "demo:latest", "Init": False}
     if env:
@@ -53,15 +55,20 @@ def service(
         "Mode": {"Replicated": {"Replicas": replicas}},
         "EndpointSpec": {"Mode": "vip", "Ports": ports},
     }
+    endpoint: dict[str, Any] = {"Spec": {"Mode": "vip", "Ports": ports}, "Ports": [
+        {"Protocol": "tcp", "TargetPort": p, "PublishMode": "host"} for p in host_ports
+    ]}
+    if networks:
+        spec["TaskTemplate"]["Networks"] = [{"Target": network_id} for network_id in networks]
+        endpoint["VirtualIPs"] = [{"NetworkID": network_id, "Addr": f"{vip}/24"}
+                                  for network_id, vip in networks.items()]
     return {
         "ID": id or _id("service", name),
         "Version": {"Index": version},
         "CreatedAt": created_at,
         "UpdatedAt": created_at,
         "Spec": spec,
-        "Endpoint": {"Spec": {"Mode": "vip", "Ports": ports}, "Ports": [
-            {"Protocol": "tcp", "TargetPort": p, "PublishMode": "host"} for p in host_ports
-        ]},
+        "Endpoint": endpoint,
     }
 
 
@@ -75,8 +82,10 @@ def task(
     desired: str = "running",
     ports: Mapping[int, int] | None = None,
     listed_twice: bool = True,
+    addresses: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A task of `svc` on `node_id`; `ports` maps target port → published host port."""
+    """A task of `svc` on `node_id`; `ports` maps target port → published host port, `addresses` each
+    overlay network's ID → the task's address on it."""
     name = svc["Spec"]["Name"]
     bindings = []
     for target, published in sorted((ports or {}).items()):
@@ -90,7 +99,7 @@ def task(
                             "ExitCode": 0},
         "PortStatus": {"Ports": bindings} if bindings else {},
     }
-    return {
+    out: dict[str, Any] = {
         "ID": id or _id("task", f"{name}.{slot}.{node_id}.{state}.{desired}"),
         "Version": {"Index": 20},
         "CreatedAt": CREATED,
@@ -103,6 +112,14 @@ def task(
         "Status": status,
         "DesiredState": desired,
     }
+    if addresses:
+        out["NetworksAttachments"] = [
+            {"Network": {"ID": network_id, "Spec": {"Name": f"net-{network_id[:6]}", "Scope": "swarm",
+                                                    "DriverConfiguration": {"Name": "overlay"}}},
+             "Addresses": [f"{address}/24"]}
+            for network_id, address in addresses.items()
+        ]
+    return out
 
 
 def node(
@@ -151,3 +168,11 @@ def swarm_secret(name: str, *, labels: Mapping[str, str] | None = None) -> dict[
         "UpdatedAt": CREATED,
         "Spec": {"Name": name, "Labels": dict(labels or {})},
     }
+
+
+def overlay_network(
+    name: str, *, driver: str = "overlay", scope: str = "swarm", ingress: bool = False
+) -> dict[str, Any]:
+    """A network as `GET /networks` lists it."""
+    return {"Name": name, "Id": _id("network", name), "Driver": driver, "Scope": scope, "Ingress": ingress,
+            "Attachable": False, "Labels": {}}

@@ -87,7 +87,8 @@ def test_state_file_document_round_trips(tmp_path: Path) -> None:
         pytest.param("[]", "s.json: expected a JSON object with services, tasks and nodes", id="not-object"),
         pytest.param('{"services": [], "tasks": []}', "s.json: nodes: required key is missing", id="missing-key"),
         pytest.param('{"services": [], "tasks": [], "nodes": [], "extra": []}',
-                     "s.json: extra: unknown key (expected services, tasks, nodes, configs, secrets)", id="unknown"),
+                     "s.json: extra: unknown key "
+                     "(expected services, tasks, nodes, configs, secrets, networks)", id="unknown"),
         pytest.param('{"services": {}, "tasks": [], "nodes": []}', "s.json: services: expected a list",
                      id="not-list"),
         pytest.param('{"services": [{"ID": "x"}], "tasks": [], "nodes": []}',

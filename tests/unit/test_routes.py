@@ -111,12 +111,12 @@ def scenarios() -> list[Any]:
                 route("demo.local", "/", ("demo",), (up(demo, t0, "10.0.0.10", 30000),)),)),),
             set_aside=(
                 SetAside("bad", "label com.docker.lb.port: expected an integer 1-65535, got 'eighty'", kind="port"),
-                SetAside("nopub", "publishes no host-mode port for target port 8080 "
-                                  "(add --publish mode=host,target=8080)", kind="no_host_port"),
+                SetAside("nopub", "publishes no host-mode port for target port 8080 and is on no overlay network "
+                                  "(add --network NET, or --publish mode=host,target=8080)", kind="no_host_port"),
                 SetAside("pass", "label com.docker.lb.ssl_passthrough=true is not supported "
                                  "(needs nginx's stream module)", kind="ssl_passthrough"),
-                SetAside("vip", "label com.docker.lb.backend_mode=vip needs overlay networks, which are not used "
-                                "in host mode; use backend_mode=task (the default)", kind="vip_backend"),
+                SetAside("vip", "label com.docker.lb.backend_mode=vip needs the service on an overlay network "
+                                "(add --network NET)", kind="vip_backend"),
             ),
         ),
         id="invalid-or-unsupported-services-are-set-aside-others-routed",
@@ -233,7 +233,7 @@ def test_secrets_lists_every_tls_secret_the_proxy_must_mount() -> None:
 
 
 def test_pool_names_are_stable_and_safe_words() -> None:
-    assert pool_name("demo.local", "/") == "demo_local_b31d9ce8de094eea"  # the same every pass, every run
+    assert pool_name("demo.local", "/") == "b31d9ce8de094eea_demo_local"  # the same every pass, every run
     assert pool_name("demo.local", "/a") != pool_name("demo.local", "/a_")
     assert pool_name("*.example.com", "/api/v1").replace("_", "").isalnum()
 
@@ -354,4 +354,4 @@ def test_two_services_naming_the_same_secrets_for_different_hosts_mount_them_onc
 def test_pool_names_carry_64_bits_of_digest_so_labels_cannot_be_made_to_collide() -> None:
     # A duplicate upstream name makes nginx reject the whole config.
     name = pool_name("demo.local", "/")
-    assert name.startswith("demo_local_") and len(name.rsplit("_", 1)[1]) == 16
+    assert name.endswith("_demo_local") and len(name.split("_", 1)[0]) == 16

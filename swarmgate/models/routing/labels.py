@@ -49,8 +49,8 @@ LabelName = Literal[
 KNOWN_LABELS: tuple[LabelName, ...] = get_args(LabelName)
 # Reasons that are not one rejected label. Metrics, logs and the CLI all take kinds from here.
 OtherKind = Literal[
-    "vip_backend",      # backend_mode=vip: needs overlay networks
-    "no_host_port",     # the port label's target port is not published in host mode
+    "vip_backend",      # backend_mode=vip on a service that is on no overlay network
+    "no_host_port",     # the port label's target port is not published in host mode, and no overlay network
     "no_extension",     # no extension serves the service's cluster
     "missing_secret",   # ssl_cert/ssl_key names no Swarm secret
     "forbidden_secret",  # ssl_cert/ssl_key names a secret swarmgate owns (the proxy token, ...)
@@ -103,11 +103,12 @@ class ServiceRouting:
 
 
 def _backend_mode(value: str) -> Literal["task", "vip"]:
-    if value == "task":
+    # Interlock's documentation also writes `default` for task mode.
+    if value in ("task", "default"):
         return "task"
     if value == "vip":
         return "vip"
-    raise LabelValueError(f"expected task or vip, got {shown(value)}")
+    raise LabelValueError(f"expected task, default or vip, got {shown(value)}")
 
 
 _PARSERS: dict[LabelName, Callable[[str], object]] = {

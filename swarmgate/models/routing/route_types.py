@@ -10,7 +10,8 @@ from swarmgate.models.routing.nginx_sizes import upstream_zone_kb
 
 @dataclass(frozen=True)
 class Upstream:
-    """One running task, reached at its node's address and the host port Swarm published for it."""
+    """One running task, reached at its node's address and the host port Swarm published for it, or
+    at its own address on an overlay network; or a service's virtual IP (`task_id` is then `vip`)."""
 
     address: str
     port: int
@@ -65,6 +66,7 @@ class RouteTable:
     default_backend: PathRoute | None = None
     set_aside: tuple[SetAside, ...] = ()
     notices: tuple[str, ...] = ()
+    networks: tuple[str, ...] = ()  # IDs of the overlay networks the proxy must be on for these routes
 
     @property
     def secrets(self) -> tuple[str, ...]:

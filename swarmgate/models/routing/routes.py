@@ -7,16 +7,23 @@ Rules, in the order they apply:
   both mean the empty cluster (Interlock's behaviour: services without the label are served by the
   extension without a cluster). Services of other clusters do not appear in this table at all;
   `unclaimed_services` lists those no extension serves.
-* **Set aside.** Invalid labels, `backend_mode=vip` (needs overlay networks, which swarmgate does
-  not use), `ssl_passthrough` (needs nginx's stream module) and a service that publishes no
-  host-mode port for its `port` label are set aside with a reason; every other service is routed
-  as if they did not exist.
+* **Set aside.** Invalid labels, `ssl_passthrough` (needs nginx's stream module), a service that
+  neither publishes its `port` label in host mode nor is on an overlay network, and a network that
+  cannot be chosen (named but not joined, or several and none named) are set aside with a reason;
+  every other service is routed as if they did not exist.
+* **Which way a service is reached.** Host mode (the seed's) when it publishes its `port` label in
+  host mode and names no network and no VIP. Otherwise over an overlay network, Interlock's way:
+  the network `com.docker.lb.network` names, or the service's only one. The proxy joins every such
+  network (`RouteTable.networks`).
 * **TLS secrets** (see `tls_secrets`): a service whose `ssl_cert`/`ssl_key` names a secret that
   does not exist, that swarmgate owns, or whose ID a proxy reported nginx cannot load, is set aside:
   every secret in the table is mounted into the proxy, and Swarm refuses the whole spec otherwise.
 * **Upstreams (host mode).** A task is an upstream when its desired and current state are both
   `running`, its node is `ready`, and it has a host-mode TCP binding whose target port equals the
   `port` label: `node address : published port`. Anything else is starting or draining.
+* **Upstreams (overlay).** Task mode (`backend_mode=task`, or Interlock's `default`): each such
+  task's address on the network and the `port` label. `backend_mode=vip`: the service's virtual IP
+  on the network, one upstream; Swarm's IPVS balances behind it.
 * **Pooling and conflicts** (see `route_merge`): services asking for the same host and path share
   a pool; where they disagree, the oldest service decides, and the overruled value is reported.
 """
@@ -25,8 +32,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Set
 
-from swarmgate.models.routing.label_values import LabelValueError, parse_swarm_name
-from swarmgate.models.routing.labels import ReasonKind, ServiceRouting, SetAside, parse_service_labels
+from swarmgate.models.routing.label_values import LabelValueError, parse_swarm_name, shown
+from swarmgate.models.routing.labels import PREFIX, ReasonKind, ServiceRouting, SetAside, parse_service_labels
 from swarmgate.models.routing.route_merge import Routed, default_backend, merge_hosts, pool_name
 from swarmgate.models.routing.route_types import HostRoute, PathRoute, RouteTable, TLSFiles, Upstream
 from swarmgate.models.routing.tls_secrets import secret_problem
@@ -52,6 +59,57 @@ def _host_port_published(service: Service, port: int) -> bool:
     ) or any(p.target_port == port and p.mode == "host" for p in service.endpoint_ports)
 
 
+def _overlay_upstreams(observed: ObservedState, service: Service, r: ServiceRouting,
+                       network_id: str) -> tuple[Upstream, ...]:
+    """Task mode: each running task's address on the network; vip mode: the service's one VIP there."""
+    if r.backend_mode == "vip":
+        vip = service.virtual_ip_on(network_id)
+        return () if vip is None else (Upstream(address=vip, port=r.port, task_id="vip", node_id="",
+                                                 service=service.name),)
+    found: dict[str, Upstream] = {}
+    for task in observed.tasks_of(service.id):
+        if task.desired_state != "running" or task.state != "running":
+            continue
+        node = observed.node(task.node_id)
+        if node is None or node.state != "ready":
+            continue
+        for address in task.addresses_on(network_id)[:1]:
+            found.setdefault(address, Upstream(address=address, port=r.port, task_id=task.id, node_id=node.id,
+                                               service=service.name))
+    return tuple(sorted(found.values(), key=lambda u: (u.address, u.task_id)))
+
+
+def _network(observed: ObservedState, service: Service,
+             r: ServiceRouting) -> str | tuple[ReasonKind, str] | None:
+    """The overlay network (ID) the service is routed on; None for host mode; else (kind, reason).
+
+    Host mode (the seed's) is kept for a service that publishes its port in host mode and names no
+    network and no VIP. Otherwise the network is the one `com.docker.lb.network` names, or the
+    service's only overlay network, as Interlock chose it.
+    """
+    if r.network is None and r.backend_mode == "task" and _host_port_published(service, r.port):
+        return None
+    joined = [n for n in (observed.network(t) for t in service.networks) if n is not None and n.joinable]
+    if r.network is not None:
+        wanted = observed.network(r.network)
+        if wanted is None or not wanted.joinable:
+            return "network", f"label {PREFIX}network: no overlay network named {shown(r.network)}"
+        if wanted.id not in {n.id for n in joined}:
+            return "network", (f"label {PREFIX}network names {wanted.name}, which the service is not on "
+                               f"(add --network {wanted.name})")
+        return wanted.id
+    if len(joined) == 1:
+        return joined[0].id
+    if len(joined) > 1:
+        names = ", ".join(sorted(n.name for n in joined))
+        return "network", f"is on several overlay networks ({names}): say which in {PREFIX}network"
+    if r.backend_mode == "vip":
+        return "vip_backend", (f"label {PREFIX}backend_mode=vip needs the service on an overlay network "
+                               f"(add --network NET)")
+    return "no_host_port", (f"publishes no host-mode port for target port {r.port} and is on no overlay network "
+                            f"(add --network NET, or --publish mode=host,target={r.port})")
+
+
 def _upstreams(observed: ObservedState, service: Service, port: int) -> tuple[Upstream, ...]:
     found: dict[tuple[str, int], Upstream] = {}
     for task in observed.tasks_of(service.id):
@@ -71,8 +129,9 @@ def _upstreams(observed: ObservedState, service: Service, port: int) -> tuple[Up
 
 def _classify(
     observed: ObservedState, ext: Extension, unusable_secrets: Set[str]
-) -> tuple[list[Routed], list[SetAside], list[str]]:
+) -> tuple[list[Routed], list[SetAside], list[str], set[str]]:
     secrets = {secret.name: secret for secret in observed.secrets}
+    networks: set[str] = set()
     routed: list[Routed] = []
     aside: list[SetAside] = []
     notices: list[str] = []
@@ -86,15 +145,19 @@ def _classify(
             aside.append(parsed)
             continue
         notices.extend(parsed.notices)
-        unsupported = _unsupported(parsed, service, ext) or secret_problem(parsed, secrets, unusable_secrets)
+        network = _network(observed, service, parsed)
+        unsupported = (_unsupported(parsed) or (network if isinstance(network, tuple) else None)
+                       or secret_problem(parsed, secrets, unusable_secrets))
         if unsupported:
             aside.append(SetAside(service.name, unsupported[1], kind=unsupported[0]))
             continue
-        if parsed.network is not None:
-            notices.append(f"service {service.name}: label com.docker.lb.network is not used: "
-                           "swarmgate routes to node address and host port")
-        routed.append(Routed(service, parsed, _upstreams(observed, service, parsed.port)))
-    return routed, aside, notices
+        if isinstance(network, str):
+            networks.add(network)
+            upstreams = _overlay_upstreams(observed, service, parsed, network)
+        else:
+            upstreams = _upstreams(observed, service, parsed.port)
+        routed.append(Routed(service, parsed, upstreams))
+    return routed, aside, notices, networks
 
 
 def _cluster(service: Service, parsed: ServiceRouting | SetAside) -> str:
@@ -109,18 +172,11 @@ def _cluster(service: Service, parsed: ServiceRouting | SetAside) -> str:
         return ""
 
 
-def _unsupported(r: ServiceRouting, service: Service, ext: Extension) -> tuple[ReasonKind, str] | None:
+def _unsupported(r: ServiceRouting) -> tuple[ReasonKind, str] | None:
     """(kind, reason) when valid labels ask for something swarmgate cannot do for this service."""
-    if r.backend_mode == "vip":
-        mode = "in host mode" if ext.publish_mode == "host" else "by swarmgate"
-        return "vip_backend", (f"label com.docker.lb.backend_mode=vip needs overlay networks, which are not used "
-                               f"{mode}; use backend_mode=task (the default)")
     if r.ssl_passthrough:
         return "ssl_passthrough", ("label com.docker.lb.ssl_passthrough=true is not supported "
                                    "(needs nginx's stream module)")
-    if not _host_port_published(service, r.port):
-        return "no_host_port", (f"publishes no host-mode port for target port {r.port} "
-                                f"(add --publish mode=host,target={r.port})")
     return None
 
 
@@ -133,9 +189,10 @@ def build_route_table(
     certificate or key (`tls_secrets.unusable_secret_ids` of its failed `nginx -t`): the services
     naming them are set aside with kind `unusable_secret`.
     """
-    routed, aside, notices = _classify(observed, ext, unusable_secrets)
+    routed, aside, notices, networks = _classify(observed, ext, unusable_secrets)
     return RouteTable(
         cluster=ext.service_cluster,
+        networks=tuple(sorted(networks)),
         hosts=merge_hosts(routed, ext, notices),
         default_backend=default_backend(routed, ext, notices),
         set_aside=tuple(sorted(aside, key=lambda s: s.service)),

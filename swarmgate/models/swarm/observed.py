@@ -1,7 +1,7 @@
 """A frozen snapshot of the Swarm, built from the Docker Engine API's own JSON (pure).
 
-`ObservedState.from_api` takes exactly what `GET /services`, `/tasks`, `/nodes`, `/configs` and
-`/secrets` return (API 1.41), so the operator's live pass and an offline state file go through the
+`ObservedState.from_api` takes exactly what `GET /services`, `/tasks`, `/nodes`, `/configs`,
+`/secrets` and `/networks` return (API 1.41), so the operator's live pass and an offline state file go through the
 same code. Only the fields swarmgate reasons about are lifted into typed attributes; the raw service
 `Spec` is kept whole because the planner compares it. Shape errors raise `ConfigError` with the path
 of the offending value (`tasks[3].Status: expected an object`).
@@ -39,6 +39,25 @@ class Node:
 
 
 @dataclass(frozen=True)
+class NetworkAttachment:
+    """A task's place on one network (`Task.NetworksAttachments[]`): the network and the task's
+    addresses on it, without the prefix length (`198.19.1.3/24` → `198.19.1.3`)."""
+
+    network_id: str
+    network_name: str
+    addresses: tuple[str, ...]
+    ingress: bool = False  # the routing mesh's network, which no service joins by name
+
+
+@dataclass(frozen=True)
+class VirtualIP:
+    """A service's virtual IP on one network (`Endpoint.VirtualIPs[]`), without the prefix length."""
+
+    network_id: str
+    address: str
+
+
+@dataclass(frozen=True)
 class Task:
     id: str
     service_id: str
@@ -48,6 +67,7 @@ class Task:
     state: str
     container_id: str | None
     ports: tuple[PortBinding, ...] = ()
+    networks: tuple[NetworkAttachment, ...] = ()  # NetworksAttachments, sorted by network ID
     # The task's Spec: the service's TaskTemplate when Swarm made the task. A task that failed under
     # the template an update brought is what is left of that update once Swarm rolled it back.
     template: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
@@ -55,6 +75,10 @@ class Task:
     @property
     def failed(self) -> bool:
         return self.state in ("failed", "rejected")
+
+    def addresses_on(self, network_id: str) -> tuple[str, ...]:
+        """The task's addresses on one network (none when it is not attached to it)."""
+        return next((a.addresses for a in self.networks if a.network_id == network_id), ())
 
 
 # UpdateStatus.State values (Engine API 1.41): the update or the rollback Swarm runs, or ran last.
@@ -96,9 +120,15 @@ class Service:
     constraints: tuple[str, ...] = ()  # Spec.TaskTemplate.Placement.Constraints
     config_names: tuple[str, ...] = ()  # Spec.TaskTemplate.ContainerSpec.Configs[].ConfigName
     declared_ports: tuple[PortBinding, ...] = ()  # Spec.EndpointSpec.Ports (what was asked for)
+    # Spec.TaskTemplate.Networks[].Target: network IDs (the daemon resolves names), in spec order
+    networks: tuple[str, ...] = ()
+    virtual_ips: tuple[VirtualIP, ...] = ()  # Endpoint.VirtualIPs (ingress included)
     update: UpdateStatus | None = None  # UpdateStatus: how Swarm's last update or rollback went
     previous_spec: Mapping[str, Any] | None = None  # PreviousSpec: what an update replaced (absent after
     # Swarm's own rollback: swarmkit then moves PreviousSpec back into Spec and clears it)
+
+    def virtual_ip_on(self, network_id: str) -> str | None:
+        return next((v.address for v in self.virtual_ips if v.network_id == network_id), None)
 
     def env_value(self, name: str) -> str | None:
         """The value of one `NAME=value` entry of the container's environment (the first one)."""
@@ -112,6 +142,22 @@ class SwarmConfig:
     version: int
     labels: Mapping[str, str]
     data: bytes
+
+
+@dataclass(frozen=True)
+class SwarmNetwork:
+    """One network as `GET /networks` lists it; only swarm-scoped overlays can carry routes."""
+
+    id: str
+    name: str
+    driver: str
+    scope: str
+    ingress: bool = False
+
+    @property
+    def joinable(self) -> bool:
+        """A service may join it: an overlay of the Swarm, not the routing mesh's own network."""
+        return self.driver == "overlay" and self.scope == "swarm" and not self.ingress
 
 
 @dataclass(frozen=True)
@@ -219,6 +265,36 @@ def _binding(target: int, published: int, protocol: str, mode: str) -> PortBindi
     return PortBinding(target_port=target, published_port=published, protocol=protocol, mode=mode)
 
 
+def _address(cidr: object, where: str) -> str:
+    if not isinstance(cidr, str) or not cidr:
+        raise DocumentError(f"{where}: expected an address, got {cidr!r}")
+    return cidr.split("/", 1)[0]
+
+
+def _attachments(r: _Reader) -> tuple[NetworkAttachment, ...]:
+    out = []
+    for i, item in enumerate(r.items("NetworksAttachments")):
+        att = _Reader(item, f"{r.where}.NetworksAttachments[{i}]")
+        network = att.sub("Network")
+        spec = network.sub("Spec")
+        out.append(NetworkAttachment(
+            network_id=network.text("ID"),
+            network_name=spec.text("Name", ""),
+            addresses=tuple(_address(a, f"{att.where}.Addresses") for a in att.items("Addresses")),
+            ingress=spec.obj.get("Ingress") is True,
+        ))
+    return tuple(sorted(out, key=lambda a: a.network_id))
+
+
+def _virtual_ips(r: _Reader) -> tuple[VirtualIP, ...]:
+    out = []
+    for i, item in enumerate(r.items("VirtualIPs")):
+        vip = _Reader(item, f"{r.where}.VirtualIPs[{i}]")
+        if vip.obj.get("Addr"):  # a network still being allocated lists its VIP without an address
+            out.append(VirtualIP(network_id=vip.text("NetworkID"), address=_address(vip.obj["Addr"], vip.where)))
+    return tuple(sorted(out, key=lambda v: v.network_id))
+
+
 def _node(r: _Reader) -> Node:
     spec, status = r.sub("Spec"), r.sub("Status")
     addr = status.text("Addr", "")
@@ -250,6 +326,7 @@ def _task(r: _Reader) -> Task:
         state=status.text("State", ""),
         container_id=container if isinstance(container, str) and container else None,
         ports=_ports(status.sub("PortStatus").items("Ports"), f"{r.where}.Status.PortStatus.Ports"),
+        networks=_attachments(r),
         template=r.sub("Spec").obj if r.obj.get("Spec") is not None else None,
     )
 
@@ -272,6 +349,9 @@ def _service(r: _Reader) -> Service:
         config_names=tuple(_Reader(ref, f"{container.where}.Configs[{i}]").text("ConfigName", "")
                            for i, ref in enumerate(configs)),
         declared_ports=_ports(spec.sub("EndpointSpec").items("Ports"), f"{spec.where}.EndpointSpec.Ports"),
+        networks=tuple(_Reader(ref, f"{template.where}.Networks[{i}]").text("Target")
+                       for i, ref in enumerate(template.items("Networks"))),
+        virtual_ips=_virtual_ips(r.sub("Endpoint")),
         update=_update_status(r),
         previous_spec=r.sub("PreviousSpec").obj if r.obj.get("PreviousSpec") is not None else None,
     )
@@ -297,6 +377,12 @@ def _config(r: _Reader) -> SwarmConfig:
     )
 
 
+def _network(r: _Reader) -> SwarmNetwork:
+    # /networks is the one list whose objects carry no Spec: Id and Name sit at the top.
+    return SwarmNetwork(id=r.text("Id"), name=r.text("Name"), driver=r.text("Driver", ""),
+                        scope=r.text("Scope", ""), ingress=r.obj.get("Ingress") is True)
+
+
 def _secret(r: _Reader) -> SwarmSecret:
     spec = r.sub("Spec")
     return SwarmSecret(id=r.text("ID"), name=spec.text("Name"), version=r.sub("Version").number("Index", 0),
@@ -312,6 +398,7 @@ class ObservedState:
     nodes: tuple[Node, ...] = ()
     configs: tuple[SwarmConfig, ...] = ()
     secrets: tuple[SwarmSecret, ...] = ()
+    networks: tuple[SwarmNetwork, ...] = ()
 
     @classmethod
     def from_api(
@@ -322,6 +409,7 @@ class ObservedState:
         nodes: Iterable[Any],
         configs: Iterable[Any] = (),
         secrets: Iterable[Any] = (),
+        networks: Iterable[Any] = (),
     ) -> ObservedState:
         def each(kind: str, items: Iterable[Any]) -> list[_Reader]:
             return [_Reader(item, f"{kind}[{i}]") for i, item in enumerate(items)]
@@ -332,6 +420,7 @@ class ObservedState:
             nodes=tuple(sorted((_node(r) for r in each("nodes", nodes)), key=lambda n: n.id)),
             configs=tuple(sorted((_config(r) for r in each("configs", configs)), key=lambda c: c.id)),
             secrets=tuple(sorted((_secret(r) for r in each("secrets", secrets)), key=lambda s: s.id)),
+            networks=tuple(sorted((_network(r) for r in each("networks", networks)), key=lambda n: n.id)),
         )
 
     # Lookups are indexed once per snapshot: a scan per service would make a pass quadratic in the
@@ -358,3 +447,19 @@ class ObservedState:
 
     def config_named(self, name: str) -> SwarmConfig | None:
         return next((c for c in self.configs if c.name == name), None)
+
+    def network(self, name_or_id: str) -> SwarmNetwork | None:
+        """A network by ID or by name, as `docker service create --network` takes either."""
+        return self._networks_by_id.get(name_or_id) or self._networks_by_name.get(name_or_id)
+
+    @functools.cached_property
+    def _networks_by_id(self) -> dict[str, SwarmNetwork]:
+        return {n.id: n for n in self.networks}
+
+    @functools.cached_property
+    def _networks_by_name(self) -> dict[str, SwarmNetwork]:
+        # Names are unique among swarm-scoped networks; a node-local one of the same name comes second.
+        out: dict[str, SwarmNetwork] = {}
+        for n in sorted(self.networks, key=lambda n: (n.scope != "swarm", n.id)):
+            out.setdefault(n.name, n)
+        return out

@@ -17,7 +17,7 @@ from swarmgate.models.settings.user_file import parse_user_text, read_user_file
 from swarmgate.models.swarm.observed import ObservedState
 
 _REQUIRED = ("services", "tasks", "nodes")
-_OPTIONAL = ("configs", "secrets")
+_OPTIONAL = ("configs", "secrets", "networks")
 
 
 def state_file_document(
@@ -27,6 +27,7 @@ def state_file_document(
     nodes: Iterable[Any],
     configs: Iterable[Any] = (),
     secrets: Iterable[Any] = (),
+    networks: Iterable[Any] = (),
 ) -> dict[str, list[Any]]:
     """The JSON document of a state file, for `swarmgate` to write and tests to build."""
     return {
@@ -35,6 +36,7 @@ def state_file_document(
         "nodes": list(nodes),
         "configs": list(configs),
         "secrets": list(secrets),
+        "networks": list(networks),
     }
 
 
@@ -50,7 +52,7 @@ def parse_state(text: str, *, source: str) -> ObservedState:
     unknown = sorted(set(document) - set(_REQUIRED) - set(_OPTIONAL))
     if unknown:
         raise ConfigError(
-            f"{source}: {unknown[0]}: unknown key (expected services, tasks, nodes, configs, secrets)"
+            f"{source}: {unknown[0]}: unknown key (expected services, tasks, nodes, configs, secrets, networks)"
         )
     for key in _REQUIRED:
         if key not in document:
@@ -65,6 +67,7 @@ def parse_state(text: str, *, source: str) -> ObservedState:
             nodes=document["nodes"],
             configs=document.get("configs", ()),
             secrets=document.get("secrets", ()),
+            networks=document.get("networks", ()),
         )
     except DocumentError as exc:  # a state file is the user's input: a bad one is a config error
         raise ConfigError(f"{source}: {exc}") from None

@@ -49,7 +49,7 @@ def connect(config: Config, *, timeout: float = 30.0) -> docker.APIClient:
 
 
 def fetch_documents(api: docker.APIClient, calls: CallCounter | None = None) -> dict[str, list[dict[str, Any]]]:
-    """The Engine API's own JSON for one snapshot: five list calls, whatever the Swarm's size.
+    """The Engine API's own JSON for one snapshot: six list calls, whatever the Swarm's size.
 
     All configs are listed (a custom `Template` is a user's config); secrets come without data.
     """
@@ -60,6 +60,8 @@ def fetch_documents(api: docker.APIClient, calls: CallCounter | None = None) -> 
             "nodes": api.nodes(),
             "configs": api.configs(),
             "secrets": api.secrets(),
+            # Swarm-scoped networks only: a manager's node-local bridges route nothing of a service's.
+            "networks": api.networks(filters={"scope": "swarm"}),
         }
     except docker.errors.APIError as exc:
         if calls is not None:

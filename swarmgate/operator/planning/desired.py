@@ -30,7 +30,13 @@ from swarmgate.models.swarm.ownership import (
     is_owned,
     owned_labels,
 )
-from swarmgate.operator.planning.proxyspec import ServiceSpec, build_proxy_spec, delivers_in_place, delivery_notices
+from swarmgate.operator.planning.proxyspec import (
+    ServiceSpec,
+    build_proxy_spec,
+    delivers_in_place,
+    delivery_notices,
+    proxy_networks,
+)
 from swarmgate.operator.planning.runtime import Runtime, current_runtime
 from swarmgate.renderers.nginx import RenderedConfig, custom_template, render_bootstrap, render_nginx
 
@@ -122,6 +128,7 @@ def _extension_desired(
         spec = build_proxy_spec(
             ext,
             tls_secrets=table.secrets,
+            networks=proxy_networks(table.networks, current.networks if current is not None else ()),
             user_constraints=user_constraints(current),
             **names,
         )

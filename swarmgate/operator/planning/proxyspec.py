@@ -80,9 +80,15 @@ class Placement(TypedDict):
     Preferences: list[PlacementPreference]
 
 
+class NetworkAttachmentConfig(TypedDict):
+    Target: str  # a network ID: the daemon turns a name into the ID anyway, and would read as a change
+
+
 class TaskTemplate(TypedDict):
     ContainerSpec: ContainerSpec
     Placement: Placement
+    # The overlay networks the proxy joins to reach routed tasks (see `proxy_networks`); absent when none.
+    Networks: NotRequired[list[NetworkAttachmentConfig]]
 
 
 class Replicated(TypedDict):
@@ -190,6 +196,20 @@ def delivery_notices(config: Config) -> tuple[str, ...]:
     return tuple(notices)
 
 
+def proxy_networks(needed: Iterable[str], current: Iterable[str]) -> tuple[str, ...]:
+    """The networks the proxy is on: those its routes need, plus every one it is on already.
+
+    Joining or leaving a network changes the task template, so Swarm replaces every proxy task, and
+    in host mode each replacement costs its node the listener for a moment. A network stays joined
+    when its last route goes, so that a route coming and going on a network the proxy has (a
+    service removed and deployed again, scaled to 0 and back) never rolls the proxy. The price is
+    that `docker network rm` refuses that network while the proxy is on it: remove it from the
+    proxy by hand (`docker service update --network-rm`), and swarmgate leaves it off until a
+    route needs it again.
+    """
+    return tuple(sorted(set(needed) | set(current)))
+
+
 def build_proxy_spec(
     ext: Extension,
     *,
@@ -198,6 +218,7 @@ def build_proxy_spec(
     proxy_config: str | None,
     token_secret: str | None,
     tls_secrets: Iterable[str] = (),
+    networks: Iterable[str] = (),
     user_constraints: Iterable[str] = (),
     user_labels: dict[str, str] | None = None,
 ) -> ServiceSpec:
@@ -266,16 +287,19 @@ def build_proxy_spec(
                             "Monitor": 5 * NANOS, "Order": "stop-first"}
     rollback: UpdateConfig = {"Parallelism": 1, "FailureAction": "pause", "Monitor": 5 * NANOS,
                               "Order": "stop-first"}
+    template: TaskTemplate = {
+        "ContainerSpec": container,
+        "Placement": {
+            "Constraints": proxy_constraints(ext, user_constraints),
+            "Preferences": _placement_preferences(ext.proxy_placement_preferences),
+        },
+    }
+    if networks:
+        template["Networks"] = [{"Target": network} for network in sorted(set(networks))]
     return {
         "Name": ext.proxy_service_name,
         "Labels": dict(sorted(labels.items())),
-        "TaskTemplate": {
-            "ContainerSpec": container,
-            "Placement": {
-                "Constraints": proxy_constraints(ext, user_constraints),
-                "Preferences": _placement_preferences(ext.proxy_placement_preferences),
-            },
-        },
+        "TaskTemplate": template,
         "Mode": {"Replicated": {"Replicas": ext.proxy_replicas}},
         "UpdateConfig": update,
         "RollbackConfig": rollback,
