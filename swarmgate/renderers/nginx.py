@@ -29,7 +29,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from swarmgate.errors import ConfigError
 from swarmgate.models.routing.nginx_sizes import server_names_hash_sizes
-from swarmgate.models.routing.route_types import RouteTable
+from swarmgate.models.routing.route_types import HostRoute, RouteTable
 from swarmgate.models.settings.config import Extension
 from swarmgate.models.settings.duration import format_seconds
 from swarmgate.models.swarm.observed import ObservedState
@@ -116,6 +116,21 @@ def server_names_hash(table: RouteTable, configured: int) -> tuple[int, int]:
     return server_names_hash_sizes([*(h.host for h in table.hosts), CONTROL_HOST], configured)
 
 
+# Words a `map` block reads as its own directives rather than as a host name.
+_MAP_KEYWORDS = frozenset({"default", "hostnames", "include", "volatile"})
+
+
+def needs_own_server(host: HostRoute) -> bool:
+    """Whether a host needs a `server` block of its own: TLS, a redirect, a path other than `/`, a
+    context root to strip or websocket headers. Every other host is one name of a shared server whose
+    pool a `map` of the host name picks: 10,000 server blocks cost nginx ~400 MiB and seconds of
+    `nginx -t`, one shared server almost nothing."""
+    if host.tls is not None or host.redirect is not None or len(host.paths) != 1:
+        return True
+    route = host.paths[0]
+    return route.path != "/" or bool(route.strip_prefix) or route.websocket or host.host in _MAP_KEYWORDS
+
+
 def control_server(ext: Extension, *, control_dir: str = CONTROL_DIR) -> str:
     """The control server's `map` and `server` blocks, indented for the `http` block."""
     return _DEFAULT_ENV.get_template("control.conf.j2").render(ext=ext, dir=_word(control_dir))
@@ -135,10 +150,12 @@ def render_nginx(
             f"server_info must be printable words (like 'swarmgate/0.1.0 linux/amd64'): {server_info!r}"
         )
     bucket, max_size = server_names_hash(table, ext.config.server_names_hash_bucket_size)
+    shared = [h for h in table.hosts if not needs_own_server(h)]
     control = control_server(ext, control_dir=control_dir)
     context = {"ext": ext, "o": ext.config, "table": table, "server_info": server_info,
                "server_names_hash_bucket_size": bucket, "server_names_hash_max_size": max_size,
-               "swarmgate_control": control}
+               "swarmgate_control": control,
+               "shared_hosts": shared, "own_hosts": [h for h in table.hosts if needs_own_server(h)]}
     try:
         if template_text is None:
             text = _DEFAULT_ENV.get_template("nginx.conf.j2").render(context)

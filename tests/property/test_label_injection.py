@@ -124,14 +124,16 @@ TEMPLATE_DIRECTIVES = {
     ("http",): {"log_format", "access_log", "server_tokens", "client_max_body_size", "client_body_buffer_size",
                 "client_header_buffer_size", "large_client_header_buffers", "client_body_timeout",
                 "keepalive_timeout", "underscores_in_headers", "server_names_hash_bucket_size",
-                "server_names_hash_max_size",
+                "server_names_hash_max_size", "map_hash_bucket_size", "map_hash_max_size",
                 "proxy_connect_timeout", "proxy_send_timeout", "proxy_read_timeout", "proxy_http_version",
                 "proxy_next_upstream", "map", "upstream", "server"},
-    ("http", "map"): {"default", ""},  # crossplane reads the `""` key of a map as an empty directive
+    # crossplane reads a map's keys as directives: `""`, and the host names of the shared server's pool map
+    ("http", "map"): {"default", "", "hostnames"},
     ("http", "upstream"): {"zone", "hash", "ip_hash", "server"},
     ("http", "server"): {"listen", "server_name", "ssl_reject_handshake", "ssl_protocols", "ssl_ciphers",
                          "ssl_certificate", "ssl_certificate_key", "location"},
-    ("http", "server", "location"): {"proxy_pass", "proxy_set_header", "add_header", "return"},
+    ("http", "server", "location"): {"proxy_pass", "proxy_set_header", "add_header", "return", "if"},
+    ("http", "server", "location", "if"): {"return"},
 }
 
 
@@ -150,6 +152,11 @@ def assert_nothing_unasked(text: str, labels: dict[str, str]) -> None:
     raw_paths = asked["context_root"] + "," + asked["websocket_endpoints"]
     for parents, item in walk(parsed(text)):
         directive, args = item["directive"], item["args"]
+        if parents == ("http", "map") and directive not in TEMPLATE_DIRECTIVES[parents]:
+            # A host of the shared server and its pool (or "" for 503), nothing else.
+            assert directive in (CONTROL_HOST,) or directive in raw_hosts, directive
+            assert directive != CONTROL_SERVER_NAME and len(args) == 1, (directive, args)
+            continue
         assert directive in TEMPLATE_DIRECTIVES.get(parents, set()), (parents, directive)
         if directive == "server_name":
             (name,) = args

@@ -122,6 +122,9 @@ def test_seed_demo_proxies_demo_local_to_each_running_tasks_node_address_and_hig
     (demo_server,) = servers
     (proxy_pass,) = find(demo_server["block"], "proxy_pass")
     pool = proxy_pass["args"][0].removeprefix("http://")
+    if pool == "$swarmgate_pool":  # a host that needs nothing of its own: the shared server's map names its pool
+        (pool_map,) = [m for m in find(parsed, "map") if m["args"] == ["$host", "$swarmgate_pool"]]
+        (pool,) = [d["args"][0] for d in pool_map["block"] if d["directive"] == "demo.local"]
     (upstream,) = [u for u in find(parsed, "upstream") if u["args"] == [pool]]
     addresses = sorted(d["args"][0] for d in upstream["block"] if d["directive"] == "server")
     # The lab's two tasks: on mgr-0 (198.18.0.11) and lb-01 (198.18.0.13), both on host port 32768.
