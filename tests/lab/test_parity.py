@@ -1,0 +1,165 @@
+"""Interlock's documentation examples on the lab, next to the seed's host-mode route (real engines).
+
+One seed deployment (`scripts/demo.sh up`: the operator, its proxies on lb-00/lb-01, `demo` in host
+mode) is shared by every test here; each example is then deployed the way Interlock's documentation
+deploys it, with only the image names changed, and checked through every LB node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.lab import http
+from tests.lab.conftest import Lab
+from tests.lab.load import Load
+from tests.lab.seed_deployment import PROXY, Seed
+from tests.support import event_window, wait_for
+
+NETWORK = "parity-front"
+# This machine's kernel is built without IPVS (CONFIG_IP_VS is not set), which Swarm's virtual IPs
+# and its routing mesh need: a VIP answers nothing here, wherever it is asked from.
+IPVS = Path("/proc/net/ip_vs").exists()
+
+
+@pytest.fixture(scope="module")
+def seed(lab: Lab) -> Iterator[Seed]:
+    s = Seed(lab, log=lambda msg: print(f"[parity] {msg}", flush=True))
+    s.deploy()
+    s.cli("network", "create", "-d", "overlay", NETWORK)
+    try:
+        yield s
+    finally:
+        client = s.client()
+        for svc in client.services.list():
+            if svc.name.startswith("parity-"):
+                svc.remove()
+        s.undeploy()
+        # The proxy is gone with demo.sh down; the network goes once its tasks have left it.
+        with contextlib.suppress(RuntimeError):
+            wait_for(lambda: _removed(client, NETWORK), timeout=60, what=f"{NETWORK} removed")
+        s.close()
+
+
+def _removed(client: docker.DockerClient, name: str) -> bool:
+    try:
+        client.networks.get(name).remove()
+    except docker.errors.NotFound:
+        return True
+    except docker.errors.APIError:
+        return False
+    return True
+
+
+def _overlay_service(seed: Seed, name: str, labels: dict[str, str], *, replicas: int = 1) -> None:
+    """`docker service create --network NET --label ... IMAGE`, as Interlock's documentation does it."""
+    args = ["service", "create", "--detach", "--no-resolve-image", "--name", name, "--network", NETWORK,
+            "--replicas", str(replicas), "--env", f"METADATA={name}"]
+    for key, value in labels.items():
+        args += ["--label", f"com.docker.lb.{key}={value}"]
+    seed.cli(*args, "swarmgate/demo:lab")
+
+
+def _answers_everywhere(seed: Seed, host: str, metadata: str) -> dict[str, http.Response] | None:
+    out = {}
+    for node in seed.lab.lb_nodes:
+        try:
+            r = http.get(seed.lab.address(node), "/ping", host=host, timeout=2)
+        except OSError:
+            return None
+        if r.status != 200 or f'"metadata":"{metadata}"'.encode() not in r.body:
+            return None
+        out[node] = r
+    return out
+
+
+def _task_addresses(seed: Seed, service: str) -> set[str]:
+    found = set()
+    for task in seed.running_tasks(service):
+        for att in task.get("NetworksAttachments") or []:
+            if att["Network"]["Spec"]["Name"] == NETWORK:
+                found |= {a.split("/")[0] for a in att["Addresses"]}
+    return found
+
+
+def test_overlay_service_is_routed_to_its_task_addresses_next_to_the_seeds_host_mode_route(seed: Seed) -> None:
+    targets = {n: seed.lab.address(n) for n in seed.lab.lb_nodes}
+    before = seed.client().api.inspect_service(PROXY)["Version"]["Index"]
+    with Load(targets, hosts=("demo.local",), rate=20) as load:
+        t0 = time.monotonic()
+        _overlay_service(seed, "parity-web", {"hosts": "web.parity.local", "port": "8080"}, replicas=2)
+        answers = wait_for(lambda: _answers_everywhere(seed, "web.parity.local", "parity-web"), timeout=90,
+                           what="parity-web through every LB node")
+        joined = time.monotonic() - t0
+        time.sleep(2)
+    failed = load.failures()
+    gaps = {node: round(s.longest_gap_s, 2) for node, s in load.summary().items()}
+    spec = seed.client().api.inspect_service(PROXY)
+    # What joining costs (README, "Overlay networks"): Swarm rolls the proxy stop-first, one task at a
+    # time, because host-mode ports cannot be bound twice on a node.
+    seed.log(f"joining {NETWORK}: routed through every LB node {joined:.1f} s after the service was created; "
+             f"{len(failed)} of {len(load.snapshot())} requests to demo.local failed meanwhile "
+             f"({sorted({r.reason for r in failed})}), longest gap per LB node {gaps}; "
+             f"proxy spec {before} -> {spec['Version']['Index']}")
+    network_id = seed.client().networks.get(NETWORK).id
+    assert spec["Spec"]["TaskTemplate"]["Networks"] == [{"Target": network_id}]
+    addresses = _task_addresses(seed, "parity-web")
+    assert len(addresses) == 2
+    for node, r in answers.items():
+        upstream = r.headers["x-upstream-addr"]
+        assert upstream.rsplit(":", 1)[0] in addresses and upstream.endswith(":8080"), (node, upstream)
+        assert upstream.startswith("198.19."), (node, upstream)  # the lab's own pool
+    # The seed's host-mode route is served beside it by the same proxies, to node address and host port.
+    for node in seed.lab.lb_nodes:
+        r = http.get(seed.lab.address(node), "/ping", host="demo.local")
+        assert r.status == 200 and r.headers["x-upstream-addr"].startswith("198.18.0."), (node, r.headers)
+
+
+def test_a_route_on_a_network_the_proxy_has_does_not_touch_its_spec(seed: Seed) -> None:
+    wait_for(lambda: _answers_everywhere(seed, "web.parity.local", "parity-web"), timeout=90, what="parity-web")
+    wait_for(lambda: _proxy_at_rest(seed), timeout=60, what="the proxy's join roll finished")
+    with event_window(seed.client(), types=("service",)) as window:
+        _overlay_service(seed, "parity-web2", {"hosts": "web2.parity.local", "port": "8080",
+                                               "backend_mode": "default"})
+        wait_for(lambda: _answers_everywhere(seed, "web2.parity.local", "parity-web2"), timeout=60,
+                 what="parity-web2 through every LB node")
+        seed.cli("service", "rm", "parity-web2")
+        wait_for(lambda: all(http.get(seed.lab.address(n), "/ping", host="web2.parity.local").status == 503
+                             for n in seed.lab.lb_nodes), timeout=60, what="parity-web2 gone")
+    # Swarm's own update-state transitions carry `updatestate.*`; a write by the operator does not.
+    assert [e for e in window.writes_to(PROXY) if "updatestate.new" not in e["Actor"]["Attributes"]] == []
+    assert _proxy_at_rest(seed)
+
+
+def _proxy_at_rest(seed: Seed) -> bool:
+    state = (seed.client().api.inspect_service(PROXY).get("UpdateStatus") or {}).get("State", "completed")
+    return state not in ("updating", "rollback_started")
+
+
+def test_vip_mode_routes_to_the_service_virtual_ip(seed: Seed) -> None:
+    _overlay_service(seed, "parity-vip", {"hosts": "vip.parity.local", "port": "8080", "backend_mode": "vip"})
+
+    def vip() -> str | None:
+        vips = seed.client().api.inspect_service("parity-vip")["Endpoint"].get("VirtualIPs") or []
+        return next((v["Addr"].split("/")[0] for v in vips if v.get("Addr")), None)
+
+    address = wait_for(vip, timeout=30, what="parity-vip's VIP")
+
+    def routed() -> dict[str, Any] | None:
+        out = {}
+        for node in seed.lab.lb_nodes:
+            r = http.get(seed.lab.address(node), "/ping", host="vip.parity.local", timeout=5)
+            if r.headers.get("x-upstream-addr") != f"{address}:8080":
+                return None
+            out[node] = r.status
+        return out
+
+    statuses = wait_for(routed, timeout=60, what="vip.parity.local proxied to the VIP on every LB node")
+    # With IPVS the VIP answers; without it (this machine) nginx reaches the VIP and gets no route.
+    assert set(statuses.values()) == ({200} if IPVS else {502}), statuses
