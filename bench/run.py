@@ -1,9 +1,12 @@
 """`make bench`: swarmgate's speed and hitlessness, measured side by side in one run.
 
-Two parts, both written to bench/results.json and summarised in bench/results.md:
+Parts, all written to bench/results.json and summarised in bench/results.md:
 
-* core:  desired state + plan for synthetic Swarms of growing size (pure; median of repeats and
-         peak memory from tracemalloc).
+* core:  one operator pass (Engine-API JSON parse, snapshot, desired state, plan, render) at 1,000
+         and 10,000 routed services (3 tasks each, 50 nodes), each size in a fresh process
+         (bench/core_pass.py) beside a plain `json.loads` of the same API responses; the process's
+         memory holding the snapshot and desired state.
+* nginx: `nginx -t` on the config rendered for those Swarms: seconds and peak memory (max RSS).
 * lab:   on the real lab Swarm, (a) seconds from `create service` to the first 200 through every LB
          node, and (b) requests dropped while routes change, with hitless delivery and with plain
          Swarm-config rotation (`HitlessServiceUpdate = false`), under the same client load.
@@ -17,11 +20,11 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +34,6 @@ sys.path.insert(0, str(REPO))
 from swarmgate.models.settings.config import parse_config  # noqa: E402
 from swarmgate.models.swarm.observed import ObservedState  # noqa: E402
 from swarmgate.operator.planning.desired import compute_desired  # noqa: E402
-from swarmgate.operator.planning.plan import plan  # noqa: E402
-from tests import factories as f  # noqa: E402
 
 CORE_TOML = """
 EndpointOverride = "198.18.0.1:8080"
@@ -40,39 +41,59 @@ EndpointOverride = "198.18.0.1:8080"
   ProxyImage = "swarmgate/nginx:lab"
   PublishMode = "host"
 """
+SIZES = (1000, 10000)
 
 
-def synthetic(services: int, *, tasks_per_service: int = 3, nodes: int = 20) -> ObservedState:
-    node_docs = [f.node(f"wrk-{i}", f"198.18.0.{10 + i}") for i in range(nodes)]
-    svc_docs, task_docs = [], []
-    for i in range(services):
-        svc = f.service(f"app-{i}", {"com.docker.lb.hosts": f"app-{i}.example.test", "com.docker.lb.port": "8080"})
-        svc_docs.append(svc)
-        for slot in range(tasks_per_service):
-            task_docs.append(f.task(svc, f"wrk-{(i + slot) % nodes}", slot=slot + 1,
-                                    ports={8080: 30000 + (i * tasks_per_service + slot) % 30000}))
-    return ObservedState.from_api(services=svc_docs, tasks=task_docs, nodes=node_docs)
+def bench_core(sizes: tuple[int, ...]) -> list[dict[str, Any]]:
+    rows = []
+    for size in sizes:
+        repeats = 5 if size <= 1000 else 3
+        out = subprocess.run([sys.executable, str(REPO / "bench" / "core_pass.py"), str(size), str(repeats)],
+                             check=True, capture_output=True, text=True, timeout=900)
+        rows.append(json.loads(out.stdout))
+        r = rows[-1]
+        print(f"core: {size} services: pass {r['pass_s']} s (cold {r['cold_pass_s']} s), json.loads {r['parse_s']} s "
+              f"(collector paused {r['parse_paused_s']} s), ratio {r['ratio']}, RSS +{r['rss_mib']} MiB", flush=True)
+    return rows
 
 
-def bench_core(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
+def _nginx_t(text: str, repeats: int) -> dict[str, float]:
+    """Median seconds and peak memory of `nginx -t` on `text` (checked as the operator's gate does)."""
+    from swarmgate.renderers.validate import localized, nginx_binary
+
+    binary = nginx_binary()
+    if binary is None:
+        raise SystemExit("nginx is not installed: make deps")
+    seconds, peaks = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix = Path(tmp)
+        conf = prefix / "nginx.conf"
+        conf.write_text(localized(text, prefix, None))
+        for _ in range(repeats):
+            start = time.perf_counter()
+            # GNU time reports nginx's own peak: a child forked from this (large) process would
+            # count the parent's pages until its exec.
+            proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(prefix / "rss"), binary, "-t", "-q",
+                                   "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True, timeout=600)
+            seconds.append(time.perf_counter() - start)
+            if proc.returncode != 0:
+                raise SystemExit(f"nginx -t rejected the bench config: {proc.stderr.strip()}")
+            peaks.append(int((prefix / "rss").read_text().split()[-1]) / 1024)
+    return {"seconds": round(statistics.median(seconds), 3), "max_rss_mib": round(max(peaks), 1)}
+
+
+def bench_nginx(sizes: tuple[int, ...]) -> list[dict[str, Any]]:
+    from bench.core_pass import api_responses
+
     config = parse_config(CORE_TOML, source="bench")
     rows = []
     for size in sizes:
-        observed = synthetic(size)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            desired = compute_desired(config, observed)
-            plan(desired, observed, published={})
-            times.append(time.perf_counter() - start)
-        tracemalloc.start()
-        compute_desired(config, observed)
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        rows.append({"services": size, "tasks": size * 3, "median_ms": round(statistics.median(times) * 1000, 2),
-                     "min_ms": round(min(times) * 1000, 2), "peak_mib": round(peak / 2**20, 2),
-                     "repeats": repeats, "config_bytes": len(desired.extensions[0].rendered.text)})
-        print(f"core: {size} services: median {rows[-1]['median_ms']} ms, peak {rows[-1]['peak_mib']} MiB", flush=True)
+        docs = {kind: json.loads(text) for kind, text in api_responses(size).items()}
+        text = compute_desired(config, ObservedState.from_api(**docs)).extensions[0].rendered.text
+        del docs
+        row = {"services": size, "config_bytes": len(text), **_nginx_t(text, repeats=3)}
+        rows.append(row)
+        print(f"nginx -t: {size} services: {row['seconds']} s, {row['max_rss_mib']} MiB", flush=True)
     return rows
 
 
@@ -173,11 +194,28 @@ def bench_lab(changes: int, rounds: int) -> dict[str, Any]:
 def write(results: dict[str, Any]) -> None:
     (REPO / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"# swarmgate benchmark ({results['date']}, {results['machine']})", "",
-             "| services (3 tasks each) | desired+plan median | min | peak memory | rendered config |",
-             "|---|---|---|---|---|"]
-    for row in results.get("core", []):
-        lines.append(f"| {row['services']} | {row['median_ms']} ms | {row['min_ms']} ms | {row['peak_mib']} MiB "
-                     f"| {row['config_bytes']} bytes |")
+             "One operator pass (Engine-API JSON parse, snapshot, desired state, plan, render; Python's cyclic",
+             "collector paused, as the operator runs it) beside `json.loads` of the same API responses, in the",
+             "same fresh process; medians. Warm: labels parsed in an earlier pass; cold: the first pass.", "",
+             "| services (3 tasks, 50 nodes) | API JSON | json.loads | json.loads, collector paused | pass (warm) "
+             "| pass (cold) | pass / json.loads | pass / paused json.loads | RSS held | process RSS (peak) "
+             "| rendered config |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results.get("core", []):
+        lines.append(f"| {r['services']} | {r['response_bytes'] / 2**20:.1f} MiB | {r['parse_s']} s | "
+                     f"{r['parse_paused_s']} s | {r['pass_s']} s | {r['cold_pass_s']} s | {r['ratio']}x "
+                     f"(cold {r['cold_ratio']}x) | {r['ratio_to_paused_parse']}x | {r['rss_mib']} MiB "
+                     f"| {r['process_rss_mib']} MiB ({r['peak_rss_mib']} MiB) | {r['config_bytes']} bytes |")
+    core = {r["services"]: r for r in results.get("core", [])}
+    if 1000 in core and 10000 in core:
+        lines += ["", f"10k / 1k pass time: {core[10000]['pass_s'] / core[1000]['pass_s']:.1f}x for 10x the services."]
+    if results.get("nginx"):
+        lines += ["", "| services | `nginx -t` | max RSS | config |", "|---|---|---|---|"]
+        for r in results["nginx"]:
+            lines.append(f"| {r['services']} | {r['seconds']} s | {r['max_rss_mib']} MiB | {r['config_bytes']} bytes |")
+        ng = {r["services"]: r for r in results["nginx"]}
+        if 1000 in ng and 10000 in ng:
+            lines += ["", f"10k / 1k `nginx -t` time: {ng[10000]['seconds'] / ng[1000]['seconds']:.1f}x."]
     lab = results.get("lab")
     if lab:
         lines += ["", f"Lab: {lab['nodes']} nodes, {lab['lb_nodes']} LB nodes.", "",
@@ -198,7 +236,8 @@ def main() -> int:
     args = parser.parse_args()
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                "machine": f"{platform.machine()}, Python {platform.python_version()}"}
-    results["core"] = bench_core([10, 100, 1000], repeats=7)
+    results["core"] = bench_core(SIZES)
+    results["nginx"] = bench_nginx(SIZES)
     if not args.no_lab:
         results["lab"] = bench_lab(args.changes, args.rounds)
     write(results)
