@@ -226,16 +226,33 @@ def _base(rootfs: Path, users: str = "") -> None:
 # ---------------------------------------------------------------- the three images
 
 
+# Debian builds nginx's stream module (SSL passthrough) as a dynamic module, package libnginx-mod-stream;
+# nginx.org's images have it built in. Loaded as Debian does: a line in modules-enabled, a path relative
+# to the prefix (the rendered config includes that folder when it has a stream block).
+STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+
+
+def _stream_module(rootfs: Path) -> None:
+    _copy_file(rootfs, STREAM_MODULE)
+    for lib in _libraries([STREAM_MODULE]):
+        _copy_file(rootfs, lib)
+    enabled = rootfs / "etc/nginx/modules-enabled"
+    enabled.mkdir(parents=True, exist_ok=True)
+    (enabled / "50-mod-stream.conf").write_text("load_module modules/ngx_stream_module.so;\n")
+
+
 def nginx_image() -> Image:
     nginx = Path("/usr/sbin/nginx")
     conf = ASSETS / "nginx"
-    inputs = [nginx, BUSYBOX, ASSETS / "wget.sh", Path("/etc/nginx/mime.types"), *conf.rglob("*"), Path(__file__)]
+    inputs = [nginx, STREAM_MODULE, BUSYBOX, ASSETS / "wget.sh", Path("/etc/nginx/mime.types"), *conf.rglob("*"),
+              Path(__file__)]
 
     def populate(rootfs: Path) -> None:
         _base(rootfs, users="nginx:x:101:101:nginx:/nonexistent:/bin/false\n")
         _copy_file(rootfs, nginx)
         for lib in _libraries([nginx]):
             _copy_file(rootfs, lib)
+        _stream_module(rootfs)
         etc = rootfs / "etc/nginx"
         (etc / "conf.d").mkdir(parents=True)
         shutil.copy2("/etc/nginx/mime.types", etc / "mime.types")
@@ -391,10 +408,11 @@ def operator_image() -> Image:
         _copy_file(rootfs, OPENSSL_CNF)
         for d in ("var/lib/nginx", "var/log/nginx", "usr/lib/nginx/modules", "etc/nginx"):
             (rootfs / d).mkdir(parents=True, exist_ok=True)
+        _stream_module(rootfs)
 
     layers = [
         cached_layer("pyruntime-" + _digest_files([PYTHON, BUSYBOX, ASSETS / "wget.sh", Path(__file__)]), runtime),
-        cached_layer("opnginx-" + _digest_files([NGINX, OPENSSL, Path(__file__)]), nginx_check),
+        cached_layer("opnginx-" + _digest_files([NGINX, OPENSSL, STREAM_MODULE, Path(__file__)]), nginx_check),
         cached_layer("pydeps-" + _digest_files([Path(__file__)], extra=repr(sorted(deps))), dependencies),
         cached_layer("swarmgate-" + operator_source_hash(), package),
     ]

@@ -33,6 +33,7 @@ from swarmgate.models.routing.route_types import HostRoute, RouteTable
 from swarmgate.models.settings.config import Extension
 from swarmgate.models.settings.duration import format_seconds
 from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.renderers.passthrough import passthrough_context
 
 TEMPLATES = Path(__file__).parent / "templates"
 _WORD = re.compile(r"^[A-Za-z0-9._~*:/\[\]-]+$")
@@ -155,7 +156,8 @@ def render_nginx(
     context = {"ext": ext, "o": ext.config, "table": table, "server_info": server_info,
                "server_names_hash_bucket_size": bucket, "server_names_hash_max_size": max_size,
                "swarmgate_control": control,
-               "shared_hosts": shared, "own_hosts": [h for h in table.hosts if needs_own_server(h)]}
+               "shared_hosts": shared, "own_hosts": [h for h in table.hosts if needs_own_server(h)],
+               **passthrough_context(ext, table)}
     try:
         if template_text is None:
             text = _DEFAULT_ENV.get_template("nginx.conf.j2").render(context)

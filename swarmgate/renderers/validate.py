@@ -38,6 +38,9 @@ _DHPARAM = re.compile(r"^(\s*)ssl_dhparam\s+[^;\s]+;", re.MULTILINE)
 # error_log PATH [level]; access_log PATH [format...]: a path the proxy writes, which need not exist here.
 _LOG = re.compile(r"^(\s*)(error_log|access_log)\s+(/[^;\s]+)", re.MULTILINE)
 TIMEOUT_SECONDS = 60
+# Debian's nginx loads dynamic modules (the stream module SSL passthrough needs) by paths relative to
+# its prefix (`load_module modules/ngx_stream_module.so;`); the check runs under a prefix of its own.
+MODULES_DIR = Path("/usr/lib/nginx/modules")
 _PROBE = "events {}\nhttp {\n    server {\n        listen 127.0.0.1:8080;\n        return 503;\n    }\n}\n"
 
 
@@ -137,6 +140,8 @@ def nginx_check(text: str) -> None:
     dhparam = _check_file("dhparam") if _DHPARAM.search(text) else None
     with tempfile.TemporaryDirectory(prefix="swarmgate-nginx-t-") as tmp:
         prefix = Path(tmp)
+        if MODULES_DIR.is_dir():
+            (prefix / "modules").symlink_to(MODULES_DIR)
         conf = prefix / "nginx.conf"
         conf.write_text(localized(text, prefix, tls, dhparam=dhparam), encoding="utf-8")
         try:

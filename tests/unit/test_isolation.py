@@ -141,7 +141,15 @@ CASES: list[Any] = [
     # Everything else a label can say.
     pytest.param({**lb(), "com.docker.lb.default_backend": "true"}, None, id="second-default-backend"),
     pytest.param(lb(backend_mode="vip"), "vip_backend", id="vip-backend"),
-    pytest.param(lb(ssl_passthrough="true"), "ssl_passthrough", id="ssl-passthrough"),
+    # SSL passthrough: an SNI route on the TLS port (stream module), beside the terminated hosts.
+    pytest.param(lb(ssl_passthrough="true"), None, id="ssl-passthrough"),
+    pytest.param(lb("good.local", ssl_passthrough="true"), None, id="ssl-passthrough-of-the-good-host"),
+    pytest.param(lb("*.wild.local,default,hostnames", ssl_passthrough="true"), None,
+                 id="ssl-passthrough-wildcard-and-map-keywords"),
+    pytest.param(lb(".".join(["p" * 63] * 3) + ".pass", ssl_passthrough="true"), None,
+                 id="ssl-passthrough-253-char-host"),
+    pytest.param(lb(ssl_passthrough="yes"), "ssl_passthrough", id="ssl-passthrough-not-a-bool"),
+    pytest.param(lb(network="nope"), "network", id="network-that-does-not-exist"),
     pytest.param(lb(service_cluster="no such/cluster"), "service_cluster", id="cluster-name-invalid"),
     pytest.param(lb(network="net\n"), "network", id="network-with-newline"),
     pytest.param({**lb(), "com.docker.lb.hosts\n": "x", "com.docker.lb.\x00": "y"}, None,

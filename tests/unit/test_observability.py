@@ -44,7 +44,7 @@ def kind_of(labels: dict[str, str], *, host_ports: tuple[int, ...] = (8080,), cl
         ({**HOST_PORT, "com.docker.lb.ssl_cert": "c"}, {}, "ssl_cert"),
         ({**HOST_PORT, "com.docker.lb.sticky_session_cookie": "a b;"}, {}, "sticky_session_cookie"),
         ({**HOST_PORT, "com.docker.lb.backend_mode": "vip"}, {}, "vip_backend"),
-        ({**HOST_PORT, "com.docker.lb.ssl_passthrough": "true"}, {}, "ssl_passthrough"),
+        ({**HOST_PORT, "com.docker.lb.ssl_passthrough": "maybe"}, {}, "ssl_passthrough"),
         (HOST_PORT, {"host_ports": ()}, "no_host_port"),
         ({**HOST_PORT, "com.docker.lb.service_cluster": "east"}, {"cluster": "west"}, "no_extension"),
     ],

@@ -10,6 +10,7 @@ import pytest
 from swarmgate.models.routing.labels import SetAside
 from swarmgate.models.routing.routes import (
     HostRoute,
+    PassthroughRoute,
     PathRoute,
     RouteTable,
     TLSFiles,
@@ -102,24 +103,25 @@ def scenarios() -> list[Any]:
     bad = service("bad", lb(hosts="bad.local", port="eighty"))
     vip = service("vip", lb(hosts="vip.local", backend_mode="vip"))
     passthrough = service("pass", lb(hosts="pass.local", ssl_passthrough="true"))
+    p0 = task(passthrough, "wrk-1", ports={8080: 30443})
     unpublished = service("nopub", lb(hosts="nopub.local"), host_ports=())
     out.append(pytest.param(
-        state(demo, t0, bad, vip, passthrough, unpublished),
+        state(demo, t0, bad, vip, passthrough, p0, unpublished),
         RouteTable(
             cluster="",
             hosts=(HostRoute("demo.local", (
                 route("demo.local", "/", ("demo",), (up(demo, t0, "10.0.0.10", 30000),)),)),),
+            passthrough=(PassthroughRoute("pass.local", pool_name("pass.local", ":tls"), ("pass",),
+                                          (up(passthrough, p0, "10.0.0.11", 30443),)),),
             set_aside=(
                 SetAside("bad", "label com.docker.lb.port: expected an integer 1-65535, got 'eighty'", kind="port"),
                 SetAside("nopub", "publishes no host-mode port for target port 8080 and is on no overlay network "
                                   "(add --network NET, or --publish mode=host,target=8080)", kind="no_host_port"),
-                SetAside("pass", "label com.docker.lb.ssl_passthrough=true is not supported "
-                                 "(needs nginx's stream module)", kind="ssl_passthrough"),
                 SetAside("vip", "label com.docker.lb.backend_mode=vip needs the service on an overlay network "
                                 "(add --network NET)", kind="vip_backend"),
             ),
         ),
-        id="invalid-or-unsupported-services-are-set-aside-others-routed",
+        id="invalid-or-unsupported-services-are-set-aside-others-routed-passthrough-by-sni",
     ))
 
     app = service("app", lb(context_root="/app", context_root_rewrite="true", websocket_endpoints="/app/ws"),

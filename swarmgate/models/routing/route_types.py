@@ -58,6 +58,16 @@ class HostRoute:
 
 
 @dataclass(frozen=True)
+class PassthroughRoute:
+    """A host whose TLS connections go to its services untouched (`ssl_passthrough`), chosen by SNI."""
+
+    host: str
+    pool: str
+    services: tuple[str, ...]
+    upstreams: tuple[Upstream, ...]
+
+
+@dataclass(frozen=True)
 class RouteTable:
     """Everything one extension's proxy routes, and every service set aside, with reasons."""
 
@@ -67,6 +77,7 @@ class RouteTable:
     set_aside: tuple[SetAside, ...] = ()
     notices: tuple[str, ...] = ()
     networks: tuple[str, ...] = ()  # IDs of the overlay networks the proxy must be on for these routes
+    passthrough: tuple[PassthroughRoute, ...] = ()  # served on the TLS port before any termination
 
     @property
     def secrets(self) -> tuple[str, ...]:

@@ -7,9 +7,9 @@ Rules, in the order they apply:
   both mean the empty cluster (Interlock's behaviour: services without the label are served by the
   extension without a cluster). Services of other clusters do not appear in this table at all;
   `unclaimed_services` lists those no extension serves.
-* **Set aside.** Invalid labels, `ssl_passthrough` (needs nginx's stream module), a service that
-  neither publishes its `port` label in host mode nor is on an overlay network, and a network that
-  cannot be chosen (named but not joined, or several and none named) are set aside with a reason;
+* **Set aside.** Invalid labels, a service that neither publishes its `port` label in host mode
+  nor is on an overlay network, and a network that cannot be chosen (named but not joined, or
+  several and none named) are set aside with a reason;
   every other service is routed as if they did not exist.
 * **Which way a service is reached.** Host mode (the seed's) when it publishes its `port` label in
   host mode and names no network and no VIP. Otherwise over an overlay network, Interlock's way:
@@ -24,6 +24,8 @@ Rules, in the order they apply:
 * **Upstreams (overlay).** Task mode (`backend_mode=task`, or Interlock's `default`): each such
   task's address on the network and the `port` label. `backend_mode=vip`: the service's virtual IP
   on the network, one upstream; Swarm's IPVS balances behind it.
+* **SSL passthrough.** A service with `ssl_passthrough=true` is routed by SNI on the TLS port, its
+  connections untouched (`RouteTable.passthrough`), never through the http servers.
 * **Pooling and conflicts** (see `route_merge`): services asking for the same host and path share
   a pool; where they disagree, the oldest service decides, and the overruled value is reported.
 """
@@ -35,13 +37,21 @@ from collections.abc import Iterable, Set
 from swarmgate.models.routing.label_values import LabelValueError, parse_swarm_name, shown
 from swarmgate.models.routing.labels import PREFIX, ReasonKind, ServiceRouting, SetAside, parse_service_labels
 from swarmgate.models.routing.route_merge import Routed, default_backend, merge_hosts, pool_name
-from swarmgate.models.routing.route_types import HostRoute, PathRoute, RouteTable, TLSFiles, Upstream
+from swarmgate.models.routing.route_types import (
+    HostRoute,
+    PassthroughRoute,
+    PathRoute,
+    RouteTable,
+    TLSFiles,
+    Upstream,
+)
 from swarmgate.models.routing.tls_secrets import secret_problem
 from swarmgate.models.settings.config import Extension
 from swarmgate.models.swarm.observed import ObservedState, Service
 
 __all__ = [
     "HostRoute",
+    "PassthroughRoute",
     "PathRoute",
     "RouteTable",
     "SetAside",
@@ -146,7 +156,7 @@ def _classify(
             continue
         notices.extend(parsed.notices)
         network = _network(observed, service, parsed)
-        unsupported = (_unsupported(parsed) or (network if isinstance(network, tuple) else None)
+        unsupported = ((network if isinstance(network, tuple) else None)
                        or secret_problem(parsed, secrets, unusable_secrets))
         if unsupported:
             aside.append(SetAside(service.name, unsupported[1], kind=unsupported[0]))
@@ -172,12 +182,28 @@ def _cluster(service: Service, parsed: ServiceRouting | SetAside) -> str:
         return ""
 
 
-def _unsupported(r: ServiceRouting) -> tuple[ReasonKind, str] | None:
-    """(kind, reason) when valid labels ask for something swarmgate cannot do for this service."""
-    if r.ssl_passthrough:
-        return "ssl_passthrough", ("label com.docker.lb.ssl_passthrough=true is not supported "
-                                   "(needs nginx's stream module)")
-    return None
+def _passthrough_routes(
+    routed: list[Routed], terminated: Set[str], notices: list[str]
+) -> tuple[PassthroughRoute, ...]:
+    """One SNI route per passthrough host; services sharing a host are pooled (the canary pattern).
+
+    The TLS port reads the SNI before anything else, so a passthrough host takes its TLS connections
+    from any service that would terminate TLS for the same name: said in a notice.
+    """
+    by_host: dict[str, list[Routed]] = {}
+    for r in routed:
+        for host in r.routing.hosts:
+            by_host.setdefault(host, []).append(r)
+    out = []
+    for host, members in sorted(by_host.items()):
+        names = tuple(sorted(m.routing.service for m in members))
+        ups = {(u.address, u.port): u for m in members for u in m.upstreams}
+        if host in terminated:
+            notices.append(f"host {host}: TLS is passed through to {', '.join(names)}; the certificate "
+                           "other services give it is not used")
+        out.append(PassthroughRoute(host=host, pool=pool_name(host, ":tls"), services=names,
+                                    upstreams=tuple(ups[k] for k in sorted(ups))))
+    return tuple(out)
 
 
 def build_route_table(
@@ -190,10 +216,13 @@ def build_route_table(
     naming them are set aside with kind `unusable_secret`.
     """
     routed, aside, notices, networks = _classify(observed, ext, unusable_secrets)
+    passthrough = [r for r in routed if r.routing.ssl_passthrough]
+    hosts = merge_hosts([r for r in routed if not r.routing.ssl_passthrough], ext, notices)
     return RouteTable(
         cluster=ext.service_cluster,
         networks=tuple(sorted(networks)),
-        hosts=merge_hosts(routed, ext, notices),
+        passthrough=_passthrough_routes(passthrough, {h.host for h in hosts if h.tls}, notices),
+        hosts=hosts,
         default_backend=default_backend(routed, ext, notices),
         set_aside=tuple(sorted(aside, key=lambda s: s.service)),
         notices=tuple(sorted(set(notices))),

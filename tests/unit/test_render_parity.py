@@ -1,0 +1,64 @@
+"""Golden renders of Interlock's documentation features that need more than host mode, each checked by
+nginx -t with the modules it needs: overlay task and VIP upstreams, and SSL passthrough beside
+terminated TLS (the stream module). Regenerate with `SWARMGATE_UPDATE_GOLDEN=1`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from swarmgate.models.routing.routes import build_route_table
+from swarmgate.models.settings.config import Extension
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.renderers.nginx import render_nginx
+from swarmgate.renderers.validate import nginx_check
+from tests.factories import node, overlay_network, service, swarm_secret, task
+
+GOLDEN = Path(__file__).parent.parent / "golden"
+HOST = Extension(name="default", publish_mode="host")
+FRONT = overlay_network("front")
+F = FRONT["Id"]
+
+
+def parity_state() -> ObservedState:
+    def lb(hosts: str, port: str = "8080", **more: str) -> dict[str, str]:
+        return {"com.docker.lb.hosts": hosts, "com.docker.lb.port": port,
+                **{f"com.docker.lb.{k}": v for k, v in more.items()}}
+
+    demo = service("demo", lb("demo.local"))
+    web = service("web", lb("web.local"), host_ports=(), networks={F: "198.19.1.2"})
+    api = service("api", lb("api.local", backend_mode="vip"), host_ports=(), networks={F: "198.19.1.9"})
+    tls = service("tls", lb("tls.local", ssl_cert="tls.crt", ssl_key="tls.key"), host_ports=(),
+                  networks={F: "198.19.1.20"})
+    passthrough = service("pass", lb("pass.local,default", port="8443", ssl_passthrough="true"), host_ports=(),
+                          networks={F: "198.19.1.30"})
+    return ObservedState.from_api(
+        services=[demo, web, api, tls, passthrough],
+        tasks=[task(demo, "lb-00", ports={8080: 30000}),
+               task(web, "wrk-0", addresses={F: "198.19.1.3"}), task(web, "wrk-1", slot=2, addresses={F: "198.19.1.4"}),
+               task(api, "wrk-0", addresses={F: "198.19.1.10"}), task(tls, "wrk-1", addresses={F: "198.19.1.21"}),
+               task(passthrough, "wrk-0", addresses={F: "198.19.1.31"})],
+        nodes=[node("lb-00", "198.18.0.14"), node("wrk-0", "198.18.0.16"), node("wrk-1", "198.18.0.17")],
+        secrets=[swarm_secret("tls.crt"), swarm_secret("tls.key")],
+        networks=[FRONT],
+    )
+
+
+def test_overlay_vip_and_passthrough_render_matches_golden_file_and_passes_nginx_t() -> None:
+    table = build_route_table(parity_state(), HOST)
+    assert table.networks == (F,) and [p.host for p in table.passthrough] == ["default", "pass.local"]
+    text = render_nginx(HOST, table, server_info="swarmgate/0.1.0 linux/amd64").text
+    path = GOLDEN / "parity.conf"
+    if os.environ.get("SWARMGATE_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert text == path.read_text(), "parity.conf changed; regenerate with SWARMGATE_UPDATE_GOLDEN=1 and review"
+    nginx_check(text)
+
+
+def test_without_passthrough_the_tls_port_stays_with_the_http_servers() -> None:
+    observed = parity_state()
+    table = build_route_table(ObservedState(services=tuple(s for s in observed.services if s.name != "pass"),
+                                            tasks=observed.tasks, nodes=observed.nodes, secrets=observed.secrets,
+                                            networks=observed.networks), HOST)
+    text = render_nginx(HOST, table, server_info="swarmgate/0.1.0 linux/amd64").text
+    assert "stream {" not in text and "modules-enabled" not in text and "listen 443 ssl;" in text
