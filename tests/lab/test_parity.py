@@ -8,6 +8,9 @@ deploys it, with only the image names changed, and checked through every LB node
 from __future__ import annotations
 
 import contextlib
+import socket
+import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +35,8 @@ IPVS = Path("/proc/net/ip_vs").exists()
 def seed(lab: Lab) -> Iterator[Seed]:
     s = Seed(lab, log=lambda msg: print(f"[parity] {msg}", flush=True))
     s.deploy()
-    s.cli("network", "create", "-d", "overlay", NETWORK)
+    _remove_parity_objects(s.client())  # what an interrupted run left
+    s.cli("network", "create", "-d", "overlay", NETWORK, check=False)  # kept by an interrupted run
     try:
         yield s
     finally:
@@ -44,7 +48,15 @@ def seed(lab: Lab) -> Iterator[Seed]:
         # The proxy is gone with demo.sh down; the network goes once its tasks have left it.
         with contextlib.suppress(RuntimeError):
             wait_for(lambda: _removed(client, NETWORK), timeout=60, what=f"{NETWORK} removed")
+        _remove_parity_objects(client)
         s.close()
+
+
+def _remove_parity_objects(client: docker.DockerClient) -> None:
+    for obj in [*client.secrets.list(), *client.configs.list()]:
+        if (obj.name or "").startswith("parity-"):
+            with contextlib.suppress(docker.errors.APIError):
+                obj.remove()
 
 
 def _removed(client: docker.DockerClient, name: str) -> bool:
@@ -163,3 +175,100 @@ def test_vip_mode_routes_to_the_service_virtual_ip(seed: Seed) -> None:
     statuses = wait_for(routed, timeout=60, what="vip.parity.local proxied to the VIP on every LB node")
     # With IPVS the VIP answers; without it (this machine) nginx reaches the VIP and gets no route.
     assert set(statuses.values()) == ({200} if IPVS else {502}), statuses
+
+
+# -- TLS: termination and passthrough on the same port 443 (Interlock's "SSL termination" and "SSL passthrough")
+
+BACKEND_CONF = """user nginx;
+events {}
+http {
+    server {
+        listen 8443 ssl;
+        ssl_certificate /run/secrets/parity-pass.crt;
+        ssl_certificate_key /run/secrets/parity-pass.key;
+        location / {
+            return 200 "served by the passthrough backend itself\\n";
+        }
+    }
+}
+"""
+
+
+def _self_signed(directory: Path, host: str) -> tuple[Path, Path]:
+    cert, key = directory / f"{host}.crt", directory / f"{host}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={host}",
+                    "-addext", f"subjectAltName=DNS:{host}", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def _tls_get(address: str, host: str, cafile: Path, path: str = "/") -> tuple[dict[str, Any], bytes]:
+    """One HTTPS GET with SNI `host`, the certificate checked against `cafile`: (peer cert, raw answer)."""
+    http.assert_lab_route(address)
+    context = ssl.create_default_context(cafile=str(cafile))
+    with socket.create_connection((address, 443), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname=host) as tls:
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        chunks = []
+        while chunk := tls.recv(65536):
+            chunks.append(chunk)
+        return tls.getpeercert() or {}, b"".join(chunks)
+
+
+@pytest.fixture(scope="module")
+def tls_services(seed: Seed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """A terminated host (its certificate in Swarm secrets, demo behind it) and a passthrough backend
+    that serves its own certificate (the lab's nginx image on 8443), both on the overlay network."""
+    tmp = tmp_path_factory.mktemp("tls")
+    pass_cert, pass_key = _self_signed(tmp, "pass.parity.local")
+    term_cert, term_key = _self_signed(tmp, "tls.parity.local")
+    (tmp / "backend.conf").write_text(BACKEND_CONF)
+    seed.cli("secret", "create", "parity-pass.crt", str(pass_cert))
+    seed.cli("secret", "create", "parity-pass.key", str(pass_key))
+    seed.cli("secret", "create", "parity-tls.crt", str(term_cert))
+    seed.cli("secret", "create", "parity-tls.key", str(term_key))
+    seed.cli("config", "create", "parity-backend.conf", str(tmp / "backend.conf"))
+    seed.cli("service", "create", "--detach", "--no-resolve-image", "--name", "parity-pass", "--network", NETWORK,
+             "--secret", "parity-pass.crt", "--secret", "parity-pass.key",
+             "--config", "src=parity-backend.conf,target=/etc/nginx/nginx.conf",
+             "--label", "com.docker.lb.hosts=pass.parity.local", "--label", "com.docker.lb.port=8443",
+             "--label", "com.docker.lb.ssl_passthrough=true", "swarmgate/nginx:lab")
+    _overlay_service(seed, "parity-tls", {"hosts": "tls.parity.local", "port": "8080",
+                                          "ssl_cert": "parity-tls.crt", "ssl_key": "parity-tls.key"})
+    yield {"pass": pass_cert, "tls": term_cert}
+    client = seed.client()
+    for name in ("parity-pass", "parity-tls"):
+        with contextlib.suppress(docker.errors.APIError):
+            client.api.remove_service(name)
+
+
+def test_ssl_passthrough_and_termination_share_port_443_on_every_lb_node(seed: Seed,
+                                                                        tls_services: dict[str, Path]) -> None:
+    def served() -> bool:
+        for node in seed.lab.lb_nodes:
+            try:
+                _, body = _tls_get(seed.lab.address(node), "pass.parity.local", tls_services["pass"])
+                _, term = _tls_get(seed.lab.address(node), "tls.parity.local", tls_services["tls"], "/ping")
+            except (OSError, ssl.SSLError):
+                return False
+            if b"passthrough backend itself" not in body or b'"metadata":"parity-tls"' not in term:
+                return False
+        return True
+
+    wait_for(served, timeout=120, what="passthrough and terminated TLS through every LB node")
+    for node in seed.lab.lb_nodes:
+        address = seed.lab.address(node)
+        # The backend's own certificate, checked by SNI: the proxy never decrypted the connection.
+        cert, body = _tls_get(address, "pass.parity.local", tls_services["pass"])
+        assert dict(x[0] for x in cert["subject"])["commonName"] == "pass.parity.local"
+        assert b"x-proxy-id" not in body.lower()  # no proxy header: nginx's http side never saw it
+        # The terminated host: the proxy's certificate from the Swarm secret, the proxy's headers.
+        cert, term = _tls_get(address, "tls.parity.local", tls_services["tls"], "/ping")
+        assert dict(x[0] for x in cert["subject"])["commonName"] == "tls.parity.local"
+        assert b"x-proxy-id" in term.lower() and b"x-upstream-addr: 198.19." in term.lower()
+        # An unknown name is still refused in the handshake (no default backend here).
+        with pytest.raises(ssl.SSLError):
+            _tls_get(address, "unknown.parity.local", tls_services["tls"])
+    # The seed's host-mode route over plain HTTP is untouched.
+    for node in seed.lab.lb_nodes:
+        assert http.get(seed.lab.address(node), "/ping", host="demo.local").status == 200

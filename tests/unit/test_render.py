@@ -144,8 +144,9 @@ def test_interlock_response_and_request_headers_are_set(tmp_path: Path) -> None:
         ("x-upstream-addr", "$upstream_addr", "always"),
         ("x-upstream-response-time", "$upstream_header_time", "always"),
     }
-    assert [d["args"] for d in find(parsed, "proxy_next_upstream")] == [["error", "timeout", "http_502", "http_503",
-                                                                         "http_504"]]
+    # Interlock's retries, invalid_header included.
+    assert [d["args"] for d in find(parsed, "proxy_next_upstream")] == [["error", "timeout", "invalid_header",
+                                                                         "http_502", "http_503", "http_504"]]
 
 
 def test_hide_info_headers_removes_every_response_header(tmp_path: Path) -> None:

@@ -62,3 +62,20 @@ def test_without_passthrough_the_tls_port_stays_with_the_http_servers() -> None:
                                             networks=observed.networks), HOST)
     text = render_nginx(HOST, table, server_info="swarmgate/0.1.0 linux/amd64").text
     assert "stream {" not in text and "modules-enabled" not in text and "listen 443 ssl;" in text
+
+
+def test_nginx_status_is_on_the_default_server_as_in_interlock() -> None:
+    text = render_nginx(HOST, build_route_table(parity_state(), HOST), server_info="swarmgate/0.1.0 linux/amd64").text
+    default = text.split("listen 80 default_server;", 1)[1].split("    }\n    server {", 1)[0]
+    assert "location = /nginx_status {\n            stub_status;\n            access_log off;" in default
+
+
+def test_proxy_args_in_hitless_mode_are_reported_not_dropped_silently() -> None:
+    from swarmgate.models.settings.config import Config
+    from swarmgate.operator.planning.proxyspec import delivery_notices
+
+    config = Config.model_validate({"Extensions": {"default": {"PublishMode": "host", "ProxyArgs": ["-g", "x"]}}})
+    assert any("ProxyArgs are not applied" in n for n in delivery_notices(config))
+    plain = Config.model_validate({"Extensions": {"default": {"PublishMode": "host", "ProxyArgs": ["-g", "x"],
+                                                              "HitlessServiceUpdate": False}}})
+    assert not any("ProxyArgs" in n for n in delivery_notices(plain))

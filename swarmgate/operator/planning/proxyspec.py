@@ -189,6 +189,10 @@ def delivery_notices(config: Config) -> tuple[str, ...]:
         notices.append("EndpointOverride is accepted and not needed: the operator pushes configs to its "
                        "proxies, which never contact it")
     for name, ext in sorted(config.extensions.items()):
+        if delivers_in_place(ext) and ext.proxy_args:
+            notices.append(f"Extensions.{name}: ProxyArgs are not applied with HitlessServiceUpdate = true: the "
+                           "agent starts nginx itself (nginx -c ProxyConfigPath -g 'daemon off;'); put nginx "
+                           "directives in Config.GlobalOptions instead, or set HitlessServiceUpdate = false")
         if ext.hitless_service_update and not delivers_in_place(ext):
             notices.append(f"Extensions.{name}: PublishMode = \"ingress\" cannot address one proxy task, so "
                            "HitlessServiceUpdate is not applied: every change is a new Swarm config and a "
