@@ -1,0 +1,111 @@
+"""300 routed services on the seed's cluster: created, routed on every LB node, removed, nothing left.
+
+The operator runs as a host process against the lab's Swarm (`operator` fixture, push delivery, the
+seed's TOML). 300 services are created the seed's way (`--publish mode=host,target=8080`, one task
+each); every one of them must then answer through every LB node from its own task (`x-upstream-addr`
+is that task's node address and host port), and once they are removed every one of their hosts must
+get the 503 of an unknown host, with no task or container of theirs left on any node.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import docker
+
+from tests.lab import http
+from tests.lab.conftest import Lab
+from tests.lab.operator_fixture import create_routed, operator
+from tests.support import wait_for
+
+SERVICES = 300
+NAMES = tuple(f"scale-{i:03d}" for i in range(SERVICES))
+
+
+def _upstreams(client: docker.DockerClient) -> dict[str, str]:
+    """Service name → `address:port` of its one running task (services of this test only)."""
+    addrs = {n["ID"]: n["Status"]["Addr"] for n in client.api.nodes()}
+    names = {s["ID"]: s["Spec"]["Name"] for s in client.api.services() if s["Spec"]["Name"] in NAMES}
+    found = {}
+    for task in client.api.tasks(filters={"desired-state": "running"}):
+        if task["ServiceID"] in names and task["Status"]["State"] == "running":
+            for port in task["Status"].get("PortStatus", {}).get("Ports", []):
+                if port["TargetPort"] == 8080:
+                    found[names[task["ServiceID"]]] = f"{addrs[task['NodeID']]}:{port['PublishedPort']}"
+    return found
+
+
+def _wrong_answers(lab: Lab, expected: dict[str, str | None]) -> list[str]:
+    """Hosts (`name.scale.local`) that some LB node does not answer as expected: from the given task, or
+    with the unknown host's 503 when the expected upstream is None."""
+    wrong = []
+    for node in lab.lb_nodes:
+        for name, upstream in expected.items():
+            try:
+                r = http.get(lab.address(node), "/ping", host=f"{name}.scale.local", timeout=2)
+            except OSError as exc:
+                wrong.append(f"{node} {name}: {type(exc).__name__}")
+                continue
+            if upstream is None and r.status != 503:
+                wrong.append(f"{node} {name}: {r.status}, expected 503")
+            elif upstream is not None and (r.status != 200 or r.headers.get("x-upstream-addr") != upstream):
+                wrong.append(f"{node} {name}: {r.status} from {r.headers.get('x-upstream-addr')}")
+    return wrong
+
+
+def test_300_services_are_routed_on_every_lb_node_and_removed_without_a_trace(lab: Lab, tmp_path: Path) -> None:
+    client = lab.manager_client()
+    with operator(lab, tmp_path, services=NAMES) as op:
+        start = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda name: create_routed(client, name, {
+                "com.docker.lb.hosts": f"{name}.scale.local", "com.docker.lb.port": "8080"}), NAMES))
+        created = time.monotonic()
+
+        def all_running() -> dict[str, str] | None:
+            found = _upstreams(client)
+            return found if len(found) == SERVICES else None
+
+        upstreams = wait_for(all_running, timeout=150, interval=2, what=f"{SERVICES} services running")
+        running = time.monotonic()
+        left: list[str] = []
+
+        def all_routed() -> bool:
+            nonlocal left
+            left = _wrong_answers(lab, dict(upstreams))
+            return not left
+
+        wait_for(all_routed, timeout=60, interval=1, what=f"every host routed on every LB node: {left[:5]}")
+        routed = time.monotonic()
+        print(f"[scale] {SERVICES} services: created in {created - start:.1f} s, all running after "
+              f"{running - start:.1f} s, all routed on {len(lab.lb_nodes)} LB nodes "
+              f"{routed - running:.1f} s after the last was running", flush=True)
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda name: client.api.remove_service(name), NAMES))
+        gone: list[str] = []
+
+        def all_gone() -> bool:
+            nonlocal gone
+            gone = _wrong_answers(lab, dict.fromkeys(NAMES))
+            return not gone
+
+        wait_for(all_gone, timeout=60, interval=1, what=f"every host gone from every LB node: {gone[:5]}")
+        removed = time.monotonic()
+
+        engines = [lab.client(node) for node in lab.names]
+
+        def no_containers() -> bool:
+            return not any((c.name or "").startswith("scale-")
+                           for engine in engines for c in engine.containers.list(all=True))
+
+        wait_for(no_containers, timeout=60, interval=2, what="no container of the test's services left")
+        for engine in engines:
+            engine.close()
+        assert not [s for s in client.api.services() if s["Spec"]["Name"] in NAMES]
+        wait_for(op.converged, timeout=30, what=f"every proxy serves the current config: {op.log_tail(20)}")
+        print(f"[scale] removed: every host 503 on every LB node {removed - routed:.1f} s after the removal "
+              f"began; no container left after {time.monotonic() - routed:.1f} s", flush=True)
+    client.close()
