@@ -193,7 +193,9 @@ def test_status_shows_each_proxy_task_serving_the_current_config(
     out = subprocess.run([str(REPO / ".venv" / "bin" / "swarmgate"), "status", "-c", str(op.config_path)],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
-    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[2:]}
+    # Proxy rows: indented, after each extension's header row (other lines may say who leads).
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()
+            if line.startswith("  ") and line.split()[0] != "TASK"}
     tasks = proxy_tasks(client)
     assert set(rows) == set(tasks)
     for row in rows.values():
