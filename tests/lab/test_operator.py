@@ -24,6 +24,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from swarmgate.operator.planning.lease import LEASE_NAME
 from tests.lab import http
 from tests.lab.conftest import REPO, Lab
 from tests.lab.operator_fixture import (
@@ -129,7 +130,9 @@ def test_restart_on_a_converged_swarm_writes_nothing(
         op.start()
         wait_for(op.converged, timeout=30, what="agents to report to the restarted operator")
         op.wait_full_passes(3)
-    assert window.writes() == []
+    # A host-process operator holds the leader lease as a process: it hands it back on SIGTERM, takes
+    # it again and renews it (README, "Several operators"). Nothing else may be written.
+    assert [e for e in window.writes() if e.get("Actor", {}).get("Attributes", {}).get("name") != LEASE_NAME] == []
     assert sorted(c.name for c in client.configs.list()) == configs_before
     assert answers_everywhere(lab, "demo.local", expected)
 
