@@ -79,3 +79,24 @@ def test_proxy_args_in_hitless_mode_are_reported_not_dropped_silently() -> None:
     plain = Config.model_validate({"Extensions": {"default": {"PublishMode": "host", "ProxyArgs": ["-g", "x"],
                                                               "HitlessServiceUpdate": False}}})
     assert not any("ProxyArgs" in n for n in delivery_notices(plain))
+
+
+def test_route_findings_carry_every_notice_and_set_aside_service_for_status() -> None:
+    from swarmgate.models.settings.config import Config
+    from swarmgate.operator.planning.desired import compute_desired
+    from swarmgate.operator.planning.findings import findings_text, route_findings
+
+    config = Config.model_validate({"Extensions": {"default": {"PublishMode": "host"}}})
+    typo = service("typo", {"com.docker.lb.hosts": "typo.local", "com.docker.lb.port": "8080",
+                            "com.docker.lb.hots": "x"})
+    east = service("east", {"com.docker.lb.hosts": "east.local", "com.docker.lb.port": "8080",
+                            "com.docker.lb.service_cluster": "east"})
+    findings = route_findings(compute_desired(config, ObservedState.from_api(services=[typo, east], tasks=[],
+                                                                             nodes=[])))
+    assert findings["notices"]["default"] == [
+        "service typo: label 'com.docker.lb.hots' is not known to swarmgate; ignored "
+        "(did you mean com.docker.lb.hosts?)"]
+    assert [(s["extension"], s["service"], s["kind"]) for s in findings["set_aside"]] == [("", "east", "no_extension")]
+    text = findings_text(findings)
+    assert any(line.startswith("notice (default): service typo") for line in text)
+    assert any(line.startswith("set aside (no extension): east") for line in text)

@@ -35,6 +35,7 @@ from swarmgate.operator.delivery.wire import proxy_targets
 from swarmgate.operator.edge.lease import LeaderElection, WithoutLeaseEvents
 from swarmgate.operator.edge.observe import connect, fetch_documents, observe, own_container_id
 from swarmgate.operator.planning.desired import compute_desired
+from swarmgate.operator.planning.findings import findings_text, route_findings
 from swarmgate.operator.planning.lease import leader_summary, resync_seconds
 from swarmgate.operator.planning.plan import NoOp, PublishProxyConfig, plan, rejected_extensions
 from swarmgate.operator.planning.retry import Outcome, Schedule
@@ -64,10 +65,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Only the leader writes and pushes; the others stand by (see planning/lease.py).
     election = reconciler.election = LeaderElection(api=api, calls=reconciler.calls, container_id=container_id)
     health = DockerHealth()
+    findings: list[dict[str, Any]] = [{}]  # the last pass's route findings, for /v1/status
+
+    def status_route() -> tuple[int, str, bytes]:
+        document = {**status_document(store), **findings[0]}
+        return 200, "application/json", json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
+
     server = serve(
         config.listen_addr, store,
         ready=lambda: health.ready(max_age=max(30.0, 5 * config.poll_interval)),
         extra_routes={"/metrics": lambda: (200, CONTENT_TYPE_LATEST, metrics.exposition()), **election.routes(),
+                      "/v1/status": status_route,
                       # /readyz lists what is held (a config nginx rejects, a spec Swarm rolled back).
                       "/readyz": lambda: holds.readyz(health.ready(max_age=max(30.0, 5 * config.poll_interval)),
                                                       reconciler.holds)},
@@ -96,6 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         changed = report.wrote or report.routes_digest != last_digest[0]
         last_digest[0] = report.routes_digest
         pass_metrics.record_pass_state(report, store)
+        findings[0] = route_findings(report.desired)
         return changed
 
     def on_outcome(outcome: Outcome, seconds: float) -> None:
@@ -162,7 +171,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         # Straight from the proxies: what each running proxy task says it serves, against the
         # config this pipeline computes (the operator's, by construction).
         observed = observe(connect(config))
-        status = status_document(survey(config, observed, compute_desired(config, observed)))
+        desired = compute_desired(config, observed)
+        status = {**status_document(survey(config, observed, desired)), **route_findings(desired)}
         status["leader"] = leader_summary(observed)
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
@@ -192,6 +202,7 @@ def status_text(status: dict[str, Any]) -> str:
             error = (proxy.get("last_error") or "").splitlines()[:1]
             lines.append(f"  {proxy['task']:26} {proxy.get('hostname') or proxy['node']:12} {served:12} "
                          f"{'yes' if proxy.get('current') else 'no':8} {error[0] if error else ''}".rstrip())
+    lines.extend(findings_text(status))
     return "\n".join(lines) if lines else "no extension has published a config yet"
 
 

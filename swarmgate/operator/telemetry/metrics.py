@@ -38,6 +38,9 @@ DOCKER_CALLS_TOTAL = Counter(
 ROUTES = Gauge("swarmgate_routes", "Hosts routed, per extension.", ["extension"], registry=REGISTRY)
 UPSTREAMS = Gauge("swarmgate_upstreams", "Upstream addresses (running tasks) routed, per extension.",
                   ["extension"], registry=REGISTRY)
+ROUTE_NOTICES = Gauge("swarmgate_route_notices", "Route notices in force (an overruled setting on a shared host, an "
+                      "unknown label, a refused redirect, ...), per extension; \"\" for the configuration's own.",
+                      ["extension"], registry=REGISTRY)
 SET_ASIDE = Gauge("swarmgate_services_set_aside", "Services with lb labels that are not routed, by reason.",
                   ["extension", "reason"], registry=REGISTRY)
 

@@ -62,6 +62,9 @@ class PassMetrics:
             for result in ("ok", "error"):
                 metrics.RELOADS_TOTAL.labels(extension=ext.name, result=result)
             metrics.CONVERGENCE_SECONDS.labels(extension=ext.name)
+        for ext in report.desired.extensions:
+            metrics.ROUTE_NOTICES.labels(extension=ext.name).set(len(ext.route_table.notices))
+        metrics.ROUTE_NOTICES.labels(extension="").set(len(report.desired.notices))
         # Services no extension serves belong to no extension: counted under extension="".
         metrics.SET_ASIDE.labels(extension="", reason="no_extension").set(len(report.desired.unclaimed))
         store.retain_tasks(proxy_tasks(report))

@@ -1,0 +1,35 @@
+"""What a pass found about the routes, as data for `/v1/status` and `swarmgate status` (pure).
+
+The same findings the live operator logs once per appearance (`reconcile._report_problems`) and
+offline `swarmgate routes` prints: route notices (an overruled setting on a shared host, an unknown
+or misspelt `com.docker.lb.*` label, a refused redirect, ...), per extension; the configuration's
+own notices under the empty name; and every service that is not routed, with its reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from swarmgate.operator.planning.desired import DesiredState
+
+
+def route_findings(desired: DesiredState) -> dict[str, Any]:
+    notices: dict[str, list[str]] = {e.name: list(e.route_table.notices) for e in desired.extensions}
+    if desired.notices:
+        notices[""] = sorted(desired.notices)
+    set_aside = [{"extension": e.name, "service": a.service, "kind": a.kind, "reason": a.reason}
+                 for e in desired.extensions for a in e.route_table.set_aside]
+    set_aside += [{"extension": "", "service": a.service, "kind": a.kind, "reason": a.reason}
+                  for a in desired.unclaimed]
+    return {"notices": notices, "set_aside": sorted(set_aside, key=lambda s: (s["extension"], s["service"]))}
+
+
+def findings_text(findings: dict[str, Any]) -> list[str]:
+    """The findings as lines for `swarmgate status`."""
+    lines = []
+    for name, notices in sorted(findings.get("notices", {}).items()):
+        for notice in notices:
+            lines.append(f"notice ({name or 'configuration'}): {notice}")
+    for aside in findings.get("set_aside", []):
+        lines.append(f"set aside ({aside['extension'] or 'no extension'}): {aside['service']}: {aside['reason']}")
+    return lines
