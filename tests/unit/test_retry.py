@@ -12,7 +12,7 @@ from swarmgate.operator.planning.retry import Outcome, Schedule, classify
 
 
 def delays(outcomes: list[Outcome], **kwargs: float) -> list[float]:
-    schedule = Schedule(resync=3.0, **kwargs)
+    schedule = Schedule(resync=3.0, settle=0, **kwargs)  # the doubling alone; settle is tested below
     return [schedule.next_delay(o) for o in outcomes]
 
 
@@ -36,10 +36,24 @@ def test_schedule_delays(outcomes: list[Outcome], expected: list[float]) -> None
 
 
 def test_kick_after_event_makes_the_next_wait_short() -> None:
-    schedule = Schedule(resync=3.0)
+    schedule = Schedule(resync=3.0, settle=0)
     assert schedule.next_delay(C) == 3.0
     schedule.kick()
     assert schedule.next_delay(C) == 0.5
+
+
+def test_after_a_change_or_an_event_polls_stay_fast_for_settle_passes_then_slow_down() -> None:
+    schedule = Schedule(resync=3.0, settle=3)
+    assert [schedule.next_delay(o) for o in [X, C, C, C, C, C, C]] == [0.25, 0.25, 0.25, 0.25, 0.5, 1.0, 2.0]
+    schedule.kick()
+    assert [schedule.next_delay(C) for _ in range(5)] == [0.25, 0.25, 0.25, 0.5, 1.0]
+
+
+def test_a_fast_poll_is_never_shorter_than_the_pass_before_it() -> None:
+    schedule = Schedule(resync=3.0)
+    assert schedule.next_delay(X, took=2.0) == 2.0  # 10,000 services: not back to back
+    assert schedule.next_delay(C, took=0.1) == 0.25
+    assert Schedule(resync=3.0).next_delay(C, took=5.0) == 3.0  # the resync period stays as it is
 
 
 def test_wakeup_coalesces_many_events_into_one() -> None:

@@ -88,6 +88,7 @@ def run_loop(
             # A bug in one pass must not end the operator: what was serving keeps serving, and the
             # next resync tries again from a fresh snapshot.
             error = exc
+        took = time.monotonic() - started
         outcome = classify(changed=changed, error=error)
         if error is None:
             health.ok()
@@ -98,8 +99,8 @@ def run_loop(
         else:
             log.error("reconcile pass crashed", exc_info=error)
         if on_outcome is not None:
-            on_outcome(outcome, time.monotonic() - started)
-        delay = schedule.next_delay(outcome)
+            on_outcome(outcome, took)
+        delay = schedule.next_delay(outcome, took=took)
         deadline = time.monotonic() + delay
         while not stop.is_set():
             remaining = deadline - time.monotonic()

@@ -39,18 +39,28 @@ class Schedule:
     """Delays between passes.
 
     After a change, tasks are still starting or stopping on other nodes and Swarm sends no
-    Swarm-wide task events, so the next passes come quickly (`fast`) and slow down by doubling
-    until the resync period. Errors back off exponentially to `max_backoff`.
+    Swarm-wide task events, so the next `settle` passes come quickly (`fast`), then slow down by
+    doubling until the resync period. A service's new task is `running` one to a few seconds after
+    the service event (more on a busy machine): with doubling alone, one that came up at 1.9 s was
+    seen at 3.75 s; 16 polls of 0.25 s see it within a quarter of a second for 4 s. A fast poll is
+    never shorter than the pass before it took (`took`), so a large Swarm is not polled back to back.
+    Errors back off exponentially to `max_backoff`.
     """
 
     resync: float
     fast: float = 0.25
+    settle: int = 16
     min_backoff: float = 0.5
     max_backoff: float = 30.0
     _poll: float | None = None
     _backoff: float | None = None
+    _fast_left: int = 0
 
-    def next_delay(self, outcome: Outcome) -> float:
+    def next_delay(self, outcome: Outcome, *, took: float = 0.0) -> float:
+        delay = self._next_delay(outcome)
+        return delay if delay >= self.resync or self._backoff is not None else max(delay, took)
+
+    def _next_delay(self, outcome: Outcome) -> float:
         if outcome is Outcome.TEMPORARY_ERROR:
             self._backoff = self.min_backoff if self._backoff is None else min(self._backoff * 2, self.max_backoff)
             return self._backoff
@@ -60,7 +70,9 @@ class Schedule:
             self._poll = None
             return self.resync
         if outcome is Outcome.CHANGED:
-            self._poll = self.fast
+            self._poll, self._fast_left = self.fast, self.settle
+        elif self._fast_left > 0:
+            self._fast_left -= 1
         elif self._poll is not None:
             self._poll = self._poll * 2
             if self._poll >= self.resync:
@@ -69,7 +81,7 @@ class Schedule:
 
     def kick(self) -> None:
         """An event arrived: whatever comes next should be looked at quickly."""
-        self._poll = self.fast
+        self._poll, self._fast_left = self.fast, self.settle
 
     @property
     def backing_off(self) -> bool:
