@@ -231,6 +231,22 @@ def test_unused_owned_configs_beyond_retention_are_removed_oldest_first() -> Non
         "interlock-proxy.agent.old1", "interlock-proxy.agent.old0"]
 
 
+def test_the_leader_lease_is_never_garbage_even_with_no_retention() -> None:
+    cfg = config()
+    observed = converge(cfg)
+    lease = f.swarm_config("swarmgate-leader", b"lease", labels={
+        "swarmgate.managed-by": "swarmgate", "swarmgate.kind": "leader"})
+    stale_agent = f.swarm_config("interlock-proxy.agent.old", b"x", labels={
+        "swarmgate.managed-by": "swarmgate", "swarmgate.kind": "agent", "swarmgate.extension": "default"})
+    proxy = observed.service_named("interlock-proxy")
+    assert proxy is not None
+    state = cluster(proxy_service(dict(proxy.spec)), configs=(*owned_configs(observed), lease, stale_agent),
+                    secrets=(f.swarm_secret(TOKEN_SECRET_NAME),))
+    desired = desired_for(cfg, state)
+    actions = plan(desired, state, published={e.name: e.rendered.digest for e in desired.extensions}, retention=0)
+    assert [a.name for a in actions if isinstance(a, RemoveConfig)] == ["interlock-proxy.agent.old"]
+
+
 def test_a_foreign_service_with_the_proxy_name_is_left_alone() -> None:
     foreign = f.service("interlock-proxy", {})
     observed = cluster(foreign)

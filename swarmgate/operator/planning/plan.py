@@ -15,6 +15,7 @@ from typing import Any, Literal
 from swarmgate.models.swarm.observed import ObservedState, Service
 from swarmgate.models.swarm.ownership import (
     EXTENSION_LABEL,
+    KIND_AGENT,
     KIND_BOOTSTRAP,
     KIND_LABEL,
     KIND_PROXY_CONFIG,
@@ -220,12 +221,17 @@ def _plan_extension(ext: ExtensionDesired, observed: ObservedState, published: M
     return actions
 
 
+_COLLECTABLE = frozenset({KIND_AGENT, KIND_BOOTSTRAP, KIND_PROXY_CONFIG})
+
+
 def _garbage(desired: DesiredState, observed: ObservedState, retention: int) -> list[Action]:
     wanted = {c.name for e in desired.extensions for c in e.configs}
     in_use = _referenced_configs(observed) | wanted
     groups: dict[tuple[str, str], list[Any]] = {}
     for cfg in observed.configs:
-        if not is_owned(cfg.labels) or cfg.name in in_use:
+        # Only content-addressed proxy configs are garbage once unused; other owned configs (the
+        # leader lease, mounted by nobody) live for as long as the operator does.
+        if not is_owned(cfg.labels) or cfg.name in in_use or cfg.labels.get(KIND_LABEL) not in _COLLECTABLE:
             continue
         key = (cfg.labels.get(EXTENSION_LABEL, ""), cfg.labels.get(KIND_LABEL, ""))
         groups.setdefault(key, []).append(cfg)
