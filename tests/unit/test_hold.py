@@ -128,9 +128,8 @@ def test_a_spec_swarm_rolled_back_from_is_held_until_the_desired_spec_changes(
         assert actions == [NoOp()]
     else:
         assert actions == [NoOp("default", "rolled_back",
-                                f"Swarm rolled service interlock-proxy back from this spec, {state} "
-                                "(update rolled back due to failure); not applying it again until the desired "
-                                "spec changes")]
+                                "Swarm rolled service interlock-proxy back from this spec; not applying it again "
+                                "until the desired spec changes")]
         assert "hold default: Swarm rolled service interlock-proxy back" in actions[0].describe()
 
 

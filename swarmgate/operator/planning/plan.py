@@ -161,10 +161,10 @@ def _rollback_hold(ext: str, current: Service, desired: Mapping[str, Any],
     from_previous = current.previous_spec is not None and not diff_specs(current.previous_spec, desired)
     if not (from_previous or attempted == spec_digest(desired) or _failed_under(desired, current, observed)):
         return None
-    message = f" ({update.message})" if update.message else ""
-    return NoOp(ext, "rolled_back",
-                f"Swarm rolled service {current.name} back from this spec, {update.state}{message}; "
-                "not applying it again until the desired spec changes")
+    # The detail stays the same while the rollback runs and after it (rollback_started, _completed):
+    # it is one hold, logged once.
+    return NoOp(ext, "rolled_back", f"Swarm rolled service {current.name} back from this spec; not applying it "
+                "again until the desired spec changes")
 
 
 def nginx_texts(ext: ExtensionDesired) -> tuple[str, ...]:
