@@ -27,7 +27,7 @@ from pathlib import Path
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from swarmgate.errors import ConfigError
+from swarmgate.errors import ConfigError, RenderError
 from swarmgate.models.routing.nginx_sizes import server_names_hash_sizes
 from swarmgate.models.routing.route_types import HostRoute, RouteTable
 from swarmgate.models.settings.config import Extension
@@ -44,7 +44,7 @@ CONTROL_DIR = "/var/lib/swarmgate"
 CONTROL_HOST = "swarmgate-control.invalid"
 
 
-class UnsafeValueError(ValueError):
+class UnsafeValueError(RenderError):
     """A value about to be written into nginx syntax is outside the safe alphabet."""
 
 
@@ -62,7 +62,7 @@ class RenderedConfig:
 
 def _word(value: object) -> str:
     text = str(value)
-    if not _WORD.match(text):
+    if not _WORD.fullmatch(text):
         raise UnsafeValueError(f"refusing to write {text!r} into the nginx config")
     return text
 
@@ -146,8 +146,8 @@ def render_nginx(
     control_dir: str = CONTROL_DIR,
 ) -> RenderedConfig:
     """The whole nginx.conf of one extension's proxy for one route table."""
-    if not _SERVER_INFO.match(server_info):
-        raise ValueError(
+    if not _SERVER_INFO.fullmatch(server_info):
+        raise RenderError(
             f"server_info must be printable words (like 'swarmgate/0.1.0 linux/amd64'): {server_info!r}"
         )
     bucket, max_size = server_names_hash(table, ext.config.server_names_hash_bucket_size)

@@ -13,7 +13,7 @@ from typing import Any
 import crossplane
 import pytest
 
-from swarmgate.errors import ConfigError
+from swarmgate.errors import ConfigError, RenderError
 from swarmgate.models.routing.route_types import HostRoute, PathRoute, RouteTable, Upstream
 from swarmgate.models.routing.routes import build_route_table
 from swarmgate.models.settings.config import Extension, load_config
@@ -194,7 +194,7 @@ def test_a_hand_built_table_with_nginx_syntax_in_it_is_refused(table: RouteTable
 
 
 def test_server_info_with_quotes_is_refused() -> None:
-    with pytest.raises(ValueError, match="server_info"):
+    with pytest.raises(RenderError, match="server_info"):
         render_nginx(SEED, RouteTable(cluster=""), server_info='x" always; evil "')
 
 
