@@ -26,7 +26,7 @@ from swarmgate.models.settings.config import Config, load_config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.state_file import load_state_file
 from swarmgate.operator.control.loop import DockerHealth, Wakeup, run_loop, watch_events
-from swarmgate.operator.control.reconcile import Reconciler
+from swarmgate.operator.control.reconcile import Reconciler, learn_unusable_secrets
 from swarmgate.operator.delivery.endpoint import serve, status_document
 from swarmgate.operator.delivery.proxystate import ProxyState
 from swarmgate.operator.delivery.pusher import Pusher
@@ -61,7 +61,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Pushes run off the reconcile thread; a leader election gates them with `is_leader`.
     pusher = Pusher(store, lambda: reconciler.token_digest, is_leader=lambda: election.is_leader)
     container_id = own_container_id()
-    reconciler = Reconciler(config=config, api=api, publisher=pusher, own_container_id=container_id)
+    reconciler = Reconciler(config=config, api=api, publisher=pusher, own_container_id=container_id,
+                            rejections=lambda: rejections(store))
     # Only the leader writes and pushes; the others stand by (see planning/lease.py).
     election = reconciler.election = LeaderElection(api=api, calls=reconciler.calls, container_id=container_id)
     health = DockerHealth()
@@ -124,6 +125,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def rejections(store: ProxyState) -> list[tuple[str, str]]:
+    """(extension, nginx -t message) of every proxy that rejected a config, as its status said."""
+    return [(p.cluster, p.last_error) for p in store.proxies() if p.rejected_digest and p.last_error]
+
+
 def _observed(config: Config, state: str | None) -> ObservedState:
     if state:
         return load_state_file(state)
@@ -134,8 +140,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     config = _load(args)
     observed = _observed(config, args.state)
     desired = compute_desired(config, observed)
-    # What every proxy task serves, asked of the proxies themselves (no operator needed).
-    published = served_everywhere(survey(config, observed, desired)) if not args.state else {}
+    published: dict[str, str] = {}
+    if not args.state:
+        # What every proxy task serves, asked of the proxies themselves (no operator needed); the
+        # secrets their rejections blame are set aside as a live pass would.
+        surveyed = survey(config, observed, desired)
+        published = served_everywhere(surveyed)
+        unusable = learn_unusable_secrets(config, observed, (), rejections(surveyed))
+        if unusable:
+            desired = compute_desired(config, observed, unusable_secrets=unusable)
     # What a live pass would do, holds included: the same nginx -t before anything is published.
     actions = plan(desired, observed, published=published, rejected=rejected_extensions(desired, NginxGate().verdict))
     if args.state:

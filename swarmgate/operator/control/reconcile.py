@@ -12,10 +12,11 @@ import hashlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from swarmgate.errors import TemporaryError
+from swarmgate.models.routing.tls_secrets import still_present, unusable_secret_ids
 from swarmgate.models.settings.config import Config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import TOKEN_DIGEST_LABEL, TOKEN_SECRET_NAME
@@ -46,6 +47,19 @@ def collection_paused() -> Iterator[None]:
 
 
 
+def learn_unusable_secrets(config: Config, observed: ObservedState, known: Iterable[str],
+                           rejections: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """Secret IDs a proxy's nginx could not load, kept while the secret exists (a secret's content
+    never changes under its ID, so the verdict stays true; a new secret gets a new ID)."""
+    learnt = set(known)
+    for extension, message in rejections:
+        ext = config.extensions.get(extension)
+        proxy = observed.service_named(ext.proxy_service_name) if ext is not None else None
+        if proxy is not None:
+            learnt |= unusable_secret_ids(message, proxy.spec)
+    return still_present(learnt, observed.secrets)
+
+
 @dataclass
 class Reconciler:
     config: Config
@@ -66,6 +80,10 @@ class Reconciler:
     nginx_gate: NginxGate = field(default_factory=NginxGate)
     holds: HoldReport = field(default_factory=HoldReport)
     _attempted: dict[str, str] = field(default_factory=dict)
+    # (extension, nginx -t message) of each proxy rejection the delivery channel has seen; the TLS
+    # secrets those messages blame set their services aside (one service never stalls the others).
+    rejections: Callable[[], Iterable[tuple[str, str]]] = lambda: ()
+    unusable_secrets: frozenset[str] = frozenset()
 
     def reconcile_once(self) -> PassReport:
         # A pass builds hundreds of thousands of objects (10,000 services: the API's JSON, then the
@@ -82,7 +100,9 @@ class Reconciler:
         # the leader would do (metrics, status, plan) but applies nothing.
         leading = self.election is None or self.election.step(
             observed, now=self.clock(), reconcile_id=reconcile_id).role == "leader"
-        desired = compute_desired(self.config, observed)
+        self.unusable_secrets = learn_unusable_secrets(self.config, observed, self.unusable_secrets,
+                                                       self.rejections())
+        desired = compute_desired(self.config, observed, unusable_secrets=self.unusable_secrets)
         self._report_problems(desired, reconcile_id)
         actions = plan(desired, observed, published=self._published,
                        rejected=rejected_extensions(desired, self.nginx_gate.verdict), attempted=self._attempted)

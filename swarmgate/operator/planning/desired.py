@@ -12,6 +12,7 @@ extension's `problem`; it never fails the pass for the other extensions.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,8 +97,9 @@ def _extension_desired(
     observed: ObservedState,
     *,
     runtime: Runtime,
+    unusable_secrets: Set[str],
 ) -> ExtensionDesired:
-    table = build_route_table(observed, ext)
+    table = build_route_table(observed, ext, unusable_secrets=unusable_secrets)
     current = observed.service_named(ext.proxy_service_name)
     problem = render_error = None
     try:
@@ -141,9 +143,12 @@ def build_desired(
     observed: ObservedState,
     *,
     runtime: Runtime,
+    unusable_secrets: Set[str] = frozenset(),
 ) -> DesiredState:
+    """`unusable_secrets`: IDs of secrets a proxy's nginx could not load (learnt from its rejections,
+    see models/routing/tls_secrets.py); the services that name them are set aside."""
     extensions = tuple(
-        _extension_desired(ext, observed, runtime=runtime)
+        _extension_desired(ext, observed, runtime=runtime, unusable_secrets=unusable_secrets)
         for _, ext in sorted(config.extensions.items())
     )
     return DesiredState(
@@ -154,6 +159,7 @@ def build_desired(
     )
 
 
-def compute_desired(config: Config, observed: ObservedState) -> DesiredState:
+def compute_desired(config: Config, observed: ObservedState, *,
+                    unusable_secrets: Set[str] = frozenset()) -> DesiredState:
     """The pipeline with this program's runtime: what live passes and the offline commands compute."""
-    return build_desired(config, observed, runtime=current_runtime())
+    return build_desired(config, observed, runtime=current_runtime(), unusable_secrets=unusable_secrets)

@@ -1,0 +1,49 @@
+"""The live pass learns unusable TLS secrets from proxies' rejections and sets only their services aside
+(control/reconcile.learn_unusable_secrets feeding the pipeline; pure, no Docker)."""
+
+from __future__ import annotations
+
+from swarmgate.models.settings.config import load_config
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.operator.control.reconcile import learn_unusable_secrets
+from swarmgate.operator.planning.desired import compute_desired
+from tests.factories import node, service, swarm_secret, task
+from tests.unit.test_render import GOLDEN
+
+CONFIG = load_config(GOLDEN / "seed-config.toml")
+BROKEN, KEY = swarm_secret("broken.crt"), swarm_secret("good.key")
+GOOD = service("good", {"com.docker.lb.hosts": "good.local", "com.docker.lb.port": "8080"})
+BAD = service("bad", {"com.docker.lb.hosts": "bad.local", "com.docker.lb.port": "8080",
+                      "com.docker.lb.ssl_cert": "broken.crt", "com.docker.lb.ssl_key": "good.key"})
+# The proxy service as Swarm stores it: secret references carry their IDs.
+PROXY = service("interlock-proxy", {"swarmgate.managed-by": "swarmgate"})
+PROXY["Spec"]["TaskTemplate"] = {"ContainerSpec": {"Secrets": [
+    {"File": {"Name": f"/run/secrets/{s['Spec']['Name']}"}, "SecretName": s["Spec"]["Name"], "SecretID": s["ID"]}
+    for s in (BROKEN, KEY)]}}
+MESSAGE = ('nginx: [emerg] cannot load certificate "/run/secrets/broken.crt": PEM_read_bio_X509_AUX() failed '
+           "(SSL: error:0480006C:PEM routines::no start line:Expecting: TRUSTED CERTIFICATE)")
+
+
+def observed(*, secrets: tuple[dict[str, object], ...] = (BROKEN, KEY)) -> ObservedState:
+    return ObservedState.from_api(services=[GOOD, BAD, PROXY], tasks=[task(GOOD, "w0", ports={8080: 31000})],
+                                  nodes=[node("w0", "198.18.0.20")], secrets=list(secrets))
+
+
+def test_a_rejection_naming_a_mounted_secret_sets_aside_only_the_service_using_it() -> None:
+    state = observed()
+    learnt = learn_unusable_secrets(CONFIG, state, (), [("default", MESSAGE)])
+    assert learnt == {BROKEN["ID"]}
+    table = compute_desired(CONFIG, state, unusable_secrets=learnt).extension("default").route_table
+    assert [(s.service, s.kind) for s in table.set_aside] == [("bad", "unusable_secret")]
+    assert [h.host for h in table.hosts] == ["good.local"]
+
+
+def test_what_was_learnt_is_kept_until_the_secret_is_removed() -> None:
+    kept = learn_unusable_secrets(CONFIG, observed(), {BROKEN["ID"]}, [])
+    assert kept == {BROKEN["ID"]}
+    assert learn_unusable_secrets(CONFIG, observed(secrets=(KEY,)), kept, []) == frozenset()
+
+
+def test_rejections_of_unknown_extensions_or_without_a_secret_blame_nothing() -> None:
+    other = 'nginx: [emerg] unknown directive "bogus" in /etc/nginx/nginx.conf:3'
+    assert learn_unusable_secrets(CONFIG, observed(), (), [("nope", MESSAGE), ("default", other)]) == frozenset()
