@@ -27,6 +27,7 @@ from tests.lab.bad_configs import nginx_rejected_config
 from tests.lab.conftest import Lab
 from tests.lab.load import Load
 from tests.lab.operator_fixture import (
+    PROXY,
     RunningOperator,
     answers_everywhere,
     create_routed,
@@ -96,4 +97,57 @@ def test_a_config_nginx_rejects_writes_nothing_to_the_swarm_and_costs_no_request
         assert held == 1.0
         assert bad.log_text().count("proxy update held") == 1, bad.log_tail()
         # The proxies still serve what they served before, from the same tasks.
+        assert answers_everywhere(lab, "demo.local", expected)
+
+
+def _held(op: RunningOperator, reason: str) -> bool:
+    return _metric(op, "swarmgate_proxy_update_held", f'extension="default",reason="{reason}"') == 1.0
+
+
+def test_a_spec_swarm_rolled_back_is_not_written_again_by_the_operator_nor_by_its_successor(
+    lab: Lab, client: docker.DockerClient, tmp_path: Path
+) -> None:
+    with operator(lab, tmp_path, services=("demo",)) as good:
+        create_routed(client, "demo", DEMO_LABELS)
+        expected = wait_for(lambda: running_upstreams(client, "demo"), timeout=60, what="a running demo task")
+        wait_for(lambda: answers_everywhere(lab, "demo.local", expected), timeout=60, what="demo.local on every LB")
+        good.stop()
+
+        def started_with_missing_image(name: str) -> RunningOperator:
+            workdir = tmp_path / name
+            workdir.mkdir()
+            op = RunningOperator(lab, workdir)
+            text = op.config_path.read_text()
+            assert 'ProxyImage = "swarmgate/nginx:lab"' in text
+            # Loads fine; Swarm cannot start a task of it (the lab has no registry), so it rolls back.
+            op.config_path.write_text(text.replace('ProxyImage = "swarmgate/nginx:lab"',
+                                                   'ProxyImage = "swarmgate/no-such-image:lab"'))
+            op.start()
+            return op
+
+        first = started_with_missing_image("first")
+        try:
+            wait_for(lambda: (client.api.inspect_service(PROXY).get("UpdateStatus") or {}).get("State")
+                     == "rollback_completed", timeout=180, what="Swarm's rollback of the proxy service")
+            wait_for(lambda: _held(first, "rolled_back"), timeout=30, what="the operator's hold")
+            with event_window(client) as window:
+                first.wait_full_passes(3)
+            assert window.writes_to(PROXY) == [], "the operator wrote the rolled-back spec again"
+            assert first.log_text().count("proxy update held") == 1, first.log_tail()
+        finally:
+            first.stop()
+
+        # A new operator (a restart, a new leader) remembers nothing: the task that failed under
+        # that spec is what tells it.
+        second = started_with_missing_image("second")
+        try:
+            with event_window(client) as window:
+                second.wait_full_passes(3)
+            assert window.writes_to(PROXY) == [], "the new operator wrote the rolled-back spec again"
+            assert _held(second, "rolled_back")
+            host, port = second.listen.rsplit(":", 1)
+            assert "held: default (rolled_back): Swarm rolled service interlock-proxy back" in http.get(
+                host, "/readyz", port=int(port)).body.decode()
+        finally:
+            second.stop()
         assert answers_everywhere(lab, "demo.local", expected)
