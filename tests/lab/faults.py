@@ -24,6 +24,7 @@ from typing import Any
 import docker.errors
 import requests.exceptions
 
+from tests.lab.bad_configs import model_rejected_config, nginx_rejected_config
 from tests.lab.conftest import Lab
 from tests.lab.load import Load
 from tests.lab.seed_deployment import CONFIG, DEMO_HOST, OPERATOR, PROXY, SEED_TOML, Seed, swarm_time, wait_for
@@ -215,9 +216,17 @@ def extra_replicas(seed: Seed, result: Result, windows: Windows) -> Undo:
 
 
 def bad_nginx_config(seed: Seed, result: Result, windows: Windows) -> Undo:
+    """The issue's `MaxConnections = 99999999999999999999`: refused at start-up (exit 2)."""
+    return _swap_in_config(seed, result, windows, model_rejected_config(SEED_TOML.read_text()))
+
+
+def nginx_rejected_at_run_time(seed: Seed, result: Result, windows: Windows) -> Undo:
+    """A config the model accepts and nginx -t refuses: the operator runs and holds every update."""
+    return _swap_in_config(seed, result, windows, nginx_rejected_config(SEED_TOML.read_text()))
+
+
+def _swap_in_config(seed: Seed, result: Result, windows: Windows, text: str) -> Undo:
     bad = seed.name("conf")
-    text = SEED_TOML.read_text().replace("MaxConnections = 2048", "MaxConnections = 99999999999999999999")
-    assert "99999999999999999999" in text
     seed.cli("config", "create", bad, "-", stdin=text)
 
     def swap(old: str, new: str) -> None:
@@ -338,6 +347,9 @@ SCENARIOS: tuple[Spec, ...] = (
     Spec("second-operator", "second operator service with the same config", second_operator),
     Spec("extra-replicas", "extra operator replicas (2)", extra_replicas),
     Spec("bad-nginx-config", "config nginx rejects (`MaxConnections = 99999999999999999999`)", bad_nginx_config),
+    Spec("nginx-rejects-at-run-time",
+         "config the model accepts, nginx rejects (`HTTPOptions = [\"gzip_comp_level 99\"]`)",
+         nginx_rejected_at_run_time),
     Spec("missing-secret", "service with `ssl_cert=no-such-secret`, then a rolling update of demo",
          missing_secret),
     Spec("proxy-kill", "proxy task killed (lb-00; judged on lb-01)", proxy_kill),
