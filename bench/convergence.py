@@ -7,9 +7,10 @@ as given, the seed's 3 s by default). Each trial measures, per kind:
 * new:      `create service` (1 task); its task's running → every LB node answers from it;
 * scale:    1 → 2 tasks; the new task's running → every LB node has answered from it;
 * restart:  the task's container is killed on its node; Swarm starts a new task; its running →
-            every LB node answers from it (Swarm sends no event for this: it is seen by polling);
-* removal:  2 → 1 tasks; the scale command → no LB node chooses the removed task any more (the last
-            time a request reached it), with requests every 20 ms through each LB node.
+            every LB node answers from it (Swarm sends no event for this: it is seen by polling;
+            without `--quiet`, the kill comes within the fast polls that follow the removal step);
+* removal:  2 → 1 tasks; the scale command → the last time any LB node sent a request to the removed
+            task (0 when none did after the command), with requests every 20 ms through each LB node.
 
 "Running" is the task's `Status.Timestamp` once its state is `running` (the manager's clock; the lab's
 nodes share the host's). Each LB node is asked every 20 ms, a new connection per request. Prints one
@@ -86,18 +87,22 @@ def answered_from(lab: Lab, host: str, upstream: str, timeout: float = 30) -> fl
     return time.time()
 
 
-def last_chosen(lab: Lab, host: str, upstream: str, *, quiet: float = 3.0, timeout: float = 30) -> float:
-    """The last time any LB node sent a request to `upstream`, once none has for `quiet` seconds."""
-    last = time.time()
-    deadline = last + timeout
-    while time.time() - last < quiet and time.time() < deadline:
+def last_chosen(lab: Lab, host: str, *, quiet: float = 3.0, timeout: float = 30) -> dict[str, float]:
+    """Upstream → the last time an LB node sent a request to it, once the set of upstreams chosen has
+    not changed for `quiet` seconds."""
+    last: dict[str, float] = {}
+    changed = start = time.time()
+    while time.time() - changed < quiet and time.time() < start + timeout:
         for node in lab.lb_nodes:
             try:
                 r = http.get(lab.address(node), "/ping", host=host, timeout=1)
-                if upstream in r.headers.get("x-upstream-addr", ""):
-                    last = time.time()
             except OSError:
-                pass
+                continue
+            for upstream in r.headers.get("x-upstream-addr", "").split(", "):
+                if upstream:
+                    if upstream not in last or time.time() - last[upstream] > quiet / 2:
+                        changed = time.time()
+                    last[upstream] = time.time()
         time.sleep(PROBE)
     return last
 
@@ -111,6 +116,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--poll", default="3s", help="PollInterval of the operator (the seed's: 3s)")
+    parser.add_argument("--quiet", type=float, default=0.0,
+                        help="seconds to wait before the kill, so that the operator is back to resync polls "
+                             "(it polls fast for 4 s after a change)")
     args = parser.parse_args()
     lab = ensure_lab_up()
     client = lab.manager_client()
@@ -133,11 +141,12 @@ def main() -> int:
 
                 issued = time.time()
                 client.services.get(name).scale(1)
-                time.sleep(0.5)
+                last = last_chosen(lab, host)
                 gone = next(u for u in (upstream, upstream2) if u not in
                             {up for up, _ in running_tasks(client, name).values()})
-                results["removal"].append(last_chosen(lab, host, gone) - issued)
+                results["removal"].append(max(last.get(gone, issued) - issued, 0.0))
 
+                time.sleep(args.quiet)
                 (kept_id, (kept, _)), = running_tasks(client, name).items()
                 node = next(n["Description"]["Hostname"] for n in client.api.nodes()
                             if n["Status"]["Addr"] == kept.split(":")[0])
@@ -153,7 +162,8 @@ def main() -> int:
             print(op.log_tail(5), file=sys.stderr)
             op.stop()
             clean_swarm(client, services=names, lab=lab)
-    out = {"poll_interval": args.poll, "trials": args.trials, "lb_nodes": len(lab.lb_nodes),
+    out = {"poll_interval": args.poll, "trials": args.trials, "quiet_before_kill": args.quiet,
+           "lb_nodes": len(lab.lb_nodes),
            **{kind: {"p50": round(statistics.median(v), 2), "p95": round(pct(v, 0.95), 2), "max": round(max(v), 2),
                      "all": [round(x, 2) for x in v]} for kind, v in results.items()}}
     print(json.dumps(out))
