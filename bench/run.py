@@ -191,6 +191,15 @@ def bench_lab(changes: int, rounds: int) -> dict[str, Any]:
     return out
 
 
+def bench_convergence(trials: int, quiet: float) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "convergence.py"), "--trials", str(trials),
+                          "--quiet", str(quiet)], check=True, capture_output=True, text=True, timeout=3600)
+    result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+    print(f"convergence (quiet {quiet} s): " + ", ".join(f"{k} p50 {result[k]['p50']} s p95 {result[k]['p95']} s"
+                                                        for k in ("new", "scale", "restart", "removal")), flush=True)
+    return result
+
+
 def write(results: dict[str, Any]) -> None:
     (REPO / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"# swarmgate benchmark ({results['date']}, {results['machine']})", "",
@@ -216,6 +225,17 @@ def write(results: dict[str, Any]) -> None:
         ng = {r["services"]: r for r in results["nginx"]}
         if 1000 in ng and 10000 in ng:
             lines += ["", f"10k / 1k `nginx -t` time: {ng[10000]['seconds'] / ng[1000]['seconds']:.1f}x."]
+    for conv in results.get("convergence", []):
+        lines += ["", f"Convergence on the lab ({conv['lb_nodes']} LB nodes, PollInterval {conv['poll_interval']}, "
+                  f"{conv['trials']} trials, {conv.get('quiet_before_kill', 0)} s quiet before each kill; "
+                  "bench/convergence.py):", "",
+                  "| from → to | p50 | p95 | max |", "|---|---|---|---|"]
+        for kind, what in (("new", "new service: task running → served on every LB node"),
+                           ("scale", "scale-up: new task running → served on every LB node"),
+                           ("restart", "killed task: replacement running → served on every LB node"),
+                           ("removal", "scale-down command → last request to the removed task")):
+            k = conv[kind]
+            lines.append(f"| {what} | {k['p50']} s | {k['p95']} s | {k['max']} s |")
     lab = results.get("lab")
     if lab:
         lines += ["", f"Lab: {lab['nodes']} nodes, {lab['lb_nodes']} LB nodes.", "",
@@ -233,12 +253,14 @@ def main() -> int:
     parser.add_argument("--no-lab", action="store_true", help="only the pure core benchmark")
     parser.add_argument("--changes", type=int, default=5, help="route changes under load, per mode")
     parser.add_argument("--rounds", type=int, default=5, help="create→routed measurements")
+    parser.add_argument("--trials", type=int, default=20, help="convergence trials per kind")
     args = parser.parse_args()
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                "machine": f"{platform.machine()}, Python {platform.python_version()}"}
     results["core"] = bench_core(SIZES)
     results["nginx"] = bench_nginx(SIZES)
     if not args.no_lab:
+        results["convergence"] = [bench_convergence(args.trials, quiet) for quiet in (0.0, 8.0)]
         results["lab"] = bench_lab(args.changes, args.rounds)
     write(results)
     print((REPO / "bench" / "results.md").read_text())
