@@ -234,7 +234,9 @@ def write(results: dict[str, Any]) -> None:
                            ("scale", "scale-up: new task running → served on every LB node"),
                            ("restart", "killed task: replacement running → served on every LB node"),
                            ("removal", "scale-down command → last request to the removed task")):
-            k = conv[kind]
+            k = conv.get(kind)
+            if k is None:
+                continue
             lines.append(f"| {what} | {k['p50']} s | {k['p95']} s | {k['max']} s |")
     lab = results.get("lab")
     if lab:
