@@ -238,6 +238,14 @@ def write(results: dict[str, Any]) -> None:
             if k is None:
                 continue
             lines.append(f"| {what} | {k['p50']} s | {k['p95']} s | {k['max']} s |")
+    if results.get("reload"):
+        lines += ["", "A route change at the proxy (bench/reload.py: nginx on loopback, `nginx -t` then HUP, as agent.sh "
+                  "applies a config; PSS of all nginx processes):", "",
+                  "| services | `nginx -t` | HUP → new workers only | PSS before | PSS peak | PSS after |",
+                  "|---|---|---|---|---|---|"]
+        for r in results["reload"]:
+            lines.append(f"| {r['services']} | {r['nginx_t_s']} s | {r['hup_to_served_s']} s | {r['pss_before_mib']} MiB "
+                         f"| {r['pss_peak_mib']} MiB | {r['pss_after_mib']} MiB |")
     lab = results.get("lab")
     if lab:
         lines += ["", f"Lab: {lab['nodes']} nodes, {lab['lb_nodes']} LB nodes.", "",
@@ -261,6 +269,9 @@ def main() -> int:
                                "machine": f"{platform.machine()}, Python {platform.python_version()}"}
     results["core"] = bench_core(SIZES)
     results["nginx"] = bench_nginx(SIZES)
+    reload = subprocess.run([sys.executable, str(REPO / "bench" / "reload.py"), *map(str, SIZES)], check=True,
+                            capture_output=True, text=True, timeout=1800)
+    results["reload"] = [json.loads(line) for line in reload.stdout.splitlines() if line.startswith("{")]
     if not args.no_lab:
         results["convergence"] = [bench_convergence(args.trials, quiet) for quiet in (0.0, 8.0)]
         results["lab"] = bench_lab(args.changes, args.rounds)
