@@ -239,13 +239,13 @@ def write(results: dict[str, Any]) -> None:
                 continue
             lines.append(f"| {what} | {k['p50']} s | {k['p95']} s | {k['max']} s |")
     if results.get("reload"):
-        lines += ["", "A route change at the proxy (bench/reload.py: nginx on loopback, `nginx -t` then HUP, as agent.sh "
-                  "applies a config; PSS of all nginx processes):", "",
+        lines += ["", "A route change at the proxy (bench/reload.py: nginx on loopback, `nginx -t` then HUP, "
+                  "as agent.sh applies a config; PSS of all nginx processes):", "",
                   "| services | `nginx -t` | HUP → new workers only | PSS before | PSS peak | PSS after |",
                   "|---|---|---|---|---|---|"]
         for r in results["reload"]:
-            lines.append(f"| {r['services']} | {r['nginx_t_s']} s | {r['hup_to_served_s']} s | {r['pss_before_mib']} MiB "
-                         f"| {r['pss_peak_mib']} MiB | {r['pss_after_mib']} MiB |")
+            lines.append(f"| {r['services']} | {r['nginx_t_s']} s | {r['hup_to_served_s']} s "
+                         f"| {r['pss_before_mib']} MiB | {r['pss_peak_mib']} MiB | {r['pss_after_mib']} MiB |")
     lab = results.get("lab")
     if lab:
         lines += ["", f"Lab: {lab['nodes']} nodes, {lab['lb_nodes']} LB nodes.", "",
