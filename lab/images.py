@@ -236,6 +236,11 @@ def _stream_module(rootfs: Path) -> None:
     _copy_file(rootfs, STREAM_MODULE)
     for lib in _libraries([STREAM_MODULE]):
         _copy_file(rootfs, lib)
+    # Debian's prefix is /usr/share/nginx, whose modules/ points at the real folder.
+    prefix_modules = rootfs / "usr/share/nginx/modules"
+    prefix_modules.parent.mkdir(parents=True, exist_ok=True)
+    if not prefix_modules.is_symlink():
+        prefix_modules.symlink_to("/usr/lib/nginx/modules")
     enabled = rootfs / "etc/nginx/modules-enabled"
     enabled.mkdir(parents=True, exist_ok=True)
     (enabled / "50-mod-stream.conf").write_text("load_module modules/ngx_stream_module.so;\n")

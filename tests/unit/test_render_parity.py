@@ -100,3 +100,13 @@ def test_route_findings_carry_every_notice_and_set_aside_service_for_status() ->
     text = findings_text(findings)
     assert any(line.startswith("notice (default): service typo") for line in text)
     assert any(line.startswith("set aside (no extension): east") for line in text)
+
+
+def test_interlocks_custom_template_example_in_jinja2_renders_and_passes_nginx_t() -> None:
+    """manifests/custom-template.conf.j2 (README, "Migrating from Interlock"), as a `Template` would."""
+    template = (Path(__file__).parent.parent.parent / "manifests" / "custom-template.conf.j2").read_text()
+    table = build_route_table(parity_state(), HOST)
+    text = render_nginx(HOST, table, server_info="swarmgate/0.1.0 linux/amd64", template_text=template).text
+    assert "server_name web.local;" in text and "server 198.19.1.3:8080;" in text
+    assert "swarmgate-control.invalid" in text and "ssl_certificate /run/secrets/tls.crt;" in text
+    nginx_check(text)
