@@ -24,6 +24,7 @@ from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import OWNER, OWNER_LABEL
 from swarmgate.renderers.nginx import CONTROL_HOST as CONTROL_SERVER_NAME
 from swarmgate.renderers.nginx import control_server, render_nginx
+from swarmgate.renderers.passthrough import MODULES
 from swarmgate.renderers.validate import nginx_check
 from tests.factories import node, service, swarm_secret, task
 
@@ -41,14 +42,14 @@ PLAUSIBLE: dict[str, list[str]] = {
     "context_root_rewrite": ["true", "false"],
     "ssl_cert": ["demo.crt", "combined.pem", "no-such-secret", "swarmgate-proxy-token", "owned.pem"],
     "ssl_key": ["demo.key", "combined.pem", "no-such-secret", "swarmgate-proxy-token", "owned.pem"],
-    "ssl_passthrough": ["false"],
+    "ssl_passthrough": ["false", "true"],
     "websocket_endpoints": ["/ws", "/ws,/live", "/app/ws"],
     "service_cluster": ["", "east"],
     "sticky_session_cookie": ["sid", "session_id"],
     "ip_hash": ["true", "0"],
     "redirects": ["http://old.local,http://new.local", "http://a.local,https://b.local:8443/x",
                   f"http://{CONTROL_HOST},http://evil.local"],
-    "backend_mode": ["task"],
+    "backend_mode": ["task", "default"],
     "default_backend": ["true", "false"],
 }
 # Pieces of nginx syntax and of the URL/host grammars, to splice into otherwise plausible values.
@@ -119,21 +120,28 @@ def walk(block: list[dict[str, Any]], parents: tuple[str, ...] = ()) -> list[tup
 
 # Everything the default template can write, per context: any other directive came from an input.
 TEMPLATE_DIRECTIVES = {
-    (): {"user", "worker_processes", "worker_rlimit_nofile", "pid", "error_log", "events", "http"},
+    (): {"user", "worker_processes", "worker_rlimit_nofile", "pid", "error_log", "events", "http", "include",
+         "stream"},
     ("events",): {"worker_connections"},
     ("http",): {"log_format", "access_log", "server_tokens", "client_max_body_size", "client_body_buffer_size",
                 "client_header_buffer_size", "large_client_header_buffers", "client_body_timeout",
                 "keepalive_timeout", "underscores_in_headers", "server_names_hash_bucket_size",
                 "server_names_hash_max_size", "map_hash_bucket_size", "map_hash_max_size",
                 "proxy_connect_timeout", "proxy_send_timeout", "proxy_read_timeout", "proxy_http_version",
-                "proxy_next_upstream", "map", "upstream", "server"},
+                "proxy_next_upstream", "map", "upstream", "server", "set_real_ip_from", "real_ip_header"},
     # crossplane reads a map's keys as directives: `""`, and the host names of the shared server's pool map
     ("http", "map"): {"default", "", "hostnames"},
     ("http", "upstream"): {"zone", "hash", "ip_hash", "server"},
     ("http", "server"): {"listen", "server_name", "ssl_reject_handshake", "ssl_protocols", "ssl_ciphers",
                          "ssl_certificate", "ssl_certificate_key", "location"},
-    ("http", "server", "location"): {"proxy_pass", "proxy_set_header", "add_header", "return", "if"},
+    ("http", "server", "location"): {"proxy_pass", "proxy_set_header", "add_header", "return", "if", "stub_status",
+                                     "access_log"},
     ("http", "server", "location", "if"): {"return"},
+    # SSL passthrough: the SNI maps (keys are host names), the passthrough pools, the two servers.
+    ("stream",): {"map_hash_bucket_size", "map_hash_max_size", "map", "upstream", "server"},
+    ("stream", "map"): {"default", "hostnames"},
+    ("stream", "upstream"): {"server"},
+    ("stream", "server"): {"listen", "ssl_preread", "proxy_protocol", "proxy_pass"},
 }
 
 
@@ -152,6 +160,13 @@ def assert_nothing_unasked(text: str, labels: dict[str, str]) -> None:
     raw_paths = asked["context_root"] + "," + asked["websocket_endpoints"]
     for parents, item in walk(parsed(text)):
         directive, args = item["directive"], item["args"]
+        if parents == ("stream", "map") and directive not in TEMPLATE_DIRECTIVES[parents]:
+            assert directive.lstrip("\\") in raw_hosts and len(args) == 1, (directive, args)
+            continue
+        if parents == () and directive == "include":
+            assert args == [MODULES], args  # the stream module, nothing a label chose
+        if parents == ("stream", "upstream") and directive == "server":
+            assert args[0] in ("10.2.0.10:30000", "10.2.0.10:30080"), args
         if parents == ("http", "map") and directive not in TEMPLATE_DIRECTIVES[parents]:
             # A host of the shared server and its pool (or "" for 503), nothing else.
             assert directive in (CONTROL_HOST,) or directive in raw_hosts, directive
@@ -164,7 +179,7 @@ def assert_nothing_unasked(text: str, labels: dict[str, str]) -> None:
             assert name != CONTROL_SERVER_NAME, "only swarmgate's control server may answer its name"
         elif directive == "location":
             path = args[-1].rstrip("/") or "/"
-            assert path == "/" or path in raw_paths, args
+            assert path == "/" or path in raw_paths or args == ["=", "/nginx_status"], args
         elif directive == "hash":
             assert args[0].removeprefix("$cookie_") in asked["sticky_session_cookie"], args
         elif directive in ("ssl_certificate", "ssl_certificate_key"):
