@@ -110,3 +110,23 @@ def test_interlocks_custom_template_example_in_jinja2_renders_and_passes_nginx_t
     assert "server_name web.local;" in text and "server 198.19.1.3:8080;" in text
     assert "swarmgate-control.invalid" in text and "ssl_certificate /run/secrets/tls.crt;" in text
     nginx_check(text)
+
+
+def test_https_default_backend_answers_unknown_names_with_its_own_certificate() -> None:
+    fallback = service("fallback", {"com.docker.lb.hosts": "fallback.local", "com.docker.lb.port": "8080",
+                                    "com.docker.lb.default_backend": "true", "com.docker.lb.ssl_cert": "fb.crt",
+                                    "com.docker.lb.ssl_key": "fb.key"})
+    observed = ObservedState.from_api(services=[fallback], tasks=[task(fallback, "wrk-0", ports={8080: 30090})],
+                                      nodes=[node("wrk-0", "198.18.0.16")],
+                                      secrets=[swarm_secret("fb.crt"), swarm_secret("fb.key")])
+    text = render_nginx(HOST, build_route_table(observed, HOST), server_info="swarmgate/0.1.0 linux/amd64").text
+    default_tls = text.split("listen 443 ssl default_server;", 1)[1].split("\n    }\n", 1)[0]
+    assert "ssl_reject_handshake" not in default_tls
+    assert "ssl_certificate /run/secrets/fb.crt;" in default_tls and "proxy_pass http://" in default_tls
+    nginx_check(text)
+    # Without a certificate of its own, the default backend still answers HTTP only.
+    plain = service("fallback", {"com.docker.lb.port": "8080", "com.docker.lb.default_backend": "true"})
+    observed = ObservedState.from_api(services=[plain], tasks=[task(plain, "wrk-0", ports={8080: 30090})],
+                                      nodes=[node("wrk-0", "198.18.0.16")])
+    text = render_nginx(HOST, build_route_table(observed, HOST), server_info="swarmgate/0.1.0 linux/amd64").text
+    assert "ssl_reject_handshake on;" in text.split("listen 443 ssl default_server;", 1)[1].split("\n    }\n", 1)[0]
