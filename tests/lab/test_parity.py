@@ -8,6 +8,7 @@ deploys it, with only the image names changed, and checked through every LB node
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import ssl
 import subprocess
@@ -272,3 +273,61 @@ def test_ssl_passthrough_and_termination_share_port_443_on_every_lb_node(seed: S
     # The seed's host-mode route over plain HTTP is untouched.
     for node in seed.lab.lb_nodes:
         assert http.get(seed.lab.address(node), "/ping", host="demo.local").status == 200
+
+
+# -- Interlock's routing examples on the overlay network: redirects, context root, sticky sessions, canary
+
+
+def _instance(r: http.Response) -> str:
+    return str(json.loads(r.body)["instance"])
+
+
+def test_redirect_context_root_sticky_session_and_canary_through_every_lb_node(seed: Seed) -> None:
+    _overlay_service(seed, "parity-redirect", {"hosts": "old.parity.local,new.parity.local", "port": "8080",
+                                               "redirects": "http://old.parity.local,http://new.parity.local"})
+    _overlay_service(seed, "parity-root", {"hosts": "root.parity.local", "port": "8080", "context_root": "/app",
+                                           "context_root_rewrite": "true"})
+    _overlay_service(seed, "parity-sticky", {"hosts": "sticky.parity.local", "port": "8080",
+                                             "sticky_session_cookie": "session"}, replicas=2)
+    _overlay_service(seed, "parity-v1", {"hosts": "canary.parity.local", "port": "8080"})
+    _overlay_service(seed, "parity-v2", {"hosts": "canary.parity.local", "port": "8080"})
+    wait_for(lambda: _answers_everywhere(seed, "new.parity.local", "parity-redirect"), timeout=90,
+             what="parity-redirect")
+    wait_for(lambda: len(_task_addresses(seed, "parity-sticky")) == 2, timeout=60, what="two sticky tasks")
+
+    def all_routed() -> bool:
+        for node in seed.lab.lb_nodes:
+            address = seed.lab.address(node)
+            root = http.get(address, "/app/ping", host="root.parity.local", timeout=2)
+            sticky = http.get(address, "/ping", host="sticky.parity.local", timeout=2)
+            if root.status != 200 or sticky.status != 200:
+                return False
+            sticky_pool = {u.split(":")[0] for u in [sticky.headers.get("x-upstream-addr", "")]}
+            if not sticky_pool <= _task_addresses(seed, "parity-sticky"):
+                return False
+            if {http.get(address, "/ping", host="canary.parity.local", timeout=2).status for _ in range(4)} != {200}:
+                return False
+        return True
+
+    wait_for(all_routed, timeout=90, what="every example routed through every LB node")
+    for node in seed.lab.lb_nodes:
+        address = seed.lab.address(node)
+        # Redirects: the source host answers 302 to the target, with the request's path.
+        r = http.get(address, "/ping", host="old.parity.local")
+        assert r.status == 302 and r.headers["location"] == "http://new.parity.local/ping", (node, r.headers)
+        # Context root with rewrite: /app/ping reaches the service as /ping.
+        r = http.get(address, "/app/ping", host="root.parity.local")
+        assert r.status == 200 and b'"metadata":"parity-root"' in r.body, (node, r.status)
+        assert http.get(address, "/ping", host="root.parity.local").status in (404, 503), node
+        # Sticky sessions: one cookie, one task; both tasks serve some cookie.
+        seen = set()
+        for cookie in "abcdefghijklmnop":
+            answers = {_instance(http.get(address, "/ping", host="sticky.parity.local",
+                                          headers={"Cookie": f"session={cookie}"})) for _ in range(3)}
+            assert len(answers) == 1, (node, cookie, answers)
+            seen |= answers
+        assert len(seen) == 2, (node, seen)
+        # Canary: two services on one host share its pool.
+        metadata = {json.loads(http.get(address, "/ping", host="canary.parity.local").body)["metadata"]
+                    for _ in range(20)}
+        assert metadata == {"parity-v1", "parity-v2"}, (node, metadata)
