@@ -319,13 +319,20 @@ def test_redirect_context_root_sticky_session_and_canary_through_every_lb_node(s
         r = http.get(address, "/app/ping", host="root.parity.local")
         assert r.status == 200 and b'"metadata":"parity-root"' in r.body, (node, r.status)
         assert http.get(address, "/ping", host="root.parity.local").status in (404, 503), node
-        # Sticky sessions: one cookie, one task; both tasks serve some cookie.
-        seen = set()
-        for cookie in "abcdefghijklmnop":
-            answers = {_instance(http.get(address, "/ping", host="sticky.parity.local",
-                                          headers={"Cookie": f"session={cookie}"})) for _ in range(3)}
-            assert len(answers) == 1, (node, cookie, answers)
-            seen |= answers
+        # Sticky sessions: one cookie, one task; both tasks serve some cookie. A task that has just
+        # started may miss its first requests on the overlay (nginx then tries the next server), so
+        # the mapping is read until it holds for every cookie.
+        def sticky_tasks() -> set[str] | None:
+            seen: set[str] = set()
+            for cookie in "abcdefghijklmnop":
+                answers = {_instance(http.get(address, "/ping", host="sticky.parity.local",  # noqa: B023
+                                              headers={"Cookie": f"session={cookie}"})) for _ in range(3)}
+                if len(answers) != 1:
+                    return None
+                seen |= answers
+            return seen
+
+        seen = wait_for(sticky_tasks, timeout=30, what=f"one task per cookie on {node}")
         assert len(seen) == 2, (node, seen)
         # Canary: two services on one host share its pool.
         metadata = {json.loads(http.get(address, "/ping", host="canary.parity.local").body)["metadata"]
