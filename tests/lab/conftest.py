@@ -115,3 +115,11 @@ def ensure_lab_up() -> Lab:
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     yield ensure_lab_up()
+
+
+@pytest.fixture
+def client(lab: Lab) -> Iterator[docker.DockerClient]:
+    """A client of a manager's engine, closed after the test (a test module may override it)."""
+    c = lab.manager_client()
+    yield c
+    c.close()

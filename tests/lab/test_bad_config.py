@@ -12,7 +12,6 @@ The bad configs themselves, and what the operator must do with each, are in `tes
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -39,13 +38,6 @@ from tests.support import event_window, wait_for
 pytestmark = pytest.mark.lab
 
 DEMO_LABELS = {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"}
-
-
-@pytest.fixture
-def client(lab: Lab) -> Iterator[docker.DockerClient]:
-    c = lab.manager_client()
-    yield c
-    c.close()
 
 
 def _metric(op: RunningOperator, name: str, labels: str) -> float | None:

@@ -46,13 +46,6 @@ DEMO_LABELS = {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"
 
 
 @pytest.fixture
-def client(lab: Lab) -> Iterator[docker.DockerClient]:
-    c = lab.manager_client()
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def op(lab: Lab, tmp_path: Path) -> Iterator[RunningOperator]:
     with operator(lab, tmp_path, services=("demo", "other", "late")) as running:
         yield running
