@@ -95,6 +95,16 @@ def test_proxy_targets_are_the_running_tasks_of_the_owned_proxy(extra: str, owne
     assert proxy_targets(config, snapshot(owned=owned)) == expected
 
 
+def test_a_running_proxy_task_whose_port_status_swarm_forgot_is_reached_on_the_configured_port() -> None:
+    # Seen on the lab after a manager loss: the LB node's task kept running with an empty PortStatus.
+    proxy = proxy_service()
+    observed = ObservedState.from_api(services=[proxy], tasks=[f.task(proxy, "lb-01", slot=1, id="b1")],
+                                      nodes=[f.node("lb-01", "198.18.0.13")])
+    config = parse_config(SEED, source="t.toml")
+    assert proxy_targets(config, observed) == {
+        "default": [ProxyTarget("default", "b1", "lb-01", "lb-01", "198.18.0.13", 80)]}
+
+
 def test_a_status_after_a_push_counts_a_reload_and_a_rejection_keeps_the_served_digest() -> None:
     reloads: list[tuple[str, bool]] = []
     store = ProxyState(on_reload=lambda c, ok: reloads.append((c, ok)))

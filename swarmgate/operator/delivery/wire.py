@@ -111,6 +111,10 @@ def proxy_targets(config: Config, observed: ObservedState) -> dict[str, list[Pro
                 continue
             port = next((p.published_port for p in task.ports
                          if p.target_port == ext.target_port and p.mode == "host" and p.published_port), None)
+            # Swarm can forget a running task's PortStatus: seen on the lab after the manager whose
+            # dispatcher the LB node used was lost (the task kept running, its ports empty). A fixed
+            # host-mode port is bound exactly as configured, so the spec says where the task listens.
+            port = port or ext.published_port or None
             if port is not None:
                 targets.append(ProxyTarget(name, task.id, node.id, node.hostname, node.addr, port))
         out[name] = targets
