@@ -31,8 +31,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(check: Callable[[], T | None], *, timeout: float, interval: float = 0.2, what: str = "") -> T:
-    """Poll until `check()` returns something truthy and return it; fail with `what` and the last error."""
+def wait_for(check: Callable[[], T | None], *, timeout: float, interval: float = 0.2,
+             what: str | Callable[[], str] = "") -> T:
+    """Poll until `check()` returns something truthy and return it; fail with `what` and the last error.
+
+    `what` may be a callable, read only on failure, so the message can show the state the last
+    check saw (a string built at the call would show the state before the first)."""
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
     while time.monotonic() < deadline:
@@ -43,7 +47,9 @@ def wait_for(check: Callable[[], T | None], *, timeout: float, interval: float =
         except Exception as exc:  # the thing waited for may not exist yet
             last = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}" + (f": {last}" if last else ""))
+    described = what() if callable(what) else what
+    raise AssertionError(f"timed out after {timeout}s waiting for {described or check}"
+                         + (f": {last}" if last else ""))
 
 
 @dataclass

@@ -44,8 +44,11 @@ SECOND = "interlock-standby"
 LEASE = "swarmgate-leader"
 HOLDER_LABEL = "swarmgate.leader.holder"
 ROUTED = ("demo", "late", "later")
-# Issue 9: 0 writes beyond the first convergence over 2 minutes.
-QUIET_WINDOW_S = 120.0
+# Issue 9 asks for 0 writes beyond the first convergence over 2 minutes: `make faults` holds that
+# full window (bench/faults.md, the second-operator and extra-replicas rows). Here a shorter window
+# keeps `make test` in its budget; it still spans ~40 of the leader's 1 s passes and several lease
+# renewals of the standby's, which is where a fight between two operators would show.
+QUIET_WINDOW_S = 40.0
 _LEADER_SERIES = re.compile(r'^swarmgate_leader\{identity="([^"]+)"\} ([0-9.]+)$', re.M)
 _WRITES_SERIES = re.compile(r'^swarmgate_docker_api_calls_total\{kind="write"\} ([0-9.]+)$', re.M)
 
