@@ -12,14 +12,15 @@ import hashlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from swarmgate.errors import TemporaryError
 from swarmgate.models.routing.tls_secrets import still_present, unusable_secret_ids
 from swarmgate.models.settings.config import Config
-from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.models.swarm.observed import ObservedState, PortBinding
 from swarmgate.models.swarm.ownership import TOKEN_DIGEST_LABEL, TOKEN_SECRET_NAME
+from swarmgate.models.swarm.port_memory import recall_ports
 from swarmgate.operator.edge.actions import Publisher, apply
 from swarmgate.operator.edge.lease import LeaderElection
 from swarmgate.operator.edge.observe import Api, observe
@@ -84,6 +85,10 @@ class Reconciler:
     # secrets those messages blame set their services aside (one service never stalls the others).
     rejections: Callable[[], Iterable[tuple[str, str]]] = lambda: ()
     unusable_secrets: frozenset[str] = frozenset()
+    # Host ports of running tasks as last seen, for the tasks Swarm later lists without them
+    # (models/swarm/port_memory.py); and which tasks were last recalled, so each is logged once.
+    _task_ports: Mapping[str, tuple[PortBinding, ...]] = field(default_factory=dict)
+    _recalled: tuple[str, ...] = ()
 
     def reconcile_once(self) -> PassReport:
         # A pass builds hundreds of thousands of objects (10,000 services: the API's JSON, then the
@@ -95,7 +100,7 @@ class Reconciler:
 
     def _reconcile_once(self) -> PassReport:
         reconcile_id = f"r{next(self._ids)}"
-        observed = observe(self.api, self.calls)
+        observed = self._recall_forgotten_ports(observe(self.api, self.calls), reconcile_id)
         # Decided from this very snapshot, before anything is applied: a standby still computes what
         # the leader would do (metrics, status, plan) but applies nothing.
         leading = self.election is None or self.election.step(
@@ -122,6 +127,15 @@ class Reconciler:
             raise TemporaryError(f"{result.error} ({len(result.done)} done, {len(result.not_done)} not done)")
         digest = hashlib.sha256("".join(e.rendered.digest for e in desired.extensions).encode()).hexdigest()
         return PassReport(reconcile_id, actions, result, desired, observed, digest)
+
+    def _recall_forgotten_ports(self, observed: ObservedState, reconcile_id: str) -> ObservedState:
+        recalled = recall_ports(observed, self._task_ports)
+        self._task_ports = recalled.memory
+        for task_id in sorted(set(recalled.recalled) - set(self._recalled)):
+            log.warning("Swarm lists a running task without its host ports; routing it on the ports seen "
+                        "before", extra={"reconcile_id": reconcile_id, "task": task_id})
+        self._recalled = recalled.recalled
+        return recalled.observed
 
     def _report_problems(self, desired: DesiredState, reconcile_id: str) -> None:
         # The same findings offline `routes` prints, logged once each when they appear.

@@ -1,0 +1,55 @@
+"""Host ports Swarm forgot: a running task's `PortStatus`, as last seen, kept while the task runs.
+
+A task published in host mode with a dynamic port (`--publish mode=host,target=8080`) is reachable
+only on the port Swarm lists in its `Status.PortStatus`. On the lab, after the manager whose
+dispatcher a node used was lost, Swarm went on listing that node's running tasks with an empty
+`PortStatus`: the containers kept their ports, but a snapshot no longer says which. Taken at its
+word, the snapshot drops those tasks from their upstreams, and a service with one task on that node
+answers 503 while its container serves happily.
+
+A task's host ports cannot change while it runs (a new port means a new container, hence a new
+task), so the ports seen earlier for the same task ID are still the truth. `recall_ports` fills them
+in for running tasks whose list came back empty, and remembers only tasks that are running now, so
+the memory never outgrows the Swarm. It lives as long as the operator process: a new operator has
+not seen the ports, and routes such a task again once Swarm lists them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from swarmgate.models.swarm.observed import ObservedState, PortBinding, Task
+
+
+@dataclass(frozen=True)
+class Recalled:
+    """The snapshot with forgotten ports filled in, what to remember for the next one, and which
+    tasks needed it (task IDs, sorted)."""
+
+    observed: ObservedState
+    memory: Mapping[str, tuple[PortBinding, ...]]
+    recalled: tuple[str, ...]
+
+
+def recall_ports(observed: ObservedState, memory: Mapping[str, tuple[PortBinding, ...]]) -> Recalled:
+    kept: dict[str, tuple[PortBinding, ...]] = {}
+    recalled: list[str] = []
+    tasks: list[Task] = []
+    for task in observed.tasks:
+        if task.desired_state != "running" or task.state != "running":
+            tasks.append(task)
+            continue
+        if task.ports:
+            kept[task.id] = task.ports
+            tasks.append(task)
+        elif task.id in memory:
+            kept[task.id] = memory[task.id]
+            recalled.append(task.id)
+            tasks.append(dataclasses.replace(task, ports=memory[task.id]))
+        else:
+            tasks.append(task)
+    if not recalled:
+        return Recalled(observed, kept, ())
+    return Recalled(dataclasses.replace(observed, tasks=tuple(tasks)), kept, tuple(sorted(recalled)))
