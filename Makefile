@@ -9,7 +9,7 @@ MANAGERS ?= 1
 WORKERS ?= 3
 LB ?= 2
 
-.PHONY: deps lint unit test lab-up lab-down lab-images demo demo-down bench faults clean
+.PHONY: deps lint unit test lab-up lab-down lab-images demo demo-down bench faults dataplane clean
 
 .stamps/apt: scripts/install-deps.sh
 	@mkdir -p .stamps
@@ -65,6 +65,15 @@ FAULTS_ARGS ?=
 faults: deps
 	$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2
 	$(BIN)/python bench/faults.py $(FAULTS_ARGS)
+
+# Issue 11 goal 6, the data plane: requests/s and p50/p99 latency with wrk, straight to the demo task
+# and through each LB node's proxy, side by side, on the seed's cluster: bench/dataplane.md and
+# bench/dataplane.json (about 5 min; 5 more with DATAPLANE_ARGS=--variants, which also tries config
+# changes on one proxy). On a shared lab: `flock /tmp/swarmgate-lab.lock make dataplane`.
+DATAPLANE_ARGS ?=
+dataplane: deps
+	$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2
+	$(BIN)/python bench/dataplane.py $(DATAPLANE_ARGS)
 
 clean: lab-down
 	rm -rf $(VENV) .stamps .mypy_cache .ruff_cache .pytest_cache
