@@ -53,6 +53,16 @@ def scenarios() -> list[Any]:
                                                           at(web, w1, "198.19.1.4")),)),
         id="only-network-task-mode-routes-to-each-running-task-address"))
 
+    draining = task(web, "wrk-0", slot=4, desired="shutdown", addresses={F: "198.19.1.6"})
+    out.append(pytest.param(
+        state(web, w0, draining),
+        RouteTable(cluster="", networks=(F,), hosts=(one("web.local", web, at(web, w0, "198.19.1.3")),)),
+        id="a-task-swarm-is-stopping-is-left-out-while-another-runs"))
+    out.append(pytest.param(
+        state(web, draining, starting),
+        RouteTable(cluster="", networks=(F,), hosts=(one("web.local", web, at(web, draining, "198.19.1.6")),)),
+        id="a-task-swarm-is-stopping-stays-while-no-other-runs"))
+
     vip = service("api", lb("api.local", backend_mode="vip"), host_ports=(), networks={F: "198.19.1.9"})
     v0 = task(vip, "wrk-0", addresses={F: "198.19.1.10"})
     out.append(pytest.param(

@@ -12,9 +12,10 @@ DEMO = service("demo", {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port
 NODES = [node("wrk-0", "198.18.0.16")]
 
 
-def snapshot(*, ports: dict[int, int] | None, state: str = "running", task_id: str = "t1") -> ObservedState:
-    return ObservedState.from_api(services=[DEMO], tasks=[task(DEMO, "wrk-0", id=task_id, ports=ports, state=state)],
-                                  nodes=NODES)
+def snapshot(*, ports: dict[int, int] | None, state: str = "running", task_id: str = "t1",
+             desired: str = "running") -> ObservedState:
+    return ObservedState.from_api(services=[DEMO], tasks=[task(DEMO, "wrk-0", id=task_id, ports=ports, state=state,
+                                                               desired=desired)], nodes=NODES)
 
 
 def upstreams(observed: ObservedState) -> list[tuple[str, int]]:
@@ -43,3 +44,14 @@ def test_only_running_tasks_are_remembered_and_a_new_task_is_not_given_old_ports
     other = recall_ports(snapshot(ports=None, task_id="t2"), seen)
     assert other.recalled == () and upstreams(other.observed) == []
     assert other.memory == {}
+
+
+def test_a_task_swarm_is_stopping_keeps_its_ports_until_it_stops_without_being_reported() -> None:
+    # Swarm empties a stopping task's PortStatus a second before its container gets SIGTERM; while
+    # the service has no other task, that task is still its upstream (one task rolled stop-first).
+    seen = recall_ports(snapshot(ports={8080: 30001}), {}).memory
+    stopping = recall_ports(snapshot(ports=None, desired="shutdown"), seen)
+    assert stopping.recalled == () and stopping.memory == seen
+    assert upstreams(stopping.observed) == [("198.18.0.16", 30001)]
+    stopped = recall_ports(snapshot(ports=None, state="shutdown", desired="shutdown"), stopping.memory)
+    assert stopped.memory == {} and upstreams(stopped.observed) == []

@@ -90,6 +90,17 @@ def scenarios() -> list[Any]:
         RouteTable(cluster="", hosts=(HostRoute("demo.local", (route("demo.local", "/", ("demo",), ()),)),)),
         id="host-with-no-running-task-keeps-its-route-with-no-upstreams",
     ))
+    # One task rolled stop-first: Swarm wants it stopped, its container has not had the signal yet.
+    stopping = task(demo, "wrk-1", slot=1, desired="shutdown", ports={8080: 30007})
+    stopped = task(demo, "wrk-0", slot=1, state="shutdown", desired="shutdown", ports={8080: 30008})
+    out.append(pytest.param(
+        state(demo, stopping, stopped, starting, on_down_node,
+              nodes=[*NODES, node("down-0", "10.0.0.99", state="down")]),
+        RouteTable(cluster="", hosts=(HostRoute("demo.local", (
+            route("demo.local", "/", ("demo",), (up(demo, stopping, "10.0.0.11", 30007),)),
+        )),)),
+        id="a-service-whose-only-running-task-is-being-stopped-keeps-it-until-it-stops",
+    ))
 
     out.append(pytest.param(
         state(demo, t0, canary, c0),

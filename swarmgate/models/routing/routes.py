@@ -21,6 +21,13 @@ Rules, in the order they apply:
 * **Upstreams (host mode).** A task is an upstream when its desired and current state are both
   `running`, its node is `ready`, and it has a host-mode TCP binding whose target port equals the
   `port` label: `node address : published port`. Anything else is starting or draining.
+* **A service's last tasks are not dropped before they stop.** Swarm sets a task's desired state to
+  `shutdown` a moment (about a second on the lab) before its container gets the stop signal. A
+  task Swarm is stopping is left out as soon as the service has another upstream, so nginx never
+  picks it; but when it has none (one task, rolled stop-first; a scale to 0), the tasks still
+  `running` stay its upstreams until they stop: they answer until then, where dropping them would
+  turn the route into a 503 at once. (Swarm empties such a task's `PortStatus`; the operator fills
+  in the host ports it saw: models/swarm/port_memory.py.)
 * **Upstreams (overlay).** Task mode (`backend_mode=task`, or Interlock's `default`): each such
   task's address on the network and the `port` label. `backend_mode=vip`: the service's virtual IP
   on the network, one upstream; Swarm's IPVS balances behind it.
@@ -47,7 +54,7 @@ from swarmgate.models.routing.route_types import (
 )
 from swarmgate.models.routing.tls_secrets import secret_problem
 from swarmgate.models.settings.config import Extension
-from swarmgate.models.swarm.observed import ObservedState, Service
+from swarmgate.models.swarm.observed import Node, ObservedState, Service, Task
 
 __all__ = [
     "HostRoute",
@@ -76,17 +83,24 @@ def _overlay_upstreams(observed: ObservedState, service: Service, r: ServiceRout
         vip = service.virtual_ip_on(network_id)
         return () if vip is None else (Upstream(address=vip, port=r.port, task_id="vip", node_id="",
                                                  service=service.name),)
-    found: dict[str, Upstream] = {}
+    found: tuple[dict[str, Upstream], dict[str, Upstream]] = ({}, {})
+    for task, node, stopping in _serving_tasks(observed, service):
+        for address in task.addresses_on(network_id)[:1]:
+            found[stopping].setdefault(address, Upstream(address=address, port=r.port, task_id=task.id,
+                                                         node_id=node.id, service=service.name))
+    return tuple(sorted((found[0] or found[1]).values(), key=lambda u: (u.address, u.task_id)))
+
+
+def _serving_tasks(observed: ObservedState, service: Service) -> Iterable[tuple[Task, Node, bool]]:
+    """The service's tasks that run on a ready node, each with whether Swarm is stopping it (desired
+    state no longer `running`: the container gets its stop signal a moment later)."""
     for task in observed.tasks_of(service.id):
-        if task.desired_state != "running" or task.state != "running":
+        if task.state != "running":
             continue
         node = observed.node(task.node_id)
         if node is None or node.state != "ready":
             continue
-        for address in task.addresses_on(network_id)[:1]:
-            found.setdefault(address, Upstream(address=address, port=r.port, task_id=task.id, node_id=node.id,
-                                               service=service.name))
-    return tuple(sorted(found.values(), key=lambda u: (u.address, u.task_id)))
+        yield task, node, task.desired_state != "running"
 
 
 def _network(observed: ObservedState, service: Service,
@@ -121,20 +135,17 @@ def _network(observed: ObservedState, service: Service,
 
 
 def _upstreams(observed: ObservedState, service: Service, port: int) -> tuple[Upstream, ...]:
-    found: dict[tuple[str, int], Upstream] = {}
-    for task in observed.tasks_of(service.id):
-        if task.desired_state != "running" or task.state != "running":
-            continue
-        node = observed.node(task.node_id)
-        if node is None or node.state != "ready" or node.addr in ("", "0.0.0.0"):
+    found: tuple[dict[tuple[str, int], Upstream], dict[tuple[str, int], Upstream]] = ({}, {})
+    for task, node, stopping in _serving_tasks(observed, service):
+        if node.addr in ("", "0.0.0.0"):
             continue
         for binding in task.ports:
             if (binding.mode == "host" and binding.protocol == "tcp" and binding.target_port == port
                     and binding.published_port > 0):
                 up = Upstream(address=node.addr, port=binding.published_port, task_id=task.id,
                               node_id=node.id, service=service.name)
-                found.setdefault((up.address, up.port), up)
-    return tuple(sorted(found.values(), key=lambda u: (u.address, u.port, u.task_id)))
+                found[stopping].setdefault((up.address, up.port), up)
+    return tuple(sorted((found[0] or found[1]).values(), key=lambda u: (u.address, u.port, u.task_id)))
 
 
 def _classify(

@@ -12,6 +12,12 @@ task), so the ports seen earlier for the same task ID are still the truth. `reca
 in for running tasks whose list came back empty, and remembers only tasks that are running now, so
 the memory never outgrows the Swarm. It lives as long as the operator process: a new operator has
 not seen the ports, and routes such a task again once Swarm lists them.
+
+Swarm also empties the `PortStatus` of every task it is stopping (desired state `shutdown`), about a
+second before the container gets its stop signal; measured on the lab, with one task rolled
+stop-first. Such a task still answers on its port, and it stays a service's upstream while the
+service has no other (models/routing/routes.py), so its ports are filled in too. That is Swarm's
+normal way, not a lost listing: it is not reported in `recalled`.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from swarmgate.models.swarm.observed import ObservedState, PortBinding, Task
 @dataclass(frozen=True)
 class Recalled:
     """The snapshot with forgotten ports filled in, what to remember for the next one, and which
-    tasks needed it (task IDs, sorted)."""
+    tasks Swarm wants running needed it (task IDs, sorted)."""
 
     observed: ObservedState
     memory: Mapping[str, tuple[PortBinding, ...]]
@@ -36,9 +42,10 @@ class Recalled:
 def recall_ports(observed: ObservedState, memory: Mapping[str, tuple[PortBinding, ...]]) -> Recalled:
     kept: dict[str, tuple[PortBinding, ...]] = {}
     recalled: list[str] = []
+    filled = False
     tasks: list[Task] = []
     for task in observed.tasks:
-        if task.desired_state != "running" or task.state != "running":
+        if task.state != "running":
             tasks.append(task)
             continue
         if task.ports:
@@ -46,10 +53,12 @@ def recall_ports(observed: ObservedState, memory: Mapping[str, tuple[PortBinding
             tasks.append(task)
         elif task.id in memory:
             kept[task.id] = memory[task.id]
-            recalled.append(task.id)
+            filled = True
+            if task.desired_state == "running":
+                recalled.append(task.id)
             tasks.append(dataclasses.replace(task, ports=memory[task.id]))
         else:
             tasks.append(task)
-    if not recalled:
+    if not filled:
         return Recalled(observed, kept, ())
     return Recalled(dataclasses.replace(observed, tasks=tuple(tasks)), kept, tuple(sorted(recalled)))
