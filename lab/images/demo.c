@@ -4,6 +4,11 @@
  *   GET /ping -> 200 {"instance": <hostname>, "version": "0.1", "metadata": <$METADATA>,
  *                     "request_id": <x-request-id request header>}
  *   GET /     -> 200 small HTML page
+ *   GET /ws   -> a websocket echo (RFC 6455): with `Upgrade: websocket`, `Connection: upgrade`,
+ *                `Sec-WebSocket-Version: 13` and a valid `Sec-WebSocket-Key`, 101 with its
+ *                `Sec-WebSocket-Accept`; then every data frame comes back unmasked with the same
+ *                opcode and FIN bit, a ping gets its pong, a close frame gets a close frame back
+ *                and ends the connection. Without `Upgrade`: 426; a bad key or version: 400.
  *   other     -> 404
  *
  * Listens on $PORT (default 8080). One forked child per connection (so slow clients never block
@@ -18,6 +23,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +90,186 @@ static void header_value(const char *headers, const char *name, char *out, size_
     }
 }
 
+/* -- websocket (RFC 6455): SHA-1 and base64 for the handshake, then an echo of frames ---------- */
+
+static uint32_t rol32(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
+
+static void sha1_block(uint32_t h[5], const unsigned char *p) {
+    uint32_t w[80];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 80; i++) w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+    for (int i = 0; i < 80; i++) {
+        uint32_t f, k;
+        if (i < 20) { f = (b & c) | (~b & d); k = 0x5A827999u; }
+        else if (i < 40) { f = b ^ c ^ d; k = 0x6ED9EBA1u; }
+        else if (i < 60) { f = (b & c) | (b & d) | (c & d); k = 0x8F1BBCDCu; }
+        else { f = b ^ c ^ d; k = 0xCA62C1D6u; }
+        uint32_t t = rol32(a, 5) + f + e + k + w[i];
+        e = d; d = c; c = rol32(b, 30); b = a; a = t;
+    }
+    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
+}
+
+static void sha1(const unsigned char *msg, size_t len, unsigned char out[20]) {
+    uint32_t h[5] = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u, 0xC3D2E1F0u};
+    size_t done = 0;
+    for (; len - done >= 64; done += 64) sha1_block(h, msg + done);
+    unsigned char tail[128] = {0};
+    size_t rest = len - done;
+    memcpy(tail, msg + done, rest);
+    tail[rest] = 0x80;
+    size_t total = rest + 9 <= 64 ? 64 : 128;
+    uint64_t bits = (uint64_t)len * 8;
+    for (int i = 0; i < 8; i++) tail[total - 1 - i] = (unsigned char)(bits >> (8 * i));
+    for (size_t off = 0; off < total; off += 64) sha1_block(h, tail + off);
+    for (int i = 0; i < 5; i++)
+        for (int j = 0; j < 4; j++) out[4 * i + j] = (unsigned char)(h[i] >> (24 - 8 * j));
+}
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static void base64(const unsigned char *src, size_t len, char *dst) {
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)src[i] << 16 | (i + 1 < len ? (uint32_t)src[i + 1] << 8 : 0)
+                     | (i + 2 < len ? src[i + 2] : 0);
+        dst[o++] = B64[v >> 18 & 63];
+        dst[o++] = B64[v >> 12 & 63];
+        dst[o++] = i + 1 < len ? B64[v >> 6 & 63] : '=';
+        dst[o++] = i + 2 < len ? B64[v & 63] : '=';
+    }
+    dst[o] = '\0';
+}
+
+static int b64_value(char c) {
+    const char *at = c ? strchr(B64, c) : NULL;
+    return at ? (int)(at - B64) : -1;
+}
+
+/* A Sec-WebSocket-Key is base64 of exactly 16 bytes: 22 symbols, the last with 4 unused zero bits, "==". */
+static int valid_ws_key(const char *key) {
+    if (strlen(key) != 24 || key[22] != '=' || key[23] != '=') return 0;
+    for (int i = 0; i < 22; i++)
+        if (b64_value(key[i]) < 0) return 0;
+    return (b64_value(key[21]) & 0x0f) == 0;
+}
+
+/* Is `token` one of the comma-separated, case-insensitive tokens of a header value? */
+static int has_token(const char *list, const char *token) {
+    size_t tl = strlen(token);
+    for (const char *p = list; *p; ) {
+        while (*p == ' ' || *p == '\t' || *p == ',') p++;
+        const char *end = p;
+        while (*end && *end != ',') end++;
+        const char *last = end;
+        while (last > p && (last[-1] == ' ' || last[-1] == '\t')) last--;
+        if ((size_t)(last - p) == tl && strncasecmp(p, token, tl) == 0) return 1;
+        p = end;
+    }
+    return 0;
+}
+
+/* Bytes already read past the handshake come first, then the socket. */
+struct ws_reader { int fd; const char *pending; size_t have, off; };
+
+static int ws_read(struct ws_reader *r, unsigned char *dst, size_t n) {
+    while (n > 0) {
+        if (r->off < r->have) {
+            size_t k = r->have - r->off < n ? r->have - r->off : n;
+            memcpy(dst, r->pending + r->off, k);
+            r->off += k; dst += k; n -= k;
+            continue;
+        }
+        ssize_t got = read(r->fd, dst, n);
+        if (got < 0 && errno == EINTR && !stopping) continue;
+        if (got <= 0) return -1; /* closed, 30 s idle, or stopping */
+        dst += got; n -= (size_t)got;
+    }
+    return 0;
+}
+
+/* One unmasked server frame: `first` is the FIN bit and opcode. */
+static int ws_send(int fd, unsigned char first, const unsigned char *payload, uint64_t len) {
+    unsigned char head[10];
+    size_t hn = 2;
+    head[0] = first;
+    if (len < 126) head[1] = (unsigned char)len;
+    else if (len <= 0xffff) { head[1] = 126; head[2] = (unsigned char)(len >> 8); head[3] = (unsigned char)len; hn = 4; }
+    else { head[1] = 127; for (int i = 0; i < 8; i++) head[2 + i] = (unsigned char)(len >> (56 - 8 * i)); hn = 10; }
+    if (write_all(fd, (const char *)head, hn) < 0) return -1;
+    return write_all(fd, (const char *)payload, (size_t)len);
+}
+
+static void ws_close(int fd, unsigned code) {
+    unsigned char status[2] = {(unsigned char)(code >> 8), (unsigned char)code};
+    ws_send(fd, 0x88, status, 2);
+}
+
+#define WS_MAX 65536
+
+/* After the 101: echo data frames, answer pings, close on a close frame (or a protocol error). */
+static void ws_echo(int fd, const char *pending, size_t have) {
+    static unsigned char payload[WS_MAX];
+    struct ws_reader r = {.fd = fd, .pending = pending, .have = have, .off = 0};
+    for (;;) {
+        unsigned char h[2], ext[8], mask[4];
+        if (ws_read(&r, h, 2) < 0) { if (stopping) ws_close(fd, 1001); return; }
+        unsigned fin = h[0] & 0x80, rsv = h[0] & 0x70, op = h[0] & 0x0f;
+        uint64_t len = h[1] & 0x7f;
+        if (len == 126) {
+            if (ws_read(&r, ext, 2) < 0) return;
+            len = (uint64_t)ext[0] << 8 | ext[1];
+        } else if (len == 127) {
+            if (ws_read(&r, ext, 8) < 0) return;
+            len = 0;
+            for (int i = 0; i < 8; i++) len = len << 8 | ext[i];
+        }
+        int known = op <= 2 || (op >= 8 && op <= 10);
+        /* Clients must mask; control frames are short and never fragmented. */
+        if (rsv || !(h[1] & 0x80) || !known || (op >= 8 && (!fin || len > 125))) { ws_close(fd, 1002); return; }
+        if (len > WS_MAX) { ws_close(fd, 1009); return; }
+        if (ws_read(&r, mask, 4) < 0 || ws_read(&r, payload, (size_t)len) < 0) return;
+        for (uint64_t i = 0; i < len; i++) payload[i] ^= mask[i & 3];
+        if (op == 8) { ws_send(fd, 0x88, payload, len >= 2 ? 2 : 0); return; }
+        if (op == 9) { if (ws_send(fd, 0x8A, payload, len) < 0) return; continue; }
+        if (op == 10) continue;
+        if (ws_send(fd, (unsigned char)(fin | op), payload, len) < 0) return; /* data: echoed as is */
+    }
+}
+
+/* GET /ws: the handshake, then the echo. Always ends the connection. */
+static void websocket(int fd, const char *upgrade, const char *conn, const char *key, const char *version,
+                      const char *pending, size_t have) {
+    char head[512];
+    int hn;
+    if (!has_token(upgrade, "websocket") || !has_token(conn, "upgrade")) {
+        const char *body = "426 websocket upgrade required\n";
+        hn = snprintf(head, sizeof head, "HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\n"
+                      "Connection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n\r\n%s",
+                      strlen(body), body);
+    } else if (strcmp(version, "13") != 0 || !valid_ws_key(key)) {
+        const char *body = "400 bad websocket handshake\n";
+        hn = snprintf(head, sizeof head, "HTTP/1.1 400 Bad Request\r\nSec-WebSocket-Version: 13\r\n"
+                      "Connection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n\r\n%s",
+                      strlen(body), body);
+    } else {
+        static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+        unsigned char joined[24 + sizeof guid], digest[20];
+        char accept[32];
+        memcpy(joined, key, 24);
+        memcpy(joined + 24, guid, sizeof guid - 1);
+        sha1(joined, 24 + sizeof guid - 1, digest);
+        base64(digest, sizeof digest, accept);
+        hn = snprintf(head, sizeof head, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", accept);
+        if (write_all(fd, head, (size_t)hn) == 0) ws_echo(fd, pending, have);
+        return;
+    }
+    write_all(fd, head, (size_t)hn);
+}
+
 /* Serves requests on one connection until close; returns when the peer or we close. */
 static void serve(int fd) {
     char buf[BUF];
@@ -110,10 +296,13 @@ static void serve(int fd) {
         const char *headers = strstr(buf, "\r\n");
         headers = headers ? headers + 2 : "";
 
-        char conn[64], reqid[512], clen_s[32];
+        char conn[128], reqid[512], clen_s[32], upgrade[64], wskey[64], wsver[16];
         header_value(headers, "connection", conn, sizeof conn);
         header_value(headers, "x-request-id", reqid, sizeof reqid);
         header_value(headers, "content-length", clen_s, sizeof clen_s);
+        header_value(headers, "upgrade", upgrade, sizeof upgrade);
+        header_value(headers, "sec-websocket-key", wskey, sizeof wskey);
+        header_value(headers, "sec-websocket-version", wsver, sizeof wsver);
         int keep = strcmp(version, "HTTP/1.1") == 0 ? strcasecmp(conn, "close") != 0
                                                      : strcasecmp(conn, "keep-alive") == 0;
 
@@ -133,6 +322,10 @@ static void serve(int fd) {
 
         char *q = strchr(path, '?');
         if (q) *q = '\0';
+        if (strcmp(path, "/ws") == 0 && strcmp(method, "GET") == 0) {
+            websocket(fd, upgrade, conn, wskey, wsver, buf, have); /* bytes past the request: frames */
+            return;
+        }
         int head_only = strcmp(method, "HEAD") == 0;
         char body[4096], esc_host[600], esc_meta[1100], esc_id[1100];
         const char *ctype = "text/plain; charset=utf-8";
