@@ -124,10 +124,11 @@ def wait_full_passes(address: str, port: int, count: int, *, timeout: float = 30
              what=f"{count} more reconcile passes of the operator at {address}:{port}")
 
 
-def clean_swarm(client: docker.DockerClient, *, services: tuple[str, ...] = (), lab: Lab | None = None) -> None:
-    """Remove the proxy, the given services, every owned config and the token secret; with `lab`,
-    also the state volume on each LB node, so the next proxy starts from the bootstrap."""
-    for name in (*services, PROXY):
+def clean_swarm(client: docker.DockerClient, *, services: tuple[str, ...] = (), lab: Lab | None = None,
+                proxies: tuple[str, ...] = (PROXY,)) -> None:
+    """Remove the proxies, the given services, every owned config and the token secret; with `lab`,
+    also each proxy's state volume on each LB node, so the next proxy starts from the bootstrap."""
+    for name in (*services, *proxies):
         for svc in client.services.list(filters={"name": name}):
             if svc.name == name:
                 svc.remove()
@@ -136,11 +137,13 @@ def clean_swarm(client: docker.DockerClient, *, services: tuple[str, ...] = (), 
         _remove_when_unused(cfg.remove)
     for secret in client.secrets.list(filters={"name": TOKEN_SECRET}):
         _remove_when_unused(secret.remove)
-    for name in lab.lb_nodes if lab is not None else ():
-        _forget_served_config(lab, name)
+    if lab is not None:
+        for name in lab.lb_nodes:
+            for proxy in proxies:
+                _forget_served_config(lab, name, f"{proxy}-state")
 
 
-def _forget_served_config(lab: Lab, name: str) -> None:
+def _forget_served_config(lab: Lab, name: str, volume: str = STATE_VOLUME) -> None:
     """Best effort: the state volume of one LB node. A stopping proxy container holds it for a few
     seconds, and exited task containers hold it until they are removed; a volume left behind only
     means the next proxy there starts from an old config, which the operator's first push replaces."""
@@ -148,12 +151,12 @@ def _forget_served_config(lab: Lab, name: str) -> None:
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            for container in node.containers.list(all=True, filters={"volume": STATE_VOLUME}):
+            for container in node.containers.list(all=True, filters={"volume": volume}):
                 if container.status != "running":
                     with contextlib.suppress(docker.errors.APIError):
                         container.remove(force=True)
             try:
-                node.volumes.get(STATE_VOLUME).remove()
+                node.volumes.get(volume).remove()
                 return
             except docker.errors.NotFound:
                 return
