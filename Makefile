@@ -66,6 +66,16 @@ faults: deps
 	$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2
 	$(BIN)/python bench/faults.py $(FAULTS_ARGS)
 
+# Issue 11 goal 4: a routed backend rolled (stop-first, start-first), scaled 3 -> 1 -> 3 and its node
+# drained under load through every LB node, host mode and overlay, plus one task rolled both ways:
+# bench/rolls.md and bench/rolls.json (about 3 min). On a shared lab:
+# `flock /tmp/swarmgate-lab.lock make rolls`. ROLLS_ARGS passes options, e.g. ROLLS_ARGS="--only drain".
+.PHONY: rolls
+ROLLS_ARGS ?=
+rolls: deps
+	$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2
+	$(BIN)/python bench/rolls.py $(ROLLS_ARGS)
+
 # Issue 11 goal 6, the data plane: requests/s and p50/p99 latency with wrk, straight to the demo task
 # and through each LB node's proxy, side by side, on the seed's cluster: bench/dataplane.md and
 # bench/dataplane.json (about 5 min; 5 more with DATAPLANE_ARGS=--variants, which also tries config

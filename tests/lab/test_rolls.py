@@ -1,0 +1,39 @@
+"""Issue 11 goal 4: backend changes cost no request (lab; the scenarios are tests/lab/rolls.py).
+
+On the seed deployment, a routed backend of 3 tasks in host mode (the seed's way, `--publish
+mode=host,target=8080`) is rolled (`service update --force`, stop-first and start-first), scaled
+3 -> 1 -> 3, and has a worker holding one of its tasks drained (then set active again), while 25
+requests/s go through every LB node to it: 0 requests may fail. `make rolls` runs the same with
+longer windows, plus the same backend on an overlay network and the single-task rolls (where
+stop-first loses requests no retry can save), into bench/rolls.md. The overlay variant is not
+asserted here: in one of five stop-first rolls on the lab, one LB node timed out on a task that had
+just started (bench/rolls.md says what was measured).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.lab import rolls
+from tests.lab.conftest import Lab
+from tests.lab.seed_deployment import Seed
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def seed(lab: Lab) -> Iterator[Seed]:
+    assert len(lab.lb_nodes) >= 2 and len(lab.plain_workers) >= 2, "goal 4 needs the seed's cluster"
+    with rolls.deployment(lab) as seed:
+        seed.ensure_baseline(quiet=rolls.TEST.before, patience=10)
+        yield seed
+
+
+def test_rolls_scales_and_drains_cost_no_request(seed: Seed) -> None:
+    with rolls.backend(seed, 3, rolls.TEST) as b:
+        results = [rolls.run_change(b, spec, rolls.TEST) for spec in rolls.HOST_MODE]
+    found = {r.scenario: rolls.problems(r) for r in results}
+    assert not any(found.values()), {k: v for k, v in found.items() if v}
+    assert all(r.total for r in results)
