@@ -25,6 +25,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.happened import happened_lines  # noqa: E402
 from tests.lab import faults  # noqa: E402
 from tests.lab.conftest import Lab, load_lab  # noqa: E402
 from tests.lab.load import DEFAULT_RATE  # noqa: E402
@@ -71,18 +72,8 @@ def markdown(run: dict[str, Any]) -> str:
         lines.append(f"| {r['title']} | {r['failed']} / {r['total']} ({per_node}) | {r['longest_gap_s']:g} s | "
                      f"{r['proxy_replaced']} of {len(r['proxy_tasks_before'])} | {version} | {route} | {writes} | "
                      f"{verdict} |")
-    lines += ["", "What happened:", ""]
-    for r in run["results"]:
-        reasons = "; ".join(f"{n}: " + ", ".join(f"{k} x{v}" for k, v in d["reasons"].items())
-                            for n, d in r["per_node"].items() if d["reasons"])
-        text = "; ".join(r["notes"]) or "no notes"
-        if reasons:
-            text += f". Failures: {reasons}"
-        if r["error"]:
-            text += f". Aborted: {r['error']}"
-        if r["problems"]:
-            text += f". Misses issue 9: {'; '.join(r['problems'])}"
-        lines.append(f"* **{r['scenario']}** ({r['seconds']:g} s): {text}.")
+    lines.append("")
+    lines += happened_lines(run["results"], misses="issue 9")
     lines += ["", "Judged as tests/lab/test_faults.py judges (0 failed requests on the judged LB nodes, no proxy "
               "task replaced beyond the one a fault kills, the proxy spec version unchanged, no 503 from a proxy "
               "started while the operator is away, 0 writes by rival operators after their start-up, a new route "

@@ -25,6 +25,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.happened import happened_lines  # noqa: E402
 from tests.lab import rolls  # noqa: E402
 from tests.lab.conftest import Lab, load_lab  # noqa: E402
 from tests.lab.load import DEFAULT_RATE  # noqa: E402
@@ -71,18 +72,8 @@ def markdown(run: dict[str, Any]) -> str:
               "that answers (502 while the stopped task is still listed, 503 once it is not). swarmgate keeps "
               "that task routed until then (it answers until the signal, about a second after Swarm marks it "
               "for shutdown), so only that window is lost. With start-first, or with more than one task, "
-              "nothing is.", "", "What happened:", ""]
-    for r in run["results"]:
-        reasons = "; ".join(f"{n}: " + ", ".join(f"{k} x{v}" for k, v in d["reasons"].items())
-                            for n, d in r["per_node"].items() if d["reasons"])
-        text = "; ".join(r["notes"]) or "no notes"
-        if reasons:
-            text += f". Failures: {reasons}"
-        if r["error"]:
-            text += f". Aborted: {r['error']}"
-        if r["problems"]:
-            text += f". Misses goal 4: {'; '.join(r['problems'])}"
-        lines.append(f"* **{r['scenario']}** ({r['seconds']:g} s): {text}.")
+              "nothing is.", ""]
+    lines += happened_lines(run["results"], misses="goal 4")
     return "\n".join(lines) + "\n"
 
 
