@@ -38,6 +38,26 @@ from swarmgate.renderers.nginx import control_server
 BUSYBOX = Path("/bin/busybox")
 NGINX = Path("/usr/sbin/nginx")
 AGENT = Path(str(resources.files("swarmgate.operator.delivery").joinpath("agent.sh")))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _stop_signals_not_ignored() -> Iterator[None]:
+    """Give the agents QUIT and INT with their default action, as Docker gives a container's process.
+
+    A command started in the background by a non-interactive shell (`make test &` from a script)
+    inherits QUIT and INT *ignored*, every process below it too, and a shell cannot trap a signal
+    that was ignored when it started: the agent's `trap stop QUIT` would then do nothing, and each
+    test that stops an agent with QUIT would wait for it forever. That is how a CI-like run launched
+    from a script failed six of these tests; in a proxy container the agent starts with defaults."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGQUIT, signal.SIGINT)}
+    for sig, action in saved.items():
+        if action == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL if sig == signal.SIGQUIT else signal.default_int_handler)
+    try:
+        yield
+    finally:
+        for sig, action in saved.items():
+            signal.signal(sig, action)
 EXT = "default"
 
 pytestmark = pytest.mark.skipif(not (BUSYBOX.exists() and NGINX.exists()), reason="needs busybox and nginx")
