@@ -14,7 +14,6 @@ Run it under the shared lab lock: `flock /tmp/swarmgate-lab.lock make faults`.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.happened import happened_lines  # noqa: E402
+from bench.report import happened_lines, write_report  # noqa: E402
 from tests.lab import faults  # noqa: E402
 from tests.lab.conftest import Lab, load_lab  # noqa: E402
 from tests.lab.load import DEFAULT_RATE  # noqa: E402
@@ -108,10 +107,7 @@ def main() -> int:
         "seconds": round(time.monotonic() - started, 1),
         "results": results,
     }
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(run, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(run))
-    print(markdown(run))
+    print(write_report(Path(args.out), run, markdown))
     return 0
 
 

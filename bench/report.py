@@ -1,9 +1,12 @@
-"""The "What happened" list under a lab bench's table (bench/faults.py, bench/rolls.py): one line per
-scenario with its notes, its failed requests by reason, an abort, and what it misses of its goal."""
+"""What the lab benches under load (bench/faults.py, bench/rolls.py) write alike: the "What happened"
+list under their table, one line per scenario (its notes, failed requests by reason, an abort, what
+it misses of its goal), and the run saved as JSON beside its Markdown."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 
@@ -22,3 +25,11 @@ def happened_lines(results: Iterable[dict[str, Any]], *, misses: str) -> list[st
             text += f". Misses {misses}: {'; '.join(r['problems'])}"
         lines.append(f"* **{r['scenario']}** ({r['seconds']:g} s): {text}.")
     return lines
+
+
+def write_report(out: Path, run: dict[str, Any], markdown: Callable[[dict[str, Any]], str]) -> str:
+    """`out`.json holds the run, `out`.md its report (also returned, for the console)."""
+    text = markdown(run)
+    out.with_suffix(".json").write_text(json.dumps(run, indent=2) + "\n")
+    out.with_suffix(".md").write_text(text)
+    return text
