@@ -276,3 +276,24 @@ def test_long_or_many_host_names_still_give_a_config_nginx_accepts(length: int, 
     table = build_route_table(ObservedState.from_api(services=services, tasks=[], nodes=[]), SEED)
     assert len(table.hosts) == count
     nginx_check(render_nginx(SEED, table, server_info=INFO).text)
+
+
+def test_upstream_keepalive_keeps_connections_to_every_pool_and_clears_connection_only_off_websockets(
+        tmp_path: Path) -> None:
+    kept = SEED.model_copy(update={"config": SEED.config.model_copy(update={"upstream_keepalive": 32})})
+    text = render_nginx(kept, build_route_table(features_state(), kept), server_info=INFO).text
+    nginx_check(text)  # keepalive_timeout inside upstream needs nginx 1.15.3; this is the proxy's nginx
+    parsed = parse(text, tmp_path)
+    for upstream in find(parsed, "upstream"):
+        directives = {d["directive"]: d["args"] for d in upstream["block"]}
+        assert directives["keepalive"] == ["32"] and directives["keepalive_timeout"] == ["4s"], upstream["args"]
+    proxied = [loc for loc in find(parsed, "location") if find(loc["block"], "proxy_pass")]
+    for loc in proxied:
+        connection = [d["args"][1] for d in loc["block"]
+                      if d["directive"] == "proxy_set_header" and d["args"][0] == "Connection"]
+        # A websocket location passes the client's upgrade on; every other one asks to keep the
+        # connection ("" drops nginx's default `Connection: close`).
+        websocket = loc["args"][-1].rstrip("/") == "/app/live"
+        assert connection == (["$swarmgate_connection_upgrade"] if websocket else [""]), loc["args"]
+    default = render_nginx(SEED, build_route_table(features_state(), SEED), server_info=INFO).text
+    assert "keepalive " not in default.replace("keepalive_timeout", "")  # off unless asked for, as Interlock
