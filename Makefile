@@ -9,7 +9,7 @@ MANAGERS ?= 1
 WORKERS ?= 3
 LB ?= 2
 
-.PHONY: deps lint unit test lab-up lab-down lab-images demo demo-down bench faults dataplane clean
+.PHONY: deps lint unit test lab-up lab-down lab-images demo demo-down bench faults rolls dataplane clean
 
 .stamps/apt: scripts/install-deps.sh
 	@mkdir -p .stamps
@@ -70,7 +70,6 @@ faults: deps
 # drained under load through every LB node, host mode and overlay, plus one task rolled both ways:
 # bench/rolls.md and bench/rolls.json (about 3 min). On a shared lab:
 # `flock /tmp/swarmgate-lab.lock make rolls`. ROLLS_ARGS passes options, e.g. ROLLS_ARGS="--only drain".
-.PHONY: rolls
 ROLLS_ARGS ?=
 rolls: deps
 	$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2
