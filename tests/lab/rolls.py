@@ -20,6 +20,7 @@ the load stop. No fixed sleep but the short load windows before and after the ch
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +37,9 @@ from tests.lab.seed_deployment import PROXY, Seed, swarm_time, wait_for
 
 UPDATING = ("updating", "rollback_started")
 TASK_LINE = re.compile(r"server (\S+);\s+# (\S+) task (\S+)")
+# Where the proxy agent (swarmgate/operator/delivery/agent.sh) keeps the live config and its status.
+CONFIG_PATH, STATUS_PATH = "/etc/nginx/nginx.conf", "/var/lib/swarmgate/status"
+SEPARATOR = "--- swarmgate rolls ---"
 PLAIN_WORKERS = ("node.role==worker", "node.labels.nodetype!=loadbalancer")
 
 
@@ -146,15 +150,23 @@ class Backend:
         return self._proxy_clients[node]
 
     def served(self, node: str) -> set[str]:
-        """Task IDs of this backend in the config the proxy on `node` serves now."""
+        """Task IDs of this backend in the config the proxy on `node` serves now. The file at the live
+        path is written before `nginx -t` and the reload, so it alone runs ahead of what nginx serves
+        (one CI run started its load there and got a 503): it counts only once the agent's status says
+        it serves exactly that file's digest, which it writes after the new workers replaced the old."""
         client = self._proxy_client(node)
         containers = client.containers.list(filters={"label": f"com.docker.swarm.service.name={PROXY}"})
         if len(containers) != 1:
             return set()
-        code, out = containers[0].exec_run(["cat", "/etc/nginx/nginx.conf"])
+        both = f"cat {STATUS_PATH} && echo '{SEPARATOR}' && cat {CONFIG_PATH}"
+        code, out = containers[0].exec_run(["sh", "-c", both])
         if code != 0 or not isinstance(out, bytes):
             return set()
-        return {m.group(3) for m in TASK_LINE.finditer(out.decode(errors="replace")) if m.group(2) == self.name}
+        status, _, config = out.partition(f"\n{SEPARATOR}\n".encode())
+        words = status.split(b"\n", 1)[0].split()
+        if len(words) != 4 or words[2] != b"ok" or words[3].decode() != hashlib.sha256(config).hexdigest():
+            return set()
+        return {m.group(3) for m in TASK_LINE.finditer(config.decode(errors="replace")) if m.group(2) == self.name}
 
     def routed(self, replicas: int) -> bool:
         """`replicas` tasks run, Swarm is done with the service, and every LB node's proxy serves
