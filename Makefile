@@ -45,7 +45,7 @@ lab-images: deps
 # (it proves `lab-down` leaves nothing, and that `lab-up` recovers from a killed lab).
 test: lint
 	$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2
-	$(BIN)/pytest -q tests/unit tests/property tests/lab tests/lifecycle
+	$(BIN)/pytest -q --durations=25 tests/unit tests/property tests/lab tests/lifecycle
 
 demo: deps
 	$(BIN)/python lab/lab.py up --managers $(MANAGERS) --workers $(WORKERS) --lb $(LB)
