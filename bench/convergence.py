@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 from tests.lab import http  # noqa: E402
 from tests.lab.conftest import Lab, ensure_lab_up  # noqa: E402
 from tests.lab.operator_fixture import RunningOperator, clean_swarm, create_routed  # noqa: E402
+from tests.support import host_port  # noqa: E402
 
 PROBE = 0.02
 
@@ -52,10 +53,8 @@ def running_tasks(client: Any, service: str) -> dict[str, tuple[str, float]]:
     for task in client.api.tasks(filters={"service": service, "desired-state": "running"}):
         if task["Status"]["State"] != "running":
             continue
-        for port in task["Status"].get("PortStatus", {}).get("Ports", []):
-            if port["TargetPort"] == 8080:
-                upstream = f"{addrs[task['NodeID']]}:{port['PublishedPort']}"
-                out[task["ID"]] = (upstream, _stamp(task["Status"]["Timestamp"]))
+        if port := host_port(task, 8080):
+            out[task["ID"]] = (f"{addrs[task['NodeID']]}:{port}", _stamp(task["Status"]["Timestamp"]))
     return out
 
 

@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO))
 from tests.lab import http  # noqa: E402
 from tests.lab.conftest import load_lab  # noqa: E402
 from tests.lab.seed_deployment import DEMO_HOST, PROXY, Seed, wait_for  # noqa: E402
+from tests.support import host_port  # noqa: E402
 
 PATH = "/ping"
 MODES = ("close", "keepalive")
@@ -238,11 +239,10 @@ def demo_backend(seed: Seed) -> tuple[str, str, int]:
         raise RuntimeError(f"expected one running demo task, found {len(tasks)}")
     task = tasks[0]
     node = seed.node_names()[task["NodeID"]]
-    ports = [p["PublishedPort"] for p in task["Status"].get("PortStatus", {}).get("Ports", [])
-             if p.get("TargetPort") == 8080 and p.get("PublishMode") == "host"]
-    if not ports:
+    port = host_port(task, 8080)
+    if port is None:
         raise RuntimeError(f"demo task {task['ID']} has no host-mode port for 8080 in its PortStatus")
-    return node, seed.lab.address(node), int(ports[0])
+    return node, seed.lab.address(node), port
 
 
 def check_paths(targets: list[Target], upstream: str) -> None:

@@ -82,6 +82,7 @@ def task(
     desired: str = "running",
     ports: Mapping[int, int] | None = None,
     listed_twice: bool = True,
+    ipv6_ports: Mapping[int, int] | None = None,
     addresses: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """A task of `svc` on `node_id`; `ports` maps target port → published host port, `addresses` each
@@ -90,7 +91,10 @@ def task(
     bindings = []
     for target, published in sorted((ports or {}).items()):
         binding = {"Protocol": "tcp", "TargetPort": target, "PublishedPort": published, "PublishMode": "host"}
-        bindings.extend([binding, dict(binding)] if listed_twice else [binding])
+        # Docker 20.10 lists the IPv4 binding, then the IPv6 one; their ports differ when the IPv4
+        # port was taken on the node (`ipv6_ports` gives the IPv6 one then).
+        twin = dict(binding, PublishedPort=(ipv6_ports or {}).get(target, published))
+        bindings.extend([binding, twin] if listed_twice else [binding])
     status: dict[str, Any] = {
         "Timestamp": CREATED,
         "State": state,

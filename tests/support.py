@@ -24,6 +24,17 @@ T = TypeVar("T")
 WRITES = frozenset({"create", "update", "remove"})
 
 
+def host_port(task: dict[str, Any], target: int) -> int | None:
+    """The host port where a task's host-mode publish of `target` answers on its node's IPv4 address.
+    Docker 20.10 binds it on IPv4, then IPv6, and lists both in `PortStatus` in that order. The two
+    are allocated apart and differ when the IPv4 port was taken: the IPv6 twin's port, asked on the
+    IPv4 address, reaches whatever holds it there (swarmgate's `Task.host_ports` makes the same choice)."""
+    for p in task["Status"].get("PortStatus", {}).get("Ports", []):
+        if p.get("TargetPort") == target and p.get("PublishMode") == "host" and p.get("PublishedPort"):
+            return int(p["PublishedPort"])
+    return None
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on right now (the kernel's choice; free until someone binds it)."""
     with socket.socket() as s:

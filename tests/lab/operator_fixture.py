@@ -28,6 +28,7 @@ import docker.errors
 from tests.lab import http
 from tests.lab.conftest import REPO, Lab
 from tests.support import free_port as free_port  # re-exported: older lab tests import it from here
+from tests.support import host_port
 from tests.support import wait_for as wait_for
 
 PROXY = "interlock-proxy"
@@ -218,9 +219,8 @@ def running_upstreams(client: docker.DockerClient, service: str) -> set[str]:
     for task in client.api.tasks(filters={"service": service, "desired-state": "running"}):
         if task["Status"]["State"] != "running":
             continue
-        for port in task["Status"].get("PortStatus", {}).get("Ports", []):
-            if port["TargetPort"] == 8080:
-                found.add(f"{addrs[task['NodeID']]}:{port['PublishedPort']}")
+        if port := host_port(task, 8080):
+            found.add(f"{addrs[task['NodeID']]}:{port}")
     return found
 
 

@@ -18,6 +18,7 @@ from docker.models.services import Service
 from docker.types import EndpointSpec, Mount, RestartPolicy
 
 from tests.lab.conftest import REPO, Lab
+from tests.support import host_port
 
 pytestmark = pytest.mark.lab
 
@@ -97,9 +98,8 @@ def test_host_mode_published_service_answers_from_host(lab: Lab, services: list[
     )
     services.append(svc)
     task = _wait_task(svc)
-    ports = {p["PublishedPort"] for p in task["Status"]["PortStatus"]["Ports"] if p["TargetPort"] == 8080}
-    assert len(ports) == 1  # 20.10 may list a host-mode port twice: same port
-    port = ports.pop()
+    port = host_port(task, 8080)
+    assert port is not None
     container_id = task["Status"]["ContainerStatus"]["ContainerID"]
     hostname = lab.client(target).containers.get(container_id).attrs["Config"]["Hostname"]
     request_id = uuid.uuid4().hex

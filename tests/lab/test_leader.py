@@ -35,7 +35,7 @@ from tests.lab.operator_fixture import (
 )
 from tests.lab.operator_fixture import _remove_when_unused as remove_when_unused
 from tests.lab.test_seed_e2e import CONFIG, OPERATOR_CREATE, SEED_TOML, docker_cli, operator_containers
-from tests.support import EventWindow, event_window, wait_for
+from tests.support import EventWindow, event_window, host_port, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -71,10 +71,8 @@ def endpoints(client: docker.DockerClient, services: tuple[str, ...]) -> dict[st
     found = {}
     for service in services:
         for task in running_tasks(client, service):
-            ports = [p["PublishedPort"] for p in task["Status"].get("PortStatus", {}).get("Ports", [])
-                     if p["TargetPort"] == 8080]
-            if ports:
-                found[task["ID"]] = (addrs[task["NodeID"]], ports[0])
+            if port := host_port(task, 8080):
+                found[task["ID"]] = (addrs[task["NodeID"]], port)
     return found
 
 

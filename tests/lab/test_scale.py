@@ -18,7 +18,7 @@ import docker
 from tests.lab import http
 from tests.lab.conftest import Lab
 from tests.lab.operator_fixture import create_routed, operator
-from tests.support import wait_for
+from tests.support import host_port, wait_for
 
 SERVICES = 300
 NAMES = tuple(f"scale-{i:03d}" for i in range(SERVICES))
@@ -30,10 +30,9 @@ def _upstreams(client: docker.DockerClient) -> dict[str, str]:
     names = {s["ID"]: s["Spec"]["Name"] for s in client.api.services() if s["Spec"]["Name"] in NAMES}
     found = {}
     for task in client.api.tasks(filters={"desired-state": "running"}):
-        if task["ServiceID"] in names and task["Status"]["State"] == "running":
-            for port in task["Status"].get("PortStatus", {}).get("Ports", []):
-                if port["TargetPort"] == 8080:
-                    found[names[task["ServiceID"]]] = f"{addrs[task['NodeID']]}:{port['PublishedPort']}"
+        port = host_port(task, 8080)
+        if task["ServiceID"] in names and task["Status"]["State"] == "running" and port:
+            found[names[task["ServiceID"]]] = f"{addrs[task['NodeID']]}:{port}"
     return found
 
 

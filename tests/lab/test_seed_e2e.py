@@ -27,7 +27,7 @@ from tests.lab import http
 from tests.lab.conftest import REPO, Lab
 from tests.lab.operator_fixture import PROXY, clean_swarm, wait_full_passes
 from tests.lab.operator_fixture import _remove_when_unused as remove_when_unused
-from tests.support import event_window, wait_for
+from tests.support import event_window, host_port, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -118,12 +118,6 @@ def running_tasks(client: docker.DockerClient, service: str) -> list[dict[str, A
             if t["Status"]["State"] == "running"]
 
 
-def host_ports(task: dict[str, Any], target: int) -> set[int]:
-    """Host ports Swarm published for `target` (20.10 lists each host-mode port twice)."""
-    return {p["PublishedPort"] for p in task["Status"].get("PortStatus", {}).get("Ports", [])
-            if p["TargetPort"] == target and p.get("PublishMode") == "host"}
-
-
 def proxy_spec(client: docker.DockerClient) -> dict[str, Any]:
     spec: dict[str, Any] = client.api.inspect_service(PROXY)
     return spec
@@ -170,7 +164,8 @@ def test_seed_scenario_routes_demo_through_every_lb_node(lab: Lab, swarm: docker
     (op_task,) = wait_for(lambda: running_tasks(client, OPERATOR) or None, timeout=60, what="operator task")
     nodes = node_ids(client)
     assert nodes[op_task["NodeID"]]["Spec"]["Role"] == "manager"
-    (op_port,) = host_ports(op_task, 8080)
+    op_port = host_port(op_task, 8080)
+    assert op_port is not None
 
     # The operator creates its proxy by itself; the proxy's spec says nothing of where it runs.
     wait_for(lambda: client.services.list(filters={"name": PROXY}) or None, timeout=60,
@@ -208,7 +203,8 @@ def test_seed_scenario_routes_demo_through_every_lb_node(lab: Lab, swarm: docker
         answers = {name: poll.result() for name, poll in polls.items()}
 
     (demo_task,) = running_tasks(client, DEMO)
-    (demo_port,) = host_ports(demo_task, 8080)
+    demo_port = host_port(demo_task, 8080)
+    assert demo_port is not None
     upstream = f"{nodes[demo_task['NodeID']]['Status']['Addr']}:{demo_port}"
     assert demo_port >= 30000, f"expected a high port from Swarm's dynamic range, got {demo_port}"
 

@@ -21,13 +21,14 @@ from tests.factories import CREATED, node, service, swarm_config, swarm_secret, 
 CAPTURED = Path(__file__).parent.parent / "golden" / "api" / "seed-demo-state.json"
 
 
-def test_captured_engine_json_of_the_seed_demo_loads_with_each_host_port_once() -> None:
+def test_captured_engine_json_of_the_seed_demo_answers_on_each_host_port_once() -> None:
     # Captured from the lab (Docker 20.10, API 1.41): `docker service create --name ... --publish
     # mode=host,target=8080 --replicas 2`; each task's PortStatus lists its port twice.
     raw = json.loads(CAPTURED.read_text())
     assert all(len(t["Status"]["PortStatus"]["Ports"]) == 2 for t in raw["tasks"])
     observed = load_state_file(CAPTURED)
-    assert [t.ports for t in observed.tasks] == [(PortBinding(8080, 32768, "tcp", "host"),)] * 2
+    assert [t.ports for t in observed.tasks] == [(PortBinding(8080, 32768, "tcp", "host"),) * 2] * 2
+    assert [t.host_ports(8080) for t in observed.tasks] == [(32768,)] * 2
     assert {n.hostname: n.addr for n in observed.nodes} == {
         "lb-00": "198.18.0.12", "lb-01": "198.18.0.13", "mgr-0": "198.18.0.11", "wrk-0": "198.18.0.14"}
     (demo,) = observed.services
@@ -47,7 +48,7 @@ def test_from_api_lifts_typed_fields_and_sorts_by_id() -> None:
     assert observed.tasks[0] == Task(
         id="t1", service_id="svc1", node_id="n1", slot=1, desired_state="running", state="running",
         container_id=tasks[1]["Status"]["ContainerStatus"]["ContainerID"],
-        ports=(PortBinding(8080, 30000, "tcp", "host"),),
+        ports=(PortBinding(8080, 30000, "tcp", "host"),) * 2,  # IPv4 and IPv6, as Swarm lists them
     )
     assert observed.node("n2") == Node(id="n2", hostname="n2", addr="10.0.0.2", role="worker",
                                        availability="active", state="ready", labels={"nodetype": "loadbalancer"})
@@ -109,3 +110,26 @@ def test_a_malformed_state_file_is_one_line_with_the_path_of_the_bad_value(text:
     with pytest.raises(ConfigError) as caught:
         parse_state(text, source="s.json")
     assert str(caught.value) == message
+
+
+def test_a_host_port_whose_ipv6_twin_got_another_port_is_reached_on_the_ipv4_one() -> None:
+    # On the lab: something held 0.0.0.0:32768 on wrk-0, so Docker bound the task's 8080 on IPv4 at
+    # 32769 and on IPv6 at 32768, and listed them in that order. 32768 on the node's IPv4 address is
+    # the other listener: routing there sends the service's requests to somebody else.
+    svc = service("demo", {}, host_ports=(8080,))
+    raw = task(svc, "n1", ports={8080: 32769}, ipv6_ports={8080: 32768})
+    (observed,) = ObservedState.from_api(services=[svc], tasks=[raw], nodes=[node("n1", "10.0.0.1")]).tasks
+    assert [b.published_port for b in observed.ports] == [32769, 32768]
+    assert observed.host_ports(8080) == (32769,)
+
+
+def test_two_host_mode_publishes_of_one_port_are_each_reached_on_their_ipv4_binding() -> None:
+    t = Task("t", "s", "n", 1, "running", "running", None, ports=tuple(
+        PortBinding(80, p, "tcp", "host") for p in (30001, 40001, 30002, 40002)))
+    assert t.host_ports(80, publishes=2) == (30001, 30002)
+    # Listed once each (an IPv4-only engine): both are used.
+    once = Task("t", "s", "n", 1, "running", "running", None, ports=(
+        PortBinding(80, 30001, "tcp", "host"), PortBinding(80, 30002, "tcp", "host")))
+    assert once.host_ports(80, publishes=2) == (30001, 30002)
+    # A count that fits neither shape: the first ones only, never a port that might be an IPv6 twin's.
+    assert t.host_ports(80) == (30001,)

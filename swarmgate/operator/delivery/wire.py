@@ -109,8 +109,7 @@ def proxy_targets(config: Config, observed: ObservedState) -> dict[str, list[Pro
             node = observed.node(task.node_id)
             if task.desired_state != "running" or task.state != "running" or node is None or not node.addr:
                 continue
-            port = next((p.published_port for p in task.ports
-                         if p.target_port == ext.target_port and p.mode == "host" and p.published_port), None)
+            port = next(iter(task.host_ports(ext.target_port)), None)
             # Swarm can forget a running task's PortStatus: seen on the lab after the manager whose
             # dispatcher the LB node used was lost (the task kept running, its ports empty). A fixed
             # host-mode port is bound exactly as configured, so the spec says where the task listens.
