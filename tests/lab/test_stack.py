@@ -23,11 +23,11 @@ from tests.lab.test_seed_e2e import (
     DEMO_CREATE,
     docker_cli,
     first_200,
-    host_ports,
     node_ids,
     operator_containers,
     running_tasks,
 )
+from tests.support import host_port
 
 pytestmark = pytest.mark.lab
 
@@ -83,7 +83,8 @@ def test_stack_manifest_deploys_the_operator_and_routes_the_demo(lab: Lab, stack
     nodes = node_ids(client)
     op_node = nodes[op_task["NodeID"]]
     assert op_node["Spec"]["Role"] == "manager"
-    (op_port,) = host_ports(op_task, 8080)
+    op_port = host_port(op_task, 8080)
+    assert op_port is not None
     container = op_task["Status"]["ContainerStatus"]["ContainerID"]
     # The stack's healthcheck (/readyz on ListenAddr) passes inside the operator's container.
     wait_for(lambda: container_health(lab, op_node["Description"]["Hostname"], container) == "healthy",
@@ -101,7 +102,8 @@ def test_stack_manifest_deploys_the_operator_and_routes_the_demo(lab: Lab, stack
                        timeout=60, what="two running proxy tasks")
     assert {t["NodeID"] for t in proxies} <= lb_ids
     (demo_task,) = wait_for(lambda: running_tasks(client, DEMO) or None, timeout=60, what="demo task")
-    (demo_port,) = host_ports(demo_task, 8080)
+    demo_port = host_port(demo_task, 8080)
+    assert demo_port is not None
     upstream = f"{nodes[demo_task['NodeID']]['Status']['Addr']}:{demo_port}"
 
     for proxy in proxies:
