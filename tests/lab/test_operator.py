@@ -20,7 +20,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import docker
 import pytest
@@ -78,12 +77,25 @@ def test_a_task_whose_ipv6_binding_got_another_port_is_routed_on_its_ipv4_one(
     node = lab.plain_workers[-1]
     engine = lab.client(node)
 
-    def squatter(port: int | None) -> Any:  # the demo backend, answering "squatter", on IPv4 only
-        return engine.containers.run("swarmgate/demo:lab", detach=True, environment={"METADATA": "squatter"},
-                                     ports={"8080/tcp": ("0.0.0.0", port) if port else ("0.0.0.0",)})
+    def squatter(port: int | None) -> bool:
+        """The demo backend, answering "squatter", published on IPv4 only (at `port`, or where Docker
+        picks). Docker may pick a port its own bookkeeping still holds ("port is already allocated",
+        seen on the lab); each try moves its IPv4 allocator on, which is all the first one is for."""
+        for _ in range(5):
+            c = engine.containers.create("swarmgate/demo:lab", environment={"METADATA": "squatter"},
+                                         labels={"swarmgate.test": "squatter"},
+                                         ports={"8080/tcp": ("0.0.0.0", port) if port else ("0.0.0.0",)})
+            try:
+                c.start()
+                return True
+            except docker.errors.APIError as exc:
+                c.remove(force=True)
+                if "already allocated" not in str(exc):
+                    raise
+        return False
 
-    squatters = [squatter(None)]  # in case both allocators were in step: now they are not
     try:
+        squatter(None)  # in case both allocators were in step: now they are not
         client.api.create_service(
             task_template={"ContainerSpec": {"Image": "swarmgate/demo:lab", "Env": ["METADATA=demo"]},
                            "Placement": {"Constraints": [f"node.hostname=={node}"]}},
@@ -94,7 +106,8 @@ def test_a_task_whose_ipv6_binding_got_another_port_is_routed_on_its_ipv4_one(
                         timeout=60, what="a running demo task")
         ipv4, ipv6 = (p["PublishedPort"] for p in task["Status"]["PortStatus"]["Ports"])
         assert ipv4 != ipv6, f"both bindings got port {ipv4}: nothing to tell apart"
-        squatters.append(squatter(ipv6))  # the IPv6 port on the IPv4 address now answers, wrongly
+        # The IPv6 port on the IPv4 address now answers, wrongly (or something held it there already).
+        squatter(ipv6)
         expected = {f"{lab.address(node)}:{ipv4}"}
         assert running_upstreams(client, "demo") == expected
         wait_for(lambda: answers_everywhere(lab, "demo.local", expected), timeout=20, what="demo on its IPv4 port")
@@ -102,7 +115,7 @@ def test_a_task_whose_ipv6_binding_got_another_port_is_routed_on_its_ipv4_one(
             bodies = [json.loads(http.get(lab.address(lb), "/ping", host="demo.local").body) for _ in range(8)]
             assert {b["metadata"] for b in bodies} == {"demo"}, (lb, bodies)
     finally:
-        for c in squatters:
+        for c in engine.containers.list(all=True, filters={"label": "swarmgate.test=squatter"}):
             c.remove(force=True)
         engine.close()
 
