@@ -150,7 +150,8 @@ def main() -> int:
                 node = next(n["Description"]["Hostname"] for n in client.api.nodes()
                             if n["Status"]["Addr"] == kept.split(":")[0])
                 engine = lab.client(node)
-                for container in engine.containers.list(filters={"label": f"com.docker.swarm.task.id={kept_id}"}):
+                for container in engine.containers.list(
+                    ignore_removed=True, filters={"label": f"com.docker.swarm.task.id={kept_id}"}):
                     container.kill()
                 engine.close()
                 _, upstream3, since = wait_new_task(client, name, {kept_id})

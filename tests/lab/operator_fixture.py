@@ -152,7 +152,7 @@ def _forget_served_config(lab: Lab, name: str, volume: str = STATE_VOLUME) -> No
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            for container in node.containers.list(all=True, filters={"volume": volume}):
+            for container in node.containers.list(all=True, ignore_removed=True, filters={"volume": volume}):
                 if container.status != "running":
                     with contextlib.suppress(docker.errors.APIError):
                         container.remove(force=True)

@@ -155,7 +155,8 @@ class Backend:
         (one CI run started its load there and got a 503): it counts only once the agent's status says
         it serves exactly that file's digest, which it writes after the new workers replaced the old."""
         client = self._proxy_client(node)
-        containers = client.containers.list(filters={"label": f"com.docker.swarm.service.name={PROXY}"})
+        containers = client.containers.list(
+            ignore_removed=True, filters={"label": f"com.docker.swarm.service.name={PROXY}"})
         if len(containers) != 1:
             return set()
         both = f"cat {STATUS_PATH} && echo '{SEPARATOR}' && cat {CONFIG_PATH}"

@@ -221,7 +221,8 @@ def proxy_token(lab: Lab) -> str:
     """The token as a proxy sees it: read inside a proxy container on an LB node's engine."""
     engine = lab.client(lab.lb_nodes[0])
     try:
-        containers = engine.containers.list(filters={"label": f"com.docker.swarm.service.name={PROXY}"})
+        containers = engine.containers.list(
+            ignore_removed=True, filters={"label": f"com.docker.swarm.service.name={PROXY}"})
         assert containers, "no proxy container on the first LB node"
         code, out = containers[0].exec_run(["cat", f"/run/secrets/{TOKEN_SECRET}"])
         assert code == 0, out

@@ -115,7 +115,7 @@ def test_a_task_whose_ipv6_binding_got_another_port_is_routed_on_its_ipv4_one(
             bodies = [json.loads(http.get(lab.address(lb), "/ping", host="demo.local").body) for _ in range(8)]
             assert {b["metadata"] for b in bodies} == {"demo"}, (lb, bodies)
     finally:
-        for c in engine.containers.list(all=True, filters={"label": "swarmgate.test=squatter"}):
+        for c in engine.containers.list(all=True, ignore_removed=True, filters={"label": "swarmgate.test=squatter"}):
             c.remove(force=True)
         engine.close()
 

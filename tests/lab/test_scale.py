@@ -104,7 +104,7 @@ def test_300_services_are_routed_on_every_lb_node_and_removed_without_a_trace(la
 
         def no_containers() -> bool:
             return not any((c.name or "").startswith("scale-")
-                           for engine in engines for c in engine.containers.list(all=True))
+                           for engine in engines for c in engine.containers.list(all=True, ignore_removed=True))
 
         wait_for(no_containers, timeout=60, interval=2, what="no container of the test's services left")
         for engine in engines:

@@ -88,7 +88,7 @@ def operator_containers(lab: Lab, service: str = OPERATOR) -> list[str]:
     for name in lab.managers:
         node = lab.client(name)
         try:
-            found += [c.id for c in node.containers.list(
+            found += [c.id for c in node.containers.list(ignore_removed=True,
                 filters={"label": f"com.docker.swarm.service.name={service}"})]
         finally:
             node.close()
