@@ -55,6 +55,7 @@ def wait_for(check: Callable[[], T | None], *, timeout: float, interval: float =
             value = check()
             if value:
                 return value
+            last = None  # an error of an earlier poll is not why the latest one said no
         except Exception as exc:  # the thing waited for may not exist yet
             last = exc
         time.sleep(interval)
