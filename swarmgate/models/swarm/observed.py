@@ -82,7 +82,7 @@ class Task:
         Docker 20.10 binds each host-mode publish twice, IPv4 then IPv6, and `PortStatus` lists both
         in that order without saying which is which. Their ports are allocated apart: when the IPv4
         one is taken (by anything on the node) they differ, and the IPv6 port on the IPv4 address
-        reaches whatever holds it there, another service's task included (seen on the lab). So of
+        reaches whatever holds it there, or nothing (the lab test puts another backend there). So of
         twice `publishes` entries, every other one from the first is taken; of any other count, the
         first `publishes` (fewer upstreams is the safe side of not knowing). `publishes` is how many
         times the service's spec publishes `target` in host mode."""
