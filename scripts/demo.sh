@@ -27,7 +27,7 @@ fi
 OPERATOR=interlock
 PROXY=interlock-proxy
 CONFIG=service.interlock.conf
-TOKEN_SECRET=swarmgate-proxy-token
+TOKEN_SECRET=swarmgate-channel
 OWNED=swarmgate.managed-by=swarmgate
 
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }

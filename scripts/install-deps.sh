@@ -5,9 +5,9 @@
 # busybox-static: shell and wget inside the lab images; prometheus: the observability proof;
 # gcc + libc6-dev: the lab demo backend is a small static C program (lab/images/demo.c);
 # time: GNU time, the peak memory of `nginx -t` in `make bench`; wrk: the HTTP load client of
-# `make dataplane`.
+# `make dataplane`; tcpdump: the channel test captures pushes on the wire.
 set -euo pipefail
-pkgs=(docker.io nginx-light libnginx-mod-stream busybox-static iproute2 iptables util-linux prometheus curl openssl gcc libc6-dev python3.11-minimal libpython3.11-stdlib time wrk)
+pkgs=(docker.io nginx-light libnginx-mod-stream busybox-static iproute2 iptables util-linux prometheus curl openssl gcc libc6-dev python3.11-minimal libpython3.11-stdlib time wrk tcpdump)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

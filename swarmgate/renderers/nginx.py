@@ -132,9 +132,13 @@ def needs_own_server(host: HostRoute) -> bool:
     return route.path != "/" or bool(route.strip_prefix) or route.websocket or host.host in _MAP_KEYWORDS
 
 
-def control_server(ext: Extension, *, control_dir: str = CONTROL_DIR) -> str:
-    """The control server's `map` and `server` blocks, indented for the `http` block."""
-    return _DEFAULT_ENV.get_template("control.conf.j2").render(ext=ext, dir=_word(control_dir))
+def control_server(ext: Extension, *, control_dir: str = CONTROL_DIR, listen: str | None = None) -> str:
+    """The control server's `server` block, indented for the `http` block: on the TLS listener
+    (`listen`, default `TargetSSLPort ssl`; the SSL-passthrough socket when the stream module takes
+    that port), the agent's own file inside it."""
+    return _DEFAULT_ENV.get_template("control.conf.j2").render(
+        dir=_word(control_dir), control_host=CONTROL_HOST,
+        control_listen=listen or f"{ext.target_ssl_port} ssl")
 
 
 def render_nginx(
@@ -152,12 +156,16 @@ def render_nginx(
         )
     bucket, max_size = server_names_hash(table, ext.config.server_names_hash_bucket_size)
     shared = [h for h in table.hosts if not needs_own_server(h)]
-    control = control_server(ext, control_dir=control_dir)
+    passthrough = passthrough_context(ext, table)
+    # Only a proxy run by the agent has the control server (hitless delivery, which needs host-mode
+    # publishing: `planning.proxyspec.delivers_in_place`). Elsewhere nothing would give it its TLS.
+    pushed = ext.hitless_service_update and ext.publish_mode == "host"
+    control = control_server(ext, control_dir=control_dir, listen=str(passthrough["tls_listen"])) if pushed else ""
     context = {"ext": ext, "o": ext.config, "table": table, "server_info": server_info,
                "server_names_hash_bucket_size": bucket, "server_names_hash_max_size": max_size,
                "swarmgate_control": control,
                "shared_hosts": shared, "own_hosts": [h for h in table.hosts if needs_own_server(h)],
-               **passthrough_context(ext, table)}
+               **passthrough}
     try:
         if template_text is None:
             text = _DEFAULT_ENV.get_template("nginx.conf.j2").render(context)
@@ -165,7 +173,7 @@ def render_nginx(
             text = _SANDBOX_ENV.from_string(template_text).render(context)
     except jinja2.TemplateError as exc:
         raise ConfigError(f"Extensions.{ext.name}.Template: {type(exc).__name__}: {exc}") from None
-    if ext.hitless_service_update and control.strip() not in text:
+    if pushed and control.strip() not in text:
         # Without the control server the operator could never push another config to this proxy.
         raise ConfigError(
             f"Extensions.{ext.name}.Template: the output lacks {{{{ swarmgate_control }}}} (emit it inside "

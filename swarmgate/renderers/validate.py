@@ -5,7 +5,8 @@ Some lines of a rendered config depend on the machine the proxy runs on rather t
 the checked copy points them somewhere that exists here: the `user` directive names the user running
 the check (the proxy image's `nginx` user need not exist here), `pid` and log files that are not
 `/dev/*` go into the temp prefix, TLS files under /run/secrets/ (Swarm secrets, mounted only inside
-the proxy) become a throwaway self-signed pair, and `ssl_dhparam` a standard group (RFC 7919
+the proxy) and the control server's own TLS (the agent's file, only in a proxy) become a throwaway
+self-signed pair, and `ssl_dhparam` a standard group (RFC 7919
 ffdhe2048). Both are made once per process with the `openssl` CLI. Everything else is checked
 exactly as written. Upstreams are IP addresses, so the check needs no DNS.
 
@@ -34,6 +35,9 @@ log = logging.getLogger("swarmgate.validate")
 _USER = re.compile(r"^(\s*)user\s+[^;]*;", re.MULTILINE)
 _PID = re.compile(r"^(\s*)pid\s+[^;]*;", re.MULTILINE)
 _SECRET = re.compile(r"^(\s*)(ssl_certificate|ssl_certificate_key)\s+/run/secrets/[^;\s]+;", re.MULTILINE)
+# The agent's own file inside the control server (TLS, client verification, locations) exists only in
+# a proxy task: here the server gets the throwaway pair, which is all `nginx -t` needs of it.
+_CONTROL_INCLUDE = re.compile(r"^(\s*)include\s+/var/lib/swarmgate/control/\*\.conf;", re.MULTILINE)
 _DHPARAM = re.compile(r"^(\s*)ssl_dhparam\s+[^;\s]+;", re.MULTILINE)
 # error_log PATH [level]; access_log PATH [format...]: a path the proxy writes, which need not exist here.
 _LOG = re.compile(r"^(\s*)(error_log|access_log)\s+(/[^;\s]+)", re.MULTILINE)
@@ -115,6 +119,7 @@ def localized(text: str, prefix: Path, tls: tuple[Path, Path] | None, *, dhparam
         out = _SECRET.sub(
             lambda m: f"{m.group(1)}{m.group(2)} {cert if m.group(2) == 'ssl_certificate' else key};", out
         )
+        out = _CONTROL_INCLUDE.sub(lambda m: f"{m.group(1)}ssl_certificate {cert}; ssl_certificate_key {key};", out)
     if dhparam is not None:
         out = _DHPARAM.sub(lambda m: f"{m.group(1)}ssl_dhparam {dhparam};", out)
     return out
@@ -136,7 +141,7 @@ def nginx_check(text: str) -> None:
     binary = nginx_binary()
     if binary is None:
         raise NginxUnavailable("nginx is not installed: cannot check the rendered config")
-    tls = (_check_file("cert"), _check_file("key")) if _SECRET.search(text) else None
+    tls = (_check_file("cert"), _check_file("key")) if _SECRET.search(text) or _CONTROL_INCLUDE.search(text) else None
     dhparam = _check_file("dhparam") if _DHPARAM.search(text) else None
     with tempfile.TemporaryDirectory(prefix="swarmgate-nginx-t-") as tmp:
         prefix = Path(tmp)

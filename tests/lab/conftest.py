@@ -27,6 +27,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 STATE_FILE = REPO / ".lab" / "state.json"
 ENV_FILE = REPO / ".lab" / "env"
+# Operators the tests run as host processes keep the channel key they create here (a task reads its
+# mounted secret instead), and so do `swarmgate plan`/`status` run from the host: one private file
+# on the lab's host, shared by every operator a test starts, as a standby needs.
+CHANNEL_KEY = REPO / ".lab" / "operator-channel.key"
+os.environ.setdefault("SWARMGATE_CHANNEL_KEY", str(CHANNEL_KEY))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from tests.support import host_port
 from tests.support import wait_for as wait_for
 
 PROXY = "interlock-proxy"
-TOKEN_SECRET = "swarmgate-proxy-token"
+TOKEN_SECRET = "swarmgate-channel"
 STATE_VOLUME = f"{PROXY}-state"
 OWNED = {"label": "swarmgate.managed-by=swarmgate"}
 

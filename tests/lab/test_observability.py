@@ -3,7 +3,7 @@
 One operator run (host process, JSON logs) and one Prometheus (Debian's package, 1 s scrapes of the
 operator through `manifests/prometheus.yml`) serve the whole module: a demo service is created and
 scaled 1→3→1 next to a service whose labels set it aside; then every PromQL expression of every
-panel of `manifests/grafana-dashboard.json` must return data, and the proxies' token must appear in
+panel of `manifests/grafana-dashboard.json` must return data, and the channel key's secret parts must appear in
 no log line, no metric and no `swarmgate plan` output.
 """
 
@@ -26,6 +26,7 @@ from typing import Any
 import docker
 import pytest
 
+from swarmgate.operator.delivery.channel_key import ChannelKey
 from tests.lab import http
 from tests.lab.conftest import REPO, Lab
 from tests.lab.operator_fixture import (
@@ -217,8 +218,9 @@ def test_health_and_readiness(run: Run) -> None:
     assert http.get(host, "/readyz", port=int(port)).status == 200
 
 
-def proxy_token(lab: Lab) -> str:
-    """The token as a proxy sees it: read inside a proxy container on an LB node's engine."""
+def proxy_key_secrets(lab: Lab) -> list[str]:
+    """The channel key's secret parts as a proxy sees them (read inside a proxy container on an LB
+    node's engine): the HMAC key in hex and every line of the private key's PEM body."""
     engine = lab.client(lab.lb_nodes[0])
     try:
         containers = engine.containers.list(
@@ -226,15 +228,16 @@ def proxy_token(lab: Lab) -> str:
         assert containers, "no proxy container on the first LB node"
         code, out = containers[0].exec_run(["cat", f"/run/secrets/{TOKEN_SECRET}"])
         assert code == 0, out
-        token = out.decode().strip()
-        assert len(token) >= 16
-        return token
+        key = ChannelKey.parse(out.decode())
+        pem_lines = [line for line in key.key_pem.splitlines() if line and not line.startswith("-----")]
+        assert pem_lines and len(key.hmac_key) == 32
+        return [key.hmac_key.hex(), *pem_lines]
     finally:
         engine.close()
 
 
-def test_no_token_in_logs_metrics_status_or_plan(run: Run) -> None:
-    token = proxy_token(run.lab)
+def test_no_key_material_in_logs_metrics_status_or_plan(run: Run) -> None:
+    secrets = proxy_key_secrets(run.lab)
     host, port = run.op.listen.rsplit(":", 1)
     metrics_text = http.get(host, "/metrics", port=int(port)).body.decode()
     status_text = http.get(host, "/v1/status", port=int(port)).body.decode()
@@ -247,14 +250,15 @@ def test_no_token_in_logs_metrics_status_or_plan(run: Run) -> None:
     assert "swarmgate_build_info" in metrics_text and "reconcile_id" in log and "extension default" in plan.stdout
     for where, text in {"operator log": log, "/metrics": metrics_text, "/v1/status": status_text,
                         "plan stdout": plan.stdout, "plan stderr": plan.stderr, "prometheus series": series}.items():
-        assert token not in text, f"the proxy token appears in {where}"
+        for secret in secrets:
+            assert secret not in text, f"channel key material appears in {where}"
 
 
 def test_log_is_json_with_one_line_per_action_and_per_set_aside_service(run: Run) -> None:
     lines = [json.loads(line) for line in run.op.log_text().splitlines() if line.strip()]
     actions = [rec for rec in lines if "action" in rec and rec["level"] == "info"]
     kinds = {rec["action"] for rec in actions}
-    assert {"CreateTokenSecret", "CreateService", "PublishProxyConfig"} <= kinds, kinds
+    assert {"CreateChannelSecret", "CreateService", "PublishProxyConfig"} <= kinds, kinds
     assert all(re.fullmatch(r"r\d+", rec["reconcile_id"]) for rec in actions)
     aside = [rec for rec in lines if rec.get("msg") == "service set aside"]
     assert aside and {rec["service"] for rec in aside} == {"broken"}

@@ -267,7 +267,7 @@ def test_plan_lists_what_a_pass_would_do_and_exits_0_only_when_converged(lab: La
             pending = plan(op.config_path)
             assert pending.returncode == 1, pending.stderr
             assert "create service interlock-proxy" in pending.stdout
-            assert "create secret swarmgate-proxy-token" in pending.stdout
+            assert "create secret swarmgate-channel" in pending.stdout
             assert not before.services.list(filters={"name": PROXY})
         finally:
             before.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +77,11 @@ def container_health(lab: Lab, node_hostname: str, container_id: str) -> str:
 def test_stack_manifest_deploys_the_operator_and_routes_the_demo(lab: Lab, stack_env: dict[str, str]) -> None:
     client = lab.manager_client()
     lab_env = Lab(nodes=lab.nodes, host_addr=lab.host_addr, env=stack_env)
+    # The README's first step: the channel key's secret, made by the operator image, straight into Swarm.
+    key = subprocess.run(["docker", "run", "--rm", "--network", "none", "swarmgate/operator:lab", "channel-key"],
+                         env=lab.env, capture_output=True, check=True, timeout=60).stdout
+    subprocess.run(["docker", "secret", "create", "swarmgate-channel", "-"], input=key, env=lab.env,
+                   capture_output=True, check=True, timeout=60)
     # No registry in the lab: never ask one for the image digest.
     docker_cli(lab_env, "stack", "deploy", "--resolve-image", "never", "-c", str(MANIFESTS / "stack.yml"), STACK)
 
@@ -114,4 +120,6 @@ def test_stack_manifest_deploys_the_operator_and_routes_the_demo(lab: Lab, stack
         body = json.loads(resp.body)
         assert body["metadata"] == "demo"
         assert body["request_id"] == resp.headers["x-request-id"]
+    # The stack mounts the key: the operator never had to mount it into itself and restart.
+    assert len(client.api.tasks(filters={"service": OPERATOR})) == 1
     client.close()

@@ -24,7 +24,7 @@ from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import OWNER, OWNER_LABEL
 from swarmgate.renderers.nginx import CONTROL_HOST as CONTROL_SERVER_NAME
 from swarmgate.renderers.nginx import control_server, render_nginx
-from swarmgate.renderers.passthrough import MODULES
+from swarmgate.renderers.passthrough import MODULES, TERMINATE_SOCKET
 from swarmgate.renderers.validate import nginx_check
 from tests.factories import node, service, swarm_secret, task
 
@@ -40,8 +40,8 @@ PLAUSIBLE: dict[str, list[str]] = {
     "network": ["demo_net"],
     "context_root": ["/app", "/api/v1/", "/", "/a.b~c-d"],
     "context_root_rewrite": ["true", "false"],
-    "ssl_cert": ["demo.crt", "combined.pem", "no-such-secret", "swarmgate-proxy-token", "owned.pem"],
-    "ssl_key": ["demo.key", "combined.pem", "no-such-secret", "swarmgate-proxy-token", "owned.pem"],
+    "ssl_cert": ["demo.crt", "combined.pem", "no-such-secret", "swarmgate-channel", "owned.pem"],
+    "ssl_key": ["demo.key", "combined.pem", "no-such-secret", "swarmgate-channel", "owned.pem"],
     "ssl_passthrough": ["false", "true"],
     "websocket_endpoints": ["/ws", "/ws,/live", "/app/ws"],
     "service_cluster": ["", "east"],
@@ -84,7 +84,7 @@ def lb_labels(draw: st.DrawFn) -> dict[str, str]:
 
 # The secrets in the Swarm: TLS labels may name the usable ones; the token and owned.pem are swarmgate's.
 SECRETS = [swarm_secret("demo.crt"), swarm_secret("demo.key"), swarm_secret("combined.pem"),
-           swarm_secret("swarmgate-proxy-token"), swarm_secret("owned.pem", labels={OWNER_LABEL: OWNER})]
+           swarm_secret("swarmgate-channel"), swarm_secret("owned.pem", labels={OWNER_LABEL: OWNER})]
 MOUNTABLE = {"demo.crt", "demo.key", "combined.pem"}
 
 
@@ -148,9 +148,13 @@ TEMPLATE_DIRECTIVES = {
 def without_control_server(text: str) -> str:
     """The text minus swarmgate's control server, which must be there exactly once and verbatim (no
     label can reach it: its `.invalid` host name is reserved)."""
-    block = control_server(EXT).strip()
-    assert text.count(block) == 1
-    return text.replace(block, "")
+    # On the TLS port, or behind the SNI router on its socket when SSL passthrough takes the port.
+    blocks = [control_server(EXT).strip(),
+              control_server(EXT, listen=f"unix:{TERMINATE_SOCKET} ssl proxy_protocol").strip()]
+    assert sum(text.count(block) for block in blocks) == 1
+    for block in blocks:
+        text = text.replace(block, "")
+    return text
 
 
 def assert_nothing_unasked(text: str, labels: dict[str, str]) -> None:

@@ -2,21 +2,31 @@
 
 The PATH holds only busybox applets and nginx, as in a stock nginx image. The nginx configs are the
 tests' own small ones plus swarmgate's real control server (rendered by `control_server`, pointed at
-this test's directory and at 127.0.0.1). The pusher is driven one round at a time, so what it did
-and did not do is read from its results, not from a sleep. Every process started here runs in its
-own session and is killed by process group on teardown.
+this test's directory and at a TLS listener on 127.0.0.1). nginx's workers run as an unprivileged
+user, as the content policy demands, so each test's directory is world-traversable. The pusher is
+driven one round at a time, so what it did and did not do is read from its results, not from a
+sleep; tests that forge, replay or aim pushes themselves talk TLS to the control server directly
+(`Proxy.control`) and wait for the agent's log line about that push. Every process started here runs
+in its own session and is killed by process group on teardown.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import grp
 import hashlib
+import http.client
 import os
+import pwd
+import re
+import shutil
 import signal
 import socket
+import ssl
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -25,19 +35,34 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from swarmgate.models.settings.config import Extension
+from swarmgate.operator.delivery import wire
+from swarmgate.operator.delivery.channel_key import ChannelKey
 from swarmgate.operator.delivery.proxystate import ProxyRecord, ProxyState
 from swarmgate.operator.delivery.pusher import Pusher
-from swarmgate.operator.delivery.token import new_token, token_digest
-from swarmgate.operator.delivery.wire import ProxyTarget
-from swarmgate.renderers.nginx import control_server
+from swarmgate.operator.delivery.wire import AgentStatus, ForgedStatus, ProxyTarget
+from swarmgate.renderers.nginx import CONTROL_HOST, control_server
 
 BUSYBOX = Path("/bin/busybox")
 NGINX = Path("/usr/sbin/nginx")
 AGENT = Path(str(resources.files("swarmgate.operator.delivery").joinpath("agent.sh")))
+EXT = "default"
+MIN_BODY_LIMIT = 32 * 1024 * 1024
+# One line per push the agent handled: refused (no state change), rejected (error status), applied.
+OUTCOME = re.compile(r"^swarmgate-agent: (refused a push|rejected|serving|already serving)[ :]", re.MULTILINE)
+
+pytestmark = pytest.mark.skipif(not (BUSYBOX.exists() and NGINX.exists()) or os.geteuid() != 0,
+                                reason="needs busybox, nginx and root (the agent is PID 1 of a container)")
+
+
+def _worker_user() -> str:
+    """`user` for the tests' configs: nobody and its own group (Debian names that group nogroup)."""
+    nobody = pwd.getpwnam("nobody")
+    return f"nobody {grp.getgrgid(nobody.pw_gid).gr_name}"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -58,9 +83,6 @@ def _stop_signals_not_ignored() -> Iterator[None]:
     finally:
         for sig, action in saved.items():
             signal.signal(sig, action)
-EXT = "default"
-
-pytestmark = pytest.mark.skipif(not (BUSYBOX.exists() and NGINX.exists()), reason="needs busybox and nginx")
 
 
 def free_port() -> int:
@@ -81,41 +103,76 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = 10.0) -> N
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def foreign_context(key: ChannelKey | None) -> ssl.SSLContext:
+    """A TLS client that trusts any server and presents `key`'s certificate, or none at all: what
+    someone without the channel key can do at best. Only the server's own checks stand in its way."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if key is not None:
+        with tempfile.NamedTemporaryFile("w", suffix=".pem") as pem:
+            pem.write(key.cert_pem + key.key_pem)
+            pem.flush()
+            context.load_cert_chain(pem.name)
+    return context
+
+
+def digest_of(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 @dataclass
 class Proxy:
     """One proxy task's container, played on loopback: its agent, nginx, and the pusher aimed at it."""
 
     tmp: Path
-    port: int
-    token: str
+    port: int  # HTTP: the routes (here one `return`)
+    ssl_port: int  # TLS: the control server (and the routes' TLS in a real config)
+    key: ChannelKey | None = field(default_factory=ChannelKey.generate)
     nginx_name: str = "nginx"
     task: str = "task1"
+    term: int | None = 1  # the pusher's leader term
     store: ProxyState = field(default_factory=ProxyState)
     agent: subprocess.Popen[bytes] | None = None
     pusher: Pusher = field(init=False)
 
     def __post_init__(self) -> None:
-        self.pusher = Pusher(self.store, lambda: token_digest(self.token), push_timeout=10)
+        self.new_pusher()
+
+    def new_pusher(self) -> None:
+        """A new operator process: empty store, new pusher (the same key and term)."""
+        self.store = ProxyState()
+        self.pusher = Pusher(self.store, lambda: self.key, term=lambda: self.term, push_timeout=10)
         self.aim(self.task)
 
     @property
     def dir(self) -> Path:
         return self.tmp / "swarmgate"
 
-    def conf(self, body: str, *, status: int = 200, extra: str = "") -> str:
+    @property
+    def state(self) -> Path:
+        return self.tmp / "state"
+
+    def conf(self, body: str, *, status: int = 200, extra: str = "", main: str = "",
+             user: str | None = None, control: str | None = None) -> str:
         temp = " ".join(f"{kind}_temp_path {self.tmp}/{kind};" for kind in ("client_body", "proxy", "fastcgi",
                                                                             "uwsgi", "scgi"))
-        control = control_server(Extension(TargetPort=self.port), control_dir=str(self.dir)).replace(
-            f"listen {self.port};", f"listen 127.0.0.1:{self.port};")
+        if control is None:
+            control = control_server(Extension.model_validate({"TargetPort": self.port}), control_dir=str(self.dir),
+                                     listen=f"127.0.0.1:{self.ssl_port} ssl")
         return (
-            f"user root;\npid {self.tmp}/nginx.pid;\nerror_log {self.tmp}/error.log;\nworker_processes 1;\n"
-            f"events {{ worker_connections 64; }}\n"
+            f"{'' if user == '' else f'user {user or _worker_user()};'}\n"  # "": no user directive at all
+            f"pid {self.tmp}/nginx.pid;\nerror_log {self.tmp}/error.log;\n"
+            f"worker_processes 1;\n{main}\nevents {{ worker_connections 64; }}\n"
             f"http {{\n  access_log off;\n  {temp}\n  {extra}\n"
             f"  server {{ listen 127.0.0.1:{self.port} default_server; "
-            f"location / {{ return {status} \"{body}\\n\"; }} }}\n{control}}}\n"
+            f"location / {{ return {status} \"{body}\\n\"; }} }}\n"
+            # As in a rendered config: TLS without the control server's name gets no handshake.
+            f"  server {{ listen 127.0.0.1:{self.ssl_port} ssl default_server; ssl_reject_handshake on; }}\n"
+            f"{control}}}\n"
         )
 
-    def start_agent(self, task: str | None = None) -> None:
+    def start_agent(self, task: str | None = None, *, key_text: str | None = None) -> None:
         self.task = task or self.task
         bin_dir = self.tmp / "bin"
         if not bin_dir.exists():
@@ -124,16 +181,20 @@ class Proxy:
                                          check=True).stdout.split():
                 (bin_dir / applet).symlink_to(BUSYBOX)
             (bin_dir / self.nginx_name).symlink_to(NGINX)
-        (self.tmp / "token").write_text(self.token)  # a Swarm secret holds exactly the token's bytes
+        key_file = self.tmp / "swarmgate-channel"
+        key_file.unlink(missing_ok=True)
+        if key_text is not None or self.key is not None:
+            key_file.write_text(key_text if key_text is not None else self.key.file_text())  # type: ignore[union-attr]
+            key_file.chmod(0o400)  # as Swarm mounts a secret
         (self.tmp / "bootstrap.conf").write_text(self.conf("bootstrap", status=503))
         env = {
             "PATH": str(bin_dir),
             "SWARMGATE_TASK_ID": self.task,
-            "SWARMGATE_TOKEN_FILE": str(self.tmp / "token"),
+            "SWARMGATE_KEY_FILE": str(key_file),
             "SWARMGATE_CONFIG_PATH": str(self.tmp / "nginx.conf"),
             "SWARMGATE_BOOTSTRAP_PATH": str(self.tmp / "bootstrap.conf"),
             "SWARMGATE_DIR": str(self.dir),
-            "SWARMGATE_STATE_DIR": str(self.tmp / "state"),
+            "SWARMGATE_STATE_DIR": str(self.state),
             "SWARMGATE_NGINX": self.nginx_name,
         }
         with open(self.tmp / "agent.log", "ab") as log:
@@ -147,7 +208,7 @@ class Proxy:
 
     def aim(self, task: str) -> None:
         """Tell the pusher which task the Swarm runs at this address (what a snapshot would say)."""
-        self.pusher.track({EXT: [ProxyTarget(EXT, task, "node1", "lb-1", "127.0.0.1", self.port)]})
+        self.pusher.track({EXT: [ProxyTarget(EXT, task, "node1", "lb-1", "127.0.0.1", self.ssl_port)]})
 
     def push_round(self) -> None:
         """One pusher round, waited for: read every status, push where needed, wait for the outcome."""
@@ -157,12 +218,15 @@ class Proxy:
 
     def publish(self, body: str, **kw: object) -> str:
         text = self.conf(body, **kw)  # type: ignore[arg-type]
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        digest = digest_of(text)
         self.pusher.publish(EXT, text, digest)
         return digest
 
     def log(self) -> str:
         return (self.tmp / "agent.log").read_text()
+
+    def outcomes(self) -> list[str]:
+        return OUTCOME.findall(self.log())
 
     def get(self, path: str = "/", headers: dict[str, str] | None = None) -> tuple[int, str]:
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers or {})
@@ -172,6 +236,56 @@ class Proxy:
         except urllib.error.HTTPError as err:
             return err.code, err.read().decode().strip()
 
+    def control(self, method: str, path: str, body: bytes | None = None, *,
+                context: ssl.SSLContext | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """One request to the control server over TLS, SNI and Host swarmgate-control.invalid; by
+        default as the operator makes it (the channel certificate pinned and presented)."""
+        assert context is not None or self.key is not None
+        context = context or self.key.client_context()  # type: ignore[union-attr]
+        raw = socket.create_connection(("127.0.0.1", self.ssl_port), timeout=5)
+        conn = http.client.HTTPConnection(CONTROL_HOST, self.ssl_port, timeout=5)
+        try:
+            conn.sock = context.wrap_socket(raw, server_hostname=CONTROL_HOST)
+            if headers is None:
+                conn.request(method, path, body=body)
+            else:  # Host and these headers, and only the body given (a Content-Length may announce more)
+                conn.putrequest(method, path)
+                for name, value in headers.items():
+                    conn.putheader(name, value)
+                conn.endheaders(body)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+            raw.close()
+
+    def raw_status(self) -> bytes:
+        code, body = self.control("GET", wire.STATUS_PATH)
+        assert code == 200, body
+        return body
+
+    def status(self) -> AgentStatus:
+        assert self.key is not None
+        return wire.verify_status(self.raw_status(), self.key)
+
+    def put(self, body: bytes) -> None:
+        """PUT a push body as it is and wait until the agent has handled it (its log says how)."""
+        before = len(self.outcomes())
+        code, answer = self.control("PUT", wire.CONFIG_PATH, body)
+        assert code in (201, 204), (code, answer)
+        eventually(lambda: len(self.outcomes()) > before, "the agent to handle the push", timeout=15)
+
+    def signed(self, text: str, *, term: int, seq: int, task: str | None = None,
+               key: ChannelKey | None = None) -> bytes:
+        return wire.push_body(key or self.key, task=task or self.task, term=term, seq=seq,  # type: ignore[arg-type]
+                              digest=digest_of(text), text=text)
+
+    def push(self, body: str, *, term: int, seq: int, task: str | None = None, **kw: object) -> bytes:
+        """Push `conf(body, **kw)` signed with (term, seq) directly; returns the bytes sent."""
+        data = self.signed(self.conf(body, **kw), term=term, seq=seq, task=task)  # type: ignore[arg-type]
+        self.put(data)
+        return data
+
     def master_pid(self) -> int:
         return int((self.tmp / "nginx.pid").read_text())
 
@@ -179,22 +293,54 @@ class Proxy:
         (rec,) = self.store.proxies(EXT)
         return rec
 
-
-@pytest.fixture(params=["nginx", "ng) x (y"], ids=["nginx", "odd-command-name"])
-def proxy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Proxy]:
-    # A command name with spaces and parentheses must not confuse the agent's /proc/*/stat reading.
-    p = Proxy(tmp_path, free_port(), new_token(), nginx_name=request.param)
-    p.start_agent()
-    try:
-        eventually(lambda: p.get() == (503, "bootstrap"), "the bootstrap config to serve")
-        yield p
-    finally:
-        p.pusher.stop()
-        if p.agent is not None:
+    def kill(self) -> None:
+        self.pusher.stop()
+        if self.agent is not None:
             # The agent's own session: agent, nginx and its workers, even if the agent is gone.
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.agent.pid, signal.SIGKILL)
-            p.agent.wait()
+                os.killpg(self.agent.pid, signal.SIGKILL)
+            self.agent.wait()
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A private directory that nginx's unprivileged workers can traverse (pytest's tmp_path sits
+    under a 0700 directory): they read the status file and write pushes below it."""
+    path = Path(tempfile.mkdtemp(prefix="swarmgate-agent-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def start(proxy: Proxy, ready: tuple[int, str] = (503, "bootstrap")) -> Proxy:
+    proxy.start_agent()
+    eventually(lambda: proxy.get() == ready, f"{ready} to serve")
+    return proxy
+
+
+@pytest.fixture(params=["nginx", "ng) x (y"], ids=["nginx", "odd-command-name"])
+def proxy(workdir: Path, request: pytest.FixtureRequest) -> Iterator[Proxy]:
+    # A command name with spaces and parentheses must not confuse the agent's /proc/*/stat reading.
+    p = Proxy(workdir, free_port(), free_port(), nginx_name=request.param)
+    try:
+        yield start(p)
+    finally:
+        p.kill()
+
+
+@pytest.fixture
+def plain(workdir: Path) -> Iterator[Proxy]:
+    """One proxy, for the tests that need no second command name."""
+    p = Proxy(workdir, free_port(), free_port())
+    try:
+        yield start(p)
+    finally:
+        p.kill()
+
+
+# -- as swarmgate/2 did, through the real pusher ------------------------------------------------
 
 
 def test_a_new_proxy_serves_the_bootstrap_and_says_so_under_its_own_task_id(proxy: Proxy) -> None:
@@ -202,6 +348,7 @@ def test_a_new_proxy_serves_the_bootstrap_and_says_so_under_its_own_task_id(prox
     rec = proxy.record()
     assert (rec.task, rec.node, rec.hostname, rec.served_digest, rec.last_status) == ("task1", "node1", "lb-1", "",
                                                                                        "ok")
+    assert proxy.status() == AgentStatus(task="task1", serving="", term=0, seq=0)
 
 
 def test_pushed_configs_are_reloaded_in_place_and_recorded(proxy: Proxy) -> None:
@@ -212,21 +359,20 @@ def test_pushed_configs_are_reloaded_in_place_and_recorded(proxy: Proxy) -> None
         assert proxy.record().served_digest == digest and proxy.store.all_current(EXT)
         assert proxy.get() == (200, f"v{n}")
     assert proxy.master_pid() == master  # hitless: reloads, never a new master
-    assert proxy.log().count("serving ") == 3
+    assert proxy.outcomes() == ["serving"] * 3
+    status = proxy.status()
+    assert status.term == 1 and status.seq > 0  # the fence: the pusher's term and its last sequence number
 
 
 def test_a_restarted_operator_finds_the_proxy_current_and_pushes_nothing(proxy: Proxy) -> None:
     text_digest = proxy.publish("routes")
     proxy.push_round()
     proxy.pusher.stop()
-    # A new operator process: empty store, new pusher, the same deterministic config.
-    proxy.store = ProxyState()
-    proxy.pusher = Pusher(proxy.store, lambda: token_digest(proxy.token), push_timeout=10)
-    proxy.aim(proxy.task)
+    proxy.new_pusher()  # the same deterministic config
     assert proxy.publish("routes") == text_digest
     proxy.push_round()
     assert proxy.record().served_digest == text_digest and proxy.store.all_current(EXT)
-    assert proxy.log().count("serving ") == 1  # the first operator's push only
+    assert proxy.outcomes() == ["serving"]  # the first operator's push only
 
 
 def test_invalid_config_is_never_loaded_reported_and_not_pushed_again(proxy: Proxy) -> None:
@@ -241,7 +387,7 @@ def test_invalid_config_is_never_loaded_reported_and_not_pushed_again(proxy: Pro
     assert (proxy.tmp / "nginx.conf").read_text() == proxy.conf("good")
     proxy.push_round()
     proxy.push_round()
-    assert proxy.log().count("rejected") == 1  # the rejected digest is not pushed again
+    assert proxy.outcomes().count("rejected") == 1  # the rejected digest is not pushed again
     fixed = proxy.publish("fixed")
     proxy.push_round()
     assert proxy.record().served_digest == fixed and proxy.get() == (200, "fixed")
@@ -250,18 +396,18 @@ def test_invalid_config_is_never_loaded_reported_and_not_pushed_again(proxy: Pro
 def test_a_replaced_task_starts_from_what_its_node_served_and_needs_no_push(proxy: Proxy) -> None:
     digest = proxy.publish("routes")
     proxy.push_round()
+    fence = proxy.status()
     proxy.stop_agent()
     # The operator is away: nothing pushes. The next task on this node mounts the same volume.
     proxy.start_agent(task="task2")
     eventually(lambda: proxy.get() == (200, "routes"), "the saved config to serve")
-    status = proxy.get("/swarmgate/v2/status", {"Host": "swarmgate-control.invalid",
-                                                "Authorization": f"Bearer {token_digest(proxy.token)}"})
-    assert status == (200, f"swarmgate/2 task2 ok {digest}")
+    # The saved config named task1: it is the node's, verified by its MAC, and so is the fence.
+    assert proxy.status() == AgentStatus(task="task2", serving=digest, term=fence.term, seq=fence.seq)
     proxy.aim("task2")
     proxy.store.retain_tasks({EXT: ["task2"]})
     proxy.push_round()
     assert proxy.record().task == "task2" and proxy.store.all_current(EXT)
-    assert proxy.log().count("serving ") == 1  # only the first task's reload: nothing was pushed again
+    assert proxy.outcomes() == ["serving"]  # only the first task's reload: nothing was pushed again
 
 
 def test_a_saved_config_that_no_longer_passes_nginx_t_gives_way_to_the_bootstrap(proxy: Proxy) -> None:
@@ -281,36 +427,7 @@ def test_a_status_naming_another_task_is_ignored(proxy: Proxy) -> None:
     proxy.push_round()
     assert proxy.store.proxies() == []
     assert proxy.get() == (503, "bootstrap")  # nothing is pushed to a task that is not the one listed
-
-
-@pytest.mark.parametrize("authorization", [None, "Bearer wrong", "token"], ids=["none", "wrong", "the-token"])
-def test_the_control_server_refuses_requests_without_the_digest(proxy: Proxy, authorization: str | None) -> None:
-    headers = {"Host": "swarmgate-control.invalid"}
-    if authorization is not None:
-        headers["Authorization"] = authorization.replace("token", f"Bearer {proxy.token}")
-    assert proxy.get("/swarmgate/v2/status", headers)[0] == 401
-    assert proxy.get("/anything", headers)[0] == 404
-    assert proxy.get("/swarmgate/v2/status")[0] == 503  # any other host: the default server
-
-
-def test_a_wrong_token_digest_pushes_nothing(proxy: Proxy) -> None:
-    proxy.token = new_token()  # the operator holds another token's digest
-    proxy.publish("x")
-    proxy.push_round()
-    assert proxy.store.proxies() == [] and proxy.get() == (503, "bootstrap")
-
-
-def test_the_token_is_in_no_argv_and_its_digest_readable_by_root_only(proxy: Proxy) -> None:
-    proxy.publish("x")
-    proxy.push_round()
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            assert proxy.token.encode() not in cmdline.read_bytes()
-    assert proxy.token not in proxy.log()
-    auth = proxy.dir / "auth" / "token.conf"
-    assert stat.S_IMODE(auth.stat().st_mode) == 0o600 and auth.stat().st_uid == 0
-    assert stat.S_IMODE(auth.parent.stat().st_mode) == 0o700
-    assert stat.S_IMODE((proxy.dir / "inbox").stat().st_mode) == 0o1733
+    assert proxy.outcomes() == []
 
 
 def test_sigquit_stops_nginx_gracefully_and_the_agent_exits(proxy: Proxy) -> None:
@@ -321,8 +438,8 @@ def test_sigquit_stops_nginx_gracefully_and_the_agent_exits(proxy: Proxy) -> Non
     assert "stopped" in proxy.log()
 
 
-def test_a_stop_right_after_start_waits_for_nginx_to_be_ready(tmp_path: Path) -> None:
-    p = Proxy(tmp_path, free_port(), new_token())
+def test_a_stop_right_after_start_waits_for_nginx_to_be_ready(workdir: Path) -> None:
+    p = Proxy(workdir, free_port(), free_port())
     p.start_agent()
     assert p.agent is not None
     try:
@@ -333,8 +450,7 @@ def test_a_stop_right_after_start_waits_for_nginx_to_be_ready(tmp_path: Path) ->
         assert p.agent.wait(timeout=10) == 0
         assert "stopped" in p.log() and "exited unexpectedly" not in p.log()
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.agent.pid, signal.SIGKILL)
+        p.kill()
 
 
 def test_agent_exits_non_zero_when_nginx_dies(proxy: Proxy) -> None:
@@ -372,3 +488,323 @@ def test_no_request_is_dropped_across_ten_reloads(proxy: Proxy) -> None:
         client.join()
     print(f"requests during 10 reloads: {outcomes}")
     assert set(outcomes) == {"200"} and outcomes["200"] > 100
+
+
+# -- swarmgate/3: what a push must prove --------------------------------------------------------
+
+
+def test_a_push_with_a_bad_mac_is_refused(plain: Proxy) -> None:
+    plain.push("good", term=1, seq=1)
+    status = plain.raw_status()
+    text = plain.conf("evil")
+    forged = plain.signed(text, term=1, seq=2, key=ChannelKey.generate())  # signed with another key
+    header, _, rest = plain.signed(text, term=1, seq=3).partition(b"\n")
+    altered = header.replace(b" 1 3 ", b" 2 3 ") + b"\n" + rest  # a field changed after signing
+    unsigned = f"swarmgate/3 config task1 1 4 {digest_of(text)}\n{text}".encode()  # no MAC at all
+    for body in (forged, altered, unsigned, b"", b"swarmgate/3 config\n", text.encode()):
+        plain.put(body)
+    assert plain.outcomes() == ["serving"] + ["refused a push"] * 6
+    assert plain.get() == (200, "good") and plain.raw_status() == status  # nothing changed, not the fence either
+    assert "not a swarmgate/3 config header with the channel key's MAC" in plain.log()
+
+
+def test_a_push_whose_text_is_not_its_digest_is_refused_and_does_not_move_the_fence(plain: Proxy) -> None:
+    plain.push("good", term=1, seq=1)
+    status = plain.raw_status()
+    header, _, _ = plain.signed(plain.conf("evil"), term=1, seq=2).partition(b"\n")
+    plain.put(header + b"\n" + plain.conf("other").encode())  # an authentic header, another text
+    assert plain.outcomes()[-1] == "refused a push" and "not the header's digest" in plain.log()
+    assert plain.get() == (200, "good") and plain.raw_status() == status
+    plain.push("next", term=1, seq=2)  # the same (term, seq), now with its own text: still new
+    assert plain.get() == (200, "next")
+
+
+def test_a_push_aimed_at_another_task_is_refused(plain: Proxy) -> None:
+    status = plain.raw_status()
+    plain.push("elsewhere", term=1, seq=1, task="task9")
+    assert plain.outcomes() == ["refused a push"] and "aimed at task task9" in plain.log()
+    assert plain.get() == (503, "bootstrap") and plain.raw_status() == status
+
+
+def test_a_replayed_push_is_refused(plain: Proxy) -> None:
+    first = plain.push("first", term=1, seq=1)
+    second = plain.push("second", term=1, seq=2)
+    status = plain.raw_status()
+    plain.put(first)  # a captured older push
+    plain.put(second)  # the newest push, again
+    assert plain.outcomes() == ["serving", "serving", "refused a push", "refused a push"]
+    assert plain.get() == (200, "second") and plain.raw_status() == status
+    assert "term 1 seq 1 is not newer than the fence (term 1 seq 2)" in plain.log()
+
+
+def test_an_older_term_is_refused_and_the_status_shows_the_newer_one_to_the_deposed_leader(plain: Proxy) -> None:
+    old_leader = plain.push("old", term=4, seq=100)
+    new = plain.push("new-leader", term=5, seq=1)
+    plain.push("deposed", term=4, seq=10**17)  # a far greater sequence number does not outrank a term
+    plain.put(old_leader)
+    assert plain.outcomes()[-2:] == ["refused a push", "refused a push"]
+    status = plain.status()
+    assert (status.serving, status.term, status.seq) == (digest_of(plain.conf("new-leader")), 5, 1)
+    assert plain.get() == (200, "new-leader")
+    # The deposed leader's pusher reads that status, sees term 5 > its 4 and stands down: no push.
+    plain.term = 4
+    plain.publish("deposed-again")
+    plain.push_round()
+    plain.push_round()
+    assert plain.record().served_digest == digest_of(plain.conf("new-leader"))
+    assert len(plain.outcomes()) == 4 and plain.get() == (200, "new-leader")
+    assert new  # the newest push stays the one served
+
+
+def test_the_fence_survives_an_agent_restart(plain: Proxy) -> None:
+    first = plain.push("first", term=2, seq=1)
+    second = plain.push("second", term=2, seq=2)
+    plain.stop_agent()
+    plain.start_agent()  # the same task (as a restart of the agent alone), the same state volume
+    eventually(lambda: plain.get() == (200, "second"), "the saved config")
+    assert (plain.status().term, plain.status().seq) == (2, 2)
+    plain.put(first)
+    plain.put(second)
+    assert plain.outcomes()[-2:] == ["refused a push", "refused a push"] and plain.get() == (200, "second")
+    # The fence file is gone (a crash while writing it, say): the saved config's header is a fence too.
+    plain.stop_agent()
+    (plain.state / "fence").unlink()
+    plain.start_agent()
+    eventually(lambda: plain.get() == (200, "second"), "the saved config")
+    plain.put(first)
+    assert plain.outcomes()[-1] == "refused a push" and plain.get() == (200, "second")
+
+
+def test_an_authentic_push_whose_config_is_rejected_still_moves_the_fence(plain: Proxy) -> None:
+    bad = plain.push("bad", term=1, seq=5, extra="no_such_directive on;")
+    status = plain.status()
+    assert (status.rejected, status.term, status.seq) == (digest_of(plain.conf("bad", extra="no_such_directive on;")),
+                                                           1, 5)
+    plain.stop_agent()
+    plain.start_agent()
+    eventually(lambda: plain.get() == (503, "bootstrap"), "the bootstrap")
+    assert (plain.status().term, plain.status().seq) == (1, 5)
+    plain.put(bad)
+    assert plain.outcomes()[-1] == "refused a push"
+
+
+@pytest.mark.parametrize("tamper", ["text", "text-and-digest", "another-key"])
+def test_a_tampered_saved_config_is_never_served(plain: Proxy, tamper: str) -> None:
+    plain.push("routes", term=1, seq=1)
+    plain.stop_agent()
+    saved = plain.state / "config"
+    header, _, text = saved.read_text().partition("\n")
+    evil = text.replace('"routes', '"evil')
+    if tamper == "text":
+        saved.write_text(f"{header}\n{evil}")
+    elif tamper == "text-and-digest":
+        saved.write_text(f"{header.replace(digest_of(text), digest_of(evil))}\n{evil}")
+    else:
+        saved.write_bytes(plain.signed(evil, term=1, seq=9, key=ChannelKey.generate()))
+    plain.start_agent()
+    eventually(lambda: plain.get() == (503, "bootstrap"), "the bootstrap")
+    assert "the saved config is not signed with the channel key, or its digest is wrong: never served" in plain.log()
+    assert plain.status().serving == ""
+
+
+def test_a_saved_config_signed_with_a_replaced_key_is_not_served(plain: Proxy) -> None:
+    plain.push("routes", term=1, seq=1)
+    plain.stop_agent()
+    plain.key = ChannelKey.generate()  # the operator rotated the channel key
+    plain.start_agent()
+    eventually(lambda: plain.get() == (503, "bootstrap"), "the bootstrap")
+    assert (plain.status().serving, plain.status().term, plain.status().seq) == ("", 0, 0)
+    assert "the saved fence is not signed with the channel key: ignored" in plain.log()
+
+
+# -- the content policy --------------------------------------------------------------------------
+
+
+POLICY_BREAKS: dict[str, tuple[dict[str, Any], str]] = {
+    "user-root": ({"user": "root"}, "must not run as root"),
+    "user-quoted-zero": ({"user": '"0" nogroup'}, "must not run as root"),
+    "user-root-across-lines": ({"user": "nobody;\nuser\n  # why not\n  root"}, "must not run as root"),
+    "master-process": ({"main": "master_process off;"}, "must not set master_process"),
+    "no-control-include": ({"control": "  server { listen 127.0.0.1:1 ssl; server_name swarmgate-control.invalid; "
+                                       "ssl_reject_handshake on; }\n"},
+                           "exactly once (0 found)"),
+    "second-control-name": ({"extra": "server { listen 127.0.0.1:2; server_name swarmgate-control.example; }"},
+                            "'swarmgate-control' must occur once"),
+    "agent-dir": ({"extra": "server { listen 127.0.0.1:3; location / { alias DIR/key/; } }"},
+                  "must occur once, in the control server's include (2 found)"),
+    "channel-secret": ({"extra": "server { listen 127.0.0.1:4; location / { alias /run/secrets/swarmgate-channel; } }"},
+                       "must not name the swarmgate-channel secret"),
+}
+
+
+@pytest.mark.parametrize("case", list(POLICY_BREAKS))
+def test_a_config_against_the_content_policy_is_rejected_and_the_old_one_serves(plain: Proxy, case: str) -> None:
+    kw, why = POLICY_BREAKS[case]
+    kw = {name: value.replace("DIR", str(plain.dir)) for name, value in kw.items()}
+    plain.push("good", term=1, seq=1)
+    plain.push("bad", term=1, seq=2, **kw)
+    status = plain.status()
+    assert (status.serving, status.rejected) == (digest_of(plain.conf("good")), digest_of(plain.conf("bad", **kw)))
+    assert status.message.startswith("content policy: ") and why in status.message
+    assert (status.term, status.seq) == (1, 2)
+    assert plain.get() == (200, "good") and (plain.tmp / "nginx.conf").read_text() == plain.conf("good")
+
+
+def test_workers_that_run_as_root_after_a_reload_are_rolled_back(plain: Proxy) -> None:
+    plain.push("good", term=1, seq=1)
+    # No `user root` in the text: an include brings it, which only the running workers reveal.
+    (plain.tmp / "user.conf").write_text("user root;\n")
+    sneaky = plain.conf("root", user="", main=f"include {plain.tmp}/user.conf;")
+    plain.put(plain.signed(sneaky, term=1, seq=2))
+    status = plain.status()
+    assert status.rejected == digest_of(sneaky)
+    assert "a worker ran as root (uid 0) after the reload" in status.message
+    assert plain.get() == (200, "good")
+
+    def workers_unprivileged() -> bool:
+        master = plain.master_pid()
+        uids = []
+        for stat_file in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                if int(stat_file.read_text().rsplit(")", 1)[1].split()[1]) == master:
+                    uids.append(stat_file.with_name("status").read_text().split("Uid:")[1].split()[1])
+        return bool(uids) and "0" not in uids
+
+    eventually(workers_unprivileged, "the old workers to finish")
+
+
+# -- the channel: who can talk to the control server --------------------------------------------
+
+
+@pytest.mark.parametrize("client", ["no-certificate", "another-key"])
+def test_a_client_without_the_channel_certificate_gets_no_status_and_pushes_nothing(plain: Proxy,
+                                                                                     client: str) -> None:
+    context = foreign_context(None if client == "no-certificate" else ChannelKey.generate())
+    status = plain.raw_status()
+    code, body = plain.control("GET", wire.STATUS_PATH, context=context)
+    assert code == 400 and b"swarmgate/3" not in body  # nginx: no required / bad SSL certificate
+    code, _ = plain.control("PUT", wire.CONFIG_PATH, plain.signed(plain.conf("x"), term=9, seq=9), context=context)
+    assert code == 400
+    time.sleep(0.5)  # the agent polls its inbox every 0.2 s: nothing may come
+    assert plain.outcomes() == [] and plain.get() == (503, "bootstrap") and plain.raw_status() == status
+    # The operator's side: a server without the channel certificate is not believed either.
+    other = ChannelKey.generate()
+    with pytest.raises(ssl.SSLCertVerificationError):
+        plain.control("GET", wire.STATUS_PATH, context=other.client_context())
+
+
+def test_plain_http_reaches_no_control_server(plain: Proxy) -> None:
+    host = {"Host": CONTROL_HOST}
+    assert plain.get(wire.STATUS_PATH, host) == (503, "bootstrap")  # the HTTP listener's default server
+    req = urllib.request.Request(f"http://127.0.0.1:{plain.port}{wire.CONFIG_PATH}", method="PUT", headers=host,
+                                 data=plain.signed(plain.conf("x"), term=1, seq=1))
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=2)
+    assert err.value.code == 503
+    # And plain HTTP to the TLS listener is not a way in either.
+    with socket.create_connection(("127.0.0.1", plain.ssl_port), timeout=2) as s:
+        s.sendall(f"GET {wire.STATUS_PATH} HTTP/1.0\r\nHost: {CONTROL_HOST}\r\n\r\n".encode())
+        answer = s.recv(65536)
+    assert b"swarmgate/3" not in answer
+    time.sleep(0.5)
+    assert plain.outcomes() == [] and not (plain.dir / "inbox" / "config").exists()
+
+
+def test_the_status_mac_verifies_with_the_channel_key_only(plain: Proxy) -> None:
+    plain.push("bad", term=3, seq=7, extra="no_such_directive on;")  # an error status: a message too
+    raw = plain.raw_status()
+    bad = digest_of(plain.conf("bad", extra="no_such_directive on;"))
+    assert raw.splitlines()[0] == f"swarmgate/3 status task1 error {bad} - 3 7".encode()
+    assert re.fullmatch(rb"(?s).*\nswarmgate/3 mac [0-9a-f]{64}\n", raw)
+    assert wire.verify_status(raw, plain.key).message  # type: ignore[arg-type]
+    with pytest.raises(ForgedStatus):
+        wire.verify_status(raw, ChannelKey.generate())
+    with pytest.raises(ForgedStatus):
+        wire.verify_status(raw.replace(b" 3 7\n", b" 3 8\n"), plain.key)  # type: ignore[arg-type]
+
+
+def test_a_push_over_the_body_limit_gets_413_and_changes_nothing(plain: Proxy) -> None:
+    status = plain.raw_status()
+    assert f"client_max_body_size {MIN_BODY_LIMIT};" in (plain.dir / "control" / "server.conf").read_text()
+    body = plain.signed(plain.conf("big"), term=1, seq=1)
+    # nginx answers from the announced length, before the body: this client sends none of it.
+    code, _ = plain.control("PUT", wire.CONFIG_PATH, headers={"Content-Length": str(MIN_BODY_LIMIT + 1)})
+    assert code == 413
+    # A whole body over the limit, sent as it is (nginx may answer before it has read it all).
+    big = body + b"#" * (MIN_BODY_LIMIT + 1 - len(body))
+    with contextlib.suppress(ConnectionError, ssl.SSLError):
+        code, _ = plain.control("PUT", wire.CONFIG_PATH, big)
+        assert code == 413
+    time.sleep(0.5)
+    assert plain.outcomes() == [] and plain.get() == (503, "bootstrap") and plain.raw_status() == status
+    plain.put(body)  # at the limit's side of the line, the same push goes through
+    assert plain.get() == (200, "big")
+
+
+def test_the_key_is_in_no_argv_or_log_and_its_copies_are_root_only(proxy: Proxy) -> None:
+    assert proxy.key is not None
+    secrets = [proxy.key.hmac_key.hex().encode(), proxy.key.key_pem.splitlines()[1].encode()]
+    secrets += [bytes(b ^ pad for b in proxy.key.hmac_key.ljust(64, b"\0")).hex().encode() for pad in (0x36, 0x5C)]
+    seen: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:  # every process's argv, over and over while pushes are handled
+        while not done.is_set():
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                with contextlib.suppress(OSError):
+                    argv = cmdline.read_bytes()
+                    seen.extend(cmdline.parent.name for s in secrets if s in argv)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for n in range(3):
+            proxy.publish(f"x{n}")
+            proxy.push_round()
+        proxy.push("bad", term=proxy.status().term + 1, seq=1, extra="no_such_directive on;")
+        proxy.put(proxy.signed("refused", term=0, seq=0))
+    finally:
+        done.set()
+        watcher.join()
+    assert proxy.get() == (200, "x2") and seen == []
+    log = proxy.log().encode()
+    assert not any(s in log for s in secrets)
+    for path, mode in [("key", 0o700), ("key/channel.pem", 0o600), ("work", 0o700), ("work/ipad", 0o600),
+                       ("work/opad", 0o600), ("inbox", 0o1733), ("control/server.conf", 0o644), ("status", 0o644)]:
+        st = (proxy.dir / path).stat()
+        assert (path, stat.S_IMODE(st.st_mode), st.st_uid) == (path, mode, 0)
+    assert (proxy.dir / "key" / "channel.pem").read_text() == proxy.key.file_text()
+    assert len((proxy.dir / "work" / "ipad").read_bytes()) == 64
+
+
+@pytest.mark.parametrize("key_text", [None, "", "swarmgate/3 channel-key nothex\n", "not a key at all\n"],
+                         ids=["missing", "empty", "bad-hmac-key", "garbage"])
+def test_without_a_usable_key_the_proxy_serves_and_its_control_server_shakes_no_hands(
+        workdir: Path, key_text: str | None) -> None:
+    p = Proxy(workdir, free_port(), free_port())
+    try:
+        start(p)
+        p.push("routes", term=1, seq=1)  # a saved config and a fence from a keyed life
+        p.stop_agent()
+        key, p.key = p.key, None
+        p.start_agent(key_text=key_text)
+        eventually(lambda: p.get() == (503, "bootstrap"), "the bootstrap")  # the saved config cannot be verified
+        assert "no usable channel key" in p.log() and "nothing can push a config" in p.log()
+        assert "ssl_reject_handshake on;" in (p.dir / "control" / "server.conf").read_text()
+        assert not (p.dir / "status").exists() and not (p.dir / "key" / "channel.pem").exists()
+        with pytest.raises(ssl.SSLError):
+            p.control("GET", wire.STATUS_PATH, context=key.client_context())  # type: ignore[union-attr]
+    finally:
+        p.kill()
+
+
+def test_a_key_whose_certificate_nginx_cannot_use_still_serves(workdir: Path) -> None:
+    p = Proxy(workdir, free_port(), free_port())
+    try:
+        broken = p.key.file_text().replace(p.key.cert_pem.splitlines()[2], "A" * 64)  # type: ignore[union-attr]
+        p.start_agent(key_text=broken)
+        eventually(lambda: p.get() == (503, "bootstrap"), "the bootstrap")
+        assert "the bootstrap fails nginx -t with the channel key" in p.log()
+        assert "ssl_reject_handshake on;" in (p.dir / "control" / "server.conf").read_text()
+    finally:
+        p.kill()

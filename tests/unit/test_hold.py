@@ -80,7 +80,7 @@ def desired(spec: dict[str, Any], *, hitless: bool = False, text: str = "events 
     configs = (ConfigObject(f"interlock-proxy.{kind}.abc", text.encode(), labels),)
     ext = ExtensionDesired(name="default", route_table=RouteTable(cluster=""), rendered=rendered, hitless=hitless,
                            configs=configs, proxy_spec=cast(Any, spec))
-    return DesiredState(extensions=(ext,), needs_token=False)
+    return DesiredState(extensions=(ext,), needs_channel=False)
 
 
 def existing_configs(state: DesiredState, observed: ObservedState) -> ObservedState:
@@ -178,7 +178,7 @@ def test_every_config_a_proxy_would_load_is_checked_and_the_first_rejection_name
         asked.append(text)
         return "bad" if text == "live-text" else None
 
-    state = DesiredState(extensions=(with_agent,), needs_token=False)
+    state = DesiredState(extensions=(with_agent,), needs_channel=False)
     assert rejected_extensions(state, verdict) == {"default": "bad"}
     assert asked == ["bootstrap-text", "live-text"]
     assert rejected_extensions(plain, verdict) == {}
@@ -229,7 +229,7 @@ def test_after_a_restart_the_tasks_that_failed_under_a_spec_say_what_swarm_rolle
 
 
 def test_an_operator_whose_every_extension_is_held_writes_nothing_not_even_the_token() -> None:
-    want = DesiredState(extensions=desired(FIXED, hitless=True).extensions, needs_token=True)
+    want = DesiredState(extensions=desired(FIXED, hitless=True).extensions, needs_channel=True)
     actions = plan(want, observed_proxy(GOOD), published={}, rejected={"default": "bad"})
     assert [a.hold for a in actions if isinstance(a, NoOp)] == ["nginx_rejected"]
     assert len(actions) == 1

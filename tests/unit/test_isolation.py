@@ -37,7 +37,7 @@ INFO = "swarmgate/0.1.0 linux/amd64"
 OLD, NEW = "2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z"
 NODES = [node("wrk-0", "198.18.0.20"), node("wrk-1", "198.18.0.21")]
 SECRETS = [swarm_secret("good.crt"), swarm_secret("good.key"), swarm_secret("combined.pem"),
-           swarm_secret("swarmgate-proxy-token", labels={"swarmgate.token-sha256": "ab" * 32}),
+           swarm_secret("swarmgate-channel", labels={"swarmgate.channel.certificate-sha256": "ab" * 32}),
            swarm_secret("interlock-proxy.agent", labels={"swarmgate.managed-by": "swarmgate"}),
            swarm_secret("broken.crt")]
 BROKEN_ID = SECRETS[-1]["ID"]
@@ -63,7 +63,7 @@ CASES: list[Any] = [
     # Swarm secrets: the proxy service spec names every TLS secret of the table.
     pytest.param(lb(ssl_cert="no-such-secret", ssl_key="good.key"), "missing_secret", id="cert-secret-missing"),
     pytest.param(lb(ssl_cert="good.crt", ssl_key="no-such-key"), "missing_secret", id="key-secret-missing"),
-    pytest.param(lb(ssl_cert="swarmgate-proxy-token", ssl_key="good.key"), "forbidden_secret",
+    pytest.param(lb(ssl_cert="swarmgate-channel", ssl_key="good.key"), "forbidden_secret",
                  id="cert-is-the-proxy-token"),
     pytest.param(lb(ssl_cert="good.crt", ssl_key="interlock-proxy.agent"), "forbidden_secret",
                  id="key-is-a-swarmgate-owned-secret"),
@@ -222,7 +222,7 @@ def make_pem_files(directory: Path) -> None:
     openssl("genrsa", "-out", str(directory / "other.key"), "2048")
     openssl("req", "-x509", "-newkey", "rsa:512", "-nodes", "-days", "1", "-subj", "/CN=weak",
             "-keyout", str(directory / "weak.key"), "-out", str(directory / "weak.crt"))
-    (directory / "swarmgate-proxy-token").write_text("0123456789abcdef-not-a-certificate\n")
+    (directory / "plain-text").write_text("0123456789abcdef-not-a-certificate\n")
     (directory / "empty").write_bytes(b"")
 
 
@@ -239,7 +239,11 @@ def nginx_t_in_proxy(text: str, secrets_dir: Path, prefix: Path) -> str:
     binary = nginx_binary()
     assert binary is not None
     conf = prefix / "nginx.conf"
-    conf.write_text(localized(text, prefix, None).replace(SECRETS_DIR, f"{secrets_dir}/"))
+    # The agent's own file in the control server (its TLS), as a proxy task has it.
+    control = prefix / "control.conf"
+    control.write_text(f"ssl_certificate {secrets_dir}/good.crt; ssl_certificate_key {secrets_dir}/good.key;\n")
+    local = localized(text, prefix, None).replace("/var/lib/swarmgate/control/*.conf", str(control))
+    conf.write_text(local.replace(SECRETS_DIR, f"{secrets_dir}/"))
     result = subprocess.run([binary, "-t", "-q", "-p", str(prefix), "-c", str(conf)], capture_output=True,
                             text=True, timeout=60, stdin=subprocess.DEVNULL)
     return "" if result.returncode == 0 else result.stderr.replace(f"{secrets_dir}/", SECRETS_DIR)
@@ -254,10 +258,10 @@ def tls_config(cert: str, key: str) -> str:
 @pytest.mark.parametrize(
     ("cert", "key", "names"),
     [
-        pytest.param("swarmgate-proxy-token", "good.key", {"swarmgate-proxy-token"}, id="cert-not-pem"),
+        pytest.param("plain-text", "good.key", {"plain-text"}, id="cert-not-pem"),
         pytest.param("empty", "good.key", {"empty"}, id="cert-empty"),
         pytest.param("good.key", "good.key", {"good.key"}, id="cert-is-a-key"),
-        pytest.param("good.crt", "swarmgate-proxy-token", {"swarmgate-proxy-token"}, id="key-not-pem"),
+        pytest.param("good.crt", "plain-text", {"plain-text"}, id="key-not-pem"),
         pytest.param("good.crt", "good.crt", {"good.crt"}, id="key-is-a-certificate"),
         pytest.param("good.crt", "other.key", {"other.key"}, id="key-does-not-match-the-certificate"),
         pytest.param("weak.crt", "weak.key", {"weak.crt"}, id="certificate-key-too-small"),

@@ -83,31 +83,33 @@ WATCHING = Memory(watched_version=50, watched_since=T0)
 CASES = {
     "no-lease-creates-it": Case(
         swarm(), ME_AS_TASK,
-        Decision("leader", "no lease", MINE, CreateLease(lease_labels(MINE, 0)), Memory(renewed_at=T0))),
+        Decision("leader", "no lease", MINE, CreateLease(lease_labels(MINE, 0)),
+                 Memory(renewed_at=T0, confirmed_at=T0))),
     "own-lease-as-task-writes-nothing": Case(
-        swarm(lease(MINE)), ME_AS_TASK, Decision("leader", "own lease", MINE, None, WATCHING)),
+        swarm(lease(MINE)), ME_AS_TASK,
+        Decision("leader", "own lease", MINE, None, Memory(watched_version=50, watched_since=T0, confirmed_at=T0))),
     "holder-task-running-stands-by": Case(
         swarm(lease(OTHER)), ME_AS_TASK, Decision("standby", "holder task running", OTHER, None, WATCHING)),
     "holder-task-stopping-is-taken-over": Case(
         swarm(lease(OTHER), other_desired="shutdown"), ME_AS_TASK,
         Decision("leader", "holder task running (desired shutdown)", MINE, take(MINE),
-                 Memory(watched_version=50, watched_since=T0, renewed_at=T0))),
+                 Memory(watched_version=50, watched_since=T0, renewed_at=T0, confirmed_at=T0))),
     "holder-task-failed-is-taken-over": Case(
         swarm(lease(OTHER), other="failed", other_desired="shutdown"), ME_AS_TASK,
         Decision("leader", "holder task failed (desired shutdown)", MINE, take(MINE),
-                 Memory(watched_version=50, watched_since=T0, renewed_at=T0))),
+                 Memory(watched_version=50, watched_since=T0, renewed_at=T0, confirmed_at=T0))),
     "holder-node-down-is-taken-over": Case(
         swarm(lease(OTHER), other_node="down"), ME_AS_TASK,
         Decision("leader", "holder node down", MINE, take(MINE),
-                 Memory(watched_version=50, watched_since=T0, renewed_at=T0))),
+                 Memory(watched_version=50, watched_since=T0, renewed_at=T0, confirmed_at=T0))),
     "holder-task-missing-is-taken-over": Case(
         swarm(lease(OTHER), with_other=False), ME_AS_TASK,
         Decision("leader", "holder task missing", MINE, take(MINE),
-                 Memory(watched_version=50, watched_since=T0, renewed_at=T0))),
+                 Memory(watched_version=50, watched_since=T0, renewed_at=T0, confirmed_at=T0))),
     "released-lease-is-taken": Case(
         swarm(lease("")), ME_AS_TASK,
         Decision("leader", "lease released", MINE, take(MINE),
-                 Memory(watched_version=50, watched_since=T0, renewed_at=T0))),
+                 Memory(watched_version=50, watched_since=T0, renewed_at=T0, confirmed_at=T0))),
     "own-task-stopping-steps-down-without-writing": Case(
         swarm(lease(MINE), mine_desired="shutdown"), ME_AS_TASK,
         Decision("standby", "own task running (desired shutdown)", MINE, None, WATCHING)),
@@ -117,7 +119,7 @@ CASES = {
     "own-lease-taken-as-process-now-names-the-task": Case(
         swarm(lease(ME_AS_TASK.process_id)), ME_AS_TASK,
         Decision("leader", "own lease, now as a task", MINE, take(MINE),
-                 Memory(watched_version=50, watched_since=T0, renewed_at=T0))),
+                 Memory(watched_version=50, watched_since=T0, renewed_at=T0, confirmed_at=T0))),
     "process-holder-first-seen-starts-the-watch": Case(
         swarm(lease(PEER_PROCESS)), ME_AS_PROCESS,
         Decision("standby", "process holder renewing", PEER_PROCESS, None, WATCHING)),
@@ -133,17 +135,19 @@ CASES = {
     "process-holder-stale-is-taken-over": Case(
         swarm(lease(PEER_PROCESS)), ME_AS_PROCESS,
         Decision("leader", "process holder stale", ME_AS_PROCESS.identity, take(ME_AS_PROCESS.identity),
-                 Memory(watched_version=50, watched_since=T0, renewed_at=T0 + LEASE_SECONDS)),
+                 Memory(watched_version=50, watched_since=T0, renewed_at=T0 + LEASE_SECONDS,
+                        confirmed_at=T0 + LEASE_SECONDS)),
         memory=WATCHING, now=T0 + LEASE_SECONDS),
     "own-process-lease-renewed-when-due": Case(
         swarm(lease(ME_AS_PROCESS.identity)), ME_AS_PROCESS,
         Decision("leader", "own lease renewed", ME_AS_PROCESS.identity, take(ME_AS_PROCESS.identity),
-                 Memory(watched_version=50, watched_since=T0, renewed_at=T0 + RENEW_SECONDS)),
+                 Memory(watched_version=50, watched_since=T0, renewed_at=T0 + RENEW_SECONDS,
+                        confirmed_at=T0 + RENEW_SECONDS)),
         memory=Memory(watched_version=50, watched_since=T0, renewed_at=T0), now=T0 + RENEW_SECONDS),
     "own-process-lease-not-due-writes-nothing": Case(
         swarm(lease(ME_AS_PROCESS.identity)), ME_AS_PROCESS,
         Decision("leader", "own lease", ME_AS_PROCESS.identity, None,
-                 Memory(watched_version=50, watched_since=T0, renewed_at=T0)),
+                 Memory(watched_version=50, watched_since=T0, renewed_at=T0, confirmed_at=T0 + RENEW_SECONDS - 0.1)),
         memory=Memory(watched_version=50, watched_since=T0, renewed_at=T0), now=T0 + RENEW_SECONDS - 0.1),
     "config-of-that-name-not-ours-is-left-alone": Case(
         swarm(f.swarm_config(LEASE_NAME, b"someone else's")), ME_AS_TASK,
@@ -213,7 +217,7 @@ def test_garbage_collection_never_removes_the_lease() -> None:
     # The lease is an owned config that no service mounts; it survives only because clean-up keeps
     # the newest unused configs of each kind (and it is the only one of its kind).
     observed = swarm(lease(MINE))
-    actions = plan(DesiredState(extensions=(), needs_token=False), observed, published={})
+    actions = plan(DesiredState(extensions=(), needs_channel=False), observed, published={})
     assert [a for a in actions if isinstance(a, RemoveConfig) and a.name == LEASE_NAME] == []
 
 
@@ -263,9 +267,14 @@ def test_resync_seconds(poll: float, in_swarm: bool, expected: float) -> None:
 
 
 @pytest.mark.parametrize(("memory", "as_task", "now", "expected"), [
-    pytest.param(Memory(), True, T0, True, id="task-holder-always"),
-    pytest.param(Memory(renewed_at=T0), False, T0 + LEASE_SECONDS - 0.1, True, id="process-within-lease"),
-    pytest.param(Memory(renewed_at=T0), False, T0 + LEASE_SECONDS, False, id="process-lease-ran-out"),
+    pytest.param(Memory(confirmed_at=T0), True, T0 + LEASE_SECONDS - 0.1, True, id="task-holder-confirmed-lately"),
+    # A task holder whose Docker API froze keeps its task, while a standby elsewhere takes over.
+    pytest.param(Memory(confirmed_at=T0), True, T0 + LEASE_SECONDS, False, id="task-holder-unconfirmed-stops"),
+    pytest.param(Memory(), True, T0, False, id="task-holder-never-confirmed"),
+    pytest.param(Memory(renewed_at=T0, confirmed_at=T0), False, T0 + LEASE_SECONDS - 0.1, True,
+                 id="process-within-lease"),
+    pytest.param(Memory(renewed_at=T0, confirmed_at=T0 + 10), False, T0 + LEASE_SECONDS, False,
+                 id="process-lease-ran-out"),
     pytest.param(Memory(), False, T0, False, id="process-never-renewed"),
 ])
 def test_may_act_between_passes(memory: Memory, as_task: bool, now: float, expected: bool) -> None:

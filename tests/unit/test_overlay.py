@@ -140,7 +140,8 @@ def test_proxy_networks(needed: tuple[str, ...], current: tuple[str, ...], expec
 
 
 def test_proxy_spec_lists_networks_only_when_it_joins_some() -> None:
-    kwargs: dict[str, Any] = {"agent_config": None, "bootstrap_config": None, "proxy_config": "c", "token_secret": None}
+    kwargs: dict[str, Any] = {"agent_config": None, "bootstrap_config": None, "proxy_config": "c",
+                              "channel_secret": None}
     assert "Networks" not in build_proxy_spec(HOST, **kwargs)["TaskTemplate"]
     spec = build_proxy_spec(HOST, networks=(F, B, F), **kwargs)
     assert spec["TaskTemplate"]["Networks"] == [{"Target": n} for n in sorted((B, F))]

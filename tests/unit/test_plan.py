@@ -12,13 +12,13 @@ import pytest
 
 from swarmgate.models.settings.config import Config, parse_config
 from swarmgate.models.swarm.observed import ObservedState
-from swarmgate.models.swarm.ownership import TOKEN_DIGEST_LABEL, TOKEN_SECRET_NAME
+from swarmgate.models.swarm.ownership import CHANNEL_FINGERPRINT_LABEL, CHANNEL_SECRET_NAME
 from swarmgate.operator.planning.desired import DesiredState, build_desired
 from swarmgate.operator.planning.plan import (
     Action,
+    CreateChannelSecret,
     CreateConfig,
     CreateService,
-    CreateTokenSecret,
     NoOp,
     PublishProxyConfig,
     RemoveConfig,
@@ -87,15 +87,15 @@ def converge(cfg: Config) -> ObservedState:
     return cluster(*proxies,
                    configs=tuple(f.swarm_config(c.name, c.data, labels=c.labels)
                                  for e in desired.extensions for c in e.configs),
-                   secrets=(f.swarm_secret(TOKEN_SECRET_NAME, labels={TOKEN_DIGEST_LABEL: "ab" * 32}),))
+                   secrets=(f.swarm_secret(CHANNEL_SECRET_NAME, labels={CHANNEL_FINGERPRINT_LABEL: "ab" * 32}),))
 
 
 def test_empty_swarm_plans_token_configs_publish_and_proxy_in_that_order() -> None:
     actions = plan(desired_for(config(), cluster()), cluster(), published={})
-    assert kinds(actions) == ["CreateTokenSecret", "CreateConfig", "CreateConfig", "PublishProxyConfig",
+    assert kinds(actions) == ["CreateChannelSecret", "CreateConfig", "CreateConfig", "PublishProxyConfig",
                               "CreateService"]
     token = actions[0]
-    assert isinstance(token, CreateTokenSecret) and token.name == TOKEN_SECRET_NAME
+    assert isinstance(token, CreateChannelSecret) and token.name == CHANNEL_SECRET_NAME
     assert isinstance(actions[4], CreateService)
 
 
@@ -153,7 +153,7 @@ def test_a_state_volume_removed_by_hand_is_put_back() -> None:
         {"Type": "volume", "Source": "interlock-proxy-state", "Target": "/var/lib/swarmgate/state"}]
     spec["TaskTemplate"]["ContainerSpec"]["Mounts"] = []
     after = cluster(proxy_service(spec, version=41), configs=owned_configs(observed),
-                    secrets=(f.swarm_secret(TOKEN_SECRET_NAME),))
+                    secrets=(f.swarm_secret(CHANNEL_SECRET_NAME),))
     desired = desired_for(cfg, after)
     actions = plan(desired, after, published={e.name: e.rendered.digest for e in desired.extensions})
     assert kinds(actions) == ["UpdateService"]
@@ -183,7 +183,7 @@ def test_hand_added_constraint_is_kept_not_fought() -> None:
     spec = copy.deepcopy(dict(raw.spec))
     spec["TaskTemplate"]["Placement"]["Constraints"].append("node.hostname==lb-00")
     after = cluster(proxy_service(spec, version=41), configs=owned_configs(observed),
-                    secrets=(f.swarm_secret(TOKEN_SECRET_NAME),))
+                    secrets=(f.swarm_secret(CHANNEL_SECRET_NAME),))
     desired = desired_for(cfg, after)
     published = {e.name: e.rendered.digest for e in desired.extensions}
     assert plan(desired, after, published=published) == [NoOp()]
@@ -224,7 +224,7 @@ def test_unused_owned_configs_beyond_retention_are_removed_oldest_first() -> Non
     proxy = observed.service_named("interlock-proxy")
     assert proxy is not None
     state = cluster(proxy_service(dict(proxy.spec)), configs=(*owned_configs(observed), *old, user_config),
-                    secrets=(f.swarm_secret(TOKEN_SECRET_NAME),))
+                    secrets=(f.swarm_secret(CHANNEL_SECRET_NAME),))
     desired = desired_for(cfg, state)
     actions = plan(desired, state, published={e.name: e.rendered.digest for e in desired.extensions})
     assert [a.name for a in actions if isinstance(a, RemoveConfig)] == [
@@ -241,7 +241,7 @@ def test_the_leader_lease_is_never_garbage_even_with_no_retention() -> None:
     proxy = observed.service_named("interlock-proxy")
     assert proxy is not None
     state = cluster(proxy_service(dict(proxy.spec)), configs=(*owned_configs(observed), lease, stale_agent),
-                    secrets=(f.swarm_secret(TOKEN_SECRET_NAME),))
+                    secrets=(f.swarm_secret(CHANNEL_SECRET_NAME),))
     desired = desired_for(cfg, state)
     actions = plan(desired, state, published={e.name: e.rendered.digest for e in desired.extensions}, retention=0)
     assert [a.name for a in actions if isinstance(a, RemoveConfig)] == ["interlock-proxy.agent.old"]

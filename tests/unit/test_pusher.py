@@ -1,8 +1,9 @@
-"""Delivery without the agent: the swarmgate/2 status format, which tasks are pushed to, what the
-store makes of their statuses, and the operator's read-only endpoint over loopback HTTP."""
+"""Delivery without the agent: the swarmgate/3 status and push formats and their MACs, which tasks
+are pushed to, what the store makes of their statuses, and the operator's read-only endpoint."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -15,41 +16,96 @@ from swarmgate.errors import ConfigError
 from swarmgate.models.settings.config import parse_config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import KIND_PROXY, owned_labels
+from swarmgate.operator.delivery.channel_key import ChannelKey, ChannelKeyError
 from swarmgate.operator.delivery.endpoint import EndpointServer, parse_listen_addr, serve
 from swarmgate.operator.delivery.proxystate import ProxyState
-from swarmgate.operator.delivery.token import TokenCheck, new_token, token_digest
-from swarmgate.operator.delivery.wire import AgentStatus, ProxyTarget, parse_status, proxy_targets, push_body
+from swarmgate.operator.delivery.pusher import SequenceNumbers
+from swarmgate.operator.delivery.wire import (
+    AgentStatus,
+    ForgedStatus,
+    ProxyTarget,
+    parse_status,
+    proxy_targets,
+    push_body,
+    verify_status,
+)
 from tests import factories as f
 
 D1, D2 = "1" * 64, "2" * 64
+KEY = ChannelKey.generate()
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (f"swarmgate/2 t1 ok {D1}\n", AgentStatus("t1", D1)),
-        ("swarmgate/2 t1 ok -\n", AgentStatus("t1", "")),
-        (f"swarmgate/2 t1 error {D2} {D1}\nnginx: [emerg] unknown directive \"x\"\n",
-         AgentStatus("t1", D1, D2, 'nginx: [emerg] unknown directive "x"')),
-        ("swarmgate/2 t1 error - -\nnot a swarmgate/2 config\n",
-         AgentStatus("t1", "", "-", "not a swarmgate/2 config")),
-        (f"swarmgate/1 t1 ok {D1}\n", None),
-        (f"swarmgate/2 t1 ok {D1} extra\n", None),
-        ("swarmgate/2 t1 ok sha256:abc\n", None),
-        (f"swarmgate/2 t1;rm ok {D1}\n", None),
-        (f"swarmgate/2 t1 maybe {D1}\n", None),
+        (f"swarmgate/3 status t1 ok {D1} 7 9\n", AgentStatus("t1", D1, term=7, seq=9)),
+        ("swarmgate/3 status t1 ok - 0 0\n", AgentStatus("t1", "")),
+        (f"swarmgate/3 status t1 error {D2} {D1} 3 4\nnginx: [emerg] unknown directive \"x\"\n",
+         AgentStatus("t1", D1, D2, 'nginx: [emerg] unknown directive "x"', 3, 4)),
+        ("swarmgate/3 status t1 error - - 1 1\nnot a swarmgate/3 config\n",
+         AgentStatus("t1", "", "-", "not a swarmgate/3 config", 1, 1)),
+        (f"swarmgate/2 t1 ok {D1}\n", None),
+        (f"swarmgate/3 status t1 ok {D1} 1 2 extra\n", None),
+        (f"swarmgate/3 status t1 ok {D1} 01 2\n", None),
+        (f"swarmgate/3 status t1 ok {D1} -1 2\n", None),
+        ("swarmgate/3 status t1 ok sha256:abc 1 1\n", None),
+        (f"swarmgate/3 status t1;rm ok {D1} 1 1\n", None),
+        (f"swarmgate/3 status t1 maybe {D1} 1 1\n", None),
         ("<html>404</html>", None),
         ("", None),
     ],
-    ids=["ok", "bootstrap", "error", "error-not-a-config", "old-protocol", "extra-field", "bad-digest",
-         "bad-task-id", "bad-kind", "html", "empty"],
+    ids=["ok", "bootstrap", "error", "error-not-a-config", "old-protocol", "extra-field", "leading-zero",
+         "negative-term", "bad-digest", "bad-task-id", "bad-kind", "html", "empty"],
 )
 def test_agent_status_is_parsed_or_refused(text: str, expected: AgentStatus | None) -> None:
     assert parse_status(text) == expected
 
 
-def test_push_body_names_the_digest_on_its_first_line() -> None:
-    assert push_body(D1, "events {}\n") == f"swarmgate/2 config {D1}\nevents {{}}\n".encode()
+def signed(body: str, key: ChannelKey = KEY) -> bytes:
+    return body.encode() + f"swarmgate/3 mac {key.mac(body.encode())}\n".encode()
+
+
+def test_a_status_is_believed_only_with_the_channel_keys_mac() -> None:
+    body = f"swarmgate/3 status t1 ok {D1} 5 6\n"
+    assert verify_status(signed(body), KEY) == AgentStatus("t1", D1, term=5, seq=6)
+    forgeries = [
+        body.encode(),  # no mac line
+        signed(body, ChannelKey.generate()),  # another key
+        signed(body).replace(b" ok ", b" ok ", 1).replace(D1.encode(), D2.encode(), 1),  # altered after signing
+        signed("<html>hello</html>\n"),  # signed, but no status
+    ]
+    for raw in forgeries:
+        with pytest.raises(ForgedStatus):
+            verify_status(raw, KEY)
+
+
+def test_a_push_names_task_term_sequence_and_digest_under_one_mac() -> None:
+    text = "events {}\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    body = push_body(KEY, task="t1", term=12, seq=34, digest=digest, text=text)
+    header, _, rest = body.partition(b"\n")
+    signed_part, _, mac = header.decode().rpartition(" ")
+    assert signed_part == f"swarmgate/3 config t1 12 34 {digest}" and rest == text.encode()
+    assert KEY.verify(signed_part.encode(), mac) and not ChannelKey.generate().verify(signed_part.encode(), mac)
+    for bad in ({"task": "t1;x"}, {"term": -1}, {"seq": 10**18}, {"digest": "abc"}):
+        with pytest.raises(ValueError):
+            push_body(KEY, **{"task": "t1", "term": 1, "seq": 1, "digest": digest, "text": text, **bad})  # type: ignore[arg-type]
+
+
+def test_sequence_numbers_only_grow_even_when_the_clock_steps_back() -> None:
+    clock = iter([100, 100, 50, 200])
+    seq = SequenceNumbers(lambda: next(clock))
+    assert [seq.next() for _ in range(4)] == [100, 101, 102, 200]
+
+
+def test_a_channel_key_file_round_trips_and_never_shows_its_secrets() -> None:
+    again = ChannelKey.parse(KEY.file_text())
+    assert again == KEY and again.fingerprint == KEY.fingerprint
+    assert KEY.hmac_key.hex() not in repr(KEY) and "PRIVATE" not in repr(KEY)
+    for bad in ("", "swarmgate/3 channel-key xyz\n", KEY.file_text().split("-----BEGIN PRIVATE KEY")[0]):
+        with pytest.raises(ChannelKeyError) as err:
+            ChannelKey.parse(bad)
+        assert KEY.hmac_key.hex() not in str(err.value)
 
 
 SEED = """
@@ -58,21 +114,24 @@ SEED = """
   PublishMode = "host"
   TargetPort = 8000
   PublishedPort = 80
+  TargetSSLPort = 8443
+  PublishedSSLPort = 443
 """
 
 
 def proxy_service(owned: bool = True) -> dict[str, Any]:
     labels = owned_labels(kind=KIND_PROXY, extension="default") if owned else {}
-    return f.service("interlock-proxy", labels, host_ports=(8000,))
+    return f.service("interlock-proxy", labels, host_ports=(8000, 8443))
 
 
 def snapshot(*, owned: bool = True) -> ObservedState:
     proxy = proxy_service(owned)
     return ObservedState.from_api(
         services=[proxy],
-        tasks=[f.task(proxy, "lb-00", slot=1, id="a1", ports={8000: 80}),
-               f.task(proxy, "lb-01", slot=2, id="b1", ports={8000: 80}),
-               f.task(proxy, "lb-01", slot=2, id="b0", state="shutdown", desired="shutdown", ports={8000: 80}),
+        tasks=[f.task(proxy, "lb-00", slot=1, id="a1", ports={8000: 80, 8443: 443}),
+               f.task(proxy, "lb-01", slot=2, id="b1", ports={8000: 80, 8443: 443}),
+               f.task(proxy, "lb-01", slot=2, id="b0", state="shutdown", desired="shutdown",
+                      ports={8000: 80, 8443: 443}),
                f.task(proxy, "lb-02", slot=3, id="c1", state="starting")],
         nodes=[f.node("lb-00", "198.18.0.12"), f.node("lb-01", "198.18.0.13"), f.node("lb-02", "198.18.0.14")])
 
@@ -80,13 +139,13 @@ def snapshot(*, owned: bool = True) -> ObservedState:
 @pytest.mark.parametrize(
     ("extra", "owned", "expected"),
     [
-        ("", True, {"default": [ProxyTarget("default", "a1", "lb-00", "lb-00", "198.18.0.12", 80),
-                                ProxyTarget("default", "b1", "lb-01", "lb-01", "198.18.0.13", 80)]}),
+        ("", True, {"default": [ProxyTarget("default", "a1", "lb-00", "lb-00", "198.18.0.12", 443),
+                                ProxyTarget("default", "b1", "lb-01", "lb-01", "198.18.0.13", 443)]}),
         ("", False, {}),
         ("  HitlessServiceUpdate = false\n", True, {}),
         ('  PublishMode = "ingress"\n', True, {}),
     ],
-    ids=["running-tasks-at-node-address-and-host-port", "foreign-service", "plain-delivery", "ingress"],
+    ids=["running-tasks-at-node-address-and-tls-host-port", "foreign-service", "plain-delivery", "ingress"],
 )
 def test_proxy_targets_are_the_running_tasks_of_the_owned_proxy(extra: str, owned: bool,
                                                                  expected: dict[str, list[ProxyTarget]]) -> None:
@@ -102,7 +161,7 @@ def test_a_running_proxy_task_whose_port_status_swarm_forgot_is_reached_on_the_c
                                       nodes=[f.node("lb-01", "198.18.0.13")])
     config = parse_config(SEED, source="t.toml")
     assert proxy_targets(config, observed) == {
-        "default": [ProxyTarget("default", "b1", "lb-01", "lb-01", "198.18.0.13", 80)]}
+        "default": [ProxyTarget("default", "b1", "lb-01", "lb-01", "198.18.0.13", 443)]}
 
 
 def test_a_status_after_a_push_counts_a_reload_and_a_rejection_keeps_the_served_digest() -> None:
@@ -204,12 +263,3 @@ def test_listen_addr_forms(addr: str, expected: tuple[str, int]) -> None:
 def test_bad_listen_addr_is_a_config_error(addr: str) -> None:
     with pytest.raises(ConfigError):
         parse_listen_addr(addr)
-
-
-def test_token_digest_is_all_that_is_kept() -> None:
-    token = new_token()
-    check = TokenCheck(token_digest(token))
-    assert check.matches(token) and not check.matches(token + "x") and not check.matches("")
-    assert token not in repr(check) and token not in check.digest
-    with pytest.raises(ValueError):
-        TokenCheck("md5:abc")

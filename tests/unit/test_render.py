@@ -130,7 +130,7 @@ def test_seed_demo_proxies_demo_local_to_each_running_tasks_node_address_and_hig
     # The lab's two tasks: on mgr-0 (198.18.0.11) and lb-01 (198.18.0.13), both on host port 32768.
     assert addresses == ["198.18.0.11:32768", "198.18.0.13:32768"]
     assert [d["args"] for d in find(parsed, "listen")] == [["80", "default_server"], ["443", "ssl", "default_server"],
-                                                           ["80"], ["80"]]  # the control server, then demo.local
+                                                           ["443", "ssl"], ["80"]]  # the control server, demo.local
 
 
 def test_interlock_response_and_request_headers_are_set(tmp_path: Path) -> None:
@@ -224,23 +224,21 @@ def test_a_custom_template_without_the_control_server_is_refused_only_in_hitless
         assert render_nginx(ext, RouteTable(cluster=""), server_info=INFO, template_text=template).text == template
 
 
-def test_control_server_is_selected_by_its_reserved_name_only_and_guards_both_locations(tmp_path: Path) -> None:
+def test_the_control_server_is_on_the_tls_port_under_its_reserved_name_and_the_agent_owns_the_rest(
+        tmp_path: Path) -> None:
+    # TLS, client certificates, locations and body limit are in the agent's own file: nothing a
+    # pushed config says can open the control server up (the agent checks this block is there).
     parsed = parse(render_bootstrap(SEED, server_info=INFO).text, tmp_path)
     (control,) = [s for s in find(parsed, "server") if s not in without_control(parsed)]
-    block = {d["directive"]: d["args"] for d in control["block"] if d["directive"] != "location"}
-    assert block == {"listen": ["80"], "server_name": ["swarmgate-control.invalid"], "access_log": ["off"]}
-    locations = {tuple(loc["args"]): loc["block"] for loc in control["block"] if loc["directive"] == "location"}
-    assert sorted(locations) == [("/",), ("=", "/swarmgate/v2/config"), ("=", "/swarmgate/v2/status")]
-    for path, method in (("/swarmgate/v2/config", "PUT"), ("/swarmgate/v2/status", "GET")):
-        guards = [(d["args"], d["block"][0]["args"]) for d in locations[("=", path)] if d["directive"] == "if"]
-        assert guards == [(["$swarmgate_authorized", "!=", "1"], ["401"]),
-                          (["$request_method", "!=", method], ["405"])]
-    config = {d["directive"]: d["args"] for d in locations[("=", "/swarmgate/v2/config")] if d["directive"] != "if"}
-    assert config["dav_methods"] == ["PUT"] and config["alias"] == ["/var/lib/swarmgate/inbox/config"]
-    assert [d["args"] for d in locations[("/",)]] == [["404"]]
-    (auth,) = [m for m in find(parsed, "map") if m["args"][1] == "$swarmgate_authorized"]
-    assert [(d["directive"], d["args"]) for d in auth["block"]] == [
-        ("default", ["0"]), ("include", ["/var/lib/swarmgate/auth/*.conf"])]
+    assert [(d["directive"], d["args"]) for d in control["block"]] == [
+        ("listen", ["443", "ssl"]), ("server_name", ["swarmgate-control.invalid"]),
+        ("include", ["/var/lib/swarmgate/control/*.conf"])]
+    assert "swarmgate_authorized" not in render_bootstrap(SEED, server_info=INFO).text
+
+
+def test_plain_delivery_renders_no_control_server() -> None:
+    plain = SEED.model_copy(update={"hitless_service_update": False})
+    assert "swarmgate-control" not in render_nginx(plain, RouteTable(cluster=""), server_info=INFO).text
 
 
 def test_template_option_naming_no_swarm_config_is_a_config_error() -> None:

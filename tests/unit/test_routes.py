@@ -316,7 +316,7 @@ def test_a_service_with_an_invalid_cluster_label_is_set_aside_by_the_extension_w
     )
 
 
-TOKEN = swarm_secret("swarmgate-proxy-token")
+TOKEN = swarm_secret("swarmgate-channel")
 OWNED = swarm_secret("interlock-proxy.tls", labels={"swarmgate.managed-by": "swarmgate"})
 SHOP_CRT, SHOP_KEY = swarm_secret("shop.crt"), swarm_secret("shop.key")
 
@@ -332,8 +332,8 @@ def tls(name: str, cert: str, key: str) -> dict[str, Any]:
             "shop", "label com.docker.lb.ssl_key: no Swarm secret named 'no-such-secret' (create it with "
                     "`docker secret create no-such-secret FILE`, or fix the label)", kind="missing_secret"),
             id="missing-secret"),
-        pytest.param(tls("shop", "swarmgate-proxy-token", "shop.key"), set(), SetAside(
-            "shop", "label com.docker.lb.ssl_cert: Swarm secret 'swarmgate-proxy-token' belongs to swarmgate itself "
+        pytest.param(tls("shop", "swarmgate-channel", "shop.key"), set(), SetAside(
+            "shop", "label com.docker.lb.ssl_cert: Swarm secret 'swarmgate-channel' belongs to swarmgate itself "
                     "and cannot be used as a certificate or key", kind="forbidden_secret"),
             id="the-proxy-token"),
         pytest.param(tls("shop", "shop.crt", "interlock-proxy.tls"), set(), SetAside(

@@ -26,7 +26,7 @@ from typing import Any
 
 from swarmgate.models.routing.labels import PREFIX, ReasonKind, ServiceRouting
 from swarmgate.models.swarm.observed import SwarmSecret
-from swarmgate.models.swarm.ownership import TOKEN_SECRET_NAME, is_owned
+from swarmgate.models.swarm.ownership import CHANNEL_SECRET_NAME, is_owned
 
 SECRETS_DIR = "/run/secrets/"
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -45,7 +45,7 @@ _UNUSABLE = re.compile(
 
 def is_forbidden(secret: SwarmSecret) -> bool:
     """A secret swarmgate owns: the proxy token (by name, whoever made it) or one labelled as ours."""
-    return (secret.name == TOKEN_SECRET_NAME or is_owned(secret.labels)
+    return (secret.name == CHANNEL_SECRET_NAME or is_owned(secret.labels)
             or any(key.startswith("swarmgate.") for key in secret.labels))
 
 
@@ -123,7 +123,7 @@ def unusable_secret_ids(message: str, proxy_spec: Mapping[str, Any]) -> frozense
     """
     mounted = mounted_secret_ids(proxy_spec)
     return frozenset(mounted[name] for name in unusable_secret_names(message)
-                     if name in mounted and name != TOKEN_SECRET_NAME)
+                     if name in mounted and name != CHANNEL_SECRET_NAME)
 
 
 def still_present(unusable: Set[str], secrets: Iterable[SwarmSecret]) -> frozenset[str]:

@@ -18,17 +18,19 @@ DIGEST_LABEL: Final = "swarmgate.digest"
 # The constraints the operator itself put on a proxy service. Everything else found there was added
 # by a person (the seed's `--constraint-add`), and is kept rather than fought.
 OWN_CONSTRAINTS_LABEL: Final = "swarmgate.constraints"
-# Only a digest of the proxy token is kept where the operator can read it back: managers cannot read
-# secret data through the API, and rotating the secret would restart every proxy.
-TOKEN_DIGEST_LABEL: Final = "swarmgate.token-sha256"
+# The delivery channel's key (operator/delivery/channel_key.py) is one secret, which only the
+# operator's and the proxies' services mount. Its label names the key's certificate by digest: a
+# public fact (the certificate is what every proxy shows), never a credential, which tells an operator
+# whether the key it holds is the one the proxies trust.
+CHANNEL_FINGERPRINT_LABEL: Final = "swarmgate.channel.certificate-sha256"
 
-TOKEN_SECRET_NAME: Final = "swarmgate-proxy-token"
+CHANNEL_SECRET_NAME: Final = "swarmgate-channel"
 
 # Kinds of owned config objects.
 KIND_AGENT: Final = "agent"
 KIND_BOOTSTRAP: Final = "bootstrap"
 KIND_PROXY_CONFIG: Final = "proxy-config"
-KIND_TOKEN: Final = "token"
+KIND_CHANNEL: Final = "channel-key"
 KIND_PROXY: Final = "proxy"
 
 DIGEST_CHARS_IN_NAME: Final = 12

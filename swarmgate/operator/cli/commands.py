@@ -27,6 +27,8 @@ from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.state_file import load_state_file
 from swarmgate.operator.control.loop import DockerHealth, Wakeup, run_loop, watch_events
 from swarmgate.operator.control.reconcile import Reconciler, learn_unusable_secrets
+from swarmgate.operator.delivery.channel_holder import ChannelKeyHolder
+from swarmgate.operator.delivery.channel_key import ChannelKey, ChannelKeyError
 from swarmgate.operator.delivery.endpoint import serve, status_document
 from swarmgate.operator.delivery.proxystate import ProxyState
 from swarmgate.operator.delivery.pusher import Pusher
@@ -40,6 +42,7 @@ from swarmgate.operator.planning.lease import leader_summary, resync_seconds
 from swarmgate.operator.planning.plan import NoOp, PublishProxyConfig, plan, rejected_extensions
 from swarmgate.operator.planning.retry import Outcome, Schedule
 from swarmgate.operator.telemetry import holds, metrics, observability
+from swarmgate.operator.telemetry.calls import CallCounter
 from swarmgate.renderers.validate import NginxGate
 
 log = logging.getLogger("swarmgate")
@@ -58,13 +61,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = ProxyState(on_converged=observability.record_convergence, on_reload=observability.count_reload)
     pass_metrics = observability.PassMetrics()
     observability.init_series()
-    # Pushes run off the reconcile thread; a leader election gates them with `is_leader`.
-    pusher = Pusher(store, lambda: reconciler.token_digest, is_leader=lambda: election.is_leader)
     container_id = own_container_id()
-    reconciler = Reconciler(config=config, api=api, publisher=pusher, own_container_id=container_id,
-                            rejections=lambda: rejections(store))
+    calls = CallCounter()
     # Only the leader writes and pushes; the others stand by (see planning/lease.py).
-    election = reconciler.election = LeaderElection(api=api, calls=reconciler.calls, container_id=container_id)
+    election = LeaderElection(api=api, calls=calls, container_id=container_id)
+    # A task reads its key from the mounted secret; a plain process keeps the key it creates.
+    channel = ChannelKeyHolder(Path(args.channel_key), writable=container_id is None)
+    # Pushes run off the reconcile thread, each signed with the leader's term.
+    hold_report = holds.HoldReport()
+    pusher = Pusher(store, channel.key, term=election.term, on_forged=hold_report.forged_status)
+    reconciler = Reconciler(config=config, api=api, publisher=pusher, own_container_id=container_id, calls=calls,
+                            rejections=lambda: rejections(store), election=election, channel=channel,
+                            holds=hold_report)
     health = DockerHealth()
     findings: list[dict[str, Any]] = [{}]  # the last pass's route findings, for /v1/status
 
@@ -144,7 +152,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if not args.state:
         # What every proxy task serves, asked of the proxies themselves (no operator needed); the
         # secrets their rejections blame are set aside as a live pass would.
-        surveyed = survey(config, observed, desired)
+        surveyed = survey(config, observed, desired, _channel_key(args))
         published = served_everywhere(surveyed)
         unusable = learn_unusable_secrets(config, observed, (), rejections(surveyed))
         if unusable:
@@ -163,6 +171,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for action in actions:
         print(action.describe())
     return 0 if all(isinstance(a, NoOp) for a in actions) else 1
+
+
+def _channel_key(args: argparse.Namespace) -> ChannelKey | None:
+    """The key that lets a command read the proxies' status; without it they cannot be asked."""
+    try:
+        return ChannelKey.read(Path(args.channel_key))
+    except ChannelKeyError:
+        print(f"note: no channel key at {args.channel_key}: the proxies cannot be asked what they serve "
+              "(run this inside an operator's container, or pass --channel-key, or use status --endpoint)",
+              file=sys.stderr)
+        return None
 
 
 def _get_json(url: str) -> dict[str, Any]:
@@ -185,7 +204,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         # config this pipeline computes (the operator's, by construction).
         observed = observe(connect(config))
         desired = compute_desired(config, observed)
-        status = {**status_document(survey(config, observed, desired)), **route_findings(desired)}
+        status = {**status_document(survey(config, observed, desired, _channel_key(args))),
+                  **route_findings(desired)}
         status["leader"] = leader_summary(observed)
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))

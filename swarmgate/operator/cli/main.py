@@ -7,11 +7,14 @@ stderr and exit 2; `plan` follows `kubectl diff` (0 converged, 1 changes pending
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from swarmgate import __version__
 from swarmgate.operator.cli.exits import guarded
+
+DEFAULT_CHANNEL_KEY = "/run/secrets/swarmgate-channel"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,8 +33,17 @@ def _parser() -> argparse.ArgumentParser:
                          help="the operator's TOML configuration (Interlock's format)")
         return cmd
 
-    with_config("run", "run the operator: watch the Swarm and keep every proxy converged")
+    def with_channel_key(cmd: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        cmd.add_argument("--channel-key", metavar="FILE",
+                         default=os.environ.get("SWARMGATE_CHANNEL_KEY", DEFAULT_CHANNEL_KEY),
+                         help="the delivery channel's key, which proxies trust (default: the Swarm secret "
+                              f"mounted at {DEFAULT_CHANNEL_KEY}; an operator run as a plain process keeps "
+                              "the key it creates in this file; env SWARMGATE_CHANNEL_KEY)")
+        return cmd
+
+    with_channel_key(with_config("run", "run the operator: watch the Swarm and keep every proxy converged"))
     plan = with_config("plan", "show what one reconcile pass would change (exit 0 converged, 1 pending, 2 error)")
+    with_channel_key(plan)
     plan.add_argument("--state", metavar="STATE.json",
                       help="plan against a state file written by `snapshot` instead of the live Swarm")
     render = with_config("render", "print the rendered proxy configuration(s) for a state file")
@@ -41,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     routes.add_argument("--state", required=True, metavar="STATE.json", help="state file written by `snapshot`")
     status = with_config("status", "show which config each proxy task serves, per node, and whether it is current "
                                    "(exit 0 all current, 1 not yet)")
+    with_channel_key(status)
     status.add_argument("--endpoint", metavar="URL",
                         help="read the status of the operator at URL (default: ask every proxy task directly)")
     status.add_argument("--json", action="store_true", help="print the status document as JSON")
@@ -50,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                            description="Validate a configuration file: exit 0, or exit 2 with a one-line error.")
     check.add_argument("file", metavar="FILE")
     sub.add_parser("version", help="print the version", description="Print swarmgate's version.")
+    sub.add_parser("channel-key", help="print a new delivery-channel key (for `docker secret create "
+                   "swarmgate-channel -`)", description="Print a new delivery-channel key to stdout: pipe it "
+                   "straight into `docker secret create swarmgate-channel -`; do not keep a copy.")
     return parser
 
 
@@ -58,6 +74,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     command: str = args.command
     if command == "version":
         print(f"swarmgate {__version__}")
+        return 0
+    if command == "channel-key":
+        from swarmgate.operator.delivery.channel_key import ChannelKey
+
+        sys.stdout.write(ChannelKey.generate().file_text())
         return 0
     if command == "check-config":
         from swarmgate.operator.cli.offline import cmd_check_config

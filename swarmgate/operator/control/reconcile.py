@@ -19,13 +19,20 @@ from swarmgate.errors import TemporaryError
 from swarmgate.models.routing.tls_secrets import still_present, unusable_secret_ids
 from swarmgate.models.settings.config import Config
 from swarmgate.models.swarm.observed import ObservedState, PortBinding
-from swarmgate.models.swarm.ownership import TOKEN_DIGEST_LABEL, TOKEN_SECRET_NAME
 from swarmgate.models.swarm.port_memory import recall_ports
+from swarmgate.operator.delivery.channel_holder import ChannelKeyHolder
 from swarmgate.operator.edge.actions import Publisher, apply
 from swarmgate.operator.edge.lease import LeaderElection
 from swarmgate.operator.edge.observe import Api, observe
 from swarmgate.operator.planning.desired import DesiredState, compute_desired
-from swarmgate.operator.planning.plan import PublishProxyConfig, plan, record_attempts, rejected_extensions
+from swarmgate.operator.planning.lease import own_task
+from swarmgate.operator.planning.plan import (
+    PublishProxyConfig,
+    own_channel_mount,
+    plan,
+    record_attempts,
+    rejected_extensions,
+)
 from swarmgate.operator.planning.report import ApplyResult, PassReport
 from swarmgate.operator.telemetry.calls import CallCounter
 from swarmgate.operator.telemetry.holds import HoldReport
@@ -68,7 +75,8 @@ class Reconciler:
     publisher: Publisher
     own_container_id: str | None = None
     calls: CallCounter = field(default_factory=CallCounter)
-    token_digest: str | None = None
+    # The channel key this operator holds (None: a reconciler that never pushes, e.g. in tests).
+    channel: ChannelKeyHolder | None = None
     _published: dict[str, str] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # What was last reported as not routed, so each problem is logged when it appears, not every pass.
@@ -100,11 +108,15 @@ class Reconciler:
 
     def _reconcile_once(self) -> PassReport:
         reconcile_id = f"r{next(self._ids)}"
+        started = self.clock()  # the snapshot is at least this fresh: what confirms a lease
         observed = self._recall_forgotten_ports(observe(self.api, self.calls), reconcile_id)
+        if self.channel is not None:
+            self.channel.sync(observed)
         # Decided from this very snapshot, before anything is applied: a standby still computes what
         # the leader would do (metrics, status, plan) but applies nothing.
         leading = self.election is None or self.election.step(
-            observed, now=self.clock(), reconcile_id=reconcile_id).role == "leader"
+            observed, now=started, reconcile_id=reconcile_id).role == "leader"
+        self._mount_channel_key(observed, reconcile_id)
         self.unusable_secrets = learn_unusable_secrets(self.config, observed, self.unusable_secrets,
                                                        self.rejections())
         desired = compute_desired(self.config, observed, unusable_secrets=self.unusable_secrets)
@@ -113,16 +125,14 @@ class Reconciler:
                        rejected=rejected_extensions(desired, self.nginx_gate.verdict), attempted=self._attempted)
         self.holds.record(actions, [e.name for e in desired.extensions], reconcile_id=reconcile_id)
         if not leading:
-            self._refresh_token(observed)
             digest = hashlib.sha256("".join(e.rendered.digest for e in desired.extensions).encode()).hexdigest()
             return PassReport(reconcile_id, actions, ApplyResult(), desired, observed, digest)
         result = apply(self.api, actions, observed=observed, publisher=self.publisher, calls=self.calls,
-                       reconcile_id=reconcile_id)
+                       reconcile_id=reconcile_id, keys=self.channel)
         for action in result.done:
             if isinstance(action, PublishProxyConfig):
                 self._published[action.extension] = action.digest
         record_attempts(result.done, self._attempted)
-        self._refresh_token(observed)
         if result.error is not None:
             raise TemporaryError(f"{result.error} ({len(result.done)} done, {len(result.not_done)} not done)")
         digest = hashlib.sha256("".join(e.rendered.digest for e in desired.extensions).encode()).hexdigest()
@@ -156,8 +166,16 @@ class Reconciler:
                 log.info("service set aside", extra={**extra, "service": name})
         self._reported = problems
 
-    def _refresh_token(self, observed: ObservedState) -> None:
-        """The token's digest lives on the secret's labels, so it survives our own restart."""
-        for secret in observed.secrets:
-            if secret.name == TOKEN_SECRET_NAME and TOKEN_DIGEST_LABEL in secret.labels:
-                self.token_digest = secret.labels[TOKEN_DIGEST_LABEL]
+    def _mount_channel_key(self, observed: ObservedState, reconcile_id: str) -> None:
+        """An operator that runs as a Swarm task and does not mount the channel key's secret yet
+        mounts it into its own service, leader or standby (each needs the key to lead). Swarm then
+        restarts this operator once; the proxies are not touched."""
+        if self.channel is None:
+            return
+        mount = own_channel_mount(observed, own_task(observed, self.own_container_id))
+        if mount is None:
+            return
+        result = apply(self.api, [mount], observed=observed, publisher=self.publisher, calls=self.calls,
+                       reconcile_id=reconcile_id)
+        if result.error is not None:
+            raise TemporaryError(result.error)

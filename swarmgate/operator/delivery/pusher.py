@@ -3,7 +3,8 @@
 The data plane never waits for the operator: a proxy task starts from the last config its node
 served, and its agent applies whatever is pushed into it. This module is the other half. Off the
 reconcile thread, on every pass and every `recheck` seconds, it reads each running proxy task's
-status through the task's own control server (`wire`), and where the task does not serve the
+status through the task's own control server (`wire`, over TLS that only channel-key holders
+complete), and where the task does not serve the
 extension's current digest, and has not already rejected that digest, it PUTs the config and reads
 the status every 0.1 s until the task serves it or says why not. Tasks are tended in parallel, at
 most one request sequence per task at a time, so a slow or dead node delays only itself.
@@ -11,21 +12,25 @@ most one request sequence per task at a time, so a slow or dead node delays only
 A status is believed only when it names the very task the snapshot says runs at that address: a
 stale container or an unknown ID is ignored and never shown as a proxy. After an operator restart
 the first round finds every proxy already serving the same deterministic digest, and pushes
-nothing. `is_leader` gates every request, so a standby operator stays silent.
+nothing. `term` gates every push, so a standby operator, or a leader that has not confirmed its
+lease lately, pushes nothing; an agent's fence refuses a deposed leader's pushes anyway.
 """
 
 from __future__ import annotations
 
 import http.client
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from swarmgate.operator.delivery import wire
+from swarmgate.operator.delivery.channel_key import ChannelKey
 from swarmgate.operator.delivery.proxystate import ProxyState, PublishedConfig
-from swarmgate.operator.delivery.wire import AgentStatus, ProxyTarget
+from swarmgate.operator.delivery.wire import AgentStatus, ForgedStatus, ProxyTarget
+from swarmgate.renderers.nginx import CONTROL_HOST
 
 log = logging.getLogger("swarmgate.pusher")
 
@@ -33,21 +38,42 @@ MAX_STATUS_BYTES = 8192
 
 
 class PushError(Exception):
-    """One request to a proxy's control server failed; the message says how (no token in it)."""
+    """One request to a proxy's control server failed; the message says how (no key material in it)."""
+
+
+def _microseconds() -> int:
+    return time.time_ns() // 1000  # 16 digits today; the wire allows 18
+
+
+class SequenceNumbers:
+    """Push sequence numbers that only grow, across restarts too: seeded from the wall clock in µs,
+    each one at least the previous plus one (a clock stepped back changes nothing)."""
+
+    def __init__(self, clock: Callable[[], int] = _microseconds) -> None:
+        self._clock = clock
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            self._last = max(self._last + 1, self._clock())
+            return self._last
 
 
 class ControlClient:
-    """HTTP to one proxy task's control server; every request carries the token digest."""
+    """HTTPS to one proxy task's control server: the channel key's certificate is the only one
+    trusted, and it is presented as the client certificate (see `channel_key`)."""
 
-    def __init__(self, target: ProxyTarget, token_digest: str, *, timeout: float) -> None:
+    def __init__(self, target: ProxyTarget, key: ChannelKey, context: ssl.SSLContext, *, timeout: float) -> None:
         self.target = target
-        self._headers = wire.headers(token_digest)
+        self._key = key
+        self._context = context
         self._timeout = timeout
 
     def _request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection(self.target.addr, self.target.port, timeout=self._timeout)
+        conn = _ControlConnection(self.target.addr, self.target.port, context=self._context, timeout=self._timeout)
         try:
-            conn.request(method, path, body=body, headers=self._headers)
+            conn.request(method, path, body=body, headers={"Host": CONTROL_HOST})
             response = conn.getresponse()
             return response.status, response.read(MAX_STATUS_BYTES)
         except (OSError, http.client.HTTPException) as exc:
@@ -59,44 +85,64 @@ class ControlClient:
         code, body = self._request("GET", wire.STATUS_PATH)
         if code != 200:
             raise PushError(f"GET {wire.STATUS_PATH}: HTTP {code}")
-        status = wire.parse_status(body.decode("utf-8", "replace"))
-        if status is None:
-            raise PushError(f"GET {wire.STATUS_PATH}: not a {wire.PROTOCOL} status")
-        return status
+        return wire.verify_status(body, self._key)  # ForgedStatus when the MAC does not verify
 
-    def put(self, config: PublishedConfig) -> None:
-        code, _ = self._request("PUT", wire.CONFIG_PATH, wire.push_body(config.digest, config.text))
+    def put(self, config: PublishedConfig, *, term: int, seq: int) -> None:
+        body = wire.push_body(self._key, task=self.target.task, term=term, seq=seq, digest=config.digest,
+                              text=config.text)
+        code, _ = self._request("PUT", wire.CONFIG_PATH, body)
         if code not in (201, 204):
             raise PushError(f"PUT {wire.CONFIG_PATH}: HTTP {code}")
 
 
+class _ControlConnection(http.client.HTTPSConnection):
+    """An HTTPS connection to an address whose certificate names the control server: TLS checks the
+    name `swarmgate-control.invalid` (and sends it as SNI), not the address dialled."""
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=CONTROL_HOST)  # type: ignore[attr-defined]
+
+
 class Pusher:
-    """Keeps every proxy task serving its extension's current config; `start()`/`stop()`."""
+    """Keeps every proxy task serving its extension's current config; `start()`/`stop()`.
+
+    `channel()` is the channel key (None: this operator does not hold it yet, so it reads and pushes
+    nothing). `term()` is the leader's term while this operator may push, else None (a standby, or a
+    leader that has not confirmed its lease lately). Every push carries the term and a sequence
+    number; an agent refuses anything older than what it accepted, so a deposed leader cannot undo
+    a newer one's push, and a status that shows a newer term makes this pusher stand down at once.
+    """
 
     def __init__(
         self,
         store: ProxyState,
-        token_digest: Callable[[], str | None],
+        channel: Callable[[], ChannelKey | None],
         *,
-        is_leader: Callable[[], bool] = lambda: True,
+        term: Callable[[], int | None] = lambda: 1,
+        on_forged: Callable[[str, str, str, str], None] | None = None,
         recheck: float = 3.0,
         push_timeout: float = 30.0,
         http_timeout: float = 3.0,
         max_parallel: int = 16,
     ) -> None:
         self._store = store
-        self._token_digest = token_digest
-        self._is_leader = is_leader
+        self._channel = channel
+        self._term = term
+        self._on_forged = on_forged
         self._recheck = recheck
         self._push_timeout = push_timeout  # nginx -t of a 10k-service config takes seconds
         self._http_timeout = http_timeout
         self._max_parallel = max_parallel
+        self._seq = SequenceNumbers()
         self._targets: dict[str, tuple[ProxyTarget, ...]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._in_flight: dict[str, Future[None]] = {}
         self._unreachable: set[str] = set()  # tasks whose last attempt failed: logged once per change
+        self._newer_term: int = 0  # the newest term seen in a status that is not ours: we stand down
+        self._contexts: dict[str, ssl.SSLContext] = {}  # per key fingerprint: loading one costs a file
         self._executor: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
 
@@ -139,13 +185,27 @@ class Pusher:
             self._wake.wait(self._recheck)
             self._wake.clear()
 
+    def _client(self, target: ProxyTarget, key: ChannelKey) -> ControlClient:
+        with self._lock:
+            context = self._contexts.get(key.fingerprint)
+            if context is None:
+                context = self._contexts[key.fingerprint] = key.client_context()
+        return ControlClient(target, key, context, timeout=self._http_timeout)
+
+    def _may_push(self) -> int | None:
+        """This operator's term when it may push now: it leads, and no proxy has shown a newer term."""
+        term = self._term()
+        if term is None or term < self._newer_term:
+            return None
+        return term
+
     def round(self) -> list[Future[None]]:
         """Start tending every tracked task that is not being tended already; returns the futures."""
-        if not self._is_leader():
+        if self._may_push() is None:
             return []
-        digest = self._token_digest()
-        if digest is None:
-            return []  # the token secret is not in a snapshot yet: nothing could authorize us
+        key = self._channel()
+        if key is None:
+            return []  # this operator does not hold the channel key (yet): it can prove nothing
         with self._lock:
             targets = [t for ts in self._targets.values() for t in ts]
             if self._executor is None:
@@ -157,7 +217,7 @@ class Pusher:
             running = self._in_flight.get(target.task)
             if running is not None and not running.done():
                 continue
-            future = executor.submit(self.tend, target, digest)
+            future = executor.submit(self._tend_logged, target, key)
             self._in_flight[target.task] = future
             started.append(future)
         live = {t.task for t in targets}
@@ -167,8 +227,8 @@ class Pusher:
 
     def survey(self, timeout: float = 10.0) -> None:
         """Read every tracked task's status once, in parallel, and push nothing (`status`, `plan`)."""
-        digest = self._token_digest()
-        if digest is None:
+        key = self._channel()
+        if key is None:
             return
         with self._lock:
             targets = [t for ts in self._targets.values() for t in ts]
@@ -177,7 +237,7 @@ class Pusher:
 
         def read(target: ProxyTarget) -> None:
             try:
-                self._read(ControlClient(target, digest, timeout=self._http_timeout))
+                self._read(self._client(target, key))
             except PushError as exc:
                 self._note_unreachable(target, str(exc))
 
@@ -186,9 +246,17 @@ class Pusher:
                 future.result(timeout=timeout)
 
     # -- one task ------------------------------------------------------------------------------
-    def tend(self, target: ProxyTarget, token_digest: str) -> None:
+    def _tend_logged(self, target: ProxyTarget, key: ChannelKey) -> None:
+        """`tend` in a worker thread: a bug must be seen, not swallowed by the future nobody reads."""
+        try:
+            self.tend(target, key)
+        except Exception:
+            log.exception("tending proxy task %s failed", target.task)
+            raise
+
+    def tend(self, target: ProxyTarget, key: ChannelKey) -> None:
         """Read one task's status; push the current config if it needs it and wait for the outcome."""
-        client = ControlClient(target, token_digest, timeout=self._http_timeout)
+        client = self._client(target, key)
         try:
             status = self._read(client)
             if status is None:
@@ -196,13 +264,17 @@ class Pusher:
             config = self._store.current(target.extension)
             if config is None or config.digest in (status.serving, status.rejected):
                 return
-            if not self._is_leader():
+            term = self._may_push()
+            if term is None:
+                return
+            if status.term > term:
+                self._stand_down(target, status.term, term)
                 return
             started = time.monotonic()
-            client.put(config)
-            log.info("pushed config %s to proxy task %s on %s", config.digest[:12], target.task,
-                     target.hostname or target.node)
-            outcome = self._await(client, config.digest)
+            client.put(config, term=term, seq=self._seq.next())
+            log.info("pushed config %s to proxy task %s on %s (term %d)", config.digest[:12], target.task,
+                     target.hostname or target.node, term)
+            outcome = self._await(client, config.digest, term)
         except PushError as exc:
             self._note_unreachable(target, str(exc))
             return
@@ -213,7 +285,10 @@ class Pusher:
             log.warning("proxy task %s on %s did not apply config %s within %.0f s", target.task,
                         target.hostname or target.node, config.digest[:12], self._push_timeout)
             return
-        self._record(target, outcome, pushed=True)
+        self._record(target, outcome, pushed=outcome.term == term)
+        if outcome.term > term:
+            self._stand_down(target, outcome.term, term)
+            return
         seconds = time.monotonic() - started
         if outcome.rejected:
             first = outcome.message.splitlines()[0] if outcome.message else ""
@@ -223,9 +298,28 @@ class Pusher:
             log.info("proxy task %s on %s serves config %s (%.2f s after the push)", target.task,
                      target.hostname or target.node, config.digest[:12], seconds)
 
+    def _stand_down(self, target: ProxyTarget, seen: int, own: int) -> None:
+        with self._lock:
+            first = seen > self._newer_term
+            self._newer_term = max(self._newer_term, seen)
+        if first:
+            log.warning("proxy task %s on %s accepted a push of term %d, newer than ours (%d): another "
+                        "operator leads; this one pushes nothing more", target.task,
+                        target.hostname or target.node, seen, own)
+
     def _read(self, client: ControlClient) -> AgentStatus | None:
-        status = client.status()
         target = client.target
+        try:
+            status = client.status()
+        except ForgedStatus as exc:
+            # Whoever answered holds no channel key, yet answered on the task's control port with our
+            # certificate's TLS: not a fault to retry quietly. Loud, counted, and on /readyz.
+            log.warning("proxy task %s on %s (%s:%d) answered a status that is not signed with the "
+                        "channel key (%s): not believed", target.task, target.hostname or target.node,
+                        target.addr, target.port, exc)
+            if self._on_forged is not None:
+                self._on_forged(target.extension, target.task, target.hostname or target.node, str(exc))
+            return None
         if status.task != target.task:
             # Another container answers at this address (the task was replaced since the snapshot):
             # its word is not taken for this task's, and it is not shown until a snapshot lists it.
@@ -239,11 +333,15 @@ class Pusher:
         self._record(target, status, pushed=False)
         return status
 
-    def _await(self, client: ControlClient, digest: str) -> AgentStatus | None:
+    def _await(self, client: ControlClient, digest: str, term: int) -> AgentStatus | None:
         deadline = time.monotonic() + self._push_timeout
         while not self._stop.wait(0.1):
-            status = client.status()
-            if status.task == client.target.task and digest in (status.serving, status.rejected):
+            try:
+                status = client.status()
+            except ForgedStatus:
+                status = None
+            if status is not None and status.task == client.target.task and (
+                    digest in (status.serving, status.rejected) or status.term > term):
                 return status
             if time.monotonic() > deadline:
                 return None

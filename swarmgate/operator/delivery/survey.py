@@ -2,22 +2,24 @@
 
 `swarmgate status` and `swarmgate plan` run outside the operator: they compute the desired config
 themselves (the same pipeline, the same deterministic digest), then ask each running proxy task's
-control server what it serves, with the token digest the Swarm keeps on the token secret. So they
-need no operator to answer, and say the same thing whichever operator (if any) is leading.
+control server what it serves. That takes the channel key (`--channel-key`; inside an operator's
+container it is mounted): without it nothing can be read from a proxy, and only an operator's
+`/v1/status` can tell. With it they need no operator to answer.
 """
 
 from __future__ import annotations
 
 from swarmgate.models.settings.config import Config
 from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.operator.delivery.channel_key import ChannelKey
 from swarmgate.operator.delivery.proxystate import ProxyState
 from swarmgate.operator.delivery.pusher import Pusher
-from swarmgate.operator.delivery.token import digest_in_snapshot
 from swarmgate.operator.delivery.wire import proxy_targets
 from swarmgate.operator.planning.desired import DesiredState
 
 
-def survey(config: Config, observed: ObservedState, desired: DesiredState, *, timeout: float = 10.0) -> ProxyState:
+def survey(config: Config, observed: ObservedState, desired: DesiredState, key: ChannelKey | None, *,
+           timeout: float = 10.0) -> ProxyState:
     """A store holding each hitless extension's desired config and what its proxy tasks say."""
     store = ProxyState()
     for ext in desired.extensions:
@@ -25,8 +27,7 @@ def survey(config: Config, observed: ObservedState, desired: DesiredState, *, ti
             store.publish(ext.name, ext.rendered.text, ext.rendered.digest)
     targets = proxy_targets(config, observed)
     store.retain_tasks({ext: [t.task for t in ts] for ext, ts in targets.items()})
-    token = digest_in_snapshot(observed)
-    pusher = Pusher(store, lambda: token)
+    pusher = Pusher(store, lambda: key)
     pusher.track(targets)
     pusher.survey(timeout=timeout)
     return store

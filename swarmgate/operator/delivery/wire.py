@@ -1,19 +1,21 @@
 """What the operator pushes to and reads from a proxy task's control server (pure).
 
-The agent side is `agent.sh`; the nginx side is `renderers/templates/control.conf.j2`. A proxy task
-is addressed through its own node: the node's address and the host port Swarm published for the
-extension's `TargetPort`, with `Host: swarmgate-control.invalid`. That needs host-mode publishing:
-through the ingress routing mesh a request lands on any task, so one task cannot be addressed.
+The agent side is `agent.sh`; the nginx side is `renderers/templates/control.conf.j2` plus the
+file the agent writes itself. A proxy task is addressed through its own node: the node's address
+and the host port Swarm published for the extension's `TargetSSLPort`, over TLS with SNI and Host
+`swarmgate-control.invalid`, both ends proving they hold the channel key (`channel_key`). That
+needs host-mode publishing: through the ingress routing mesh a request lands on any task.
 
-Protocol swarmgate/2:
+Protocol swarmgate/3:
 
-- `PUT /swarmgate/v2/config`, body `swarmgate/2 config DIGEST\\n` + the config text (DIGEST: sha256
-  hex of the text, the rendered config's own digest).
-- `GET /swarmgate/v2/status`: `swarmgate/2 TASK ok DIGEST` (serves DIGEST, `-` for the bootstrap),
-  or `swarmgate/2 TASK error REJECTED SERVED` followed by nginx's reason.
-
-Both carry `Authorization: Bearer sha256:HEX`, the token digest the operator keeps as a label on
-the token secret (the agent derives the same value from the secret it mounts).
+- `PUT /swarmgate/v3/config`, body `swarmgate/3 config TASK TERM SEQ DIGEST MAC\\n` + the config
+  text. DIGEST is the text's sha256; MAC the channel key's HMAC-SHA256 of the header before ` MAC`.
+  The agent applies a push only for its own TASK and only if (TERM, SEQ) is newer than every push
+  it accepted before: a captured push cannot be replayed, altered or aimed at another task, and a
+  deposed leader (older TERM) is refused.
+- `GET /swarmgate/v3/status`: `swarmgate/3 status TASK ok SERVED TERM SEQ`, or `... error REJECTED
+  SERVED TERM SEQ` followed by nginx's reason, then the line `swarmgate/3 mac HEX` over all that.
+  TERM SEQ is the newest push the agent accepted (its fence).
 """
 
 from __future__ import annotations
@@ -24,14 +26,20 @@ from dataclasses import dataclass
 from swarmgate.models.settings.config import Config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import is_owned
-from swarmgate.renderers.nginx import CONTROL_HOST
+from swarmgate.operator.delivery.channel_key import ChannelKey
 
-PROTOCOL = "swarmgate/2"
-CONFIG_PATH = "/swarmgate/v2/config"
-STATUS_PATH = "/swarmgate/v2/status"
+PROTOCOL = "swarmgate/3"
+CONFIG_PATH = "/swarmgate/v3/config"
+STATUS_PATH = "/swarmgate/v3/status"
 MAX_MESSAGE = 2000
 _TASK_ID = re.compile(r"[A-Za-z0-9]{1,64}")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+_NUMBER = re.compile(r"0|[1-9][0-9]{0,17}")
+_MAC_LINE = re.compile(rf"{re.escape(PROTOCOL)} mac ([0-9a-f]{{64}})\n?")
+
+
+class ForgedStatus(ValueError):
+    """A status that does not carry the channel key's MAC (or is not a status at all)."""
 
 
 @dataclass(frozen=True)
@@ -48,24 +56,32 @@ class ProxyTarget:
 
 @dataclass(frozen=True)
 class AgentStatus:
-    """What a proxy task's agent says about itself."""
+    """What a proxy task's agent says about itself (signed with the channel key)."""
 
     task: str
     serving: str  # digest nginx serves; "" for the bootstrap
     rejected: str = ""  # set when the last config pushed was refused
     message: str = ""  # why (nginx -t's output), with `rejected`
+    term: int = 0  # the newest push the agent accepted: its fence
+    seq: int = 0
 
     @property
     def ok(self) -> bool:
         return not self.rejected
 
 
-def push_body(digest: str, text: str) -> bytes:
-    return f"{PROTOCOL} config {digest}\n".encode() + text.encode()
+def push_header(*, task: str, term: int, seq: int, digest: str) -> str:
+    """The signed part of a push's first line."""
+    if not _TASK_ID.fullmatch(task) or not _DIGEST.fullmatch(digest):
+        raise ValueError("a push names a task ID and a sha256 hex digest")
+    if not (_NUMBER.fullmatch(str(term)) and _NUMBER.fullmatch(str(seq))):
+        raise ValueError("term and sequence are non-negative and at most 18 digits")
+    return f"{PROTOCOL} config {task} {term} {seq} {digest}"
 
 
-def headers(token_digest: str) -> dict[str, str]:
-    return {"Host": CONTROL_HOST, "Authorization": f"Bearer {token_digest}"}
+def push_body(key: ChannelKey, *, task: str, term: int, seq: int, digest: str, text: str) -> bytes:
+    header = push_header(task=task, term=term, seq=seq, digest=digest)
+    return f"{header} {key.mac(header.encode())}\n".encode() + text.encode()
 
 
 def _digest_or_bootstrap(field: str) -> str | None:
@@ -74,29 +90,47 @@ def _digest_or_bootstrap(field: str) -> str | None:
     return field if _DIGEST.fullmatch(field) else None
 
 
+def verify_status(raw: bytes, key: ChannelKey) -> AgentStatus:
+    """The agent's status, once its MAC is checked; `ForgedStatus` for anything else."""
+    cut = raw.rfind(f"{PROTOCOL} mac ".encode())
+    if cut <= 0 or raw[cut - 1:cut] != b"\n":
+        raise ForgedStatus("no mac line")
+    body, mac_line = raw[:cut], raw[cut:].decode("ascii", "replace")
+    match = _MAC_LINE.fullmatch(mac_line)
+    if match is None or not key.verify(body, match.group(1)):
+        raise ForgedStatus("the mac does not verify")
+    status = parse_status(body.decode("utf-8", "replace"))
+    if status is None:
+        raise ForgedStatus("signed, but not a status")
+    return status
+
+
 def parse_status(text: str) -> AgentStatus | None:
-    """The agent's status, or None when the text is not one (an old agent, another server)."""
+    """The status in a verified body, or None when the text is not one."""
     first, _, rest = text.partition("\n")
     parts = first.split(" ")
-    if len(parts) < 4 or parts[0] != PROTOCOL or not _TASK_ID.fullmatch(parts[1]):
+    if len(parts) < 7 or parts[:2] != [PROTOCOL, "status"] or not _TASK_ID.fullmatch(parts[2]):
         return None
-    task, kind = parts[1], parts[2]
-    if kind == "ok" and len(parts) == 4:
-        serving = _digest_or_bootstrap(parts[3])
-        return None if serving is None else AgentStatus(task=task, serving=serving)
-    if kind == "error" and len(parts) == 5:
-        rejected, serving = _digest_or_bootstrap(parts[3]), _digest_or_bootstrap(parts[4])
+    task, kind, fields = parts[2], parts[3], parts[4:]
+    if not (_NUMBER.fullmatch(fields[-2]) and _NUMBER.fullmatch(fields[-1])):
+        return None
+    term, seq = int(fields[-2]), int(fields[-1])
+    if kind == "ok" and len(fields) == 3:
+        serving = _digest_or_bootstrap(fields[0])
+        return None if serving is None else AgentStatus(task=task, serving=serving, term=term, seq=seq)
+    if kind == "error" and len(fields) == 4:
+        rejected, serving = _digest_or_bootstrap(fields[0]), _digest_or_bootstrap(fields[1])
         if rejected is None or serving is None:
             return None
-        # A file that was no swarmgate/2 config at all is rejected as "-": still a rejection.
+        # A file that was no swarmgate/3 config at all is rejected as "-": still a rejection.
         return AgentStatus(task=task, serving=serving, rejected=rejected or "-",
-                           message=rest.strip()[:MAX_MESSAGE])
+                           message=rest.strip()[:MAX_MESSAGE], term=term, seq=seq)
     return None
 
 
 def proxy_targets(config: Config, observed: ObservedState) -> dict[str, list[ProxyTarget]]:
     """Per hitless host-mode extension, its owned proxy service's running tasks, each with the node
-    address and the host port published for the extension's `TargetPort`."""
+    address and the host port published for the extension's `TargetSSLPort` (the control server's)."""
     out: dict[str, list[ProxyTarget]] = {}
     for name, ext in sorted(config.extensions.items()):
         if not ext.hitless_service_update or ext.publish_mode != "host":
@@ -109,11 +143,11 @@ def proxy_targets(config: Config, observed: ObservedState) -> dict[str, list[Pro
             node = observed.node(task.node_id)
             if task.desired_state != "running" or task.state != "running" or node is None or not node.addr:
                 continue
-            port = next(iter(task.host_ports(ext.target_port)), None)
+            port = next(iter(task.host_ports(ext.target_ssl_port)), None)
             # Swarm can forget a running task's PortStatus: seen on the lab after the manager whose
             # dispatcher the LB node used was lost (the task kept running, its ports empty). A fixed
             # host-mode port is bound exactly as configured, so the spec says where the task listens.
-            port = port or ext.published_port or None
+            port = port or ext.published_ssl_port or None
             if port is not None:
                 targets.append(ProxyTarget(name, task.id, node.id, node.hostname, node.addr, port))
         out[name] = targets

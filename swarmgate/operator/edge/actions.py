@@ -21,14 +21,15 @@ import docker.errors
 
 from swarmgate.errors import TemporaryError
 from swarmgate.models.swarm.observed import ObservedState
-from swarmgate.models.swarm.ownership import TOKEN_DIGEST_LABEL
-from swarmgate.operator.delivery import token
+from swarmgate.models.swarm.ownership import CHANNEL_FINGERPRINT_LABEL
+from swarmgate.operator.delivery.channel_key import ChannelKey
 from swarmgate.operator.edge.observe import CONNECTION_ERRORS
 from swarmgate.operator.planning.plan import (
     Action,
+    CreateChannelSecret,
     CreateConfig,
     CreateService,
-    CreateTokenSecret,
+    MountChannelSecret,
     NoOp,
     PublishProxyConfig,
     RemoveConfig,
@@ -55,6 +56,11 @@ class Publisher(Protocol):
 
     def publish(self, extension: str, text: str, digest: str) -> None: ...
 
+
+class KeyKeeper(Protocol):
+    """Where a channel key this operator creates goes (`delivery.channel_holder`): never a log."""
+
+    def adopt(self, key: ChannelKey) -> None: ...
 
 
 
@@ -92,18 +98,26 @@ def _service_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _apply_one(api: docker.APIClient, action: Action, ids: _Ids, publisher: Publisher, calls: CallCounter) -> None:
+def _apply_one(api: docker.APIClient, action: Action, ids: _Ids, publisher: Publisher, calls: CallCounter,
+               keys: KeyKeeper | None) -> None:
     if isinstance(action, NoOp):
         return
     if isinstance(action, PublishProxyConfig):
         publisher.publish(action.extension, action.text, action.digest)
         return
-    if isinstance(action, CreateTokenSecret):
-        secret_token = token.new_token()
-        labels = {**action.labels, TOKEN_DIGEST_LABEL: token.token_digest(secret_token)}
+    if isinstance(action, CreateChannelSecret):
+        if keys is None:
+            raise TemporaryError("no keeper for a new channel key: not created")
+        key = ChannelKey.generate()
+        # Kept first: a crash after the secret is created must not leave a key that nobody holds.
+        keys.adopt(key)
+        labels = {**action.labels, CHANNEL_FINGERPRINT_LABEL: key.fingerprint}
         calls.count("create_secret", write=True)
-        created = api.create_secret(action.name, secret_token.encode(), labels=labels)
+        created = api.create_secret(action.name, key.file_text().encode(), labels=labels)
         ids.secrets[action.name] = created["ID"]
+    elif isinstance(action, MountChannelSecret):
+        calls.count("update_service", write=True)
+        api.update_service(action.service_id, action.version, **_service_kwargs(ids.resolve(action.spec)))
     elif isinstance(action, CreateConfig):
         calls.count("create_config", write=True)
         created = api.create_config(action.config.name, action.config.data, labels=action.config.labels)
@@ -127,12 +141,13 @@ def apply(
     publisher: Publisher,
     calls: CallCounter,
     reconcile_id: str = "-",
+    keys: KeyKeeper | None = None,
 ) -> ApplyResult:
     ids = _Ids(configs={c.name: c.id for c in observed.configs}, secrets={s.name: s.id for s in observed.secrets})
     result = ApplyResult()
     for index, action in enumerate(actions):
         try:
-            _apply_one(api, action, ids, publisher, calls)
+            _apply_one(api, action, ids, publisher, calls, keys)
         except (docker.errors.APIError, TemporaryError, *CONNECTION_ERRORS) as exc:
             if not isinstance(exc, TemporaryError):
                 calls.failed()

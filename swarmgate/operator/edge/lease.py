@@ -31,6 +31,7 @@ from swarmgate.errors import SwarmgateError, TemporaryError
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.operator.edge.observe import CONNECTION_ERRORS, observe
 from swarmgate.operator.planning.lease import (
+    HOLDER_LABEL,
     LEASE_NAME,
     Candidate,
     CreateLease,
@@ -98,6 +99,10 @@ class LeaderElection:
     last: Decision | None = None
     _memory: Memory = field(default_factory=Memory)
     _task_id: str | None = None
+    # The leader's term: the lease's Swarm version while this operator holds it. Versions only grow
+    # and every take-over is a compare-and-swap that makes a new one, so a newer leader always has a
+    # greater term; every push carries it, and each proxy's agent refuses older terms.
+    _term: int | None = None
     clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
@@ -117,6 +122,10 @@ class LeaderElection:
     def is_leader(self) -> bool:
         return self.role == "leader" and may_act(self._memory, as_task=self._task_id is not None, now=self.clock())
 
+    def term(self) -> int | None:
+        """This operator's term while it may push (the pusher asks before every push), else None."""
+        return self._term if self.is_leader else None
+
     def step(self, observed: ObservedState, *, now: float, reconcile_id: str = "-") -> Decision:
         """Decide this pass's role from the snapshot, write the lease if that is what deciding takes."""
         self._learn_task(observed)
@@ -130,10 +139,31 @@ class LeaderElection:
                 self._become(Decision("standby", "lease write failed", None, None, self._memory), reconcile_id)
                 raise
             decision = after_write(decision, ok=ok)
+            self._term = self._written_term() if ok and decision.role == "leader" else None
+        elif decision.role == "leader":
+            lease = read_lease(observed)
+            self._term = lease.version if lease is not None else None
+        else:
+            self._term = None
         self._memory = decision.memory
         self.last = decision
         self._become(decision, reconcile_id)
         return decision
+
+    def _written_term(self) -> int | None:
+        """The lease's version right after our own write, read back so a new leader can push at once
+        (else only the next pass would show it). None when the read fails or names someone else."""
+        try:
+            self.calls.count("inspect_lease", write=False)
+            raw: Any = self.api  # docker-py's stubs leave inspect_config untyped
+            attrs = raw.inspect_config(LEASE_NAME)
+        except (docker.errors.APIError, *CONNECTION_ERRORS):
+            self.calls.failed()
+            return None
+        holder = ((attrs.get("Spec") or {}).get("Labels") or {}).get(HOLDER_LABEL)
+        if holder != self.identity:
+            return None
+        return int((attrs.get("Version") or {}).get("Index") or 0) or None
 
     def release(self, observed: ObservedState) -> bool:
         """Hand the lease back (on shutdown) if this process holds it as a process; True if released.

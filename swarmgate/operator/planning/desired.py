@@ -22,11 +22,11 @@ from swarmgate.models.routing.routes import RouteTable, build_route_table, uncla
 from swarmgate.models.settings.config import Config, Extension
 from swarmgate.models.swarm.observed import ObservedState, Service
 from swarmgate.models.swarm.ownership import (
+    CHANNEL_SECRET_NAME,
     KIND_AGENT,
     KIND_BOOTSTRAP,
     KIND_PROXY_CONFIG,
     OWN_CONSTRAINTS_LABEL,
-    TOKEN_SECRET_NAME,
     config_object_name,
     is_owned,
     owned_labels,
@@ -66,7 +66,7 @@ class ExtensionDesired:
 @dataclass(frozen=True)
 class DesiredState:
     extensions: tuple[ExtensionDesired, ...]
-    needs_token: bool
+    needs_channel: bool
     notices: tuple[str, ...] = field(default_factory=tuple)
     # Routed services that no extension serves (their service cluster has no extension).
     unclaimed: tuple[SetAside, ...] = field(default_factory=tuple)
@@ -120,11 +120,11 @@ def _extension_desired(
             _config_object(ext, KIND_BOOTSTRAP, bootstrap.text.encode()),
         )
         names: dict[str, Any] = {"agent_config": configs[0].name, "bootstrap_config": configs[1].name,
-                                 "proxy_config": None, "token_secret": TOKEN_SECRET_NAME}
+                                 "proxy_config": None, "channel_secret": CHANNEL_SECRET_NAME}
     else:
         configs = (_config_object(ext, KIND_PROXY_CONFIG, rendered.text.encode()),)
         names = {"agent_config": None, "bootstrap_config": None, "proxy_config": configs[0].name,
-                 "token_secret": None}
+                 "channel_secret": None}
     spec = None
     if problem is None:
         spec = build_proxy_spec(
@@ -153,7 +153,7 @@ def build_desired(
     )
     return DesiredState(
         extensions=extensions,
-        needs_token=any(e.hitless and e.problem is None for e in extensions),
+        needs_channel=any(e.hitless and e.problem is None for e in extensions),
         notices=(*config.notices, *delivery_notices(config)),
         unclaimed=unclaimed_services(observed, (ext.service_cluster for ext in config.extensions.values())),
     )

@@ -83,6 +83,9 @@ class Memory:
     watched_version: int | None = None  # the lease version first seen at `watched_since`
     watched_since: float = 0.0
     renewed_at: float | None = None  # when this candidate last wrote the lease
+    # When a pass last confirmed this candidate holds the lease (its snapshot said so, or its write
+    # succeeded). A leader acts only for a while after that: a frozen Docker API stops it.
+    confirmed_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,7 @@ def task_liveness(observed: ObservedState, task_id: str) -> tuple[bool, str]:
 
 def _take(lease: Lease, me: Candidate, memory: Memory, reason: str, now: float) -> Decision:
     write = UpdateLease(lease.config_id, lease.version, lease_labels(me.identity, lease.renewals + 1), lease.data)
-    return Decision("leader", reason, me.identity, write, replace(memory, renewed_at=now))
+    return Decision("leader", reason, me.identity, write, replace(memory, renewed_at=now, confirmed_at=now))
 
 
 def decide(
@@ -180,7 +183,7 @@ def decide(
             return Decision("standby", f"own {reason}", holder, None, memory)
     if lease is None:
         return Decision("leader", "no lease", me.identity, CreateLease(lease_labels(me.identity, 0)),
-                        Memory(renewed_at=now))
+                        Memory(renewed_at=now, confirmed_at=now))
     if lease.holder == "":
         return _take(lease, me, memory, "lease released", now)
     if me.holds(lease):
@@ -196,6 +199,7 @@ def decide(
 
 
 def _own(lease: Lease, me: Candidate, memory: Memory, *, now: float, renew_seconds: float) -> Decision:
+    memory = replace(memory, confirmed_at=now)
     if me.task_id is not None:
         if lease.holder == me.task_id:
             return Decision("leader", "own lease", me.identity, None, memory)
@@ -207,11 +211,15 @@ def _own(lease: Lease, me: Candidate, memory: Memory, *, now: float, renew_secon
 
 
 def may_act(memory: Memory, *, as_task: bool, now: float, lease_seconds: float = LEASE_SECONDS) -> bool:
-    """Whether a leader may still act between passes (its pusher asks before every request). A task
-    holder's lease does not run out: Swarm says whether it is alive. A process holder's runs out a
-    lease period after its last renewal: from then on a standby may have taken over, so the process
-    must not act again until a renewal succeeds (its pass may be stuck on an unreachable Docker)."""
-    return as_task or (memory.renewed_at is not None and now - memory.renewed_at < lease_seconds)
+    """Whether a leader may still act between passes (its pusher asks before every push).
+
+    Every leader must have confirmed its lease through a pass within `lease_seconds`: a task holder
+    whose Docker API froze keeps its task (Swarm cannot tell it to stop) while a standby elsewhere
+    takes over, so it stops pushing on its own. A process holder's lease also runs out a lease
+    period after its last renewal: from then on a standby may have taken over. Either way the
+    agents' fence refuses whatever an older term still sends."""
+    confirmed = memory.confirmed_at is not None and now - memory.confirmed_at < lease_seconds
+    return confirmed and (as_task or (memory.renewed_at is not None and now - memory.renewed_at < lease_seconds))
 
 
 def resync_seconds(poll_interval: float, *, in_swarm: bool) -> float:

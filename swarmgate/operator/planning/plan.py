@@ -6,21 +6,22 @@ converged Swarm it returns a single `NoOp`; that is what makes a restart of the 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from swarmgate.models.swarm.observed import ObservedState, Service
+from swarmgate.models.swarm.observed import ObservedState, Service, Task
 from swarmgate.models.swarm.ownership import (
+    CHANNEL_SECRET_NAME,
     EXTENSION_LABEL,
     KIND_AGENT,
     KIND_BOOTSTRAP,
+    KIND_CHANNEL,
     KIND_LABEL,
     KIND_PROXY_CONFIG,
-    KIND_TOKEN,
-    TOKEN_SECRET_NAME,
     is_owned,
     owned_labels,
 )
@@ -34,12 +35,44 @@ DEFAULT_RETENTION = 3
 
 
 @dataclass(frozen=True)
-class CreateTokenSecret:
+class CreateChannelSecret:
     name: str
     labels: dict[str, str]
 
     def describe(self) -> str:
-        return f"create secret {self.name} (proxy token; only its digest is kept)"
+        return f"create secret {self.name} (the delivery channel's key: the operator and the proxies mount it)"
+
+
+@dataclass(frozen=True)
+class MountChannelSecret:
+    """Mount the channel key into the operator's own service: the one write to a service swarmgate
+    does not own, and only this one reference is added (the operator restarts once, with the key)."""
+
+    service_id: str
+    service_name: str
+    version: int
+    spec: Mapping[str, Any]
+
+    def describe(self) -> str:
+        return (f"update service {self.service_name}: mount secret {CHANNEL_SECRET_NAME} (the operator "
+                "restarts once, holding the channel key)")
+
+
+def own_channel_mount(observed: ObservedState, own_task: Task | None) -> MountChannelSecret | None:
+    """The mount an operator running as a Swarm task needs once the channel key's secret exists."""
+    if own_task is None or not any(s.name == CHANNEL_SECRET_NAME for s in observed.secrets):
+        return None
+    service = next((s for s in observed.services if s.id == own_task.service_id), None)
+    if service is None:
+        return None
+    spec = copy.deepcopy(dict(service.spec))
+    container = spec.setdefault("TaskTemplate", {}).setdefault("ContainerSpec", {})
+    refs = container.get("Secrets") or []
+    if any(ref.get("SecretName") == CHANNEL_SECRET_NAME for ref in refs):
+        return None
+    container["Secrets"] = [*refs, {"SecretName": CHANNEL_SECRET_NAME,
+                                    "File": {"Name": CHANNEL_SECRET_NAME, "UID": "0", "GID": "0", "Mode": 0o400}}]
+    return MountChannelSecret(service.id, service.name, service.version, spec)
 
 
 @dataclass(frozen=True)
@@ -118,7 +151,8 @@ class NoOp:
         return f"hold {self.extension}: {self.detail}"
 
 
-Action = CreateTokenSecret | CreateConfig | CreateService | UpdateService | PublishProxyConfig | RemoveConfig | NoOp
+Action = (CreateChannelSecret | CreateConfig | CreateService | UpdateService | PublishProxyConfig | RemoveConfig
+          | MountChannelSecret | NoOp)
 
 
 def _referenced_configs(observed: ObservedState) -> set[str]:
@@ -251,16 +285,16 @@ def plan(
     rejected: Mapping[str, str] | None = None,
     attempted: Mapping[str, str] | None = None,
 ) -> list[Action]:
-    """Actions in the order they must run: token, configs, publish, services, then clean-up.
+    """Actions in the order they must run: channel key, configs, publish, services, then clean-up.
 
     `rejected`: extensions whose rendered config nginx -t rejects (`rejected_extensions`), planned as
     a hold. `attempted`: the spec digest the operator last wrote per extension (`record_attempts`),
     so a spec Swarm rolled back from is held rather than written again."""
     actions: list[Action] = []
-    # An operator whose every extension is held writes nothing at all, not even the token.
+    # An operator whose every extension is held writes nothing at all, not even the channel key.
     held = all(e.name in (rejected or {}) for e in desired.extensions)
-    if desired.needs_token and not held and not any(s.name == TOKEN_SECRET_NAME for s in observed.secrets):
-        actions.append(CreateTokenSecret(TOKEN_SECRET_NAME, owned_labels(kind=KIND_TOKEN)))
+    if desired.needs_channel and not held and not any(s.name == CHANNEL_SECRET_NAME for s in observed.secrets):
+        actions.append(CreateChannelSecret(CHANNEL_SECRET_NAME, owned_labels(kind=KIND_CHANNEL)))
     for ext in desired.extensions:
         actions += _plan_extension(ext, observed, published, rejected=rejected or {}, attempted=attempted or {})
     actions += _garbage(desired, observed, retention)

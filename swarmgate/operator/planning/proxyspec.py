@@ -23,7 +23,7 @@ from swarmgate.renderers.nginx import CONTROL_DIR
 
 AGENT_PATH = "/swarmgate/agent.sh"
 BOOTSTRAP_PATH = "/swarmgate/bootstrap.conf"
-TOKEN_PATH = "/run/secrets/swarmgate-proxy-token"
+CHANNEL_KEY_PATH = "/run/secrets/swarmgate-channel"
 # The agent keeps the last config its node served here; a named local volume outlives the task.
 STATE_PATH = f"{CONTROL_DIR}/state"
 NANOS = 1_000_000_000
@@ -220,7 +220,7 @@ def build_proxy_spec(
     agent_config: str | None,
     bootstrap_config: str | None,
     proxy_config: str | None,
-    token_secret: str | None,
+    channel_secret: str | None,
     tls_secrets: Iterable[str] = (),
     networks: Iterable[str] = (),
     user_constraints: Iterable[str] = (),
@@ -240,19 +240,19 @@ def build_proxy_spec(
     mounts: list[Mount] = []
     command: list[str] | None = None
     if agent_config is not None:
-        if bootstrap_config is None or token_secret is None:
-            raise ValueError("hitless delivery needs a bootstrap config and a token secret")
+        if bootstrap_config is None or channel_secret is None:
+            raise ValueError("hitless delivery needs a bootstrap config and the channel key's secret")
         command = ["/bin/sh", AGENT_PATH]
         env = sorted([
             f"SWARMGATE_CONFIG_PATH={ext.proxy_config_path}",
             f"SWARMGATE_BOOTSTRAP_PATH={BOOTSTRAP_PATH}",
-            f"SWARMGATE_TOKEN_FILE={TOKEN_PATH}",
+            f"SWARMGATE_KEY_FILE={CHANNEL_KEY_PATH}",
             # Every status the agent writes names its task, so a status is never taken for another's.
             "SWARMGATE_TASK_ID={{.Task.ID}}",
         ])
         configs.append({"File": _file(AGENT_PATH, mode=0o555), "ConfigName": agent_config})
         configs.append({"File": _file(BOOTSTRAP_PATH, mode=0o444), "ConfigName": bootstrap_config})
-        secrets.append({"File": _file(TOKEN_PATH, mode=0o400), "SecretName": token_secret})
+        secrets.append({"File": _file(CHANNEL_KEY_PATH, mode=0o400), "SecretName": channel_secret})
         mounts.append({"Type": "volume", "Source": state_volume(ext), "Target": STATE_PATH})
     elif proxy_config is not None:
         configs.append({"File": _file(ext.proxy_config_path, mode=0o444), "ConfigName": proxy_config})

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 
 from swarmgate.operator.planning.plan import HOLD_REASONS, Action, NoOp
 from swarmgate.operator.telemetry import metrics
@@ -18,14 +19,27 @@ from swarmgate.operator.telemetry import metrics
 log = logging.getLogger("swarmgate.holds")
 
 HoldKey = tuple[str, str, str]  # extension, reason, detail
+# A forged status stays on /readyz this long after the last one: long enough for someone to see it.
+ALARM_SECONDS = 600.0
 
 
 class HoldReport:
     """What is held now, kept between passes so each hold is logged once per appearance."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._held: frozenset[HoldKey] = frozenset()
+        self._clock = clock
+        self._forged: dict[tuple[str, str], tuple[str, float]] = {}  # (extension, task) -> (line, when)
+
+    def forged_status(self, extension: str, task: str, node: str, reason: str) -> None:
+        """A proxy task's control port answered a status without the channel key's MAC: whatever
+        answers there is not our agent (or the key differs). Counted, and on /readyz for a while."""
+        metrics.PROXY_STATUS_FORGED_TOTAL.labels(extension=extension, node=node).inc()
+        line = (f"alarm: {extension}: proxy task {task} on {node} answered a status not signed with the "
+                f"channel key ({reason})")
+        with self._lock:
+            self._forged[(extension, task)] = (line, self._clock())
 
     def record(self, actions: Sequence[Action], extensions: Iterable[str], *, reconcile_id: str = "") -> None:
         held: frozenset[HoldKey] = frozenset(
@@ -50,7 +64,9 @@ class HoldReport:
     def lines(self) -> list[str]:
         """One line per hold, for the `/readyz` body: `held: EXTENSION (REASON): DETAIL`."""
         with self._lock:
-            return [f"held: {e} ({r}): {d}" for e, r, d in sorted(self._held)]
+            horizon = self._clock() - ALARM_SECONDS
+            alarms = [line for _, (line, when) in sorted(self._forged.items()) if when >= horizon]
+            return [f"held: {e} ({r}): {d}" for e, r, d in sorted(self._held)] + alarms
 
 
 def readiness_body(ready: bool, report: HoldReport) -> bytes:

@@ -60,6 +60,10 @@ PROXIES_NOT_CURRENT = Gauge(
 RELOADS_TOTAL = Counter(
     "swarmgate_proxy_reloads_total", "Config reloads reported by the proxies' agents, by result (ok, error).",
     ["extension", "result"], registry=REGISTRY)
+PROXY_STATUS_FORGED_TOTAL = Counter(
+    "swarmgate_proxy_status_forged_total",
+    "Statuses read from a proxy task's control server that do not carry the channel key's MAC.",
+    ["extension", "node"], registry=REGISTRY)
 PROXY_UPDATE_HELD = Gauge(
     "swarmgate_proxy_update_held",
     "1 while a change of the extension's proxy is held back, by reason (rolled_back: Swarm rolled back from "
