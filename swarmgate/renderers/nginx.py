@@ -20,7 +20,9 @@ Output is deterministic, and its sha256 names it (`RenderedConfig.digest`).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,13 +134,16 @@ def needs_own_server(host: HostRoute) -> bool:
     return route.path != "/" or bool(route.strip_prefix) or route.websocket or host.host in _MAP_KEYWORDS
 
 
-def control_server(ext: Extension, *, control_dir: str = CONTROL_DIR, listen: str | None = None) -> str:
+def control_server(ext: Extension, *, control_dir: str = CONTROL_DIR, listen: str | None = None,
+                   peers: Sequence[str] = ()) -> str:
     """The control server's `server` block, indented for the `http` block: on the TLS listener
     (`listen`, default `TargetSSLPort ssl`; the SSL-passthrough socket when the stream module takes
-    that port), the agent's own file inside it."""
+    that port), the agent's own file inside it, and, given `peers` (addresses or networks), access
+    for those only."""
+    networks = sorted({str(ipaddress.ip_network(p, strict=False)) for p in peers})
     return _DEFAULT_ENV.get_template("control.conf.j2").render(
         dir=_word(control_dir), control_host=CONTROL_HOST,
-        control_listen=listen or f"{ext.target_ssl_port} ssl")
+        control_listen=listen or f"{ext.target_ssl_port} ssl", control_peers=networks)
 
 
 def render_nginx(
@@ -148,8 +153,10 @@ def render_nginx(
     server_info: str,
     template_text: str | None = None,
     control_dir: str = CONTROL_DIR,
+    control_peers: Sequence[str] = (),
 ) -> RenderedConfig:
-    """The whole nginx.conf of one extension's proxy for one route table."""
+    """The whole nginx.conf of one extension's proxy for one route table; `control_peers`: who may
+    reach its control server (none given: every holder of the channel key, as in the bootstrap)."""
     if not _SERVER_INFO.fullmatch(server_info):
         raise RenderError(
             f"server_info must be printable words (like 'swarmgate/0.1.0 linux/amd64'): {server_info!r}"
@@ -160,7 +167,8 @@ def render_nginx(
     # Only a proxy run by the agent has the control server (hitless delivery, which needs host-mode
     # publishing: `planning.proxyspec.delivers_in_place`). Elsewhere nothing would give it its TLS.
     pushed = ext.hitless_service_update and ext.publish_mode == "host"
-    control = control_server(ext, control_dir=control_dir, listen=str(passthrough["tls_listen"])) if pushed else ""
+    control = control_server(ext, control_dir=control_dir, listen=str(passthrough["tls_listen"]),
+                             peers=control_peers) if pushed else ""
     context = {"ext": ext, "o": ext.config, "table": table, "server_info": server_info,
                "server_names_hash_bucket_size": bucket, "server_names_hash_max_size": max_size,
                "swarmgate_control": control,

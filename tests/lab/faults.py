@@ -74,6 +74,9 @@ class Result:
     judged_nodes: list[str] = field(default_factory=list)  # nodes that must see 0 failed requests
     allowed_replaced: int = 0  # proxy tasks the fault itself replaces (a killed one)
     forbidden_status: list[int] = field(default_factory=list)  # statuses that must never appear
+    # Requests for a route made during a fault that did not get 200 after it was first served on every
+    # LB node (two operators pushing different configs make such a route come and go).
+    route_failures: int = 0
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
@@ -109,6 +112,8 @@ def problems(r: Result) -> list[str]:
         # Not a time bound of issue 9 (10 s, 30 s after a manager loss; those are in the table):
         # a route that does not arrive within these much longer waits means routing froze.
         out.append(f"the new route was not served on every LB node within {r.route_timeout_s:g} s")
+    if r.route_failures:
+        out.append(f"{r.route_failures} requests for the route made during the fault failed after it was served")
     if r.writes:
         out.append(f"{r.writes} Swarm writes to owned objects in {r.writes_window_s} s after convergence")
     return out
@@ -173,6 +178,38 @@ def manager_loss(seed: Seed, result: Result, windows: Windows) -> Undo:
     where = seed.node_names().get(new["NodeID"], new["NodeID"])
     result.notes.append(f"new operator task on {where} running {time.monotonic() - t0:.1f} s after the power cut")
     return lambda: seed.start_node(node)
+
+
+def manager_freeze(seed: Seed, result: Result, windows: Windows) -> Undo:
+    """Issue 15's run: `kill -STOP` of the dockerd on the manager that runs the operator. Swarm starts
+    a new operator task elsewhere, which takes the lease; the old one keeps running in its container
+    (containerd is not frozen) with a Docker API that never answers. It must stop pushing on its own
+    (its lease is unconfirmed), and the agents refuse its older term anyway: a route created while
+    both run must reach every LB node and stay there."""
+    task = seed.operator_tasks()[0]
+    node = seed.node_names()[task["NodeID"]]
+    t0 = time.monotonic()
+    seed.freeze_engine(node)
+    new = seed.wait_new_operator({task["ID"]}, windows.recovery_timeout)
+    result.operator_started = swarm_time(new["Status"]["Timestamp"])
+    result.notes.append(f"froze dockerd on {node} (operator's manager); new operator task running "
+                        f"{time.monotonic() - t0:.1f} s later")
+    name, _, served, missing = seed.new_route(windows.route_timeout * 2)
+    if served is None:
+        result.notes.append(f"{name}.local not served on {', '.join(sorted(missing))} while frozen")
+        return lambda: seed.thaw_engine(node)
+    # Both operators run now: watch the route for as long as the fault holds.
+    deadline = time.monotonic() + windows.hold
+    probes = 0
+    while time.monotonic() < deadline:
+        for lb in seed.lab.lb_nodes:
+            probes += 1
+            if not seed.answers(lb, f"{name}.local", metadata=name):
+                result.route_failures += 1
+        time.sleep(0.2)
+    result.notes.append(f"{name}.local: {result.route_failures} of {probes} probes failed in {windows.hold:g} s "
+                        "with both operators running")
+    return lambda: seed.thaw_engine(node)
 
 
 def _count_writes(seed: Seed, result: Result, windows: Windows, hold: float) -> None:
@@ -344,6 +381,7 @@ SCENARIOS: tuple[Spec, ...] = (
     Spec("operator-sigkill", "operator SIGKILL (container killed on its node)", operator_sigkill),
     Spec("operator-image-update", "operator image update (re-tagged image)", operator_image_update),
     Spec("manager-loss", "loss of the manager running the operator (stop-node)", manager_loss, 2.0),
+    Spec("manager-freeze", "the operator's manager frozen (`kill -STOP` of its dockerd)", manager_freeze, 2.0),
     Spec("second-operator", "second operator service with the same config", second_operator),
     Spec("extra-replicas", "extra operator replicas (2)", extra_replicas),
     Spec("bad-nginx-config", "config nginx rejects (`MaxConnections = 99999999999999999999`)", bad_nginx_config),

@@ -58,14 +58,14 @@ class Load:
     """Constant-rate GETs with a new connection each; call `start`/`stop` or use it as a context."""
 
     def __init__(self, targets: Mapping[str, str], *, hosts: Iterable[str] = ("demo.local",),
-                 rate: float = DEFAULT_RATE, timeout: float = 2.0, path: str = "/ping") -> None:
+                 rate: float = DEFAULT_RATE, timeout: float = 2.0, path: str = "/ping", port: int = 80) -> None:
         for node, address in targets.items():
             if ipaddress.ip_address(address) not in LAB_NODES:
                 raise ValueError(f"{node}: {address} is not a lab node address ({LAB_NODES})")
             http.assert_lab_route(address)
         self.targets = dict(targets)
         self.hosts = tuple(hosts)
-        self.rate, self.timeout, self.path = rate, timeout, path
+        self.rate, self.timeout, self.path, self.port = rate, timeout, path, port
         self.records: list[Request] = []
         self.started = self.stopped = 0.0
         self._lock = threading.Lock()
@@ -129,7 +129,7 @@ class Load:
             self.records.append(rec)
 
     async def _get(self, address: str, host: str) -> int:
-        reader, writer = await asyncio.open_connection(address, 80)
+        reader, writer = await asyncio.open_connection(address, self.port)
         try:
             writer.write(f"GET {self.path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             await writer.drain()

@@ -46,7 +46,10 @@ def seed_config(*, listen: str, docker_url: str, poll: str, extension_extra: str
     for key, value in (("ListenAddr", listen), ("DockerURL", docker_url), ("PollInterval", poll)):
         text, found = re.subn(rf"^{key} = .*$", f'{key} = "{value}"', text, count=1, flags=re.M)
         assert found, f"{key} missing from {SEED_CONFIG}"
-    return text.replace("    TargetSSLPort = 443\n", "    TargetSSLPort = 443\n" + extension_extra, 1)
+    text = text.replace("    TargetSSLPort = 443\n", "    TargetSSLPort = 443\n" + extension_extra, 1)
+    # The operator runs on the lab's host, which is not a Swarm node: the proxies must let it in.
+    host = listen.rsplit(":", 1)[0]
+    return f'ControlSources = ["{host}"]\n' + text
 
 
 

@@ -10,6 +10,7 @@ LB node answers for it. Every object it makes is named `fault-*`, so `restore` f
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -63,6 +64,7 @@ class Seed:
     def __init__(self, lab: Lab | None = None, *, log: Callable[[str], None] | None = None) -> None:
         self.lab = lab or load_lab()
         self.stopped: set[str] = set()
+        self.frozen: dict[str, int] = {}  # node -> dockerd pid under SIGSTOP
         self.tainted = False  # the last scenario left routing in doubt: redeploy before the next one
         self._client: docker.DockerClient | None = None
         self._client_node = ""
@@ -73,7 +75,7 @@ class Seed:
     # -- clients
 
     def manager_name(self) -> str:
-        return next(m for m in self.lab.managers if m not in self.stopped)
+        return next(m for m in self.lab.managers if m not in self.stopped and m not in self.frozen)
 
     def client(self) -> docker.DockerClient:
         """The Swarm API through a manager that is up (mgr-0 may be the one a scenario stopped)."""
@@ -239,8 +241,23 @@ class Seed:
         self.lab_py("start-node", node)
         self.stopped.discard(node)
 
+    def freeze_engine(self, node: str) -> None:
+        """SIGSTOP the node's dockerd (its containers keep running under containerd)."""
+        state = json.loads((REPO / ".lab" / "state.json").read_text())
+        pid = int(next(n["dockerd_pid"] for n in state["nodes"] if n["name"] == node))
+        os.kill(pid, signal.SIGSTOP)
+        self.frozen[node] = pid
+
+    def thaw_engine(self, node: str) -> None:
+        pid = self.frozen.pop(node, None)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def restore(self) -> None:
         """Whatever happened: every stopped node back, the seed deployment and fault objects gone."""
+        for node in sorted(self.frozen):
+            self.thaw_engine(node)
         for node in sorted(self.stopped):
             with contextlib.suppress(RuntimeError):
                 self.start_node(node)

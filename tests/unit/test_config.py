@@ -66,7 +66,7 @@ def test_every_interlock_key_is_read_into_its_typed_field() -> None:
     assert config.model_dump(exclude={"extensions", "notices"}) == {
         "listen_addr": "0.0.0.0:9090", "docker_url": "tcp://10.0.0.1:2376", "tls_ca_cert": "/certs/ca.pem",
         "tls_cert": "/certs/cert.pem", "tls_key": "/certs/key.pem", "allow_insecure": True,
-        "poll_interval": 90.0, "endpoint_override": "10.0.0.1:9090",
+        "poll_interval": 90.0, "endpoint_override": "10.0.0.1:9090", "control_sources": (),
     }
     assert config.listen_port == 9090
     assert ext.model_dump(exclude={"config"}) == {
@@ -361,3 +361,13 @@ def test_upstream_keepalive_is_refused_with_http_1_0_and_read_with_its_timeout()
     options = parse_config('[Extensions.default.Config]\nUpstreamKeepalive = 16\nUpstreamKeepaliveTimeout = "2s"\n',
                            source="c.toml").extensions["default"].config
     assert (options.upstream_keepalive, options.upstream_keepalive_timeout) == (16, 2.0)
+
+
+def test_control_sources_are_normalized_networks_and_a_bad_one_is_one_line_with_its_key() -> None:
+    base = '[Extensions.default]\n  ProxyServiceName = "p"\n'
+    config = parse_config('ControlSources = ["198.18.0.1", "10.0.0.0/8", "fd00::1"]\n' + base, source="t.toml")
+    assert config.control_sources == ("198.18.0.1/32", "10.0.0.0/8", "fd00::1/128")
+    with pytest.raises(ConfigError, match=r"^t\.toml: ControlSources\[1\]: expected an IP address or network "
+                                          r"such as '10\.0\.0\.5' or '10\.0\.0\.0/24', got 'lb-00'$"):
+        parse_config('ControlSources = ["10.0.0.1", "lb-00"]\n' + base, source="t.toml")
+

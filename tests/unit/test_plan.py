@@ -13,7 +13,8 @@ import pytest
 from swarmgate.models.settings.config import Config, parse_config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import CHANNEL_FINGERPRINT_LABEL, CHANNEL_SECRET_NAME
-from swarmgate.operator.planning.desired import DesiredState, build_desired
+from swarmgate.operator.planning.desired import DesiredState, build_desired, control_peers
+from swarmgate.operator.planning.lease import own_task
 from swarmgate.operator.planning.plan import (
     Action,
     CreateChannelSecret,
@@ -23,6 +24,7 @@ from swarmgate.operator.planning.plan import (
     PublishProxyConfig,
     RemoveConfig,
     UpdateService,
+    own_channel_mount,
     plan,
 )
 from swarmgate.operator.planning.runtime import Runtime
@@ -254,3 +256,45 @@ def test_a_foreign_service_with_the_proxy_name_is_left_alone() -> None:
     assert desired.extensions[0].problem is not None
     assert "not managed by swarmgate" in desired.extensions[0].problem
     assert plan(desired, observed, published={}) == [NoOp()]
+
+
+def test_the_control_server_admits_the_swarms_nodes_and_control_sources_only() -> None:
+    cfg = parse_config('ControlSources = ["198.18.0.1"]\n' + SEED, source="t.toml")
+    (ext,) = desired_for(cfg, cluster()).extensions
+    assert control_peers(cfg, cluster()) == ("198.18.0.1/32", "198.18.0.11", "198.18.0.12")
+    assert "# swarmgate channel peers: 198.18.0.1/32 198.18.0.11/32 198.18.0.12/32\n" in ext.rendered.text
+    # The bootstrap is part of the proxy spec: it must not change with the nodes, so it lists nobody.
+    assert "swarmgate channel peers" not in next(c for c in ext.configs if ".bootstrap." in c.name).data.decode()
+
+
+def operator_task_of(svc: dict[str, Any]) -> Any:
+    task = f.task(svc, "mgr-0", id="op1")
+    task["Status"]["ContainerStatus"]["ContainerID"] = "c0ffee" * 8
+    return task
+
+
+@pytest.mark.parametrize("mounted", [False, True], ids=["not-mounted", "mounted"])
+def test_an_operator_task_mounts_the_channel_secret_into_its_own_service_once(mounted: bool) -> None:
+    secrets = [{"SecretName": "user-secret", "SecretID": "s1", "File": {"Name": "user-secret"}}]
+    if mounted:
+        secrets.append({"SecretName": CHANNEL_SECRET_NAME, "SecretID": "s2", "File": {"Name": CHANNEL_SECRET_NAME}})
+    op = f.service("interlock", {}, id="opsvc", version=7)
+    op["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"] = secrets
+    observed = ObservedState.from_api(services=[op], tasks=[operator_task_of(op)],
+                                      nodes=[f.node("mgr-0", "198.18.0.11", role="manager")],
+                                      secrets=[f.swarm_secret(CHANNEL_SECRET_NAME)])
+    me = own_task(observed, "c0ffee")
+    mount = own_channel_mount(observed, me)
+    if mounted:
+        assert mount is None
+        return
+    assert mount is not None and (mount.service_id, mount.version) == ("opsvc", 7)
+    refs = mount.spec["TaskTemplate"]["ContainerSpec"]["Secrets"]
+    assert refs == [*secrets, {"SecretName": CHANNEL_SECRET_NAME,
+                               "File": {"Name": CHANNEL_SECRET_NAME, "UID": "0", "GID": "0", "Mode": 0o400}}]
+    # Nothing else of the user's service changes.
+    assert {k: v for k, v in mount.spec.items() if k != "TaskTemplate"} == \
+        {k: v for k, v in op["Spec"].items() if k != "TaskTemplate"}
+    # No secret yet, or no task of our own (a plain process): nothing to mount.
+    assert own_channel_mount(ObservedState.from_api(services=[op], tasks=[operator_task_of(op)], nodes=[]), me) is None
+    assert own_channel_mount(observed, None) is None

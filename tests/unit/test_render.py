@@ -71,8 +71,10 @@ def features_state(cluster: str | None = None) -> ObservedState:
 def golden_cases() -> list[Any]:
     seed_state = load_state_file(GOLDEN / "api" / "seed-demo-state.json")
     return [
-        pytest.param("seed-demo.conf", lambda: render_nginx(SEED, build_route_table(seed_state, SEED),
-                                                           server_info=INFO), id="seed-demo"),
+        # As a live pass renders it: the control server admits the state's nodes.
+        pytest.param("seed-demo.conf", lambda: render_nginx(
+            SEED, build_route_table(seed_state, SEED), server_info=INFO,
+            control_peers=[n.addr for n in seed_state.nodes if n.addr]), id="seed-demo"),
         pytest.param("bootstrap.conf", lambda: render_bootstrap(SEED, server_info=INFO), id="bootstrap"),
         pytest.param("features.conf", lambda: render_nginx(SEED, build_route_table(features_state(), SEED),
                                                           server_info=INFO), id="every-label-feature"),
@@ -295,3 +297,14 @@ def test_upstream_keepalive_keeps_connections_to_every_pool_and_clears_connectio
         assert connection == (["$swarmgate_connection_upgrade"] if websocket else [""]), loc["args"]
     default = render_nginx(SEED, build_route_table(features_state(), SEED), server_info=INFO).text
     assert "keepalive " not in default.replace("keepalive_timeout", "")  # off unless asked for, as Interlock
+
+
+def test_the_control_server_names_its_peers_for_the_agent_and_nginx_accepts_it() -> None:
+    text = render_nginx(SEED, RouteTable(cluster=""), server_info=INFO,
+                        control_peers=("198.18.0.12", "198.18.0.11", "10.1.0.0/16")).text
+    block = text[text.index("server_name swarmgate-control.invalid;"):]
+    block = block[:block.index("}")]
+    assert [line.strip() for line in block.splitlines()[2:]] == [
+        "# Who may use this server, key or not (the agent turns it into allow/deny; 403 for others):",
+        "# swarmgate channel peers: 10.1.0.0/16 198.18.0.11/32 198.18.0.12/32", ""]
+    nginx_check(text)

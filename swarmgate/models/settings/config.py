@@ -33,6 +33,7 @@ from swarmgate.models.settings.text_rules import (
     absolute_path,
     cluster_name,
     control_character_at,
+    control_source,
     docker_engine_url,
     endpoint_url,
     image_reference,
@@ -175,6 +176,10 @@ class Config(BaseModel):
     endpoint_override: Annotated[StrictStr, AfterValidator(endpoint_url)] | None = Field(None,
                                                                                          alias="EndpointOverride")
     extensions: dict[str, Extension] = Field(alias="Extensions")
+    # swarmgate's own key: who else may reach the proxies' control server (the Swarm's node addresses
+    # always may). Only for an operator that runs outside the Swarm, as a plain process.
+    control_sources: tuple[Annotated[StrictStr, AfterValidator(control_source)], ...] = Field(
+        (), alias="ControlSources")
     notices: tuple[str, ...] = ()
 
     @model_validator(mode="before")

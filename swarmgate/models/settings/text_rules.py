@@ -150,3 +150,13 @@ def cluster_name(value: str) -> str:
     if not _CLUSTER.match(value):
         raise ValueError(f"expected a service cluster name of letters, digits, '.', '_' and '-', got {value!r}")
     return value
+
+
+def control_source(value: str) -> str:
+    """An address or network allowed to reach the proxies' control server besides the Swarm's nodes
+    (an operator run as a plain process outside the Swarm): normalized, e.g. `198.18.0.1/32`."""
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"expected an IP address or network such as '10.0.0.5' or '10.0.0.0/24', "
+                         f"got {value!r}") from None

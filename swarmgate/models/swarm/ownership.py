@@ -25,6 +25,8 @@ OWN_CONSTRAINTS_LABEL: Final = "swarmgate.constraints"
 CHANNEL_FINGERPRINT_LABEL: Final = "swarmgate.channel.certificate-sha256"
 
 CHANNEL_SECRET_NAME: Final = "swarmgate-channel"
+# A rotated generation N of the channel key is the secret `swarmgate-channel-N`, labelled with N.
+CHANNEL_GENERATION_LABEL: Final = "swarmgate.channel.generation"
 
 # Kinds of owned config objects.
 KIND_AGENT: Final = "agent"

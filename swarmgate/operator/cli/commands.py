@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -24,22 +25,39 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from swarmgate.errors import SwarmgateError
 from swarmgate.models.settings.config import Config, load_config
 from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.models.swarm.ownership import (
+    CHANNEL_GENERATION_LABEL,
+    CHANNEL_SECRET_NAME,
+    KIND_CHANNEL,
+    owned_labels,
+)
 from swarmgate.models.swarm.state_file import load_state_file
 from swarmgate.operator.control.loop import DockerHealth, Wakeup, run_loop, watch_events
 from swarmgate.operator.control.reconcile import Reconciler, learn_unusable_secrets
-from swarmgate.operator.delivery.channel_holder import ChannelKeyHolder
-from swarmgate.operator.delivery.channel_key import ChannelKey, ChannelKeyError
+from swarmgate.operator.delivery.channel_holder import (
+    ChannelKeyHolder,
+    Keyring,
+    channel_generation,
+    channel_secret_name,
+)
 from swarmgate.operator.delivery.endpoint import serve, status_document
 from swarmgate.operator.delivery.proxystate import ProxyState
 from swarmgate.operator.delivery.pusher import Pusher
 from swarmgate.operator.delivery.survey import served_everywhere, survey
 from swarmgate.operator.delivery.wire import proxy_targets
+from swarmgate.operator.edge.actions import apply
 from swarmgate.operator.edge.lease import LeaderElection, WithoutLeaseEvents
 from swarmgate.operator.edge.observe import connect, fetch_documents, observe, own_container_id
 from swarmgate.operator.planning.desired import compute_desired
 from swarmgate.operator.planning.findings import findings_text, route_findings
 from swarmgate.operator.planning.lease import leader_summary, resync_seconds
-from swarmgate.operator.planning.plan import NoOp, PublishProxyConfig, plan, rejected_extensions
+from swarmgate.operator.planning.plan import (
+    CreateChannelSecret,
+    NoOp,
+    PublishProxyConfig,
+    plan,
+    rejected_extensions,
+)
 from swarmgate.operator.planning.retry import Outcome, Schedule
 from swarmgate.operator.telemetry import holds, metrics, observability
 from swarmgate.operator.telemetry.calls import CallCounter
@@ -69,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     channel = ChannelKeyHolder(Path(args.channel_key), writable=container_id is None)
     # Pushes run off the reconcile thread, each signed with the leader's term.
     hold_report = holds.HoldReport()
-    pusher = Pusher(store, channel.key, term=election.term, on_forged=hold_report.forged_status)
+    pusher = Pusher(store, channel.keyring, term=election.term, on_forged=hold_report.forged_status)
     reconciler = Reconciler(config=config, api=api, publisher=pusher, own_container_id=container_id, calls=calls,
                             rejections=lambda: rejections(store), election=election, channel=channel,
                             holds=hold_report)
@@ -152,7 +170,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if not args.state:
         # What every proxy task serves, asked of the proxies themselves (no operator needed); the
         # secrets their rejections blame are set aside as a live pass would.
-        surveyed = survey(config, observed, desired, _channel_key(args))
+        surveyed = survey(config, observed, desired, _keyring(args, observed))
         published = served_everywhere(surveyed)
         unusable = learn_unusable_secrets(config, observed, (), rejections(surveyed))
         if unusable:
@@ -173,15 +191,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0 if all(isinstance(a, NoOp) for a in actions) else 1
 
 
-def _channel_key(args: argparse.Namespace) -> ChannelKey | None:
-    """The key that lets a command read the proxies' status; without it they cannot be asked."""
-    try:
-        return ChannelKey.read(Path(args.channel_key))
-    except ChannelKeyError:
+def _keyring(args: argparse.Namespace, observed: ObservedState) -> Keyring | None:
+    """The keys that let a command read the proxies' status; without them they cannot be asked."""
+    holder = ChannelKeyHolder(Path(args.channel_key), writable=False)
+    holder.sync(observed)
+    ring = holder.keyring()
+    if ring is None:
         print(f"note: no channel key at {args.channel_key}: the proxies cannot be asked what they serve "
               "(run this inside an operator's container, or pass --channel-key, or use status --endpoint)",
               file=sys.stderr)
-        return None
+    return ring
 
 
 def _get_json(url: str) -> dict[str, Any]:
@@ -204,7 +223,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         # config this pipeline computes (the operator's, by construction).
         observed = observe(connect(config))
         desired = compute_desired(config, observed)
-        status = {**status_document(survey(config, observed, desired, _channel_key(args))),
+        status = {**status_document(survey(config, observed, desired, _keyring(args, observed))),
                   **route_findings(desired)}
         status["leader"] = leader_summary(observed)
     if args.json:
@@ -248,3 +267,33 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     else:
         Path(args.output).write_text(text + "\n")
     return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    """A new generation of the channel key, as the secret `swarmgate-channel-N`. The operators mount
+    it (one restart each) and the leader hands it to every proxy task over the channel, signed with
+    the key each task holds: no proxy task is replaced. Generation 0 stays: new proxy tasks start
+    with it and are handed the newest key at once."""
+    config = _load(args)
+    api = connect(config)
+    observed = observe(api)
+    generations = [g for g in (channel_generation(s.name) for s in observed.secrets) if g is not None]
+    if 0 not in generations:
+        raise SwarmgateError(f"no {CHANNEL_SECRET_NAME} secret yet: an operator creates it on its first pass")
+    generation = max(generations) + 1
+    path = Path(args.channel_key)
+    # A plain-process operator keeps its keys in files beside --channel-key; a mounted secret's
+    # directory is read-only, and the key then lives only in the Swarm's secret.
+    holder = ChannelKeyHolder(path, writable=os.access(path.parent, os.W_OK) and path.exists())
+    labels = {**owned_labels(kind=KIND_CHANNEL), CHANNEL_GENERATION_LABEL: str(generation)}
+    action = CreateChannelSecret(channel_secret_name(generation), labels, generation)
+    result = apply(api, [action], observed=observed, publisher=_NoPublisher(), calls=CallCounter(), keys=holder)
+    if result.error is not None:
+        raise SwarmgateError(result.error)
+    print(f"{action.describe()}: the operators mount it and hand it to every proxy task")
+    return 0
+
+
+class _NoPublisher:
+    def publish(self, extension: str, text: str, digest: str) -> None:
+        raise AssertionError("rotate-key publishes nothing")

@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                            description="Validate a configuration file: exit 0, or exit 2 with a one-line error.")
     check.add_argument("file", metavar="FILE")
     sub.add_parser("version", help="print the version", description="Print swarmgate's version.")
+    with_channel_key(with_config("rotate-key", "add a new generation of the channel key; the operators hand it to "
+                                               "every proxy task without replacing one"))
     sub.add_parser("channel-key", help="print a new delivery-channel key (for `docker secret create "
                    "swarmgate-channel -`)", description="Print a new delivery-channel key to stdout: pipe it "
                    "straight into `docker secret create swarmgate-channel -`; do not keep a copy.")
@@ -99,6 +101,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "plan": commands.cmd_plan,
         "status": commands.cmd_status,
         "snapshot": commands.cmd_snapshot,
+        "rotate-key": commands.cmd_rotate_key,
     }
     return handlers[command](args)
 

@@ -7,22 +7,23 @@
 #
 # Environment (set by the operator on the proxy service; none of it depends on the operator):
 #   SWARMGATE_TASK_ID         this task's ID ({{.Task.ID}}); pushes name it, so does every status (required)
-#   SWARMGATE_KEY_FILE        the channel key secret     [/run/secrets/swarmgate-channel]
+#   SWARMGATE_KEY_FILE        the channel key secret, the bootstrap key K0 [/run/secrets/swarmgate-channel]
 #   SWARMGATE_CONFIG_PATH     the live nginx config      [/etc/nginx/nginx.conf]
 #   SWARMGATE_BOOTSTRAP_PATH  served when no verified saved config passes nginx -t
 #                             [/swarmgate/bootstrap.conf]
 #   SWARMGATE_DIR             the agent's directory; the rendered configs name it  [/var/lib/swarmgate]
-#   SWARMGATE_STATE_DIR       last config served and the fence, kept across tasks on this node (a named
-#                             volume) [$SWARMGATE_DIR/state]
+#   SWARMGATE_STATE_DIR       last config served, the fence and the current key, kept across tasks on this
+#                             node (a named volume) [$SWARMGATE_DIR/state]
 #   SWARMGATE_NGINX           nginx binary               [nginx]
 #
 # Protocol swarmgate/3. The key file (one Swarm secret) is `swarmgate/3 channel-key HMACHEX` and then
 # a self-signed certificate and its private key (PEM; nginx skips the first line). The control server
 # answers only on the TLS listener, only to SNI/Host swarmgate-control.invalid, and only to a client
 # presenting that same certificate; the operator pins it as the server's. Every push and every status
-# carries an HMAC-SHA256 with the key's HMACHEX. Files:
-#   $DIR/key/channel.pem      the agent's copy of the key file (dir 0700, file 0600, root): the control
-#                             server's certificate, key and only client CA. Read by the nginx master.
+# carries an HMAC-SHA256 with the key's HMACHEX. "The key" is the current key Kc: the mounted secret
+# (the bootstrap key K0, generation 0) until a rekey (below) replaces it with a newer generation. Files:
+#   $DIR/key/channel.pem      the agent's copy of the current key file (dir 0700, file 0600, root): the
+#                             control server's certificate, key and only client CA. Read by the nginx master.
 #   $DIR/control/server.conf  everything inside the control server but its listen and name: TLS, client
 #                             verification, body limit, locations. Written by the agent only; the
 #                             pushed config includes it (`include $DIR/control/*.conf;`) and may not
@@ -30,13 +31,21 @@
 #   $DIR/inbox/config         where nginx puts a PUT (renamed into place whole). First line
 #                             `swarmgate/3 config TASK TERM SEQ DIGEST MAC`, then the config text.
 #                             MAC = HMAC(key, that line before ` MAC`); DIGEST = sha256 hex of the text.
+#   $DIR/inbox/key            a rekey, PUT the same way: `swarmgate/3 key TASK GEN SUM MAC0 MAC`, then a
+#                             new key file. SUM = its sha256; MAC0 = HMAC(K0, `swarmgate/3 key-origin GEN
+#                             SUM`); MAC = HMAC(Kc, that line before ` MAC`).
 #   $DIR/status               `swarmgate/3 status TASK ok SERVED TERM SEQ`, or `swarmgate/3 status TASK
 #                             error REJECTED SERVED TERM SEQ` followed by why (at most 2000 bytes), then
 #                             `swarmgate/3 mac HEX` = HMAC(key, every byte before that line). SERVED is
 #                             `-` for the bootstrap; TERM SEQ is the fence (`0 0`: none accepted yet).
-#   $DIR/work/                private scratch (0700): the HMAC key's inner and outer pads among others.
-#   $STATE/config             the last config this node served: the whole signed body as pushed.
+#                             `$DIR/status-gN` under key generation N > 0: one file per generation, so
+#                             a connection reads a status signed with the key whose certificate it saw.
+#   $DIR/work/                private scratch (0700): the HMAC keys' inner and outer pads (Kc's, K0's
+#                             with suffix 0) among others.
+#   $STATE/config             the last config this node served: the whole signed body as pushed (after a
+#                             rekey: signed again by the agent with the new key, term 0 seq 0).
 #   $STATE/fence              the signed header line of the newest authentic push accepted here.
+#   $STATE/key                the last rekey accepted here, as PUT (0600, root): the current key.
 #
 # A push is applied only if, in this order: its header parses; its MAC is right; it names this task;
 # its (TERM, SEQ) is greater than the fence; the text's sha256 is DIGEST. Anything else is refused:
@@ -49,6 +58,16 @@
 # may not set `master_process`, must include the agent's control file exactly once, must not name
 # swarmgate-control other than in that server's server_name, nor this directory other than in that
 # include, nor the swarmgate-channel secret. So a push changes routes, never the channel.
+# Key rotation: a rekey is taken only if, in this order: its header parses; its MAC is the current key's;
+# it names this task; GEN is greater than the current generation; the key's sha256 is SUM; it is a key
+# file; MAC0 verifies with K0. There is no term/seq fence for rekeys: GEN orders them, and a rekey
+# signed with an earlier key fails its MAC. Then the new key is installed, nginx -t, reload (the control
+# server presents the new certificate: that is how the operator learns the generation; the status
+# format does not change), and saved in $STATE/key; if nginx refuses it, the old key stays, whole. The
+# fence starts over at `0 0`: it belongs to a key, and a leaked old key's huge term must not lock the
+# operator out. At start the current key is $STATE/key's if its SUM, key file and MAC0 verify (with K0:
+# it may come from an earlier task on this node), else K0 (logged); saved config and fence are then
+# checked with it. Refused rekeys are logged and change nothing.
 # The key and values derived from it live in the shell's memory and in root-only files, never in an
 # argv (printf is a shell builtin) or a log. MACs are compared as strings: this is a shell, and the
 # control server only talks to key holders in the first place.
@@ -73,13 +92,18 @@ pause() { sleep "$1" & wait $!; } # a trapped signal ends the wait at once
 nginx_alive() { kill -0 "$nginx_pid" 2>/dev/null; }
 
 # The agent's whole state: `phase` (starting -> serving -> stopping), `serving` (the digest nginx
-# serves now, `-` for the bootstrap), `keyed` (1 when the channel key is loaded) and the fence
-# `fterm fseq` (the newest push accepted). Everything else is local to one step.
+# serves now, `-` for the bootstrap), `keyed` (1 when the channel key is loaded), `kgen` (the current
+# key's generation, 0 for the bootstrap key), `STATUS` (the status file of that generation), the fence
+# `fterm fseq` (the newest push accepted) and `rejected` (the digest the status reports as rejected,
+# empty when it says ok; why in $WORK/why). Everything else is local to one step.
 phase=starting
 serving=-
 keyed=0
+kgen=0
+STATUS=$DIR/status
 fterm=0
 fseq=0
+rejected=""
 nginx_pid=""
 
 stop() {
@@ -130,8 +154,10 @@ hex_bytes() { # hex_bytes HEX: writes the bytes HEX spells (printf is a builtin:
 	printf "$f"
 }
 
-pads() { # pads HEX: HMAC-SHA256's key blocks (the key zero-padded to 64 bytes, XOR 0x36 and 0x5c)
+pads() { # pads HEX [SUFFIX]: HMAC-SHA256's key blocks (the key zero-padded to 64 bytes, XOR 0x36 and
+	# 0x5c) in $WORK/ipadSUFFIX and $WORK/opadSUFFIX: `` the current key's, `0` the bootstrap key's.
 	h=$1
+	psuf=${2:-}
 	ih=""
 	oh=""
 	n=0
@@ -146,36 +172,95 @@ pads() { # pads HEX: HMAC-SHA256's key blocks (the key zero-padded to 64 bytes, 
 		oh=$oh$(printf '%02x' $((b ^ 0x5c)))
 		n=$((n + 1))
 	done
-	hex_bytes "$ih" >"$WORK/ipad" && hex_bytes "$oh" >"$WORK/opad"
+	hex_bytes "$ih" >"$WORK/ipad$psuf" && hex_bytes "$oh" >"$WORK/opad$psuf" &&
+		chmod 600 "$WORK/ipad$psuf" "$WORK/opad$psuf"
 	rc=$?
 	ih=""
 	oh=""
 	return $rc
 }
 
-mac() { # mac < MESSAGE: HMAC-SHA256(key, MESSAGE) in hex = sha256(opad || sha256(ipad || MESSAGE))
-	inner=$(cat "$WORK/ipad" - | sha256sum) || return 1
+mac() { # mac [SUFFIX] < MESSAGE: HMAC-SHA256(key, MESSAGE) in hex = sha256(opad || sha256(ipad || MESSAGE)),
+	# with the pads pads() wrote under SUFFIX (none: the current key, `0`: the bootstrap key)
+	inner=$(cat "$WORK/ipad${1:-}" - | sha256sum) || return 1
 	outer=$({
-		cat "$WORK/opad"
+		cat "$WORK/opad${1:-}"
 		hex_bytes "${inner%% *}"
 	} | sha256sum) || return 1
 	echo "${outer%% *}"
 }
 
-load_key() { # the key file: copied for nginx, its HMAC key turned into the pads; 1 if unusable
+key_file_ok() { # key_file_ok FILE: FILE is a channel key file; sets khex (its HMAC key, hex)
+	khex=""
 	kline=""
-	IFS= read -r kline 2>/dev/null <"$KEY_FILE" || return 1
+	IFS= read -r kline 2>/dev/null <"$1" || return 1
 	case $kline in "$PROTOCOL channel-key "*) ;; *) return 1 ;; esac
 	khex=${kline#"$PROTOCOL channel-key "}
 	kline=""
 	is_hex64 "$khex" || return 1
-	grep -q -x -F -e "-----BEGIN CERTIFICATE-----" "$KEY_FILE" || return 1
-	grep -q -x -F -e "-----BEGIN PRIVATE KEY-----" "$KEY_FILE" || return 1
-	cp "$KEY_FILE" "$KEYDIR/channel.pem.new" && chmod 600 "$KEYDIR/channel.pem.new" &&
+	grep -q -x -F -e "-----BEGIN CERTIFICATE-----" "$1" || return 1
+	grep -q -x -F -e "-----BEGIN PRIVATE KEY-----" "$1"
+}
+
+install_key() { # install_key FILE: FILE (checked by key_file_ok, which set khex) becomes the current key
+	cp "$1" "$KEYDIR/channel.pem.new" && chmod 600 "$KEYDIR/channel.pem.new" &&
 		mv "$KEYDIR/channel.pem.new" "$KEYDIR/channel.pem" || return 1
-	pads "$khex" || return 1
-	khex=""
-	chmod 600 "$WORK/ipad" "$WORK/opad"
+	pads "$khex"
+}
+
+load_key() { # the bootstrap key K0: its pads (suffix 0), to check key generations against; 1 if unusable
+	key_file_ok "$KEY_FILE" || return 1
+	pads "$khex" 0
+}
+
+# key_header FILE: the first line of FILE is `swarmgate/3 key TASK GEN SUM MAC0 MAC`, alone on its line.
+# Sets k_task k_gen k_sum k_mac0 k_mac and k_line. Checks no MAC.
+key_header() {
+	k_file=$1
+	k_line=$(head -c 400 "$k_file" | head -n 1) || return 1 # a header is at most 294 bytes
+	case $k_line in "$PROTOCOL key "*) ;; *) return 1 ;; esac
+	old_ifs=$IFS
+	IFS=' '
+	set -f
+	# shellcheck disable=SC2086 # split on single spaces; checked against the line just below
+	set -- ${k_line#"$PROTOCOL key "}
+	IFS=$old_ifs
+	set +f
+	[ $# -eq 5 ] && [ "$PROTOCOL key $1 $2 $3 $4 $5" = "$k_line" ] || return 1
+	is_task "$1" && is_number "$2" && is_hex64 "$3" && is_hex64 "$4" && is_hex64 "$5" || return 1
+	[ "$(head -n 1 "$k_file" | wc -c)" -eq $((${#k_line} + 1)) ] 2>/dev/null || return 1
+	k_task=$1 k_gen=$2 k_sum=$3 k_mac0=$4 k_mac=$5
+}
+
+# key_origin FILE OUT: the key FILE carries (after the header key_header read) into OUT, if it is a
+# generation of the bootstrap key: its sha256 is SUM, it is a key file, and MAC0 = HMAC(K0, `swarmgate/3
+# key-origin GEN SUM`). Sets khex; on failure, why in k_why. Needs K0's pads (load_key).
+key_origin() {
+	k_why=""
+	if [ "$k_gen" = 0 ]; then
+		k_why="generation 0 is the bootstrap key's"
+		return 1
+	fi
+	tail -c +$((${#k_line} + 2)) "$1" >"$2" || return 1
+	sum=$(sha256sum <"$2") || return 1
+	if [ "${sum%% *}" != "$k_sum" ]; then
+		k_why="the key's sha256 is not the header's $k_sum"
+		return 1
+	fi
+	if ! key_file_ok "$2"; then
+		khex=""
+		k_why="the text is not a channel key file"
+		return 1
+	fi
+	if [ "$(printf '%s' "$PROTOCOL key-origin $k_gen $k_sum" | mac 0)" != "$k_mac0" ]; then
+		khex=""
+		k_why="its origin MAC does not verify with the bootstrap key"
+		return 1
+	fi
+}
+
+status_path() { # status_path GEN: the status file served to connections made with generation GEN
+	if [ "$1" = 0 ]; then echo "$DIR/status"; else echo "$DIR/status-g$1"; fi
 }
 
 control_conf() { # control_conf SIZE: the agent's part of the control server, for a config of SIZE bytes
@@ -201,12 +286,20 @@ location = /swarmgate/v3/config {
     create_full_put_path on;
     alias $INBOX/config;
 }
+location = /swarmgate/v3/key {
+    if (\$request_method != PUT) {
+        return 405;
+    }
+    dav_methods PUT;
+    create_full_put_path on;
+    alias $INBOX/key;
+}
 location = /swarmgate/v3/status {
     if (\$request_method != GET) {
         return 405;
     }
     default_type text/plain;
-    alias $DIR/status;
+    alias $STATUS;
 }
 location / {
     return 404;
@@ -273,17 +366,30 @@ write_status() { # write_status LINE [MESSAGE_FILE]: signed, replaced whole, so 
 	{
 		cat "$WORK/status.body"
 		echo "$PROTOCOL mac $m"
-	} >"$DIR/status.new" && chmod 644 "$DIR/status.new" && mv "$DIR/status.new" "$DIR/status"
+	} >"$STATUS.new" && chmod 644 "$STATUS.new" && mv "$STATUS.new" "$STATUS"
 }
 
-status_ok() { write_status "$PROTOCOL status $TASK ok $serving $fterm $fseq"; }
+status_ok() {
+	rejected=""
+	write_status "$PROTOCOL status $TASK ok $serving $fterm $fseq"
+}
+
+status_again() { # status_again: the status as it stands (after a rekey: the new fence, the new key's MAC)
+	if [ -z "$rejected" ]; then
+		status_ok
+	else
+		write_status "$PROTOCOL status $TASK error $rejected $serving $fterm $fseq" "$WORK/why"
+	fi
+}
 
 refuse() { # refuse WHY: not an authentic, current push for this task; nothing changes
 	log "refused a push: $*"
 }
 
 reject() { # reject DIGEST WHY_FILE: the last good config stays; the status says why
-	write_status "$PROTOCOL status $TASK error $1 $serving $fterm $fseq" "$2"
+	rejected=$1
+	cp "$2" "$WORK/why"
+	write_status "$PROTOCOL status $TASK error $1 $serving $fterm $fseq" "$WORK/why"
 	log "rejected $1: $(head -n 1 "$2")"
 }
 
@@ -438,6 +544,102 @@ apply() { # apply FILE: the pushed file in FILE, read once, start to end
 	log "serving $serving (term $fterm seq $fseq)"
 }
 
+# -- key rotation -------------------------------------------------------------------------------
+refuse_rekey() { log "refused a rekey: $*"; }
+
+# rekey FILE: the rekey in FILE, read once. Accepted only if, in this order: its header parses; its MAC
+# is the current key's; it names this task; its generation is newer than the current one; the key it
+# carries has the header's sha256, is a key file and comes from a holder of the bootstrap key (MAC0).
+# Then the new key serves (nginx -t, reload) or everything goes back to the old one.
+rekey() {
+	if ! key_header "$1" || [ "$(printf '%s' "$PROTOCOL key $k_task $k_gen $k_sum $k_mac0" | mac)" != "$k_mac" ]; then
+		refuse_rekey "not a $PROTOCOL key header with the current key's MAC"
+		return
+	fi
+	if [ "$k_task" != "$TASK" ]; then
+		refuse_rekey "aimed at task $k_task"
+		return
+	fi
+	if [ "$k_gen" -le "$kgen" ]; then
+		refuse_rekey "generation $k_gen is not newer than the current one ($kgen)"
+		return
+	fi
+	if ! key_origin "$1" "$WORK/key.new" || ! pads "$khex" .new; then
+		khex=""
+		refuse_rekey "${k_why:-cannot read the new key}"
+		return
+	fi
+	khex=""
+	# The saved config is signed with the current key, and the next start checks it with the new one.
+	# So the agent signs it again, with the new key: it holds that key anyway, and whoever can write
+	# $STATE and holds the key could sign anything already. The new header says term 0 seq 0, as the
+	# fence starts over with the new key (below). Staged here, renamed into place once the key is saved.
+	if [ -s "$STATE/config" ] && authentic "$STATE/config" && text_of "$STATE/config" "$WORK/saved"; then
+		resigned="$PROTOCOL config $h_task 0 0 $h_digest"
+		if ! m=$(printf '%s' "$resigned" | mac .new) ||
+			! { echo "$resigned $m" && cat "$WORK/saved"; } >"$STATE/config.rekey"; then
+			rm -f "$STATE/config.rekey"
+			refuse_rekey "cannot save the config signed with the new key to $STATE"
+			return
+		fi
+	fi
+	# A key this agent cannot remember is not used (a restart would go back to the old one).
+	if ! { cp "$1" "$STATE/key.new" && chmod 600 "$STATE/key.new"; } ||
+		! { cp "$KEYDIR/channel.pem" "$KEYDIR/channel.pem.old" && cp "$WORK/ipad" "$WORK/ipad.old" &&
+			cp "$WORK/opad" "$WORK/opad.old"; }; then
+		rm -f "$STATE/key.new" "$STATE/config.rekey"
+		refuse_rekey "cannot save the new key to $STATE"
+		return
+	fi
+	# The switch: the key nginx reads, the pads, the generation and the fence. Each generation has
+	# its own status file, signed with its key and written before the reload: a connection made with
+	# either certificate reads a status signed with that certificate's key.
+	old_gen=$kgen old_status=$STATUS old_fterm=$fterm old_fseq=$fseq
+	kgen=$k_gen
+	STATUS=$(status_path "$kgen")
+	fterm=0
+	fseq=0
+	hupped=0
+	if cp "$WORK/key.new" "$KEYDIR/channel.pem.new" && chmod 600 "$KEYDIR/channel.pem.new" &&
+		mv "$KEYDIR/channel.pem.new" "$KEYDIR/channel.pem" && mv "$WORK/ipad.new" "$WORK/ipad" &&
+		mv "$WORK/opad.new" "$WORK/opad" && status_again && control_conf "$(size_of "$CONF")"; then
+		if ! check; then
+			why="the new key fails nginx -t: $(head -n 1 "$WORK/message")"
+		elif ! reload; then
+			why="nginx did not start new workers with the new key within 5 s"
+			hupped=1
+		else
+			# Served. Saved: the key first, then what it signs. The fence belongs to a key: with the
+			# old one gone, so is its fence (a leaked old key's huge term must not lock the operator
+			# out); no fence file is `0 0`. A start between these renames finds config.rekey.
+			if mv "$STATE/key.new" "$STATE/key"; then
+				rm -f "$STATE/fence"
+				[ ! -e "$STATE/config.rekey" ] || mv "$STATE/config.rekey" "$STATE/config"
+			else # a restart goes back to the old key: leave it what that key signed
+				rm -f "$STATE/key.new" "$STATE/config.rekey"
+				log "cannot save the new key in $STATE: a restart goes back to generation $old_gen"
+			fi
+			rm -f "$old_status" "$KEYDIR/channel.pem.old" "$WORK/ipad.old" "$WORK/opad.old" "$WORK/key.new" \
+				"$WORK/saved"
+			log "rekeyed to generation $kgen"
+			return
+		fi
+	else
+		why="cannot install the new key"
+	fi
+	# Back to the old key: its file, pads, generation, status file and fence; nothing was saved.
+	rm -f "$STATUS" "$STATE/key.new" "$STATE/config.rekey" "$WORK/key.new" "$WORK/ipad.new" "$WORK/opad.new"
+	mv "$KEYDIR/channel.pem.old" "$KEYDIR/channel.pem"
+	mv "$WORK/ipad.old" "$WORK/ipad"
+	mv "$WORK/opad.old" "$WORK/opad"
+	kgen=$old_gen STATUS=$old_status fterm=$old_fterm fseq=$old_fseq
+	control_conf "$(size_of "$CONF")"
+	if [ "$hupped" = 1 ]; then
+		reload || log "the old key did not reload either"
+	fi
+	refuse_rekey "$why; still generation $kgen"
+}
+
 # -- start --------------------------------------------------------------------------------------
 umask 077
 mkdir -p "$CONTROL" "$KEYDIR" "$WORK" "$INBOX" "$STATE" || exit 1
@@ -445,13 +647,42 @@ chmod 755 "$DIR" "$CONTROL" && chmod 700 "$KEYDIR" "$WORK" || exit 1
 # nginx's workers (the config's `user`) create the pushed file; they may not list or read the inbox.
 chmod 1733 "$INBOX" || exit 1
 # A previous container's leftovers; nothing but the agent's own file may sit in control/.
-rm -f "$INBOX/config" "$DIR/status" "$KEYDIR/channel.pem" "$WORK/ipad" "$WORK/opad" "$CONTROL"/* ||
-	exit 1
+rm -f "$INBOX/config" "$INBOX/key" "$DIR/status" "$DIR"/status-g* "$KEYDIR"/* "$WORK"/ipad* "$WORK"/opad* \
+	"$WORK"/key.* "$CONTROL"/* "$STATE/key.new" || exit 1
+# The current key: the newest generation a rekey saved here, if it proves its origin with the
+# bootstrap key (it may have come to an earlier task on this node); else the bootstrap key itself.
+k_why=""
+key_src=$KEY_FILE
 if load_key; then
-	keyed=1
-else
-	khex=""
+	if [ -e "$STATE/key" ]; then
+		if key_header "$STATE/key" && key_origin "$STATE/key" "$WORK/key.saved"; then
+			key_src=$WORK/key.saved
+			kgen=$k_gen
+		else
+			log "the saved key is not a generation of the bootstrap key (${k_why:-not a $PROTOCOL key header}):" \
+				"ignored, using the bootstrap key"
+		fi
+	fi
+	[ "$key_src" != "$KEY_FILE" ] || key_file_ok "$KEY_FILE"
+	install_key "$key_src" && keyed=1
+	rm -f "$WORK/key.saved"
+	STATUS=$(status_path "$kgen")
+fi
+khex=""
+if [ "$keyed" != 1 ]; then
+	kgen=0
+	STATUS=$DIR/status
 	log "no usable channel key in $KEY_FILE: serving, but nothing can push a config"
+fi
+
+# A rekey that stopped between saving its key and the config it signed again: if that key is the
+# current one, that config is the one to keep; else the rekey never happened.
+if [ -e "$STATE/config.rekey" ]; then
+	if [ "$keyed" = 1 ] && authentic "$STATE/config.rekey"; then
+		mv "$STATE/config.rekey" "$STATE/config"
+	else
+		rm -f "$STATE/config.rekey"
+	fi
 fi
 
 # The fence: the greater of the saved fence and the saved config's header, each only if signed.
@@ -499,7 +730,7 @@ fi
 status_ok
 "$NGINX" -c "$CONF" -g 'daemon off;' &
 nginx_pid=$!
-log "nginx started (pid $nginx_pid) from $start_from, fence term $fterm seq $fseq"
+log "nginx started (pid $nginx_pid) from $start_from, key generation $kgen, fence term $fterm seq $fseq"
 
 # Ready = the master has spawned workers; it installs its signal handlers before that. Until then
 # no signal goes to nginx (a HUP before the handlers kills it with status 129).
@@ -514,7 +745,10 @@ fi
 
 while [ "$phase" = serving ] && nginx_alive; do
 	# nginx renames a PUT into place whole; taking it away by rename leaves the inbox free.
-	if mv "$INBOX/config" "$WORK/incoming" 2>/dev/null; then
+	if mv "$INBOX/key" "$WORK/key.incoming" 2>/dev/null; then
+		rekey "$WORK/key.incoming"
+		rm -f "$WORK/key.incoming" "$WORK/key.new" "$WORK/ipad.new" "$WORK/opad.new" "$WORK/saved"
+	elif mv "$INBOX/config" "$WORK/incoming" 2>/dev/null; then
 		apply "$WORK/incoming"
 	else
 		pause 0.2

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from swarmgate.operator.delivery import wire
+from swarmgate.operator.delivery.channel_holder import Keyring
 from swarmgate.operator.delivery.channel_key import ChannelKey
 from swarmgate.operator.delivery.proxystate import ProxyState, PublishedConfig
 from swarmgate.operator.delivery.wire import AgentStatus, ForgedStatus, ProxyTarget
@@ -39,6 +40,11 @@ MAX_STATUS_BYTES = 8192
 
 class PushError(Exception):
     """One request to a proxy's control server failed; the message says how (no key material in it)."""
+
+
+class WrongKey(PushError):
+    """The task's control server shows another certificate than this key's: it holds another
+    generation of the channel key (or is not our agent at all)."""
 
 
 def _microseconds() -> int:
@@ -66,7 +72,7 @@ class ControlClient:
 
     def __init__(self, target: ProxyTarget, key: ChannelKey, context: ssl.SSLContext, *, timeout: float) -> None:
         self.target = target
-        self._key = key
+        self.key = key
         self._context = context
         self._timeout = timeout
 
@@ -76,6 +82,8 @@ class ControlClient:
             conn.request(method, path, body=body, headers={"Host": CONTROL_HOST})
             response = conn.getresponse()
             return response.status, response.read(MAX_STATUS_BYTES)
+        except ssl.SSLCertVerificationError as exc:
+            raise WrongKey(f"{method} {path}: the task shows another certificate ({exc.verify_message})") from None
         except (OSError, http.client.HTTPException) as exc:
             raise PushError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
         finally:
@@ -85,10 +93,15 @@ class ControlClient:
         code, body = self._request("GET", wire.STATUS_PATH)
         if code != 200:
             raise PushError(f"GET {wire.STATUS_PATH}: HTTP {code}")
-        return wire.verify_status(body, self._key)  # ForgedStatus when the MAC does not verify
+        return wire.verify_status(body, self.key)  # ForgedStatus when the MAC does not verify
+
+    def rekey(self, body: bytes) -> None:
+        code, _ = self._request("PUT", wire.KEY_PATH, body)
+        if code not in (201, 204):
+            raise PushError(f"PUT {wire.KEY_PATH}: HTTP {code}")
 
     def put(self, config: PublishedConfig, *, term: int, seq: int) -> None:
-        body = wire.push_body(self._key, task=self.target.task, term=term, seq=seq, digest=config.digest,
+        body = wire.push_body(self.key, task=self.target.task, term=term, seq=seq, digest=config.digest,
                               text=config.text)
         code, _ = self._request("PUT", wire.CONFIG_PATH, body)
         if code not in (201, 204):
@@ -107,9 +120,11 @@ class _ControlConnection(http.client.HTTPSConnection):
 class Pusher:
     """Keeps every proxy task serving its extension's current config; `start()`/`stop()`.
 
-    `channel()` is the channel key (None: this operator does not hold it yet, so it reads and pushes
-    nothing). `term()` is the leader's term while this operator may push, else None (a standby, or a
-    leader that has not confirmed its lease lately). Every push carries the term and a sequence
+    `channel()` is the channel's keyring, or one key (None: this operator holds none yet, so it reads
+    and pushes nothing). A task that shows an older generation's certificate is handed the newest
+    key first (`wire.rekey_body`), over its own generation's channel. `term()` is the leader's term
+    while this operator may push, else None (a standby, or a leader that has not confirmed its lease
+    lately). Every push carries the term and a sequence
     number; an agent refuses anything older than what it accepted, so a deposed leader cannot undo
     a newer one's push, and a status that shows a newer term makes this pusher stand down at once.
     """
@@ -117,7 +132,7 @@ class Pusher:
     def __init__(
         self,
         store: ProxyState,
-        channel: Callable[[], ChannelKey | None],
+        channel: Callable[[], ChannelKey | Keyring | None],
         *,
         term: Callable[[], int | None] = lambda: 1,
         on_forged: Callable[[str, str, str, str], None] | None = None,
@@ -143,6 +158,7 @@ class Pusher:
         self._unreachable: set[str] = set()  # tasks whose last attempt failed: logged once per change
         self._newer_term: int = 0  # the newest term seen in a status that is not ours: we stand down
         self._contexts: dict[str, ssl.SSLContext] = {}  # per key fingerprint: loading one costs a file
+        self._generation_of: dict[str, int] = {}  # task -> the key generation it showed last
         self._executor: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
 
@@ -199,11 +215,15 @@ class Pusher:
             return None
         return term
 
+    def _keyring(self) -> Keyring | None:
+        found = self._channel()
+        return Keyring.of(found) if isinstance(found, ChannelKey) else found
+
     def round(self) -> list[Future[None]]:
         """Start tending every tracked task that is not being tended already; returns the futures."""
         if self._may_push() is None:
             return []
-        key = self._channel()
+        key = self._keyring()
         if key is None:
             return []  # this operator does not hold the channel key (yet): it can prove nothing
         with self._lock:
@@ -227,8 +247,8 @@ class Pusher:
 
     def survey(self, timeout: float = 10.0) -> None:
         """Read every tracked task's status once, in parallel, and push nothing (`status`, `plan`)."""
-        key = self._channel()
-        if key is None:
+        ring = self._keyring()
+        if ring is None:
             return
         with self._lock:
             targets = [t for ts in self._targets.values() for t in ts]
@@ -237,7 +257,7 @@ class Pusher:
 
         def read(target: ProxyTarget) -> None:
             try:
-                self._read(self._client(target, key))
+                self._connect(target, ring)
             except PushError as exc:
                 self._note_unreachable(target, str(exc))
 
@@ -246,7 +266,7 @@ class Pusher:
                 future.result(timeout=timeout)
 
     # -- one task ------------------------------------------------------------------------------
-    def _tend_logged(self, target: ProxyTarget, key: ChannelKey) -> None:
+    def _tend_logged(self, target: ProxyTarget, key: Keyring) -> None:
         """`tend` in a worker thread: a bug must be seen, not swallowed by the future nobody reads."""
         try:
             self.tend(target, key)
@@ -254,15 +274,70 @@ class Pusher:
             log.exception("tending proxy task %s failed", target.task)
             raise
 
-    def tend(self, target: ProxyTarget, key: ChannelKey) -> None:
+    def _connect(self, target: ProxyTarget, ring: Keyring) -> tuple[ControlClient, int, AgentStatus | None]:
+        """The client for the key generation this task holds (the one it showed last, tried first),
+        and its status; `WrongKey` when it shows none of the ring's certificates."""
+        known = self._generation_of.get(target.task)
+        order = sorted(ring.keys, key=lambda item: (item[0] != known, -item[0]))
+        # Twice: while a task reloads onto a new key, its old and new workers share the socket, and
+        # for a moment a handshake may meet either certificate.
+        for attempt in range(2):
+            for generation, key in order:
+                client = self._client(target, key)
+                try:
+                    status = self._read(client)
+                except WrongKey:
+                    continue
+                self._generation_of[target.task] = generation
+                return client, generation, status
+            if attempt == 0 and self._stop.wait(0.1):
+                break
+        raise WrongKey(f"the task shows a certificate of none of the {len(ring.keys)} channel key generation(s) "
+                       "this operator holds")
+
+    def _rekey(self, target: ProxyTarget, ring: Keyring, client: ControlClient, generation: int,
+               ) -> tuple[ControlClient, AgentStatus | None]:
+        """Hand the newest key to a task that holds an older generation; the client and status under
+        the new key once the task shows its certificate."""
+        newest_generation, newest = ring.newest
+        bootstrap = ring.bootstrap
+        if bootstrap is None:
+            raise PushError("cannot rekey without generation 0 of the channel key")
+        client.rekey(wire.rekey_body(client.key, bootstrap, newest, task=target.task, generation=newest_generation))
+        fresh = self._client(target, newest)
+        deadline = time.monotonic() + self._push_timeout
+        while not self._stop.wait(0.1):
+            try:
+                status = self._read(fresh)
+            except WrongKey:
+                if time.monotonic() > deadline:
+                    raise PushError(f"did not take key generation {newest_generation} within "
+                                    f"{self._push_timeout:.0f} s") from None
+                continue
+            self._generation_of[target.task] = newest_generation
+            log.info("proxy task %s on %s holds channel key generation %d (was %d)", target.task,
+                     target.hostname or target.node, newest_generation, generation)
+            return fresh, status
+        raise PushError("stopped while rekeying")
+
+    def tend(self, target: ProxyTarget, ring: Keyring | ChannelKey) -> None:
         """Read one task's status; push the current config if it needs it and wait for the outcome."""
-        client = self._client(target, key)
+        if isinstance(ring, ChannelKey):
+            ring = Keyring.of(ring)
         try:
-            status = self._read(client)
+            client, generation, status = self._connect(target, ring)
             if status is None:
                 return
+            rekeyed = False
+            if generation < ring.newest[0] and self._may_push() is not None:
+                client, status = self._rekey(target, ring, client, generation)
+                if status is None:
+                    return
+                rekeyed = True
             config = self._store.current(target.extension)
-            if config is None or config.digest in (status.serving, status.rejected):
+            # A rekeyed task's fence starts over at 0 0: push even the config it serves, so that the
+            # fence holds this leader's term again at once (the agent then only says "already serving").
+            if config is None or (config.digest in (status.serving, status.rejected) and not rekeyed):
                 return
             term = self._may_push()
             if term is None:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from swarmgate.models.settings.config import Config
 from swarmgate.models.swarm.observed import ObservedState
-from swarmgate.operator.delivery.channel_key import ChannelKey
+from swarmgate.operator.delivery.channel_holder import Keyring
 from swarmgate.operator.delivery.proxystate import ProxyState
 from swarmgate.operator.delivery.pusher import Pusher
 from swarmgate.operator.delivery.wire import proxy_targets
 from swarmgate.operator.planning.desired import DesiredState
 
 
-def survey(config: Config, observed: ObservedState, desired: DesiredState, key: ChannelKey | None, *,
+def survey(config: Config, observed: ObservedState, desired: DesiredState, key: Keyring | None, *,
            timeout: float = 10.0) -> ProxyState:
     """A store holding each hitless extension's desired config and what its proxy tasks say."""
     store = ProxyState()

@@ -16,10 +16,18 @@ Protocol swarmgate/3:
 - `GET /swarmgate/v3/status`: `swarmgate/3 status TASK ok SERVED TERM SEQ`, or `... error REJECTED
   SERVED TERM SEQ` followed by nginx's reason, then the line `swarmgate/3 mac HEX` over all that.
   TERM SEQ is the newest push the agent accepted (its fence).
+- `PUT /swarmgate/v3/key` (`rekey_body`): a new generation of the channel key, `swarmgate/3 key TASK
+  GEN SUM MAC0 MAC\n` + the new key file. SUM is the key file's sha256; MAC0 the bootstrap key's
+  (the Swarm secret's) HMAC of `swarmgate/3 key-origin GEN SUM`, which lets the agent check a saved
+  key at start; MAC the current key's HMAC of the header before ` MAC`. The agent takes it only for
+  its own TASK and a GEN above its current one, then serves the control server with the new
+  certificate (the operator learns the generation from which certificate the handshake accepts),
+  verifies pushes and signs statuses with the new key, and starts its fence over at `0 0`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -31,6 +39,7 @@ from swarmgate.operator.delivery.channel_key import ChannelKey
 PROTOCOL = "swarmgate/3"
 CONFIG_PATH = "/swarmgate/v3/config"
 STATUS_PATH = "/swarmgate/v3/status"
+KEY_PATH = "/swarmgate/v3/key"
 MAX_MESSAGE = 2000
 _TASK_ID = re.compile(r"[A-Za-z0-9]{1,64}")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -82,6 +91,21 @@ def push_header(*, task: str, term: int, seq: int, digest: str) -> str:
 def push_body(key: ChannelKey, *, task: str, term: int, seq: int, digest: str, text: str) -> bytes:
     header = push_header(task=task, term=term, seq=seq, digest=digest)
     return f"{header} {key.mac(header.encode())}\n".encode() + text.encode()
+
+
+def rekey_body(current: ChannelKey, bootstrap: ChannelKey, new: ChannelKey, *, task: str, generation: int) -> bytes:
+    """A rekey for one task: `new` becomes its channel key, generation `generation` (the bootstrap
+    key, the Swarm secret, is generation 0). Signed with the task's `current` key; MAC0 proves to the
+    agent, at any later start, that a holder of `bootstrap` made it."""
+    if not _TASK_ID.fullmatch(task):
+        raise ValueError("a rekey names a task ID")
+    if generation < 1 or not _NUMBER.fullmatch(str(generation)):
+        raise ValueError("a key generation is at least 1 and at most 18 digits")
+    text = new.file_text()
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    origin = bootstrap.mac(f"{PROTOCOL} key-origin {generation} {digest}".encode())
+    header = f"{PROTOCOL} key {task} {generation} {digest} {origin}"
+    return f"{header} {current.mac(header.encode())}\n".encode() + text.encode()
 
 
 def _digest_or_bootstrap(field: str) -> str | None:

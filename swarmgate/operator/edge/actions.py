@@ -60,7 +60,7 @@ class Publisher(Protocol):
 class KeyKeeper(Protocol):
     """Where a channel key this operator creates goes (`delivery.channel_holder`): never a log."""
 
-    def adopt(self, key: ChannelKey) -> None: ...
+    def adopt(self, key: ChannelKey, generation: int = 0) -> None: ...
 
 
 
@@ -110,7 +110,7 @@ def _apply_one(api: docker.APIClient, action: Action, ids: _Ids, publisher: Publ
             raise TemporaryError("no keeper for a new channel key: not created")
         key = ChannelKey.generate()
         # Kept first: a crash after the secret is created must not leave a key that nobody holds.
-        keys.adopt(key)
+        keys.adopt(key, action.generation)
         labels = {**action.labels, CHANNEL_FINGERPRINT_LABEL: key.fingerprint}
         calls.count("create_secret", write=True)
         created = api.create_secret(action.name, key.file_text().encode(), labels=labels)

@@ -92,18 +92,28 @@ def user_constraints(service: Service | None) -> tuple[str, ...]:
     return tuple(sorted(c for c in service.constraints if c not in ours))
 
 
+def control_peers(config: Config, observed: ObservedState) -> tuple[str, ...]:
+    """Who may reach the proxies' control server once they run a pushed config: every node of the
+    Swarm (an operator only runs on a manager, and a worker promoted later is already listed) plus
+    `ControlSources`. A node that joins is listed by the next push, a second or so later. The
+    bootstrap config lists nobody (it must not change with the nodes: it is part of the proxy spec),
+    so a proxy task that starts from it accepts any holder of the channel key."""
+    return tuple(sorted({n.addr for n in observed.nodes if n.addr} | set(config.control_sources)))
+
+
 def _extension_desired(
     ext: Extension,
     observed: ObservedState,
     *,
     runtime: Runtime,
     unusable_secrets: Set[str],
+    control_peers: tuple[str, ...],
 ) -> ExtensionDesired:
     table = build_route_table(observed, ext, unusable_secrets=unusable_secrets)
     current = observed.service_named(ext.proxy_service_name)
     problem = render_error = None
     try:
-        rendered = render_nginx(ext, table, server_info=runtime.server_info,
+        rendered = render_nginx(ext, table, server_info=runtime.server_info, control_peers=control_peers,
                                 template_text=custom_template(ext, observed))
         bootstrap = render_bootstrap(ext, server_info=runtime.server_info)
     except SwarmgateError as exc:
@@ -148,7 +158,8 @@ def build_desired(
     """`unusable_secrets`: IDs of secrets a proxy's nginx could not load (learnt from its rejections,
     see models/routing/tls_secrets.py); the services that name them are set aside."""
     extensions = tuple(
-        _extension_desired(ext, observed, runtime=runtime, unusable_secrets=unusable_secrets)
+        _extension_desired(ext, observed, runtime=runtime, unusable_secrets=unusable_secrets,
+                           control_peers=control_peers(config, observed))
         for _, ext in sorted(config.extensions.items())
     )
     return DesiredState(

@@ -38,29 +38,41 @@ DEFAULT_RETENTION = 3
 class CreateChannelSecret:
     name: str
     labels: dict[str, str]
+    generation: int = 0  # 0: the key every proxy task starts with; N: `swarmgate rotate-key`'s
 
     def describe(self) -> str:
+        if self.generation:
+            return f"create secret {self.name} (the delivery channel's key, generation {self.generation})"
         return f"create secret {self.name} (the delivery channel's key: the operator and the proxies mount it)"
 
 
 @dataclass(frozen=True)
 class MountChannelSecret:
-    """Mount the channel key into the operator's own service: the one write to a service swarmgate
-    does not own, and only this one reference is added (the operator restarts once, with the key)."""
+    """Mount the channel key's secrets into the operator's own service: the one write to a service
+    swarmgate does not own, and only these references are added (the operator restarts once per new
+    key generation, holding the keys; no proxy task is touched)."""
 
     service_id: str
     service_name: str
     version: int
     spec: Mapping[str, Any]
+    secrets: tuple[str, ...] = (CHANNEL_SECRET_NAME,)
 
     def describe(self) -> str:
-        return (f"update service {self.service_name}: mount secret {CHANNEL_SECRET_NAME} (the operator "
+        return (f"update service {self.service_name}: mount secret(s) {', '.join(self.secrets)} (the operator "
                 "restarts once, holding the channel key)")
 
 
+def is_channel_secret(name: str) -> bool:
+    """`swarmgate-channel` (generation 0) or `swarmgate-channel-N` (a rotated generation)."""
+    rest = name.removeprefix(CHANNEL_SECRET_NAME)
+    return rest == "" or (rest.startswith("-") and rest[1:].isdigit() and not rest[1:].startswith("0"))
+
+
 def own_channel_mount(observed: ObservedState, own_task: Task | None) -> MountChannelSecret | None:
-    """The mount an operator running as a Swarm task needs once the channel key's secret exists."""
-    if own_task is None or not any(s.name == CHANNEL_SECRET_NAME for s in observed.secrets):
+    """The mount an operator running as a Swarm task needs once a channel key's secret exists that
+    its service does not mount yet (each at /run/secrets/<its name>)."""
+    if own_task is None:
         return None
     service = next((s for s in observed.services if s.id == own_task.service_id), None)
     if service is None:
@@ -68,11 +80,13 @@ def own_channel_mount(observed: ObservedState, own_task: Task | None) -> MountCh
     spec = copy.deepcopy(dict(service.spec))
     container = spec.setdefault("TaskTemplate", {}).setdefault("ContainerSpec", {})
     refs = container.get("Secrets") or []
-    if any(ref.get("SecretName") == CHANNEL_SECRET_NAME for ref in refs):
+    mounted = {ref.get("SecretName") for ref in refs}
+    missing = sorted(s.name for s in observed.secrets if is_channel_secret(s.name) and s.name not in mounted)
+    if not missing:
         return None
-    container["Secrets"] = [*refs, {"SecretName": CHANNEL_SECRET_NAME,
-                                    "File": {"Name": CHANNEL_SECRET_NAME, "UID": "0", "GID": "0", "Mode": 0o400}}]
-    return MountChannelSecret(service.id, service.name, service.version, spec)
+    container["Secrets"] = [*refs, *({"SecretName": name, "File": {"Name": name, "UID": "0", "GID": "0",
+                                                                     "Mode": 0o400}} for name in missing)]
+    return MountChannelSecret(service.id, service.name, service.version, spec, tuple(missing))
 
 
 @dataclass(frozen=True)
