@@ -7,7 +7,10 @@ port of each, lb-00 is cut off from every manager (iptables DROP in its network 
 ways; the host, which sends the load, stays reachable), the cut is held, then healed. Counted per
 service: failed requests during the cut and after the heal, and whether lb-00's task was replaced.
 
-    .venv/bin/python bench/partition.py [--cut 60] [--after 45] [--out bench/partition]
+    .venv/bin/python bench/partition.py [--cut 60] [--after 45] [--heartbeat S] [--out PATH]
+
+writes bench/partition-heartbeat<S>.{md,json} (S: the dispatcher heartbeat, 5 by default; the run sets
+it with `docker swarm update --dispatcher-heartbeat` and puts Docker's 5 s back afterwards).
 
 Run it under the shared lab lock: `flock /tmp/swarmgate-lab.lock .venv/bin/python bench/partition.py`.
 """
@@ -48,7 +51,7 @@ def create(client: docker.DockerClient, name: str, port: int, lb_count: int) -> 
 
 def tasks_on(client: docker.DockerClient, service: str, node_id: str) -> list[str]:
     return [t["ID"] for t in client.api.tasks(filters={"service": service, "desired-state": "running"})
-            if t["NodeID"] == node_id and t["Status"]["State"] == "running"]
+            if t.get("NodeID") == node_id and t["Status"]["State"] == "running"]
 
 
 def iptables(lab: Lab, node: str, action: str, managers: list[str]) -> None:
@@ -66,13 +69,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cut", type=float, default=60.0, help="seconds lb-00 stays cut off")
     parser.add_argument("--after", type=float, default=45.0, help="seconds watched after the heal")
-    parser.add_argument("--out", default=str(REPO / "bench" / "partition"))
+    parser.add_argument("--out", default=None, help="output path without suffix")
+    parser.add_argument("--heartbeat", type=float, default=None,
+                        help="the Swarm's dispatcher heartbeat period in s for this run (Docker's default: 5)")
     args = parser.parse_args()
+    args.out = args.out or str(REPO / "bench" / f"partition-heartbeat{args.heartbeat or 5:g}")
     lab = load_lab()
     client = docker.DockerClient(base_url=lab.node(lab.managers[0]).sock, timeout=30)
+    if args.heartbeat is not None:
+        subprocess.run(["docker", "-H", lab.node(lab.managers[0]).sock, "swarm", "update", "--dispatcher-heartbeat",
+                        f"{args.heartbeat:g}s"], check=True, capture_output=True)
     managers = [lab.address(m) for m in lab.managers]
     node_id = next(n["ID"] for n in client.api.nodes() if n["Description"]["Hostname"] == LB)
-    result: dict[str, Any] = {"cut_s": args.cut, "after_s": args.after, "services": {}}
+    result: dict[str, Any] = {"cut_s": args.cut, "after_s": args.after, "heartbeat_s": args.heartbeat or 5.0,
+                              "services": {}}
     try:
         for name, port in SERVICES.items():
             create(client, name, port, len(lab.lb_nodes))
@@ -109,19 +119,22 @@ def main() -> int:
                 "longest_gap_after_heal_s": after.longest_gap_s, "reasons_after_heal": after.reasons,
                 "lb00_task_before": before[s], "lb00_task_after": tasks_on(client, s, node_id),
                 "tasks_listed": [(t["ID"], t["DesiredState"], t["Status"]["State"], t["Status"].get("Err", ""))
-                                 for t in client.api.tasks(filters={"service": s}) if t["NodeID"] == node_id],
+                                 for t in client.api.tasks(filters={"service": s}) if t.get("NodeID") == node_id],
             }
     finally:
         iptables(lab, LB, "-D", managers)
+        if args.heartbeat is not None:
+            subprocess.run(["docker", "-H", lab.node(lab.managers[0]).sock, "swarm", "update",
+                            "--dispatcher-heartbeat", "5s"], check=False, capture_output=True)
         for name in SERVICES:
             with contextlib.suppress(docker.errors.APIError):
                 client.api.remove_service(name)
         client.close()
     Path(args.out + ".json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# Healed partition of an LB node ({time.strftime('%Y-%m-%d')}, `bench/partition.py`)", "",
-             f"lb-00 cut off from every manager for {args.cut:g} s (listed `down` after "
-             f"{result['lb00_listed_down_after_s']} s), then healed and watched {args.after:g} s; 10 requests/s "
-             "to lb-00's host port of each service.", "",
+             f"Dispatcher heartbeat {result['heartbeat_s']:g} s. lb-00 cut off from every manager for "
+             f"{args.cut:g} s (listed `down` after {result['lb00_listed_down_after_s']} s), then healed and watched "
+             f"{args.after:g} s; 10 requests/s to lb-00's host port of each service.", "",
              "| mode | failed during the cut | failed after the heal | longest gap after the heal "
              "| lb-00's task replaced |",
              "|---|---|---|---|---|"]

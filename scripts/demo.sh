@@ -4,7 +4,7 @@
 #   scripts/demo.sh up     label the LB nodes, store the operator's TOML as a Swarm config, start the
 #                          operator as a Swarm service, pin its proxy, deploy `demo`, then show the
 #                          seed's `curl -vs -H "Host: demo.local" http://<lb-00>/ping` and its answer
-#   scripts/demo.sh down   remove what `up` made (services, configs, the proxy token secret); the lab
+#   scripts/demo.sh down   remove what `up` made (services, configs, the channel key's secrets); the lab
 #                          itself keeps running (`make lab-down` stops it)
 #
 # `make demo` brings the lab up first (`lab/lab.py up`), then runs `up`. Only lab addresses are ever
@@ -27,7 +27,7 @@ fi
 OPERATOR=interlock
 PROXY=interlock-proxy
 CONFIG=service.interlock.conf
-TOKEN_SECRET=swarmgate-channel
+CHANNEL_SECRET=swarmgate-channel
 OWNED=swarmgate.managed-by=swarmgate
 
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
@@ -87,9 +87,12 @@ down() {
   for cfg in "$CONFIG" $(docker config ls -q --filter "label=$OWNED"); do
     if docker config inspect "$cfg" >/dev/null 2>&1; then remove_when_unused config "$cfg" && removed=1; fi
   done
-  if docker secret inspect "$TOKEN_SECRET" >/dev/null 2>&1; then
-    remove_when_unused secret "$TOKEN_SECRET" && removed=1
-  fi
+  # Every generation of the channel key: swarmgate-channel, swarmgate-channel-N.
+  for secret in $(docker secret ls --format '{{.Name}}' --filter "name=$CHANNEL_SECRET"); do
+    case "$secret" in
+      "$CHANNEL_SECRET" | "$CHANNEL_SECRET"-[1-9]*) remove_when_unused secret "$secret" && removed=1 ;;
+    esac
+  done
   return $((1 - removed))
 }
 

@@ -11,7 +11,7 @@ Actions:
 - `tls-own-cert` the same, presenting a self-made certificate for that name, then PUT a config
 - `raw` send the bytes of the hex file ARG on a new TCP connection (a replayed capture)
 - `push-with-key` with the key file ARG (a leaked key), PUT the config in env ATTACK_CONFIG with
-  env ATTACK_TASK / ATTACK_TERM / ATTACK_SEQ
+  env ATTACK_TASK / ATTACK_TERM / ATTACK_SEQ (ATTACK_NO_VERIFY=1: accept any server certificate)
 """
 
 from __future__ import annotations
@@ -113,7 +113,14 @@ def push_with_key(address: str, port: int, key_file: str) -> dict[str, Any]:
     body = wire.push_body(key, task=os.environ["ATTACK_TASK"], term=int(os.environ["ATTACK_TERM"]),
                           seq=int(os.environ["ATTACK_SEQ"]), digest=hashlib.sha256(text.encode()).hexdigest(),
                           text=text)
-    conn = _Tls(address, port, timeout=5, context=key.client_context())
+    if os.environ.get("ATTACK_NO_VERIFY") == "1":
+        # Whatever certificate the proxy shows now, present the key's own.
+        pem = Path(key_file).with_suffix(".pem")
+        pem.write_text(key.cert_pem + key.key_pem)
+        context = _unverified(str(pem))
+    else:
+        context = key.client_context()
+    conn = _Tls(address, port, timeout=5, context=context)
     return _request(conn, "PUT", wire.CONFIG_PATH, body, {"Host": CONTROL_HOST})
 
 

@@ -198,17 +198,25 @@ def manager_freeze(seed: Seed, result: Result, windows: Windows) -> Undo:
     if served is None:
         result.notes.append(f"{name}.local not served on {', '.join(sorted(missing))} while frozen")
         return lambda: seed.thaw_engine(node)
+    # The first 200s may come from new workers while an old one of the same reload still accepts:
+    # the watch starts once each agent says only the new workers serve.
+    wait_for(lambda: all(seed.agent_serves_host(lb, f"{name}.local") for lb in seed.lab.lb_nodes),
+             timeout=30, what=f"every agent serving {name}.local")
     # Both operators run now: watch the route for as long as the fault holds.
     deadline = time.monotonic() + windows.hold
     probes = 0
+    reasons: dict[str, int] = {}
     while time.monotonic() < deadline:
         for lb in seed.lab.lb_nodes:
             probes += 1
-            if not seed.answers(lb, f"{name}.local", metadata=name):
+            why = seed.why_not(lb, f"{name}.local", metadata=name)
+            if why:
                 result.route_failures += 1
+                key = f"{lb} {why}"
+                reasons[key] = reasons.get(key, 0) + 1
         time.sleep(0.2)
     result.notes.append(f"{name}.local: {result.route_failures} of {probes} probes failed in {windows.hold:g} s "
-                        "with both operators running")
+                        f"with both operators running {reasons or ''}".rstrip())
     return lambda: seed.thaw_engine(node)
 
 

@@ -32,7 +32,7 @@ from tests.support import host_port
 from tests.support import wait_for as wait_for
 
 PROXY = "interlock-proxy"
-TOKEN_SECRET = "swarmgate-channel"
+CHANNEL_SECRET = "swarmgate-channel"
 STATE_VOLUME = f"{PROXY}-state"
 OWNED = {"label": "swarmgate.managed-by=swarmgate"}
 
@@ -139,8 +139,10 @@ def clean_swarm(client: docker.DockerClient, *, services: tuple[str, ...] = (), 
     # A config stays "in use" until the service that mounts it is gone; removal retries until then.
     for cfg in client.configs.list(filters=OWNED):
         _remove_when_unused(cfg.remove)
-    for secret in client.secrets.list(filters={"name": TOKEN_SECRET}):
-        _remove_when_unused(secret.remove)
+    # The channel key, every generation of it (swarmgate-channel, swarmgate-channel-N).
+    for secret in client.secrets.list(filters={"name": CHANNEL_SECRET}):
+        if secret.name == CHANNEL_SECRET or secret.name.startswith(f"{CHANNEL_SECRET}-"):
+            _remove_when_unused(secret.remove)
     if lab is not None:
         for name in lab.lb_nodes:
             for proxy in proxies:
@@ -213,6 +215,14 @@ def create_routed(client: docker.DockerClient, name: str, labels: dict[str, str]
         name=name, labels=labels, mode={"Replicated": {"Replicas": replicas}},
         endpoint_spec={"Ports": [{"Protocol": "tcp", "TargetPort": 8080, "PublishMode": "host"}]})
     return str(created["ID"])
+
+
+def route_and_wait(lab: Lab, client: docker.DockerClient, name: str, host: str) -> None:
+    """`create_routed` with `host`, then wait until every LB node answers it from the service's tasks."""
+    create_routed(client, name, {"com.docker.lb.hosts": host, "com.docker.lb.port": "8080"})
+    wait_for(lambda: running_upstreams(client, name) or None, timeout=60, what=f"a running {name} task")
+    wait_for(lambda: answers_everywhere(lab, host, running_upstreams(client, name)), timeout=60,
+             what=f"{host} on every LB node")
 
 
 def running_upstreams(client: docker.DockerClient, service: str) -> set[str]:

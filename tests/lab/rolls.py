@@ -38,7 +38,8 @@ from tests.lab.seed_deployment import PROXY, Seed, swarm_time, wait_for
 UPDATING = ("updating", "rollback_started")
 TASK_LINE = re.compile(r"server (\S+);\s+# (\S+) task (\S+)")
 # Where the proxy agent (swarmgate/operator/delivery/agent.sh) keeps the live config and its status.
-CONFIG_PATH, STATUS_PATH = "/etc/nginx/nginx.conf", "/var/lib/swarmgate/status"
+# The status is `status` under the channel key's generation 0, `status-gN` after a rotation to N.
+CONFIG_PATH, STATUS_PATH = "/etc/nginx/nginx.conf", "/var/lib/swarmgate/status*"
 SEPARATOR = "--- swarmgate rolls ---"
 PLAIN_WORKERS = ("node.role==worker", "node.labels.nodetype!=loadbalancer")
 
@@ -165,7 +166,8 @@ class Backend:
             return set()
         status, _, config = out.partition(f"\n{SEPARATOR}\n".encode())
         words = status.split(b"\n", 1)[0].split()
-        if len(words) != 4 or words[2] != b"ok" or words[3].decode() != hashlib.sha256(config).hexdigest():
+        # swarmgate/3 status TASK ok DIGEST TERM SEQ
+        if len(words) != 7 or words[3] != b"ok" or words[4].decode() != hashlib.sha256(config).hexdigest():
             return set()
         return {m.group(3) for m in TASK_LINE.finditer(config.decode(errors="replace")) if m.group(2) == self.name}
 

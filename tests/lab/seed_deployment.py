@@ -10,6 +10,7 @@ LB node answers for it. Every object it makes is named `fault-*`, so `restore` f
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -142,6 +143,28 @@ class Seed:
         if not ids:
             raise RuntimeError(f"no container of {service} runs on {node}")
         return ids[0]
+
+    def agent_serves_host(self, node: str, host: str) -> bool:
+        """The proxy's agent on `node` says it serves (new workers only) the live config, which names
+        `host`: until then a request may still meet an old worker of the last reload."""
+        out = self.cli("exec", self.container_on(node, PROXY), "sh", "-c",
+                       "cat /var/lib/swarmgate/status* && echo '--' && cat /etc/nginx/nginx.conf", node=node)
+        status, _, config = out.partition("\n--\n")
+        words = status.split("\n", 1)[0].split()  # swarmgate/3 status TASK ok DIGEST TERM SEQ
+        digest = hashlib.sha256((config + "\n").encode()).hexdigest()
+        return len(words) == 7 and words[3] == "ok" and words[4] == digest and f" {host}" in config
+
+    def why_not(self, node: str, host: str, *, metadata: str | None = None) -> str:
+        """'' when `node` answers 200 for `host` (from `metadata`'s task), else what it did instead."""
+        try:
+            r = http.get(self.lab.address(node), "/ping", host=host, timeout=1.5)
+        except OSError as exc:
+            return type(exc).__name__
+        if r.status != 200:
+            return f"HTTP {r.status} upstream {r.headers.get('x-upstream-addr', '-')}"
+        if metadata is not None and f'"metadata":"{metadata}"' not in r.body.decode(errors="replace"):
+            return "another backend"
+        return ""
 
     def answers(self, node: str, host: str, *, metadata: str | None = None) -> bool:
         try:

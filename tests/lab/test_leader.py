@@ -23,9 +23,9 @@ import pytest
 from tests.lab import http
 from tests.lab.conftest import REPO, Lab
 from tests.lab.operator_fixture import (
+    CHANNEL_SECRET,
     OWNED,
     PROXY,
-    TOKEN_SECRET,
     RunningOperator,
     answers_everywhere,
     clean_swarm,
@@ -128,13 +128,13 @@ def converged(client: docker.DockerClient, services: tuple[str, ...], *, tasks: 
 
 
 def owned_writes(client: docker.DockerClient, window: EventWindow) -> list[str]:
-    """Writes in the window to objects the operators own: the proxy service, its configs, the token,
+    """Writes in the window to objects the operators own: the proxy service, its configs, the channel key,
     the lease."""
     owned_ids = {c.id for c in client.configs.list(filters=OWNED)}
     writes = []
     for e in window.writes():
         name = (e.get("Actor", {}).get("Attributes") or {}).get("name", "")
-        if (name in (PROXY, LEASE, TOKEN_SECRET) or name.startswith(f"{PROXY}.")
+        if (name in (PROXY, LEASE, CHANNEL_SECRET) or name.startswith(f"{PROXY}.")
                 or e.get("Actor", {}).get("ID") in owned_ids):
             writes.append(f"{e['Type']} {e['Action']} {name or e['Actor']['ID']}")
     return writes

@@ -30,8 +30,8 @@ from swarmgate.operator.delivery.channel_key import ChannelKey
 from tests.lab import http
 from tests.lab.conftest import REPO, Lab
 from tests.lab.operator_fixture import (
+    CHANNEL_SECRET,
     PROXY,
-    TOKEN_SECRET,
     RunningOperator,
     clean_swarm,
     create_routed,
@@ -226,7 +226,7 @@ def proxy_key_secrets(lab: Lab) -> list[str]:
         containers = engine.containers.list(
             ignore_removed=True, filters={"label": f"com.docker.swarm.service.name={PROXY}"})
         assert containers, "no proxy container on the first LB node"
-        code, out = containers[0].exec_run(["cat", f"/run/secrets/{TOKEN_SECRET}"])
+        code, out = containers[0].exec_run(["cat", f"/run/secrets/{CHANNEL_SECRET}"])
         assert code == 0, out
         key = ChannelKey.parse(out.decode())
         pem_lines = [line for line in key.key_pem.splitlines() if line and not line.startswith("-----")]

@@ -7,14 +7,12 @@ generation a proxy runs from which certificate its TLS handshake accepts.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 import ssl
 import stat
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -24,7 +22,7 @@ from swarmgate.operator.delivery.channel_key import ChannelKey
 from swarmgate.operator.delivery.pusher import Pusher
 from swarmgate.operator.delivery.wire import ForgedStatus
 from tests.unit import test_agent as harness
-from tests.unit.test_agent import Proxy, digest_of, eventually, foreign_context
+from tests.unit.test_agent import NO_ANSWER, Proxy, argv_watch, digest_of, eventually, foreign_context
 
 # The harness's skip mark and fixtures (its autouse one too), as this module's.
 pytestmark = harness.pytestmark
@@ -93,7 +91,7 @@ def test_a_rekey_switches_the_certificate_and_the_keys_and_starts_the_fence_over
     # The control server presents the new certificate: the old key's pin fails, the new one's holds.
     assert handshake_fails(plain, k0)
     code, _ = plain.control("GET", wire.STATUS_PATH, context=foreign_context(k0))  # old client certificate
-    assert code == 400
+    assert code == NO_ANSWER
     plain.key = k1
     status = plain.status()  # signed with the new key
     assert (status.serving, status.rejected, status.term, status.seq) == (digest_of(plain.conf("old")), "", 0, 0)
@@ -126,25 +124,10 @@ def test_the_new_key_is_in_no_argv_during_a_rekey(plain: Proxy) -> None:
     assert k0 is not None
     new = [ChannelKey.generate() for _ in range(2)]
     secrets = [s for k in new for s in (k.hmac_key.hex().encode(), k.key_pem.splitlines()[1].encode())]
-    seen: list[str] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-                with contextlib.suppress(OSError):
-                    argv = cmdline.read_bytes()
-                    seen.extend(cmdline.parent.name for s in secrets if s in argv)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    with argv_watch(secrets) as seen:
         assert send_rekey(plain, wire.rekey_body(k0, k0, new[0], task="task1", generation=1)).startswith("rekeyed")
         plain.key = new[0]
         assert send_rekey(plain, wire.rekey_body(new[0], k0, new[1], task="task1", generation=2)).startswith("rekeyed")
-    finally:
-        done.set()
-        watcher.join()
     assert seen == []
 
 

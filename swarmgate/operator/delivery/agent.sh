@@ -15,6 +15,8 @@
 #   SWARMGATE_STATE_DIR       last config served, the fence and the current key, kept across tasks on this
 #                             node (a named volume) [$SWARMGATE_DIR/state]
 #   SWARMGATE_NGINX           nginx binary               [nginx]
+#   SWARMGATE_PEER_GRACE      seconds without a listed peer on the control server before the dead-man
+#                             rule admits key holders it refused by address (below) [60]
 #
 # Protocol swarmgate/3. The key file (one Swarm secret) is `swarmgate/3 channel-key HMACHEX` and then
 # a self-signed certificate and its private key (PEM; nginx skips the first line). The control server
@@ -25,9 +27,12 @@
 #   $DIR/key/channel.pem      the agent's copy of the current key file (dir 0700, file 0600, root): the
 #                             control server's certificate, key and only client CA. Read by the nginx master.
 #   $DIR/control/server.conf  everything inside the control server but its listen and name: TLS, client
-#                             verification, body limit, locations. Written by the agent only; the
-#                             pushed config includes it (`include $DIR/control/*.conf;`) and may not
-#                             change it. Without a usable key: `ssl_reject_handshake on`, nothing else.
+#                             verification, the address filter (allow/deny), the access log, body
+#                             limit, locations. Written by the agent only; the pushed config includes
+#                             it (`include $DIR/control/*.conf;`) and may not change it. Without a
+#                             usable key: `ssl_reject_handshake on`, nothing else.
+#   $DIR/control/access.log   the control server's access log (nginx's combined format), read and
+#                             emptied by the agent every 2 s for the dead-man rule (below).
 #   $DIR/inbox/config         where nginx puts a PUT (renamed into place whole). First line
 #                             `swarmgate/3 config TASK TERM SEQ DIGEST MAC`, then the config text.
 #                             MAC = HMAC(key, that line before ` MAC`); DIGEST = sha256 hex of the text.
@@ -58,6 +63,27 @@
 # may not set `master_process`, must include the agent's control file exactly once, must not name
 # swarmgate-control other than in that server's server_name, nor this directory other than in that
 # include, nor the swarmgate-channel secret. So a push changes routes, never the channel.
+# Peers: a config may name who may use its control server, in one line `# swarmgate channel peers: NET...`
+# (the operator lists the Swarm's nodes and its ControlSources). It is part of the policy: more than one
+# such line, the phrase anywhere else, a line without networks, or any token that is not strictly an IPv4
+# `a.b.c.d/0-32` or IPv6 `x:y::z/0-128` network, and the config is rejected. The agent writes the list
+# into its control file as `allow NET;` and `deny all;` (before nginx -t of that config, restored with
+# the old list whenever the config is not served), so a client that completed the mutual-TLS handshake
+# with the channel's certificate still gets 403 from any other address. No line (the bootstrap), no
+# filter: any key holder, as before. Why: defence in depth. The key is the real barrier; the list keeps a
+# leaked key from being usable from anywhere, and the config text carrying it is covered by the signed
+# digest, so only a key holder's push can change it.
+# Dead-man rule: a list can be wrong (a new manager the proxies' config does not list yet, an operator
+# outside the Swarm without ControlSources), and the only way to fix it is a push through the very
+# server it closes. So the agent reads the control server's access log: a 2xx means a listed peer uses
+# the channel; a 403 means a client that presented the channel's certificate (without it nginx says 400
+# before it looks at addresses) was refused by address. When no 2xx came for SWARMGATE_PEER_GRACE
+# seconds (counted from the agent's start, the last 2xx or the last applied config) and such clients did
+# meanwhile, the agent adds their addresses (/32 or /128) to the filter, reloads nginx and logs it loudly.
+# At most 16 addresses, held in memory only: the next applied config's list replaces them (logged), and
+# a restart starts from the pushed list again. The log is nginx's record of network input: only its
+# first field ($remote_addr) is used, only if it is strictly an IPv4 or IPv6 address. A bounded fallback
+# rather than a lockout: while the operator reads its statuses (every few seconds) nobody is admitted.
 # Key rotation: a rekey is taken only if, in this order: its header parses; its MAC is the current key's;
 # it names this task; GEN is greater than the current generation; the key's sha256 is SUM; it is a key
 # file; MAC0 verifies with K0. There is no term/seq fence for rekeys: GEN orders them, and a rekey
@@ -80,12 +106,15 @@ BOOTSTRAP=${SWARMGATE_BOOTSTRAP_PATH:-/swarmgate/bootstrap.conf}
 DIR=${SWARMGATE_DIR:-/var/lib/swarmgate}
 STATE=${SWARMGATE_STATE_DIR:-$DIR/state}
 NGINX=${SWARMGATE_NGINX:-nginx}
+GRACE=${SWARMGATE_PEER_GRACE:-60}
 PROTOCOL=swarmgate/3
 INBOX=$DIR/inbox
 WORK=$DIR/work
 KEYDIR=$DIR/key
 CONTROL=$DIR/control
 MIN_BODY=33554432 # 32 MiB: the smallest push size limit (it grows with the config served)
+ADMIT_CAP=16      # the dead-man rule admits at most this many addresses beyond the pushed peers
+PEERS_MARK="# swarmgate channel peers: "
 
 log() { echo "swarmgate-agent: $*" >&2; }
 pause() { sleep "$1" & wait $!; } # a trapped signal ends the wait at once
@@ -105,6 +134,17 @@ fterm=0
 fseq=0
 rejected=""
 nginx_pid=""
+# The control server's address filter: `peers` (the served config's peers list, networks separated by
+# spaces; empty: no filter), `admitted` (addresses the dead-man rule let in since, `a.b.c.d/32` or
+# `x::y/128`), and the dead-man rule's clock: `last_ok` (/proc/uptime seconds of the agent's start or
+# the last 2xx the control server answered), `heard` (addresses refused with 403 since then) and
+# `next_watch` (when to read the access log again).
+peers=""
+admitted=""
+heard=""
+last_ok=0
+next_watch=0
+cap_told=0
 
 stop() {
 	phase=stopping
@@ -213,23 +253,32 @@ load_key() { # the bootstrap key K0: its pads (suffix 0), to check key generatio
 	pads "$khex" 0
 }
 
-# key_header FILE: the first line of FILE is `swarmgate/3 key TASK GEN SUM MAC0 MAC`, alone on its line.
-# Sets k_task k_gen k_sum k_mac0 k_mac and k_line. Checks no MAC.
-key_header() {
-	k_file=$1
-	k_line=$(head -c 400 "$k_file" | head -n 1) || return 1 # a header is at most 294 bytes
-	case $k_line in "$PROTOCOL key "*) ;; *) return 1 ;; esac
+# header_fields KIND FILE MAX: the first line of FILE is `swarmgate/3 KIND` and five fields, each
+# after one space, alone on its line (at most MAX bytes). Sets f_line (the line, without its
+# newline) and f1..f5; the caller checks what each field must be. 1 if it is no such line.
+header_fields() {
+	f_line=$(head -c "$3" "$2" | head -n 1) || return 1
+	case $f_line in "$PROTOCOL $1 "*) ;; *) return 1 ;; esac
 	old_ifs=$IFS
 	IFS=' '
 	set -f
 	# shellcheck disable=SC2086 # split on single spaces; checked against the line just below
-	set -- ${k_line#"$PROTOCOL key "}
+	set -- "$1" "$2" ${f_line#"$PROTOCOL $1 "}
 	IFS=$old_ifs
 	set +f
-	[ $# -eq 5 ] && [ "$PROTOCOL key $1 $2 $3 $4 $5" = "$k_line" ] || return 1
-	is_task "$1" && is_number "$2" && is_hex64 "$3" && is_hex64 "$4" && is_hex64 "$5" || return 1
-	[ "$(head -n 1 "$k_file" | wc -c)" -eq $((${#k_line} + 1)) ] 2>/dev/null || return 1
-	k_task=$1 k_gen=$2 k_sum=$3 k_mac0=$4 k_mac=$5
+	[ $# -eq 7 ] && [ "$PROTOCOL $1 $3 $4 $5 $6 $7" = "$f_line" ] || return 1
+	# The line is ASCII once its fields pass their checks, so its length is its size: the file must
+	# hold exactly it, then a newline (the callers check the fields before they trust this).
+	[ "$(head -n 1 "$2" | wc -c)" -eq $((${#f_line} + 1)) ] 2>/dev/null || return 1
+	f1=$3 f2=$4 f3=$5 f4=$6 f5=$7
+}
+
+# key_header FILE: the first line of FILE is `swarmgate/3 key TASK GEN SUM MAC0 MAC`, alone on its line.
+# Sets k_task k_gen k_sum k_mac0 k_mac and k_line. Checks no MAC.
+key_header() {
+	header_fields key "$1" 400 || return 1 # a header is at most 294 bytes
+	is_task "$f1" && is_number "$f2" && is_hex64 "$f3" && is_hex64 "$f4" && is_hex64 "$f5" || return 1
+	k_line=$f_line k_task=$f1 k_gen=$f2 k_sum=$f3 k_mac0=$f4 k_mac=$f5
 }
 
 # key_origin FILE OUT: the key FILE carries (after the header key_header read) into OUT, if it is a
@@ -259,6 +308,121 @@ key_origin() {
 	fi
 }
 
+# -- the control server's peers ------------------------------------------------------------------
+# Strict forms only: what reaches the control file as `allow` is digits, dots, hex digits, colons and
+# one slash, nothing an nginx config could read as anything but an address.
+is_dec() { # is_dec N MAX: decimal 0 to MAX (at most 3 digits), no sign, no leading zero but `0` itself
+	case $1 in 0 | [1-9] | [1-9][0-9] | [1-9][0-9][0-9]) ;; *) return 1 ;; esac
+	[ "$1" -le "$2" ]
+}
+
+is_ipv4() { # is_ipv4 ADDR: four decimal octets 0-255 (no leading zeros: `010` is octal to some parsers)
+	case $1 in "" | *[!0-9.]* | .* | *. | *..*) return 1 ;; esac
+	v4_ifs=$IFS
+	IFS=.
+	# shellcheck disable=SC2086 # split on the dots; digits and dots only, checked above
+	set -- $1
+	IFS=$v4_ifs
+	[ $# -eq 4 ] && is_dec "$1" 255 && is_dec "$2" 255 && is_dec "$3" 255 && is_dec "$4" 255
+}
+
+is_ipv6() { # is_ipv6 ADDR: hex groups of 1 to 4 digits joined by colons, eight of them or at most seven
+	# around one `::`; at most 39 characters (no embedded IPv4, no zone)
+	case $1 in "" | *[!0-9A-Fa-f:]* | *:::* | *::*::*) return 1 ;; esac
+	[ ${#1} -le 39 ] || return 1
+	case $1 in
+	*::*) v6_parts="${1%%::*} ${1#*::}" ;;
+	*) v6_parts=$1 ;;
+	esac
+	v6_n=0
+	for v6_part in $v6_parts; do # each side of `::` (an empty side is no word)
+		case $v6_part in :* | *:) return 1 ;; esac
+		v6_ifs=$IFS
+		IFS=:
+		for v6_group in $v6_part; do
+			[ -n "$v6_group" ] && [ ${#v6_group} -le 4 ] || { IFS=$v6_ifs; return 1; }
+			v6_n=$((v6_n + 1))
+		done
+		IFS=$v6_ifs
+	done
+	case $1 in
+	*::*) [ "$v6_n" -le 7 ] ;;
+	*) [ "$v6_n" -eq 8 ] ;;
+	esac
+}
+
+is_network() { # is_network TOKEN: an IPv4 `a.b.c.d/0-32` or IPv6 `x:y::z/0-128` network, strictly
+	case $1 in */*) ;; *) return 1 ;; esac
+	if is_ipv4 "${1%/*}"; then
+		is_dec "${1##*/}" 32
+	else
+		is_ipv6 "${1%/*}" && is_dec "${1##*/}" 128
+	fi
+}
+
+ip_of() { # ip_of ADDR: ADDR (a $remote_addr from the access log) as `a.b.c.d/32` or `x::y/128` in `ip`
+	ip=""
+	ip_a=$1
+	[ ${#ip_a} -le 45 ] || return 1
+	case $ip_a in ::ffff:*.*) ip_a=${ip_a#::ffff:} ;; esac # IPv4 on a dual-stack socket; nginx matches it
+	if is_ipv4 "$ip_a"; then
+		ip=$ip_a/32
+	elif is_ipv6 "$ip_a"; then
+		ip=$ip_a/128
+	else
+		return 1
+	fi
+}
+
+# peers_of FILE: the peers line of the config in FILE, at most one, every token a network: the list in
+# `p_peers` (empty without a line). Else 1 and why on stdout.
+peers_of() {
+	p_peers=""
+	p_all=$(grep -c -F -e "swarmgate channel peers" "$1")
+	p_lines=$(grep -c -E -e "^[[:space:]]*$PEERS_MARK" "$1")
+	if [ "$p_lines" -gt 1 ]; then
+		echo "content policy: the config may name the control server's peers once" \
+			"($p_lines '$PEERS_MARK' lines found)"
+		return 1
+	fi
+	if [ "$p_all" != "$p_lines" ]; then
+		echo "content policy: 'swarmgate channel peers' may only appear as a line '$PEERS_MARK' and the peers"
+		return 1
+	fi
+	[ "$p_lines" = 1 ] || return 0
+	p_line=$(grep -E -e "^[[:space:]]*$PEERS_MARK" "$1")
+	p_ifs=$IFS
+	IFS=' ' # split on spaces only: a tab or a CR stays in a token, which is then bad
+	set -f
+	for p_token in ${p_line#*"$PEERS_MARK"}; do
+		if ! is_network "$p_token"; then
+			set +f
+			IFS=$p_ifs
+			p_peers=""
+			echo "content policy: the peers line has a bad token '$(printf '%s' "$p_token" | head -c 64)'" \
+				"(each must be an IPv4 a.b.c.d/0-32 or IPv6 x:y::z/0-128 network)"
+			return 1
+		fi
+		p_peers="$p_peers $p_token"
+	done
+	set +f
+	IFS=$p_ifs
+	p_peers=${p_peers# }
+	if [ -z "$p_peers" ]; then
+		echo "content policy: the peers line names no network"
+		return 1
+	fi
+}
+
+access_rules() { # the control server's address filter: the peers, the admitted, nobody else
+	[ -n "$peers" ] || return 0
+	echo "# Who may use this server: the pushed config's peers, then the addresses the dead-man rule"
+	echo "# admitted; 403 for everyone else, key or not."
+	for a in $peers; do echo "allow $a;"; done
+	for a in $admitted; do echo "allow $a; # admitted: refused while no listed peer used the channel"; done
+	echo "deny all;"
+}
+
 status_path() { # status_path GEN: the status file served to connections made with generation GEN
 	if [ "$1" = 0 ]; then echo "$DIR/status"; else echo "$DIR/status-g$1"; fi
 }
@@ -272,9 +436,18 @@ control_conf() { # control_conf SIZE: the agent's part of the control server, fo
 ssl_certificate $KEYDIR/channel.pem;
 ssl_certificate_key $KEYDIR/channel.pem;
 ssl_client_certificate $KEYDIR/channel.pem;
-ssl_verify_client on;
+# Asked for, checked against the channel's own certificate, and required just below: a client that
+# does not present it gets no answer at all (444 closes the connection before a body is read), so
+# nothing is read from it and nothing is said to it, not even why.
+ssl_verify_client optional_no_ca;
 ssl_protocols TLSv1.2 TLSv1.3;
-access_log off;
+if (\$ssl_client_verify != SUCCESS) {
+    return 444;
+}
+$(access_rules)
+# Read and emptied by the agent every 2 s: the dead-man rule (2xx: a peer uses the channel; 403: a
+# key holder refused by address).
+access_log $CONTROL/access.log;
 client_max_body_size $limit;
 location = /swarmgate/v3/config {
     if (\$request_method != PUT) {
@@ -325,22 +498,10 @@ size_of() { wc -c <"$1"; }
 # h_task h_term h_seq h_digest and h_line (the header line, without its newline).
 authentic() {
 	[ "$keyed" = 1 ] || return 1
-	h_file=$1
-	h_line=$(head -c 300 "$h_file" | head -n 1) || return 1 # a header is at most 251 bytes
-	case $h_line in "$PROTOCOL config "*) ;; *) return 1 ;; esac
-	old_ifs=$IFS
-	IFS=' '
-	set -f
-	# shellcheck disable=SC2086 # split on single spaces; checked against the line just below
-	set -- ${h_line#"$PROTOCOL config "}
-	IFS=$old_ifs
-	set +f
-	[ $# -eq 5 ] && [ "$PROTOCOL config $1 $2 $3 $4 $5" = "$h_line" ] || return 1
-	is_task "$1" && is_number "$2" && is_number "$3" && is_hex64 "$4" && is_hex64 "$5" || return 1
-	# The line is ASCII now, so its length is its size: the file must hold exactly it, then a newline.
-	[ "$(head -n 1 "$h_file" | wc -c)" -eq $((${#h_line} + 1)) ] 2>/dev/null || return 1
-	h_task=$1 h_term=$2 h_seq=$3 h_digest=$4
-	[ "$(printf '%s' "$PROTOCOL config $1 $2 $3 $4" | mac)" = "$5" ] # hex strings: see the header
+	header_fields config "$1" 300 || return 1 # a header is at most 251 bytes
+	is_task "$f1" && is_number "$f2" && is_number "$f3" && is_hex64 "$f4" && is_hex64 "$f5" || return 1
+	h_line=$f_line h_task=$f1 h_term=$f2 h_seq=$f3 h_digest=$f4
+	[ "$(printf '%s' "$PROTOCOL config $f1 $f2 $f3 $f4" | mac)" = "$f5" ] # hex strings: see the header
 }
 
 text_of() { # text_of FILE OUT: the text after the header authentic() read; 1 unless its sha256 is DIGEST
@@ -428,6 +589,7 @@ policy() {
 		echo "content policy: nginx workers must not run as root (user root or 0)"
 		return 1
 	fi
+	peers_of "$1" # sets p_peers: the control server's address filter this config asks for
 } >"$WORK/message"
 
 check() { # check: nginx -t on the file at the live path (relative includes resolve as they will)
@@ -477,7 +639,8 @@ reload() { # reload: HUP the master (`nginx -s reload` without trusting the conf
 	reloaded "$(echo $old)"
 }
 
-restore() { # restore: the last good config (and its control file) back at the live path
+restore() { # restore: the last good config (and its control file, with its peers) back at the live path
+	peers=$prev_peers admitted=$prev_admitted
 	cp "$WORK/last-good" "$CONF"
 	control_conf "$(size_of "$CONF")"
 }
@@ -516,8 +679,17 @@ apply() { # apply FILE: the pushed file in FILE, read once, start to end
 		reject "$digest" "$WORK/message"
 		return
 	fi
-	cp "$CONF" "$WORK/last-good" && cp "$WORK/candidate" "$CONF.new" && mv "$CONF.new" "$CONF" &&
-		control_conf "$(size_of "$CONF")" || return
+	cp "$CONF" "$WORK/last-good" || return
+	# The candidate's peers replace the served ones and whatever the dead-man rule admitted.
+	prev_peers=$peers prev_admitted=$admitted
+	peers=$p_peers admitted=""
+	if ! { cp "$WORK/candidate" "$CONF.new" && mv "$CONF.new" "$CONF" &&
+		control_conf "$(size_of "$CONF")"; }; then
+		restore
+		echo "cannot install the config at $CONF" >"$WORK/message"
+		reject "$digest" "$WORK/message"
+		return
+	fi
 	if ! check; then
 		restore
 		reject "$digest" "$WORK/message"
@@ -538,10 +710,99 @@ apply() { # apply FILE: the pushed file in FILE, read once, start to end
 		return
 	fi
 	serving=$digest
+	if [ -n "$prev_admitted" ]; then
+		log "the new config's peers list replaces the addresses admitted without a listed peer:" \
+			"$(addresses $prev_admitted)"
+	fi
+	uptime_now
+	last_ok=$now heard="" cap_told=0 # a push is a listed peer at work: the dead-man rule starts over
 	# Saved for the next task on this node: it starts from here, not from the bootstrap.
 	cp "$1" "$STATE/config.new" && mv "$STATE/config.new" "$STATE/config" || log "cannot save to $STATE"
 	status_ok
 	log "serving $serving (term $fterm seq $fseq)"
+}
+
+# -- the dead-man rule ---------------------------------------------------------------------------
+uptime_now() { # now: whole seconds since boot (/proc/uptime; the wall clock may jump)
+	now=0
+	read -r up _ </proc/uptime && now=${up%%.*}
+	case $now in "" | *[!0-9]*) now=0 ;; esac
+}
+
+addresses() { # addresses NET...: the networks' addresses, `/32` and `/128` dropped, comma-separated
+	a_out=""
+	for a in "$@"; do a_out="$a_out, ${a%/*}"; done
+	echo "${a_out#, }"
+}
+
+count() { echo $#; }
+
+# watch: the control server's access log, read and emptied (nginx appends to it: O_APPEND), then the
+# dead-man rule. A 2xx is a listed peer using the channel (only they pass the filter); a 403 a client
+# that presented the channel's certificate (without it nginx says 400 before its access phase) from an
+# unlisted address. When no 2xx came for $GRACE s and some such client did meanwhile, it is admitted.
+# The log is nginx's record of network input: only its first field ($remote_addr) is used, and only
+# if it is strictly an IPv4 or IPv6 address; a line's status is the field after the quoted request
+# (nginx escapes `"` inside logged values, so the first two quotes enclose the request).
+watch() {
+	uptime_now
+	next_watch=$((now + 2))
+	[ "$keyed" = 1 ] || return 0
+	if [ -s "$CONTROL/access.log" ]; then
+		sed -n -E -e 's/^[^[:space:]"]+ [^"]*"[^"]*" 2[0-9][0-9] .*/ok/p' \
+			-e 's/^([^[:space:]"]+) [^"]*"[^"]*" 403 .*/403 \1/p' "$CONTROL/access.log" >"$WORK/access.seen"
+		: >"$CONTROL/access.log" # a line written between the two is lost: a missed sample, no more
+		w_last=$(grep -n -x -F -e ok "$WORK/access.seen" | tail -n 1)
+		w_last=${w_last%%:*}
+		if [ -n "$w_last" ]; then
+			last_ok=$now heard=""
+		fi
+		if [ -n "$peers" ]; then # 403s after the last 2xx, each address once
+			tail -n +$((${w_last:-0} + 1)) "$WORK/access.seen" | sort -u | head -n 64 >"$WORK/access.refused"
+			while read -r w_code w_addr w_rest; do
+				[ "$w_code" = 403 ] && [ -z "$w_rest" ] && ip_of "$w_addr" || continue
+				case " $admitted $heard " in *" $ip "*) continue ;; esac
+				if [ "$(count $admitted $heard)" -ge "$ADMIT_CAP" ]; then
+					[ "$cap_told" = 1 ] || log "the dead-man rule admits at most $ADMIT_CAP addresses:" \
+						"${ip%/*} (refused, with the channel key) stays refused"
+					cap_told=1
+					continue
+				fi
+				heard="${heard:+$heard }$ip"
+			done <"$WORK/access.refused"
+		fi
+		rm -f "$WORK/access.seen" "$WORK/access.refused"
+	fi
+	if [ -n "$peers" ] && [ -n "$heard" ] && [ $((now - last_ok)) -ge "$GRACE" ]; then
+		admit
+	fi
+}
+
+admit() { # admit: the addresses in `heard` join the filter (control file, nginx -t, reload), loudly
+	d_prev=$admitted
+	d_gap=$((now - last_ok))
+	admitted="${admitted:+$admitted }$heard"
+	d_why=""
+	if ! control_conf "$(size_of "$CONF")"; then
+		d_why="cannot write $CONTROL/server.conf"
+	elif ! check; then
+		d_why="nginx -t: $(head -n 1 "$WORK/message")"
+	elif ! reload; then
+		d_why="nginx did not start new workers within 5 s"
+	fi
+	if [ -z "$d_why" ]; then
+		for a in $heard; do
+			log "no listed peer used the control server for $d_gap s; admitting ${a%/*}, which presented" \
+				"the channel key (until the next config is applied)"
+		done
+	else
+		admitted=$d_prev
+		control_conf "$(size_of "$CONF")"
+		log "no listed peer used the control server for $d_gap s, but $(addresses $heard) could not be" \
+			"admitted: $d_why"
+	fi
+	heard=""
+	last_ok=$now # a new window: more refused key holders wait another $GRACE s
 }
 
 # -- key rotation -------------------------------------------------------------------------------
@@ -641,6 +902,11 @@ rekey() {
 }
 
 # -- start --------------------------------------------------------------------------------------
+case $GRACE in "" | *[!0-9]* | 0?*) GRACE=bad ;; esac
+if [ "$GRACE" = bad ] || [ ${#GRACE} -gt 9 ]; then
+	log "SWARMGATE_PEER_GRACE must be whole seconds: using 60"
+	GRACE=60
+fi
 umask 077
 mkdir -p "$CONTROL" "$KEYDIR" "$WORK" "$INBOX" "$STATE" || exit 1
 chmod 755 "$DIR" "$CONTROL" && chmod 700 "$KEYDIR" "$WORK" || exit 1
@@ -710,13 +976,20 @@ if [ "$keyed" = 1 ] && [ -s "$STATE/config" ]; then
 		fi
 		if ! policy "$WORK/candidate"; then
 			log "the saved config breaks the content policy: $(head -n 1 "$WORK/message")"
-		elif cp "$WORK/candidate" "$CONF" && control_conf "$(size_of "$CONF")" && check; then
+		elif peers=$p_peers && cp "$WORK/candidate" "$CONF" && control_conf "$(size_of "$CONF")" && check; then
 			serving=$h_digest
 			start_from="saved config $serving"
 		fi
 	fi
 fi
 if [ "$serving" = - ]; then
+	# The bootstrap names no peers (it is part of the proxy spec); if it does, they apply.
+	peers=""
+	if peers_of "$BOOTSTRAP" >"$WORK/message"; then
+		peers=$p_peers
+	else
+		log "the bootstrap's peers line is ignored: $(head -n 1 "$WORK/message")"
+	fi
 	cp "$BOOTSTRAP" "$CONF" && control_conf "$(size_of "$CONF")" || exit 1
 	if [ "$keyed" = 1 ] && ! check; then
 		# The bootstrap is the image's: if it fails with the channel's TLS, the key's certificate or
@@ -731,6 +1004,11 @@ status_ok
 "$NGINX" -c "$CONF" -g 'daemon off;' &
 nginx_pid=$!
 log "nginx started (pid $nginx_pid) from $start_from, key generation $kgen, fence term $fterm seq $fseq"
+if [ -n "$peers" ]; then
+	log "the control server admits $peers only (after $GRACE s without them, key holders refused by address)"
+fi
+uptime_now
+last_ok=$now # the dead-man rule's first window starts with the agent
 
 # Ready = the master has spawned workers; it installs its signal handlers before that. Until then
 # no signal goes to nginx (a HUP before the handlers kills it with status 129).
@@ -744,6 +1022,8 @@ elif nginx_alive; then
 fi
 
 while [ "$phase" = serving ] && nginx_alive; do
+	uptime_now
+	[ "$now" -lt "$next_watch" ] || watch
 	# nginx renames a PUT into place whole; taking it away by rename leaves the inbox free.
 	if mv "$INBOX/key" "$WORK/key.incoming" 2>/dev/null; then
 		rekey "$WORK/key.incoming"

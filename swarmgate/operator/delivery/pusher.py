@@ -346,10 +346,11 @@ class Pusher:
                 self._stand_down(target, status.term, term)
                 return
             started = time.monotonic()
-            client.put(config, term=term, seq=self._seq.next())
+            seq = self._seq.next()
+            self._put(client, config, term=term, seq=seq, rekeyed=rekeyed)
             log.info("pushed config %s to proxy task %s on %s (term %d)", config.digest[:12], target.task,
                      target.hostname or target.node, term)
-            outcome = self._await(client, config.digest, term)
+            outcome = self._await(client, config.digest, term, seq)
         except PushError as exc:
             self._note_unreachable(target, str(exc))
             return
@@ -372,6 +373,18 @@ class Pusher:
         else:
             log.info("proxy task %s on %s serves config %s (%.2f s after the push)", target.task,
                      target.hostname or target.node, config.digest[:12], seconds)
+
+    def _put(self, client: ControlClient, config: PublishedConfig, *, term: int, seq: int, rekeyed: bool) -> None:
+        """PUT a config. Right after a rekey, the workers of the reload before it may still take a
+        connection for a moment (and show the old certificate): then try again, for a while."""
+        deadline = time.monotonic() + self._push_timeout
+        while True:
+            try:
+                client.put(config, term=term, seq=seq)
+                return
+            except WrongKey:
+                if not rekeyed or time.monotonic() > deadline or self._stop.wait(0.1):
+                    raise
 
     def _stand_down(self, target: ProxyTarget, seen: int, own: int) -> None:
         with self._lock:
@@ -408,15 +421,18 @@ class Pusher:
         self._record(target, status, pushed=False)
         return status
 
-    def _await(self, client: ControlClient, digest: str, term: int) -> AgentStatus | None:
+    def _await(self, client: ControlClient, digest: str, term: int, seq: int) -> AgentStatus | None:
+        """The task's status once it has handled this very push: its fence has reached (term, seq)
+        (an authentic push moves it, applied or rejected), or a newer term shows."""
         deadline = time.monotonic() + self._push_timeout
         while not self._stop.wait(0.1):
             try:
                 status = client.status()
-            except ForgedStatus:
-                status = None
+            except (ForgedStatus, WrongKey):
+                status = None  # an old worker of a reload still finishing: the next read meets a new one
             if status is not None and status.task == client.target.task and (
-                    digest in (status.serving, status.rejected) or status.term > term):
+                    status.term > term
+                    or (digest in (status.serving, status.rejected) and (status.term, status.seq) >= (term, seq))):
                 return status
             if time.monotonic() > deadline:
                 return None
