@@ -272,10 +272,14 @@ class Seed:
         self.frozen[node] = pid
 
     def thaw_engine(self, node: str) -> None:
+        """SIGCONT, then wait until Swarm lists every node ready again (the thawed manager rejoins)."""
         pid = self.frozen.pop(node, None)
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: all(n["Status"]["State"] == "ready" for n in self.client().api.nodes()),
+                 timeout=120, what="every node ready after the thaw")
 
     def restore(self) -> None:
         """Whatever happened: every stopped node back, the seed deployment and fault objects gone."""

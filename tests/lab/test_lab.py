@@ -140,7 +140,15 @@ def test_docker_sock_in_a_container_is_its_nodes_engine(lab: Lab, services: list
     )
     services.append(svc)
     _wait_task(svc, state="complete")
-    logs = b"".join(svc.logs(stdout=True, stderr=True)).decode()
+    # Swarm streams a task's logs from its node through the manager's dispatcher; right after
+    # managers came and went (the fault tests freeze and stop some) a node's session may still be
+    # moving, and the stream says "node ... is not available" until it is back.
+    logs = ""
+    deadline = time.monotonic() + 30
+    while f"ENGINE {target}" not in logs and time.monotonic() < deadline:
+        logs = b"".join(svc.logs(stdout=True, stderr=True)).decode()
+        if "is not available" in logs:
+            time.sleep(1)
     assert f"ENGINE {target}" in logs, logs
 
 

@@ -71,7 +71,9 @@ def clusters(lab: Lab, tmp_path: Path) -> Iterator[tuple[RunningOperator, dict[s
     clean_swarm(client, services=SERVICES, proxies=PROXIES, lab=lab)
     _label_regions(client, {node: cluster for cluster, node in nodes.items()})
     op = RunningOperator(lab, tmp_path)
+    # The operator runs on the lab's host, which is not a Swarm node: the proxies must let it in.
     op.config_path.write_text(f'ListenAddr = "{op.listen}"\nDockerURL = "{lab.node(lab.managers[0]).sock}"\n'
+                              f'ControlSources = ["{lab.host_addr}"]\n'
                               'PollInterval = "1s"\n\n[Extensions]' + "".join(map(_extension, CLUSTERS)))
     try:
         op.start()

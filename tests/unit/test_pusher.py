@@ -17,9 +17,9 @@ from swarmgate.models.settings.config import parse_config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import KIND_PROXY, owned_labels
 from swarmgate.operator.delivery.channel_key import ChannelKey, ChannelKeyError
+from swarmgate.operator.delivery.control_client import SequenceNumbers
 from swarmgate.operator.delivery.endpoint import EndpointServer, parse_listen_addr, serve
 from swarmgate.operator.delivery.proxystate import ProxyState
-from swarmgate.operator.delivery.pusher import SequenceNumbers
 from swarmgate.operator.delivery.wire import (
     AgentStatus,
     ForgedStatus,

@@ -18,7 +18,6 @@ lease lately, pushes nothing; an agent's fence refuses a deposed leader's pushes
 
 from __future__ import annotations
 
-import http.client
 import logging
 import ssl
 import threading
@@ -29,92 +28,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from swarmgate.operator.delivery import wire
 from swarmgate.operator.delivery.channel_holder import Keyring
 from swarmgate.operator.delivery.channel_key import ChannelKey
+from swarmgate.operator.delivery.control_client import ControlClient, PushError, SequenceNumbers, WrongKey
 from swarmgate.operator.delivery.proxystate import ProxyState, PublishedConfig
 from swarmgate.operator.delivery.wire import AgentStatus, ForgedStatus, ProxyTarget
-from swarmgate.renderers.nginx import CONTROL_HOST
 
 log = logging.getLogger("swarmgate.pusher")
-
-MAX_STATUS_BYTES = 8192
-
-
-class PushError(Exception):
-    """One request to a proxy's control server failed; the message says how (no key material in it)."""
-
-
-class WrongKey(PushError):
-    """The task's control server shows another certificate than this key's: it holds another
-    generation of the channel key (or is not our agent at all)."""
-
-
-def _microseconds() -> int:
-    return time.time_ns() // 1000  # 16 digits today; the wire allows 18
-
-
-class SequenceNumbers:
-    """Push sequence numbers that only grow, across restarts too: seeded from the wall clock in µs,
-    each one at least the previous plus one (a clock stepped back changes nothing)."""
-
-    def __init__(self, clock: Callable[[], int] = _microseconds) -> None:
-        self._clock = clock
-        self._last = 0
-        self._lock = threading.Lock()
-
-    def next(self) -> int:
-        with self._lock:
-            self._last = max(self._last + 1, self._clock())
-            return self._last
-
-
-class ControlClient:
-    """HTTPS to one proxy task's control server: the channel key's certificate is the only one
-    trusted, and it is presented as the client certificate (see `channel_key`)."""
-
-    def __init__(self, target: ProxyTarget, key: ChannelKey, context: ssl.SSLContext, *, timeout: float) -> None:
-        self.target = target
-        self.key = key
-        self._context = context
-        self._timeout = timeout
-
-    def _request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        conn = _ControlConnection(self.target.addr, self.target.port, context=self._context, timeout=self._timeout)
-        try:
-            conn.request(method, path, body=body, headers={"Host": CONTROL_HOST})
-            response = conn.getresponse()
-            return response.status, response.read(MAX_STATUS_BYTES)
-        except ssl.SSLCertVerificationError as exc:
-            raise WrongKey(f"{method} {path}: the task shows another certificate ({exc.verify_message})") from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise PushError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
-        finally:
-            conn.close()
-
-    def status(self) -> AgentStatus:
-        code, body = self._request("GET", wire.STATUS_PATH)
-        if code != 200:
-            raise PushError(f"GET {wire.STATUS_PATH}: HTTP {code}")
-        return wire.verify_status(body, self.key)  # ForgedStatus when the MAC does not verify
-
-    def rekey(self, body: bytes) -> None:
-        code, _ = self._request("PUT", wire.KEY_PATH, body)
-        if code not in (201, 204):
-            raise PushError(f"PUT {wire.KEY_PATH}: HTTP {code}")
-
-    def put(self, config: PublishedConfig, *, term: int, seq: int) -> None:
-        body = wire.push_body(self.key, task=self.target.task, term=term, seq=seq, digest=config.digest,
-                              text=config.text)
-        code, _ = self._request("PUT", wire.CONFIG_PATH, body)
-        if code not in (201, 204):
-            raise PushError(f"PUT {wire.CONFIG_PATH}: HTTP {code}")
-
-
-class _ControlConnection(http.client.HTTPSConnection):
-    """An HTTPS connection to an address whose certificate names the control server: TLS checks the
-    name `swarmgate-control.invalid` (and sends it as SNI), not the address dialled."""
-
-    def connect(self) -> None:
-        http.client.HTTPConnection.connect(self)
-        self.sock = self._context.wrap_socket(self.sock, server_hostname=CONTROL_HOST)  # type: ignore[attr-defined]
 
 
 class Pusher:
