@@ -357,3 +357,14 @@ def test_nothing_but_a_strict_address_from_the_access_log_reaches_the_control_fi
     for needle in ("1.2.3.4", "10.66", "10.77", "10.88", "10.99", "0.0.0.0", "::/0", "allow all", "10.5.5.5",
                    "10.6.6.6", "10.7.7.7", "fe80"):
         assert needle not in text, needle
+
+
+def test_the_pusher_says_how_to_fix_a_proxy_that_refuses_its_address(plain: Proxy,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    push_text(plain, with_peers(plain, "elsewhere", ["10.9.9.9/32"]), term=1, seq=1)
+    plain.publish("next", control=peers_control(plain, ["10.9.9.9/32"]))
+    with caplog.at_level("WARNING", logger="swarmgate.pusher"):
+        plain.push_round()
+    assert plain.get() == (200, "elsewhere")
+    (line,) = [r.getMessage() for r in caplog.records if "cannot reach proxy task" in r.getMessage()]
+    assert "HTTP 403" in line and "ControlSources" in line

@@ -77,20 +77,20 @@ class ControlClient:
     def status(self) -> AgentStatus:
         code, body = self._request("GET", wire.STATUS_PATH)
         if code != 200:
-            raise PushError(f"GET {wire.STATUS_PATH}: HTTP {code}")
+            raise PushError(_refusal("GET", wire.STATUS_PATH, code))
         return wire.verify_status(body, self.key)  # ForgedStatus when the MAC does not verify
 
     def rekey(self, body: bytes) -> None:
         code, _ = self._request("PUT", wire.KEY_PATH, body)
         if code not in (201, 204):
-            raise PushError(f"PUT {wire.KEY_PATH}: HTTP {code}")
+            raise PushError(_refusal("PUT", wire.KEY_PATH, code))
 
     def put(self, config: PublishedConfig, *, term: int, seq: int) -> None:
         body = wire.push_body(self.key, task=self.target.task, term=term, seq=seq, digest=config.digest,
                               text=config.text)
         code, _ = self._request("PUT", wire.CONFIG_PATH, body)
         if code not in (201, 204):
-            raise PushError(f"PUT {wire.CONFIG_PATH}: HTTP {code}")
+            raise PushError(_refusal("PUT", wire.CONFIG_PATH, code))
 
 
 class _ControlConnection(http.client.HTTPSConnection):
@@ -100,3 +100,12 @@ class _ControlConnection(http.client.HTTPSConnection):
     def connect(self) -> None:
         http.client.HTTPConnection.connect(self)
         self.sock = self._context.wrap_socket(self.sock, server_hostname=CONTROL_HOST)  # type: ignore[attr-defined]
+
+
+def _refusal(method: str, path: str, code: int) -> str:
+    if code == 403:
+        # Past the mutual TLS, so only the address filter says this: the proxy's config does not list
+        # the address this operator connects from.
+        return (f"{method} {path}: HTTP 403: the proxy does not admit this operator's address; run the "
+                "operator on a Swarm node, or list the address it connects from in ControlSources")
+    return f"{method} {path}: HTTP {code}"
