@@ -53,7 +53,7 @@ OtherKind = Literal[
     "no_host_port",     # the port label's target port is not published in host mode, and no overlay network
     "no_extension",     # no extension serves the service's cluster
     "missing_secret",   # ssl_cert/ssl_key names no Swarm secret
-    "forbidden_secret",  # ssl_cert/ssl_key names a secret swarmgate owns (the proxy token, ...)
+    "forbidden_secret",  # ssl_cert/ssl_key names a secret swarmgate owns (the channel key, ...)
     "unusable_secret",  # nginx in a proxy could not load the secret as a certificate or key
     "too_many_routes",  # hosts times paths beyond MAX_LOCATIONS
     "other",

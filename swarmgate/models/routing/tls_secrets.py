@@ -3,11 +3,11 @@
 Every secret a route table names is mounted into the proxy service at `/run/secrets/NAME`. Swarm
 refuses a whole service spec that names a secret that does not exist, so one service naming a missing
 secret would freeze the proxy's spec, and with it every other service's route changes. A TLS label
-may also name a secret that is not a certificate at all, such as the operator's own proxy token. So
+may also name a secret that is not a certificate at all, such as the delivery channel's key. So
 a service is set aside, before anything reaches the proxy's spec, when its `ssl_cert` or `ssl_key`
 
 * names no secret in the snapshot (`missing_secret`);
-* names a secret swarmgate owns: the proxy token, or anything labelled as swarmgate's
+* names a secret swarmgate owns: the channel key (`swarmgate-channel`), or anything labelled as swarmgate's
   (`forbidden_secret`);
 * names a secret whose ID a proxy has reported nginx cannot load (`unusable_secret`).
 
@@ -44,7 +44,7 @@ _UNUSABLE = re.compile(
 
 
 def is_forbidden(secret: SwarmSecret) -> bool:
-    """A secret swarmgate owns: the proxy token (by name, whoever made it) or one labelled as ours."""
+    """A secret swarmgate owns: the channel key (by name, whoever made it) or one labelled as ours."""
     return (secret.name == CHANNEL_SECRET_NAME or is_owned(secret.labels)
             or any(key.startswith("swarmgate.") for key in secret.labels))
 
@@ -119,7 +119,7 @@ def unusable_secret_ids(message: str, proxy_spec: Mapping[str, Any]) -> frozense
     """The IDs of the secrets a proxy's failed `nginx -t` could not use (see `unusable_secret_names`).
 
     A name the proxy's spec does not mount is skipped: nginx cannot have read it, so no ID is blamed.
-    The token's file is never blamed either (it is not in any nginx config).
+    The channel key's file is never blamed either (it is not in any nginx config).
     """
     mounted = mounted_secret_ids(proxy_spec)
     return frozenset(mounted[name] for name in unusable_secret_names(message)

@@ -76,7 +76,7 @@
 # Dead-man rule: a list can be wrong (a new manager the proxies' config does not list yet, an operator
 # outside the Swarm without ControlSources), and the only way to fix it is a push through the very
 # server it closes. So the agent reads the control server's access log: a 2xx means a listed peer uses
-# the channel; a 403 means a client that presented the channel's certificate (without it nginx says 400
+# the channel; a 403 means a client that presented the channel's certificate (without it nginx closes the connection (444)
 # before it looks at addresses) was refused by address. When no 2xx came for SWARMGATE_PEER_GRACE
 # seconds (counted from the agent's start, the last 2xx or the last applied config) and such clients did
 # meanwhile, the agent adds their addresses (/32 or /128) to the filter, reloads nginx and logs it loudly.
@@ -739,7 +739,7 @@ count() { echo $#; }
 
 # watch: the control server's access log, read and emptied (nginx appends to it: O_APPEND), then the
 # dead-man rule. A 2xx is a listed peer using the channel (only they pass the filter); a 403 a client
-# that presented the channel's certificate (without it nginx says 400 before its access phase) from an
+# that presented the channel's certificate (without it nginx closes the connection (444) before its access phase) from an
 # unlisted address. When no 2xx came for $GRACE s and some such client did meanwhile, it is admitted.
 # The log is nginx's record of network input: only its first field ($remote_addr) is used, and only
 # if it is strictly an IPv4 or IPv6 address; a line's status is the field after the quoted request

@@ -1,6 +1,6 @@
 """The operator's own HTTP endpoint on `ListenAddr` (does network I/O: a threaded HTTP server).
 
-Read-only, no token, no secrets: proxies never call it (the operator pushes to them, see `pusher`),
+Read-only, no key material: proxies never call it (the operator pushes to them, see `pusher`),
 so nothing here changes what any proxy serves.
 
 - `GET /v1/status`: JSON, extensions → current digest, convergence times, and the proxy tasks (node,

@@ -1,8 +1,8 @@
 """Log set-up: one structured line per event, as `key=value` text or JSON for log shippers (I/O).
 
 Fields travel in `extra=`; the formatter prints whatever the call site attached, sorted, so a line
-is greppable by `reconcile_id=` or `service=`. No call site passes a token or key: tokens never
-leave `token.py` and the secret's data is written once and never read back.
+is greppable by `reconcile_id=` or `service=`. No call site passes key material: the channel
+key stays in `delivery/channel_key.py` and the files the operator and the agent read it from.
 """
 
 from __future__ import annotations
