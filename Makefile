@@ -1,4 +1,5 @@
-# swarmgate: the README's two commands are `make demo` and `make test`.
+# swarmgate. The two commands to start with: `make demo` (the seed scenario on a local lab) and
+# `make test` (every test). Each target installs what it needs first (`deps`).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ MANAGERS ?= 1
 WORKERS ?= 3
 LB ?= 2
 
-.PHONY: deps lint unit test lab-up lab-down lab-images demo demo-down bench faults rolls dataplane clean
+.PHONY: deps lint unit docs test lab-up lab-down lab-images demo demo-down bench faults rolls dataplane clean
 
 .stamps/apt: scripts/install-deps.sh
 	@mkdir -p .stamps
@@ -22,21 +23,31 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
 
+# The apt packages (scripts/install-deps.sh, once) and the venv with the package and its dev extras.
 deps: .stamps/apt $(BIN)/.installed
 
+# ruff on the code and tests, mypy --strict on the package.
 lint: deps
 	$(BIN)/ruff check swarmgate tests lab
 	$(BIN)/mypy swarmgate
 
+# The pure tests (unit and property), the documentation's build and commands included; no lab needed.
 unit: deps
 	$(BIN)/pytest -q tests/unit tests/property
 
+# The documentation site (mkdocs.yml, docs/) into site/, strictly: a broken link or anchor fails.
+docs: deps
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# Bring up the local real-Swarm lab (lab/README.md) at the size MANAGERS, WORKERS and LB give.
 lab-up: deps
 	$(BIN)/python lab/lab.py up --managers $(MANAGERS) --workers $(WORKERS) --lb $(LB)
 
+# Stop the lab and remove everything lab-up made.
 lab-down:
 	$(PYTHON) lab/lab.py down
 
+# Rebuild the lab's images and load them on the nodes where they are out of date.
 lab-images: deps
 	$(BIN)/python lab/lab.py images
 
@@ -47,18 +58,23 @@ test: lint
 	$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2
 	$(BIN)/pytest -q --durations=25 tests/unit tests/property tests/lab tests/lifecycle
 
+# The seed scenario on the lab (scripts/demo.sh up), ending with the seed's curl and its 200.
 demo: deps
 	$(BIN)/python lab/lab.py up --managers $(MANAGERS) --workers $(WORKERS) --lb $(LB)
 	./scripts/demo.sh up
 
+# Remove what `make demo` deployed; the lab keeps running.
 demo-down:
 	./scripts/demo.sh down
 
+# An operator pass and nginx -t at 1,000 and 10,000 services, a reload at the proxy, then convergence on
+# the lab: bench/results.md and bench/results.json.
 bench: deps
 	$(BIN)/python lab/lab.py up --managers $(MANAGERS) --workers $(WORKERS) --lb $(LB)
 	$(BIN)/python bench/run.py
 
-# Issue 9's fault scenarios under load on the seed's cluster: bench/faults.md and bench/faults.json
+# Every fault scenario (operator restarts and losses, rival operators, bad configs, proxy and node
+# faults) under load on the seed's cluster: bench/faults.md and bench/faults.json
 # (about 16 min). On a shared lab: `flock /tmp/swarmgate-lab.lock make faults`. FAULTS_ARGS passes
 # options to bench/faults.py, e.g. FAULTS_ARGS="--only manager-loss --short --out /tmp/faults".
 FAULTS_ARGS ?=
@@ -66,7 +82,7 @@ faults: deps
 	$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2
 	$(BIN)/python bench/faults.py $(FAULTS_ARGS)
 
-# Issue 11 goal 4: a routed backend rolled (stop-first, start-first), scaled 3 -> 1 -> 3 and its node
+# A routed backend rolled (stop-first, start-first), scaled 3 -> 1 -> 3 and its node
 # drained under load through every LB node, host mode and overlay, plus one task rolled both ways:
 # bench/rolls.md and bench/rolls.json (about 3 min). On a shared lab:
 # `flock /tmp/swarmgate-lab.lock make rolls`. ROLLS_ARGS passes options, e.g. ROLLS_ARGS="--only drain".
@@ -75,7 +91,7 @@ rolls: deps
 	$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2
 	$(BIN)/python bench/rolls.py $(ROLLS_ARGS)
 
-# Issue 11 goal 6, the data plane: requests/s and p50/p99 latency with wrk, straight to the demo task
+# The data plane: requests/s and p50/p99 latency with wrk, straight to the demo task
 # and through each LB node's proxy, side by side, on the seed's cluster: bench/dataplane.md and
 # bench/dataplane.json (about 5 min; 5 more with DATAPLANE_ARGS=--variants, which also tries config
 # changes on one proxy). On a shared lab: `flock /tmp/swarmgate-lab.lock make dataplane`.
@@ -84,5 +100,6 @@ dataplane: deps
 	$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2
 	$(BIN)/python bench/dataplane.py $(DATAPLANE_ARGS)
 
+# Stop the lab and remove the venv and the tools' caches.
 clean: lab-down
 	rm -rf $(VENV) .stamps .mypy_cache .ruff_cache .pytest_cache
