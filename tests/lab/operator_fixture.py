@@ -27,9 +27,7 @@ import docker.errors
 
 from tests.lab import http
 from tests.lab.conftest import REPO, Lab
-from tests.support import free_port as free_port  # re-exported: older lab tests import it from here
-from tests.support import host_port
-from tests.support import wait_for as wait_for
+from tests.support import free_port, host_port, wait_for
 
 PROXY = "interlock-proxy"
 CHANNEL_SECRET = "swarmgate-channel"

@@ -33,7 +33,8 @@ import docker.errors
 from tests.lab import faults
 from tests.lab.conftest import Lab
 from tests.lab.load import Load
-from tests.lab.seed_deployment import PROXY, Seed, swarm_time, wait_for
+from tests.lab.seed_deployment import PROXY, Seed, swarm_time
+from tests.support import wait_for
 
 UPDATING = ("updating", "rollback_started")
 TASK_LINE = re.compile(r"server (\S+);\s+# (\S+) task (\S+)")

@@ -19,14 +19,14 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import docker
 import docker.errors
-import requests.exceptions
 
 from tests.lab import http
 from tests.lab.conftest import REPO, Lab, load_lab
+from tests.support import wait_for
 
 OPERATOR = "interlock"
 PROXY = "interlock-proxy"
@@ -35,23 +35,6 @@ DEMO_HOST = "demo.local"
 LAB_PY = REPO / "lab" / "lab.py"
 DEMO_SH = REPO / "scripts" / "demo.sh"
 SEED_TOML = REPO / "lab" / "seed-config.toml"
-T = TypeVar("T")
-
-
-
-def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            value = check()
-            if value:
-                return value
-        except (docker.errors.APIError, requests.exceptions.RequestException, OSError) as exc:
-            last = exc  # a manager that just lost its leader answers errors for a moment
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} within {timeout:.0f} s" + (f" (last error: {last})" if last else ""))
-        time.sleep(interval)
 
 
 def swarm_time(stamp: str) -> float:

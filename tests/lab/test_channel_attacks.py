@@ -36,8 +36,8 @@ from tests.lab.operator_fixture import (
     RunningOperator,
     operator,
     route_and_wait,
-    wait_for,
 )
+from tests.support import wait_for
 
 pytestmark = pytest.mark.lab
 

@@ -31,9 +31,9 @@ from tests.lab.operator_fixture import (
     operator,
     proxy_tasks,
     route_and_wait,
-    wait_for,
 )
 from tests.lab.test_channel_attacks import SSL_PORT, attack, plain_worker
+from tests.support import wait_for
 
 pytestmark = pytest.mark.lab
 

@@ -23,7 +23,8 @@ from swarmgate.models.settings.config import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from tests.lab import http
 from tests.lab.conftest import REPO, Lab
-from tests.lab.operator_fixture import PROXY, create_routed, running_upstreams, wait_for
+from tests.lab.operator_fixture import PROXY, create_routed, running_upstreams
+from tests.support import wait_for
 
 pytestmark = pytest.mark.lab
 

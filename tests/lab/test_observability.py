@@ -35,9 +35,8 @@ from tests.lab.operator_fixture import (
     RunningOperator,
     clean_swarm,
     create_routed,
-    free_port,
-    wait_for,
 )
+from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.lab
 

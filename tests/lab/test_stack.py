@@ -17,7 +17,7 @@ import docker
 import pytest
 
 from tests.lab.conftest import REPO, Lab
-from tests.lab.operator_fixture import PROXY, clean_swarm, wait_for
+from tests.lab.operator_fixture import PROXY, clean_swarm
 from tests.lab.operator_fixture import _remove_when_unused as remove_when_unused
 from tests.lab.test_seed_e2e import (
     DEMO,
@@ -28,7 +28,7 @@ from tests.lab.test_seed_e2e import (
     operator_containers,
     running_tasks,
 )
-from tests.support import host_port
+from tests.support import host_port, wait_for
 
 pytestmark = pytest.mark.lab
 

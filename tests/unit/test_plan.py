@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from swarmgate.operator.planning.plan import (
 )
 from swarmgate.operator.planning.runtime import Runtime
 from tests import factories as f
+from tests.support import check_golden
 
 RUNTIME = Runtime(server_info="swarmgate/0.1.0 linux/amd64", agent_script=b"#!/bin/sh\n# agent\n")
 SEED = """
@@ -112,9 +112,7 @@ def test_proxy_spec_matches_its_golden_file(extra: str, golden: str) -> None:
     (created,) = [a for a in plan(desired_for(config(extra), cluster()), cluster(), published={})
                   if isinstance(a, CreateService)]
     text = json.dumps(created.spec, indent=2, sort_keys=True) + "\n"
-    if os.environ.get("SWARMGATE_UPDATE_GOLDEN") == "1":
-        (GOLDEN / golden).write_text(text)
-    assert text == (GOLDEN / golden).read_text()
+    check_golden(GOLDEN / golden, text)
 
 
 def test_the_proxy_spec_says_nothing_about_the_operator() -> None:
