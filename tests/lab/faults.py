@@ -25,7 +25,7 @@ import docker.errors
 import requests.exceptions
 
 from tests.lab.bad_configs import model_rejected_config, nginx_rejected_config
-from tests.lab.conftest import Lab
+from tests.lab.cluster import Lab
 from tests.lab.load import Load
 from tests.lab.seed_deployment import CONFIG, DEMO_HOST, OPERATOR, PROXY, SEED_TOML, Seed, swarm_time
 from tests.support import wait_for

@@ -26,7 +26,7 @@ import docker
 import docker.errors
 
 from tests.lab import http
-from tests.lab.conftest import REPO, Lab
+from tests.lab.cluster import REPO, Lab
 from tests.support import free_port, host_port, wait_for
 
 PROXY = "interlock-proxy"

@@ -31,7 +31,7 @@ import docker
 import docker.errors
 
 from tests.lab import faults
-from tests.lab.conftest import Lab
+from tests.lab.cluster import Lab
 from tests.lab.load import Load
 from tests.lab.seed_deployment import PROXY, Seed, swarm_time
 from tests.support import wait_for

@@ -25,7 +25,7 @@ import docker
 import docker.errors
 
 from tests.lab import http
-from tests.lab.conftest import REPO, Lab, load_lab
+from tests.lab.cluster import REPO, Lab, load_lab
 from tests.support import wait_for
 
 OPERATOR = "interlock"

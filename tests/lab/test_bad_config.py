@@ -23,7 +23,7 @@ from swarmgate.operator.cli.offline import check_with_nginx
 from swarmgate.operator.planning.lease import LEASE_NAME
 from tests.lab import http
 from tests.lab.bad_configs import nginx_rejected_config
-from tests.lab.conftest import Lab
+from tests.lab.cluster import Lab
 from tests.lab.load import Load
 from tests.lab.operator_fixture import (
     PROXY,

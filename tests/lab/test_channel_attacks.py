@@ -30,7 +30,7 @@ import pytest
 from swarmgate.operator.delivery.channel_key import ChannelKey
 from tests.lab import http
 from tests.lab.capture import streams, tcpdump
-from tests.lab.conftest import REPO, Lab
+from tests.lab.cluster import REPO, Lab
 from tests.lab.operator_fixture import (
     PROXY,
     RunningOperator,

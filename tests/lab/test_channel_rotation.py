@@ -23,7 +23,7 @@ import pytest
 
 from swarmgate.operator.delivery.channel_key import ChannelKey
 from swarmgate.renderers.nginx import CONTROL_HOST
-from tests.lab.conftest import CHANNEL_KEY, REPO, Lab
+from tests.lab.cluster import CHANNEL_KEY, REPO, Lab
 from tests.lab.load import Load
 from tests.lab.operator_fixture import (
     PROXY,

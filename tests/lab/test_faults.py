@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.lab import faults
-from tests.lab.conftest import Lab
+from tests.lab.cluster import Lab
 
 pytestmark = pytest.mark.lab
 

@@ -22,7 +22,7 @@ from swarmgate.models.routing.routes import build_route_table
 from swarmgate.models.settings.config import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from tests.lab import http
-from tests.lab.conftest import REPO, Lab
+from tests.lab.cluster import REPO, Lab
 from tests.lab.operator_fixture import PROXY, create_routed, running_upstreams
 from tests.support import wait_for
 

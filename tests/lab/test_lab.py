@@ -17,7 +17,7 @@ import requests.exceptions
 from docker.models.services import Service
 from docker.types import EndpointSpec, Mount, RestartPolicy
 
-from tests.lab.conftest import REPO, Lab
+from tests.lab.cluster import REPO, Lab
 from tests.support import host_port
 
 pytestmark = pytest.mark.lab

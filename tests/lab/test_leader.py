@@ -21,7 +21,7 @@ import docker
 import pytest
 
 from tests.lab import http
-from tests.lab.conftest import REPO, Lab
+from tests.lab.cluster import REPO, Lab
 from tests.lab.operator_fixture import (
     CHANNEL_SECRET,
     OWNED,

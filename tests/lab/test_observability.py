@@ -28,7 +28,7 @@ import pytest
 
 from swarmgate.operator.delivery.channel_key import ChannelKey
 from tests.lab import http
-from tests.lab.conftest import REPO, Lab
+from tests.lab.cluster import REPO, Lab
 from tests.lab.operator_fixture import (
     CHANNEL_SECRET,
     PROXY,

@@ -26,7 +26,7 @@ import pytest
 
 from swarmgate.operator.planning.lease import LEASE_NAME
 from tests.lab import http
-from tests.lab.conftest import REPO, Lab
+from tests.lab.cluster import REPO, Lab
 from tests.lab.operator_fixture import (
     PROXY,
     RunningOperator,

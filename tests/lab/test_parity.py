@@ -21,7 +21,7 @@ import docker
 import pytest
 
 from tests.lab import http, websocket
-from tests.lab.conftest import Lab
+from tests.lab.cluster import Lab
 from tests.lab.load import Load
 from tests.lab.seed_deployment import PROXY, Seed
 from tests.support import event_window, wait_for

@@ -16,7 +16,7 @@ from pathlib import Path
 import docker
 
 from tests.lab import http
-from tests.lab.conftest import Lab
+from tests.lab.cluster import Lab
 from tests.lab.operator_fixture import create_routed, operator
 from tests.support import host_port, wait_for
 

@@ -24,7 +24,7 @@ import docker
 import pytest
 
 from tests.lab import http
-from tests.lab.conftest import REPO, Lab
+from tests.lab.cluster import REPO, Lab
 from tests.lab.operator_fixture import CHANNEL_SECRET, PROXY, clean_swarm, wait_full_passes
 from tests.lab.operator_fixture import _remove_when_unused as remove_when_unused
 from tests.support import event_window, host_port, wait_for

@@ -16,7 +16,7 @@ import docker
 import pytest
 
 from tests.lab import http
-from tests.lab.conftest import Lab
+from tests.lab.cluster import Lab
 from tests.lab.operator_fixture import RunningOperator, clean_swarm, create_routed, running_upstreams
 from tests.support import wait_for
 

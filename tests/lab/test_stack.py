@@ -16,7 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.lab.conftest import REPO, Lab
+from tests.lab.cluster import REPO, Lab
 from tests.lab.operator_fixture import PROXY, clean_swarm
 from tests.lab.operator_fixture import _remove_when_unused as remove_when_unused
 from tests.lab.test_seed_e2e import (
