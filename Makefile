@@ -26,7 +26,7 @@ deps: .stamps/apt $(BIN)/.installed
 
 lint: deps
 	$(BIN)/ruff check swarmgate tests lab
-	$(BIN)/mypy swarmgate
+	$(BIN)/mypy swarmgate tests
 
 unit: deps
 	$(BIN)/pytest -q tests/unit tests/property

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -82,7 +82,8 @@ def converge(cfg: Config) -> ObservedState:
     proxies = []
     for ext in desired.extensions:
         assert ext.proxy_spec is not None
-        stored = copy.deepcopy(ext.proxy_spec)
+        # What the Engine stores has keys the operator never writes, so the spec's TypedDict does not name them.
+        stored = cast(dict[str, Any], copy.deepcopy(ext.proxy_spec))
         stored["TaskTemplate"]["ForceUpdate"] = 0
         stored["TaskTemplate"]["ContainerSpec"]["Isolation"] = "default"
         proxies.append(proxy_service(stored))
