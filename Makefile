@@ -29,7 +29,7 @@ deps: .stamps/apt $(BIN)/.installed
 # ruff on the code and tests, mypy --strict on the package.
 lint: deps
 	$(BIN)/ruff check swarmgate tests lab
-	$(BIN)/mypy swarmgate
+	$(BIN)/mypy swarmgate tests
 
 # The pure tests (unit and property), the documentation's build and commands included; no lab needed.
 unit: deps

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.lab import http  # noqa: E402
-from tests.lab.conftest import Lab, ensure_lab_up  # noqa: E402
+from tests.lab.cluster import Lab, ensure_lab_up  # noqa: E402
 from tests.lab.operator_fixture import RunningOperator, clean_swarm, create_routed  # noqa: E402
 from tests.support import host_port  # noqa: E402
 

@@ -48,9 +48,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.lab import http  # noqa: E402
-from tests.lab.conftest import load_lab  # noqa: E402
-from tests.lab.seed_deployment import DEMO_HOST, PROXY, Seed, wait_for  # noqa: E402
-from tests.support import host_port  # noqa: E402
+from tests.lab.cluster import load_lab  # noqa: E402
+from tests.lab.seed_deployment import DEMO_HOST, PROXY, Seed  # noqa: E402
+from tests.support import host_port, wait_for  # noqa: E402
 
 PATH = "/ping"
 MODES = ("close", "keepalive")

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.report import happened_lines, write_report  # noqa: E402
 from tests.lab import faults  # noqa: E402
-from tests.lab.conftest import Lab, load_lab  # noqa: E402
+from tests.lab.cluster import Lab, load_lab  # noqa: E402
 from tests.lab.load import DEFAULT_RATE  # noqa: E402
 
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 import docker  # noqa: E402
 
-from tests.lab.conftest import Lab, load_lab  # noqa: E402
+from tests.lab.cluster import Lab, load_lab  # noqa: E402
 from tests.lab.load import Load  # noqa: E402
 
 SERVICES = {"part-replicated": 18080, "part-global": 18081}

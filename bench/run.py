@@ -138,8 +138,9 @@ class Load:
 
 
 def bench_lab(changes: int, rounds: int) -> dict[str, Any]:
-    from tests.lab.conftest import ensure_lab_up
-    from tests.lab.operator_fixture import answers_everywhere, create_routed, operator, running_upstreams, wait_for
+    from tests.lab.cluster import ensure_lab_up
+    from tests.lab.operator_fixture import answers_everywhere, create_routed, operator, running_upstreams
+    from tests.support import wait_for
 
     lab = ensure_lab_up()
     client = lab.manager_client()

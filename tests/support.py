@@ -1,5 +1,5 @@
-"""Helpers that every kind of test shares: waiting for a condition, a free port, and a window over
-Docker's event stream.
+"""Helpers that every kind of test shares: waiting for a condition, a free port, checking output
+against a golden file, and a window over Docker's event stream.
 
 A test that must show something did *not* happen (the operator wrote nothing, left a service alone)
 does not sleep and look: it opens an `EventWindow` on Docker's own record of writes, lets the
@@ -10,11 +10,13 @@ opening and its closing, whatever the one-second resolution of the API's `since`
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
@@ -44,24 +46,41 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def wait_for(check: Callable[[], T | None], *, timeout: float, interval: float = 0.2,
              what: str | Callable[[], str] = "") -> T:
-    """Poll until `check()` returns something truthy and return it; fail with `what` and the last error.
+    """Poll until `check()` returns something truthy and return it; on timeout raise `TimeoutError`
+    naming `what` and, if the last poll raised, its error.
 
-    `what` may be a callable, read only on failure, so the message can show the state the last
-    check saw (a string built at the call would show the state before the first)."""
+    A poll that raises counts as "not yet" (the thing waited for may not exist yet, or a manager that
+    just lost its leader answers errors for a moment). `check` runs once more after the deadline, so a
+    slow check still gets its last look. `what` may be a callable, read only on failure, so the message
+    can show the state the last check saw (a string built at the call would show the state before the
+    first)."""
     deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
+    last: Exception | None = None
+    while True:
         try:
             value = check()
             if value:
                 return value
             last = None  # an error of an earlier poll is not why the latest one said no
-        except Exception as exc:  # the thing waited for may not exist yet
+        except Exception as exc:
             last = exc
+        if time.monotonic() >= deadline:
+            described = what() if callable(what) else what
+            raise TimeoutError(f"timed out after {timeout}s waiting for {described or check}"
+                               + (f": {last!r}" if last else ""))
         time.sleep(interval)
-    described = what() if callable(what) else what
-    raise AssertionError(f"timed out after {timeout}s waiting for {described or check}"
-                         + (f": {last}" if last else ""))
+
+
+GOLDEN_SWITCH = "SWARMGATE_UPDATE_GOLDEN"
+
+
+def check_golden(path: Path, actual: str) -> None:
+    """Assert that `actual` is the golden file's text; with `SWARMGATE_UPDATE_GOLDEN=1`, write it first.
+
+    Regenerating is a deliberate act: run the tests with the switch, then read the diff in review."""
+    if os.environ.get(GOLDEN_SWITCH) == "1":
+        path.write_text(actual)
+    assert actual == path.read_text(), f"{path.name} changed; regenerate with {GOLDEN_SWITCH}=1 and review the diff"
 
 
 @dataclass

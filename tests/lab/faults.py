@@ -24,10 +24,12 @@ from typing import Any
 import docker.errors
 import requests.exceptions
 
+from tests import docker_api
 from tests.lab.bad_configs import model_rejected_config, nginx_rejected_config
-from tests.lab.conftest import Lab
+from tests.lab.cluster import Lab
 from tests.lab.load import Load
-from tests.lab.seed_deployment import CONFIG, DEMO_HOST, OPERATOR, PROXY, SEED_TOML, Seed, swarm_time, wait_for
+from tests.lab.seed_deployment import CONFIG, DEMO_HOST, OPERATOR, PROXY, SEED_TOML, Seed, swarm_time
+from tests.support import wait_for
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,7 @@ def second_operator(seed: Seed, result: Result, windows: Windows) -> Undo:
              "swarmgate/operator:lab", "-D", "run", "-c", "/config.toml")
     wait_for(lambda: seed.running_tasks(rival), timeout=windows.recovery_timeout, what=f"{rival} running")
     _count_writes(seed, result, windows, windows.rival)
-    seed.client().api.remove_service(rival)
+    docker_api.remove_service(seed.client(), rival)
     wait_for(lambda: not any(seed.cli("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={rival}",
                                       node=m) for m in seed.lab.managers if m not in seed.stopped),
              timeout=60, what=f"{rival}'s container gone")
@@ -312,7 +314,7 @@ def missing_secret(seed: Seed, result: Result, windows: Windows) -> Undo:
              timeout=windows.recovery_timeout, what="demo rolled")
     time.sleep(windows.hold / 2)  # the rolled demo under load
     result.notes.append(f"{tls} (ssl_cert/ssl_key=no-such-secret) created, then demo rolled (start-first)")
-    return lambda: seed.client().api.remove_service(tls)
+    return lambda: docker_api.remove_service(seed.client(), tls)
 
 
 def _kill_proxy_on(seed: Seed, result: Result, windows: Windows, node: str) -> None:
@@ -359,7 +361,7 @@ def proxy_replaced_operator_away(seed: Seed, result: Result, windows: Windows) -
     result.judged_nodes, result.allowed_replaced = [other], 1
     result.forbidden_status = [503]
     seed.cli("service", "update", "--detach", "--no-resolve-image", "--replicas", "0", OPERATOR)
-    wait_for(lambda: not seed.client().api.tasks(filters={"service": OPERATOR, "desired-state": "running"})
+    wait_for(lambda: not docker_api.tasks(seed.client(), filters={"service": OPERATOR, "desired-state": "running"})
              and not any(seed.cli("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={OPERATOR}",
                                   node=m) for m in seed.lab.managers if m not in seed.stopped),
              timeout=60, what="operator gone")
@@ -455,7 +457,7 @@ def run_scenario(seed: Seed, spec: Spec, windows: Windows) -> Result:
                 result.notes.append(f"undo failed: {exc}")
         for svc in seed.client().services.list():
             if svc.name.startswith("fault-route-"):
-                svc.remove()
+                docker_api.remove(svc)
         result.seconds = round(time.monotonic() - t0, 1)
         # Routing that froze (or a scenario that aborted) must not pass as the next one's baseline,
         # even where demo.local still answers: the next scenario starts from a fresh deployment.

@@ -25,11 +25,10 @@ from typing import Any
 import docker
 import docker.errors
 
+from tests import docker_api
 from tests.lab import http
-from tests.lab.conftest import REPO, Lab
-from tests.support import free_port as free_port  # re-exported: older lab tests import it from here
-from tests.support import host_port
-from tests.support import wait_for as wait_for
+from tests.lab.cluster import REPO, Lab
+from tests.support import free_port, host_port, wait_for
 
 PROXY = "interlock-proxy"
 CHANNEL_SECRET = "swarmgate-channel"
@@ -117,6 +116,19 @@ def successful_passes(address: str, port: int) -> int:
     return 0
 
 
+def operator_endpoints(client: docker.DockerClient, services: tuple[str, ...]) -> dict[str, tuple[str, int]]:
+    """Running operator task ID -> (its node's address, the host port Swarm published for its 8080): where
+    an operator run as a Swarm service the seed's way (`--publish mode=host,target=8080`) answers
+    /metrics, /v1/status and /v1/leader."""
+    addrs = {n["ID"]: n["Status"]["Addr"] for n in client.api.nodes()}
+    found = {}
+    for service in services:
+        for task in docker_api.running_tasks(client, service):
+            if port := host_port(task, 8080):
+                found[task["ID"]] = (addrs[task["NodeID"]], port)
+    return found
+
+
 def wait_full_passes(address: str, port: int, count: int, *, timeout: float = 30) -> None:
     """Return once the operator at `address:port` has begun and finished `count` passes after this call.
 
@@ -135,7 +147,7 @@ def clean_swarm(client: docker.DockerClient, *, services: tuple[str, ...] = (), 
     for name in (*services, *proxies):
         for svc in client.services.list(filters={"name": name}):
             if svc.name == name:
-                svc.remove()
+                docker_api.remove(svc)
     # A config stays "in use" until the service that mounts it is gone; removal retries until then.
     for cfg in client.configs.list(filters=OWNED):
         _remove_when_unused(cfg.remove)
@@ -210,11 +222,10 @@ def operator(lab: Lab, workdir: Path, *, extension_extra: str = "", services: tu
 
 def create_routed(client: docker.DockerClient, name: str, labels: dict[str, str], *, replicas: int = 1) -> str:
     """A service published the seed's way: `--publish mode=host,target=8080`, no fixed host port."""
-    created = client.api.create_service(
-        task_template={"ContainerSpec": {"Image": "swarmgate/demo:lab", "Env": [f"METADATA={name}"]}},
+    return docker_api.create_service(
+        client, task_template={"ContainerSpec": {"Image": "swarmgate/demo:lab", "Env": [f"METADATA={name}"]}},
         name=name, labels=labels, mode={"Replicated": {"Replicas": replicas}},
         endpoint_spec={"Ports": [{"Protocol": "tcp", "TargetPort": 8080, "PublishMode": "host"}]})
-    return str(created["ID"])
 
 
 def route_and_wait(lab: Lab, client: docker.DockerClient, name: str, host: str) -> None:
@@ -229,7 +240,7 @@ def running_upstreams(client: docker.DockerClient, service: str) -> set[str]:
     """`node address:host port` of every running task of the service, from the Docker API."""
     addrs = {n["ID"]: n["Status"]["Addr"] for n in client.api.nodes()}
     found = set()
-    for task in client.api.tasks(filters={"service": service, "desired-state": "running"}):
+    for task in docker_api.tasks(client, filters={"service": service, "desired-state": "running"}):
         if task["Status"]["State"] != "running":
             continue
         if port := host_port(task, 8080):
@@ -239,8 +250,7 @@ def running_upstreams(client: docker.DockerClient, service: str) -> set[str]:
 
 def proxy_tasks(client: docker.DockerClient) -> dict[str, str]:
     """Running proxy task ID → node ID."""
-    return {t["ID"]: t["NodeID"] for t in client.api.tasks(filters={"service": PROXY, "desired-state": "running"})
-            if t["Status"]["State"] == "running"}
+    return {t["ID"]: t["NodeID"] for t in docker_api.running_tasks(client, PROXY)}
 
 
 def upstreams_seen(lab: Lab, host: str, *, requests: int = 12) -> dict[str, set[str]]:

@@ -30,10 +30,12 @@ from typing import Any
 import docker
 import docker.errors
 
+from tests import docker_api
 from tests.lab import faults
-from tests.lab.conftest import Lab
+from tests.lab.cluster import Lab
 from tests.lab.load import Load
-from tests.lab.seed_deployment import PROXY, Seed, swarm_time, wait_for
+from tests.lab.seed_deployment import PROXY, Seed, swarm_time
+from tests.support import wait_for
 
 UPDATING = ("updating", "rollback_started")
 TASK_LINE = re.compile(r"server (\S+);\s+# (\S+) task (\S+)")
@@ -88,7 +90,7 @@ def problems(r: Result) -> list[str]:
 
 
 def proxy_at_rest(seed: Seed) -> bool:
-    state = (seed.client().api.inspect_service(PROXY).get("UpdateStatus") or {}).get("State")
+    state = (docker_api.inspect_service(seed.client(), PROXY).get("UpdateStatus") or {}).get("State")
     return state not in UPDATING
 
 
@@ -116,7 +118,7 @@ class Backend:
 
     def remove(self) -> None:
         with contextlib.suppress(docker.errors.APIError):
-            self.seed.client().api.remove_service(self.name)
+            docker_api.remove_service(self.seed.client(), self.name)
         for c in self._proxy_clients.values():
             c.close()
         self._proxy_clients.clear()
@@ -129,13 +131,13 @@ class Backend:
         return {t["ID"]: names.get(t["NodeID"], t["NodeID"]) for t in self.seed.running_tasks(self.name)}
 
     def update_state(self) -> str:
-        spec = self.seed.client().api.inspect_service(self.name)
+        spec = docker_api.inspect_service(self.seed.client(), self.name)
         return str((spec.get("UpdateStatus") or {}).get("State", ""))
 
     def settled(self) -> bool:
         """No task of the service is on its way in or out: every task is running and desired so, or
         gone (desired shutdown and actually stopped)."""
-        for t in self.seed.client().api.tasks(filters={"service": self.name}):
+        for t in docker_api.tasks(self.seed.client(), filters={"service": self.name}):
             desired, state = t["DesiredState"], t["Status"]["State"]
             if desired == "running" and state != "running":
                 return False
@@ -206,7 +208,7 @@ def _roll(order: str) -> Change:
         result.notes.append(f"{len(before)} task{'s' * (len(before) != 1)} replaced ({order})")
         # When Swarm stopped the old tasks and ran the new ones, on the update's clock (one machine).
         stopped, started = [], []
-        for t in b.seed.client().api.tasks(filters={"service": b.name}):
+        for t in docker_api.tasks(b.seed.client(), filters={"service": b.name}):
             at = swarm_time(t["Status"]["Timestamp"]) - issued
             if t["ID"] in before:
                 stopped.append(at)

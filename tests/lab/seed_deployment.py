@@ -19,14 +19,15 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import docker
 import docker.errors
-import requests.exceptions
 
+from tests import docker_api
 from tests.lab import http
-from tests.lab.conftest import REPO, Lab, load_lab
+from tests.lab.cluster import REPO, Lab, load_lab
+from tests.support import wait_for
 
 OPERATOR = "interlock"
 PROXY = "interlock-proxy"
@@ -35,23 +36,6 @@ DEMO_HOST = "demo.local"
 LAB_PY = REPO / "lab" / "lab.py"
 DEMO_SH = REPO / "scripts" / "demo.sh"
 SEED_TOML = REPO / "lab" / "seed-config.toml"
-T = TypeVar("T")
-
-
-
-def wait_for(check: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            value = check()
-            if value:
-                return value
-        except (docker.errors.APIError, requests.exceptions.RequestException, OSError) as exc:
-            last = exc  # a manager that just lost its leader answers errors for a moment
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} within {timeout:.0f} s" + (f" (last error: {last})" if last else ""))
-        time.sleep(interval)
 
 
 def swarm_time(stamp: str) -> float:
@@ -124,7 +108,7 @@ class Seed:
         return {n["ID"]: n["Description"]["Hostname"] for n in self.client().api.nodes()}
 
     def running_tasks(self, service: str) -> list[dict[str, Any]]:
-        return [t for t in self.client().api.tasks(filters={"service": service, "desired-state": "running"})
+        return [t for t in docker_api.tasks(self.client(), filters={"service": service, "desired-state": "running"})
                 if t["Status"]["State"] == "running"]
 
     def operator_tasks(self) -> list[dict[str, Any]]:
@@ -134,7 +118,7 @@ class Seed:
         """Running proxy task ID -> node name, and the proxy service's spec version."""
         names = self.node_names()
         tasks = {t["ID"]: names.get(t["NodeID"], t["NodeID"]) for t in self.running_tasks(PROXY)}
-        version = int(self.client().api.inspect_service(PROXY)["Version"]["Index"])
+        version = int(docker_api.inspect_service(self.client(), PROXY)["Version"]["Index"])
         return tasks, version
 
     def container_on(self, node: str, service: str) -> str:
@@ -202,10 +186,10 @@ class Seed:
         """One operator task runs; one proxy task runs on each LB node and the service is not
         rolling; every LB node answers demo.local with 200."""
         c = self.client()
-        spec = c.api.inspect_service(OPERATOR)
+        spec = docker_api.inspect_service(c, OPERATOR)
         if spec["Spec"]["Mode"].get("Replicated", {}).get("Replicas") != 1 or len(self.operator_tasks()) != 1:
             return False
-        proxy = c.api.inspect_service(PROXY)
+        proxy = docker_api.inspect_service(c, PROXY)
         if (proxy.get("UpdateStatus") or {}).get("State") in ("updating", "rollback_started"):
             return False
         tasks, _ = self.proxy_state()
@@ -291,7 +275,7 @@ class Seed:
         with contextlib.suppress(Exception):
             for svc in self.client().services.list():
                 if svc.name.startswith("fault-"):
-                    svc.remove()
+                    docker_api.remove(svc)
         self.undeploy()
         with contextlib.suppress(Exception):
             for cfg in self.client().configs.list():
@@ -314,7 +298,7 @@ class Seed:
         return task
 
     def create_route(self, name: str, labels: dict[str, str] | None = None) -> None:
-        self.client().api.create_service(
+        docker_api.create_service(self.client(),
             task_template={"ContainerSpec": {"Image": "swarmgate/demo:lab", "Env": [f"METADATA={name}"]}},
             name=name, labels=labels or {"com.docker.lb.hosts": f"{name}.local", "com.docker.lb.port": "8080"},
             mode={"Replicated": {"Replicas": 1}},

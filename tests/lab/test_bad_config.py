@@ -21,9 +21,10 @@ from swarmgate.errors import ConfigError
 from swarmgate.models.settings.config import parse_config
 from swarmgate.operator.cli.offline import check_with_nginx
 from swarmgate.operator.planning.lease import LEASE_NAME
+from tests import docker_api
 from tests.lab import http
 from tests.lab.bad_configs import nginx_rejected_config
-from tests.lab.conftest import Lab
+from tests.lab.cluster import Lab
 from tests.lab.load import Load
 from tests.lab.operator_fixture import (
     PROXY,
@@ -119,7 +120,7 @@ def test_a_spec_swarm_rolled_back_is_not_written_again_by_the_operator_nor_by_it
 
         first = started_with_missing_image("first")
         try:
-            wait_for(lambda: (client.api.inspect_service(PROXY).get("UpdateStatus") or {}).get("State")
+            wait_for(lambda: (docker_api.inspect_service(client, PROXY).get("UpdateStatus") or {}).get("State")
                      == "rollback_completed", timeout=180, what="Swarm's rollback of the proxy service")
             wait_for(lambda: _held(first, "rolled_back"), timeout=30, what="the operator's hold")
             with event_window(client) as window:

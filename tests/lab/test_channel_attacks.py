@@ -28,16 +28,17 @@ import docker
 import pytest
 
 from swarmgate.operator.delivery.channel_key import ChannelKey
+from tests import docker_api
 from tests.lab import http
 from tests.lab.capture import streams, tcpdump
-from tests.lab.conftest import REPO, Lab
+from tests.lab.cluster import REPO, Lab
 from tests.lab.operator_fixture import (
     PROXY,
     RunningOperator,
     operator,
     route_and_wait,
-    wait_for,
 )
+from tests.support import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -76,7 +77,7 @@ def proxy_exec(lab: Lab, node: str, *cmd: str) -> str:
         (container,) = engine.containers.list(
             ignore_removed=True, filters={"label": f"com.docker.swarm.service.name={PROXY}"})
         code, out = container.exec_run(list(cmd))
-        assert code == 0, out
+        assert code == 0 and isinstance(out, bytes), out  # not streamed: the whole output at once
         return str(out.decode())
     finally:
         engine.close()
@@ -129,10 +130,10 @@ def api_view(client: docker.DockerClient) -> tuple[str, list[str]]:
     """Everything a reader of the Swarm API sees, as text, and every label value in it."""
     api = client.api
     objects: dict[str, Any] = {
-        "services": [api.inspect_service(s["ID"]) for s in api.services()],
-        "tasks": api.tasks(),
+        "services": [docker_api.inspect_service(client, s["ID"]) for s in docker_api.services(client)],
+        "tasks": docker_api.tasks(client),
         "nodes": api.nodes(),
-        "configs": [api.inspect_config(c["ID"]) for c in api.configs()],
+        "configs": [docker_api.inspect_config(client, c["ID"]) for c in docker_api.configs(client)],
         "secrets": [api.inspect_secret(s["ID"]) for s in api.secrets()],
     }
     text = json.dumps(objects, sort_keys=True, default=str)

@@ -23,7 +23,8 @@ import pytest
 
 from swarmgate.operator.delivery.channel_key import ChannelKey
 from swarmgate.renderers.nginx import CONTROL_HOST
-from tests.lab.conftest import CHANNEL_KEY, REPO, Lab
+from tests import docker_api
+from tests.lab.cluster import CHANNEL_KEY, REPO, Lab
 from tests.lab.load import Load
 from tests.lab.operator_fixture import (
     PROXY,
@@ -31,9 +32,9 @@ from tests.lab.operator_fixture import (
     operator,
     proxy_tasks,
     route_and_wait,
-    wait_for,
 )
 from tests.lab.test_channel_attacks import SSL_PORT, attack, plain_worker
+from tests.support import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -67,7 +68,7 @@ def test_rotate_key_reaches_every_proxy_with_no_failed_request_and_no_task_repla
     client: docker.DockerClient = lab.manager_client()
     old = ChannelKey.read(CHANNEL_KEY)
     tasks_before = proxy_tasks(client)
-    version_before = client.api.inspect_service(PROXY)["Version"]["Index"]
+    version_before = docker_api.inspect_service(client, PROXY)["Version"]["Index"]
     addresses = {n: lab.address(n) for n in lab.lb_nodes}
     with Load(addresses, hosts=("demo.local",)) as load:
         out = subprocess.run([str(REPO / ".venv" / "bin" / "swarmgate"), "rotate-key", "-c", str(running.config_path)],
@@ -84,7 +85,7 @@ def test_rotate_key_reaches_every_proxy_with_no_failed_request_and_no_task_repla
     failed, total = load.failed_total()
     assert total > 100 and failed == 0, load.summary()
     assert proxy_tasks(client) == tasks_before
-    assert client.api.inspect_service(PROXY)["Version"]["Index"] == version_before
+    assert docker_api.inspect_service(client, PROXY)["Version"]["Index"] == version_before
     secret = client.api.inspect_secret("swarmgate-channel-1")
     assert secret["Spec"]["Labels"]["swarmgate.channel.generation"] == "1"
     # The old key, as if it had leaked, opens nothing now: the proxies no longer trust its certificate.

@@ -15,20 +15,21 @@ from collections.abc import Iterator
 import pytest
 
 from tests.lab import faults
-from tests.lab.conftest import Lab
+from tests.lab.cluster import Lab
+from tests.lab.seed_deployment import Seed
 
 pytestmark = pytest.mark.lab
 
 
 @pytest.fixture(scope="module")
-def seed(lab: Lab) -> Iterator[faults.Seed]:
+def seed(lab: Lab) -> Iterator[Seed]:
     assert len(lab.lb_nodes) >= 2 and len(lab.managers) >= 3, "issue 9's faults need the seed's cluster"
     with faults.seed_deployment(lab) as seed:
         yield seed
 
 
 @pytest.mark.parametrize("spec", faults.SCENARIOS, ids=[s.name for s in faults.SCENARIOS])
-def test_fault_costs_no_request_and_replaces_no_proxy(seed: faults.Seed, spec: faults.Spec) -> None:
+def test_fault_costs_no_request_and_replaces_no_proxy(seed: Seed, spec: faults.Spec) -> None:
     result = faults.run_scenario(seed, spec, faults.TEST)
     found = faults.problems(result)
     assert not found, f"{spec.title}: " + "; ".join(found) + f" (notes: {'; '.join(result.notes)})"

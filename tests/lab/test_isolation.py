@@ -11,8 +11,8 @@ Run it under the lab's lock: `flock /tmp/swarmgate-lab.lock .venv/bin/pytest tes
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
+from functools import partial
 
 import docker
 import docker.errors
@@ -21,9 +21,11 @@ import pytest
 from swarmgate.models.routing.routes import build_route_table
 from swarmgate.models.settings.config import Extension
 from swarmgate.models.swarm.observed import ObservedState
+from tests import docker_api
 from tests.lab import http
-from tests.lab.conftest import REPO, Lab
-from tests.lab.operator_fixture import PROXY, create_routed, running_upstreams, wait_for
+from tests.lab.cluster import REPO, Lab
+from tests.lab.operator_fixture import PROXY, create_routed, operator_endpoints, running_upstreams, wait_full_passes
+from tests.support import event_window, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -31,7 +33,10 @@ DEMO = "demo"
 BAD = "tls-missing-secret"
 BAD_LABELS = {"com.docker.lb.hosts": "bad-tls.local", "com.docker.lb.port": "8080",
               "com.docker.lb.ssl_cert": "no-such-secret", "com.docker.lb.ssl_key": "no-such-secret"}
-SEED_POLL_S = 3.0
+OPERATOR = "interlock"  # the seed's operator service (scripts/demo.sh)
+# Whole passes of the seed's operator that see the bad service before demo is rolled: more than one,
+# so a pass that began before the service existed does not count and a second look must agree.
+PASSES_WITH_BAD = 3
 
 
 def demo_sh(lab: Lab, verb: str) -> None:
@@ -43,7 +48,7 @@ def demo_sh(lab: Lab, verb: str) -> None:
 def remove_service(client: docker.DockerClient, name: str) -> None:
     for svc in client.services.list(filters={"name": name}):
         if svc.name == name:
-            svc.remove()
+            docker_api.remove(svc)
 
 
 @pytest.fixture
@@ -82,22 +87,31 @@ def test_a_service_naming_a_missing_secret_does_not_stall_a_rolling_update_of_an
     client = seed
     before = running_upstreams(client, DEMO)
     for node in lab.lb_nodes:
-        wait_for(lambda node=node: routed_to(lab, node, before), timeout=60,  # type: ignore[misc]
-                 what=f"{node} to route demo.local")
+        wait_for(partial(routed_to, lab, node, before), timeout=60, what=f"{node} to route demo.local")
 
-    create_routed(client, BAD, BAD_LABELS)
-    time.sleep(3 * SEED_POLL_S)  # a few of the seed's passes see the bad service
+    # The bad service next to demo: the operator looks at it for a counted number of whole passes (its
+    # own count on /metrics, not a guess in seconds) and leaves the proxy service alone all along,
+    # while demo keeps being routed where it was.
+    operators = wait_for(lambda: operator_endpoints(client, (OPERATOR,)) or None, timeout=30,
+                         what="the seed operator's running task")
+    ((address, port),) = operators.values()
+    with event_window(client, types=("service",)) as window:
+        create_routed(client, BAD, BAD_LABELS)
+        wait_full_passes(address, port, PASSES_WITH_BAD, timeout=60)
+    assert window.writes_to(PROXY) == [], "the operator wrote its proxy service for a service it cannot route"
+    for node in lab.lb_nodes:
+        assert routed_to(lab, node, before), f"{node} stopped routing demo.local once the bad service was there"
 
     subprocess.run(["docker", "service", "update", "--force", "--detach=false", DEMO], env=lab.env,
                    capture_output=True, text=True, timeout=300, check=True)
     after = wait_for(lambda: (lambda ups: ups if ups and not ups & before else None)(running_upstreams(client, DEMO)),
                      timeout=120, what="demo's rolled task to run")
     for node in lab.lb_nodes:
-        wait_for(lambda node=node: routed_to(lab, node, after), timeout=30,  # type: ignore[misc]
+        wait_for(partial(routed_to, lab, node, after), timeout=30,
                  what=f"{node} to route demo.local to the rolled task {sorted(after)}")
 
     # The proxy's spec never named the missing secret, and the bad host is simply not routed.
-    secrets = client.api.inspect_service(PROXY)["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets") or []
+    secrets = docker_api.inspect_service(client, PROXY)["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets") or []
     assert "no-such-secret" not in {s.get("SecretName") for s in secrets}
     for node in lab.lb_nodes:
         assert http.get(lab.address(node), "/ping", host="bad-tls.local", timeout=2).status == 503
@@ -110,7 +124,7 @@ GOOD_TLS = "sg-isolation-good"
 
 def probe_with_secrets(client: docker.DockerClient, refs: list[dict[str, object]]) -> None:
     """A service that mounts `refs` the way the proxy mounts TLS secrets (no task ever runs)."""
-    client.api.create_service(
+    docker_api.create_service(client,
         task_template={"ContainerSpec": {"Image": "swarmgate/demo:lab", "Secrets": refs}},
         name=PROBE, mode={"Replicated": {"Replicas": 0}})
 
@@ -130,7 +144,7 @@ def test_swarm_refuses_a_spec_naming_a_missing_secret_and_the_route_table_never_
             made.append(name)
 
         # The route table of the real Swarm's documents mounts only the secret that exists.
-        observed = ObservedState.from_api(services=client.api.services(), tasks=client.api.tasks(),
+        observed = ObservedState.from_api(services=docker_api.services(client), tasks=docker_api.tasks(client),
                                           nodes=client.api.nodes(), secrets=client.api.secrets())
         table = build_route_table(observed, Extension(name="default", publish_mode="host"))
         assert table.secrets == (PROBE_SECRET,)
@@ -141,6 +155,7 @@ def test_swarm_refuses_a_spec_naming_a_missing_secret_and_the_route_table_never_
             return {"File": {"Name": f"/run/secrets/{name}", "UID": "0", "GID": "0", "Mode": 0o400},
                     "SecretName": name, "SecretID": secret_id}
 
+        assert secret.id is not None
         with pytest.raises(docker.errors.APIError, match="not found"):
             probe_with_secrets(client, [ref(PROBE_SECRET, secret.id), ref("no-such-secret", "no-such-secret")])
         probe_with_secrets(client, [ref(PROBE_SECRET, secret.id)])
@@ -149,6 +164,5 @@ def test_swarm_refuses_a_spec_naming_a_missing_secret_and_the_route_table_never_
             remove_service(client, name)
         wait_for(lambda: not client.services.list(filters={"name": PROBE}), timeout=30, what="probe removed")
         for found in client.secrets.list(filters={"name": PROBE_SECRET}):
-            wait_for(lambda found=found: found.remove() or True, timeout=30,  # type: ignore[misc]
-                     what=f"{PROBE_SECRET} removed")
+            wait_for(found.remove, timeout=30, what=f"{PROBE_SECRET} removed")
         client.close()

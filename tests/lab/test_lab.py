@@ -10,14 +10,16 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import docker
 import pytest
 import requests.exceptions
 from docker.models.services import Service
-from docker.types import EndpointSpec, Mount, RestartPolicy
+from docker.types import Mount, RestartPolicy
 
-from tests.lab.conftest import REPO, Lab
+from tests import docker_api
+from tests.lab.cluster import REPO, Lab
 from tests.support import host_port
 
 pytestmark = pytest.mark.lab
@@ -32,19 +34,19 @@ def services(lab: Lab) -> Iterator[list[Service]]:
     yield created
     for svc in created:
         with contextlib.suppress(docker.errors.NotFound):
-            svc.remove()
+            docker_api.remove(svc)
 
 
-def _wait_task(svc: Service, timeout: float = 60, state: str = "running") -> dict:  # type: ignore[type-arg]
+def _wait_task(svc: Service, timeout: float = 60, state: str = "running") -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for task in svc.tasks():
+        for task in docker_api.service_tasks(svc):
             if task["Status"]["State"] == state:
-                return task  # type: ignore[no-any-return]
+                return task
             if task["Status"]["State"] in ("failed", "rejected"):
                 raise AssertionError(f"task {task['Status']}")
         time.sleep(0.3)
-    raise AssertionError(f"no {state} task of {svc.name} within {timeout} s: {svc.tasks()}")
+    raise AssertionError(f"no {state} task of {svc.name} within {timeout} s: {docker_api.service_tasks(svc)}")
 
 
 def test_nodes_roles_hostnames_and_labels(lab: Lab) -> None:
@@ -89,12 +91,12 @@ def test_images_on_every_node(lab: Lab) -> None:
 def test_host_mode_published_service_answers_from_host(lab: Lab, services: list[Service]) -> None:
     target = (lab.plain_workers or lab.workers)[0]
     mgr = lab.manager_client()
-    svc = mgr.services.create(
-        "swarmgate/demo:lab",
+    svc = docker_api.run_service(
+        mgr, "swarmgate/demo:lab",
         name=f"labtest-demo-{uuid.uuid4().hex[:6]}",
         env=["METADATA=lab-test"],
         constraints=[f"node.hostname=={target}"],
-        endpoint_spec=EndpointSpec(mode="vip", ports=[{"Protocol": "tcp", "TargetPort": 8080, "PublishMode": "host"}]),
+        endpoint_spec={"Mode": "vip", "Ports": [{"Protocol": "tcp", "TargetPort": 8080, "PublishMode": "host"}]},
     )
     services.append(svc)
     task = _wait_task(svc)
@@ -129,8 +131,8 @@ def test_host_mode_published_service_answers_from_host(lab: Lab, services: list[
 
 def test_docker_sock_in_a_container_is_its_nodes_engine(lab: Lab, services: list[Service]) -> None:
     target = lab.lb_nodes[0] if lab.lb_nodes else lab.workers[0]
-    svc = lab.manager_client().services.create(
-        "swarmgate/operator:lab",
+    svc = docker_api.run_service(
+        lab.manager_client(), "swarmgate/operator:lab",
         name=f"labtest-sock-{uuid.uuid4().hex[:6]}",
         command=["/usr/bin/python3.11"],
         args=["-c", "import docker; print('ENGINE', docker.from_env().info()['Name'])"],
@@ -156,7 +158,7 @@ def _lab_py(*args: str) -> None:
     subprocess.run([sys.executable, str(REPO / "lab" / "lab.py"), *args], check=True, timeout=300)
 
 
-def _swarm_node(lab: Lab, via: str, name: str) -> dict:  # type: ignore[type-arg]
+def _swarm_node(lab: Lab, via: str, name: str) -> dict[str, Any]:
     client = lab.client(via)
     try:
         return next(n.attrs for n in client.nodes.list() if n.attrs["Description"]["Hostname"] == name)
@@ -164,7 +166,7 @@ def _swarm_node(lab: Lab, via: str, name: str) -> dict:  # type: ignore[type-arg
         client.close()
 
 
-def _wait_node_state(lab: Lab, via: str, name: str, state: str, timeout: float) -> dict:  # type: ignore[type-arg]
+def _wait_node_state(lab: Lab, via: str, name: str, state: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         attrs = _swarm_node(lab, via, name)

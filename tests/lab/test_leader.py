@@ -20,8 +20,9 @@ from typing import Any
 import docker
 import pytest
 
+from tests import docker_api
 from tests.lab import http
-from tests.lab.conftest import REPO, Lab
+from tests.lab.cluster import REPO, Lab
 from tests.lab.operator_fixture import (
     CHANNEL_SECRET,
     OWNED,
@@ -30,12 +31,13 @@ from tests.lab.operator_fixture import (
     answers_everywhere,
     clean_swarm,
     create_routed,
+    operator_endpoints,
     running_upstreams,
     successful_passes,
 )
 from tests.lab.operator_fixture import _remove_when_unused as remove_when_unused
 from tests.lab.test_seed_e2e import CONFIG, OPERATOR_CREATE, SEED_TOML, docker_cli, operator_containers
-from tests.support import EventWindow, event_window, host_port, wait_for
+from tests.support import EventWindow, event_window, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -60,22 +62,6 @@ def operator_create(name: str, *extra: str) -> list[str]:
     return args[:2] + list(extra) + args[2:]
 
 
-def running_tasks(client: docker.DockerClient, service: str) -> list[dict[str, Any]]:
-    return [t for t in client.api.tasks(filters={"service": service, "desired-state": "running"})
-            if t["Status"]["State"] == "running"]
-
-
-def endpoints(client: docker.DockerClient, services: tuple[str, ...]) -> dict[str, tuple[str, int]]:
-    """Running operator task ID → (node address, host port Swarm published for 8080)."""
-    addrs = {n["ID"]: n["Status"]["Addr"] for n in client.api.nodes()}
-    found = {}
-    for service in services:
-        for task in running_tasks(client, service):
-            if port := host_port(task, 8080):
-                found[task["ID"]] = (addrs[task["NodeID"]], port)
-    return found
-
-
 def scrape(address: str, port: int) -> str:
     return http.get(address, "/metrics", port=port, timeout=3).body.decode()
 
@@ -83,7 +69,7 @@ def scrape(address: str, port: int) -> str:
 def roles(client: docker.DockerClient, services: tuple[str, ...]) -> dict[str, float]:
     """Per running operator task, its own `swarmgate_leader` value (1 leads, 0 stands by)."""
     out = {}
-    for task_id, (address, port) in endpoints(client, services).items():
+    for task_id, (address, port) in operator_endpoints(client, services).items():
         series = dict(_LEADER_SERIES.findall(scrape(address, port)))
         out[task_id] = float(series.get(task_id, "nan"))
     return out
@@ -92,7 +78,7 @@ def roles(client: docker.DockerClient, services: tuple[str, ...]) -> dict[str, f
 def writes_counted(client: docker.DockerClient, services: tuple[str, ...]) -> dict[str, float]:
     """Per running operator task, the Docker writes it has counted (lease writes included)."""
     return {task_id: float(_WRITES_SERIES.findall(scrape(address, port))[0])
-            for task_id, (address, port) in endpoints(client, services).items()}
+            for task_id, (address, port) in operator_endpoints(client, services).items()}
 
 
 def one_leader(client: docker.DockerClient, services: tuple[str, ...], *, tasks: int) -> str | None:
@@ -106,14 +92,14 @@ def one_leader(client: docker.DockerClient, services: tuple[str, ...], *, tasks:
 
 def lease_holder(client: docker.DockerClient) -> str | None:
     try:
-        labels: dict[str, str] = client.api.inspect_config(LEASE)["Spec"]["Labels"]
+        labels: dict[str, str] = docker_api.inspect_config(client, LEASE)["Spec"]["Labels"]
     except docker.errors.NotFound:
         return None
     return labels.get(HOLDER_LABEL)
 
 
 def leader_status(client: docker.DockerClient, leader: str, services: tuple[str, ...]) -> dict[str, Any]:
-    address, port = endpoints(client, services)[leader]
+    address, port = operator_endpoints(client, services)[leader]
     data: dict[str, Any] = json.loads(http.get(address, "/v1/status", port=port, timeout=3).body)
     return data
 
@@ -124,7 +110,8 @@ def converged(client: docker.DockerClient, services: tuple[str, ...], *, tasks: 
     if leader is None:
         return None
     cluster = leader_status(client, leader, services).get("clusters", {}).get("default")
-    return leader if cluster and cluster.get("all_current") and len(running_tasks(client, PROXY)) >= 2 else None
+    proxies = docker_api.running_tasks(client, PROXY)
+    return leader if cluster and cluster.get("all_current") and len(proxies) >= 2 else None
 
 
 def owned_writes(client: docker.DockerClient, window: EventWindow) -> list[str]:
@@ -145,7 +132,7 @@ def remove_operators(lab: Lab, client: docker.DockerClient) -> None:
     for name in (SEED, SECOND):
         for svc in client.services.list(filters={"name": name}):
             if svc.name == name:
-                svc.remove()
+                docker_api.remove(svc)
     wait_for(lambda: not operator_containers(lab, SEED) and not operator_containers(lab, SECOND),
              timeout=60, what="the operators' containers to stop")
     clean_swarm(client, services=ROUTED, lab=lab)  # also the lease: it is an owned config
@@ -182,21 +169,22 @@ def assert_quiet(client: docker.DockerClient, services: tuple[str, ...], leader:
     """Over `seconds` on a converged cluster, while every operator keeps making passes: always the same
     single leader, no owned write in Docker's event stream, no write counted by any operator, and the
     proxy service's version unchanged."""
-    version = client.api.inspect_service(PROXY)["Version"]["Index"]
+    version = docker_api.inspect_service(client, PROXY)["Version"]["Index"]
     counted = writes_counted(client, services)
-    passes = {t: successful_passes(a, p) for t, (a, p) in endpoints(client, services).items()}
+    passes = {t: successful_passes(a, p) for t, (a, p) in operator_endpoints(client, services).items()}
     leaders_seen = set()
     with event_window(client) as window:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             leaders_seen.add(one_leader(client, services, tasks=tasks))
             time.sleep(5)
-    passes_made = {t: successful_passes(a, p) - passes[t] for t, (a, p) in endpoints(client, services).items()}
+    passes_made = {t: successful_passes(a, p) - passes[t]
+                   for t, (a, p) in operator_endpoints(client, services).items()}
     writes = owned_writes(client, window)
     assert writes == [], f"owned objects written while the cluster was stable: {writes}"
     assert leaders_seen == {leader}, f"leadership moved on a stable cluster: {leaders_seen}"
     assert writes_counted(client, services) == counted
-    assert client.api.inspect_service(PROXY)["Version"]["Index"] == version
+    assert docker_api.inspect_service(client, PROXY)["Version"]["Index"] == version
     # Every operator kept looking all along (the seed's PollInterval is 3 s): the quiet was not idleness.
     assert min(passes_made.values()) >= seconds / 3 / 2, passes_made
     others = [f"{e['Type']} {e['Action']} {(e.get('Actor', {}).get('Attributes') or {}).get('name', '')}"
@@ -221,7 +209,7 @@ def test_second_operator_service_stands_by_and_nothing_is_written(lab: Lab, clie
     figures |= assert_quiet(client, services, leader, tasks=2, seconds=QUIET_WINDOW_S)
 
     # (b) the leader's service scaled to 0: the standby takes over, and a new service gets routed.
-    first = next(s for s in services if leader in {t["ID"] for t in running_tasks(client, s)})
+    first = next(s for s in services if leader in {t["ID"] for t in docker_api.running_tasks(client, s)})
     other = next(s for s in services if s != first)
     gone = time.monotonic()
     docker_cli(lab, "service", "scale", "--detach", f"{first}=0")
@@ -256,7 +244,7 @@ def test_replicated_operator_service_has_one_leader_and_a_standby_that_takes_ove
 
     # The leader's container killed on its node (a crash): the other replica takes over, and Swarm's
     # replacement task joins as a standby.
-    (task,) = [t for t in running_tasks(client, SEED) if t["ID"] == leader]
+    (task,) = [t for t in docker_api.running_tasks(client, SEED) if t["ID"] == leader]
     node = next(n["Description"]["Hostname"] for n in client.api.nodes() if n["ID"] == task["NodeID"])
     engine = lab.client(node)
     try:
@@ -293,7 +281,7 @@ def test_swarmgate_run_processes_one_leads_renews_and_hands_over(lab: Lab, tmp_p
     try:
         a.start()
         b.start()
-        roles_ab = wait_for(lambda: (lambda r: r if sorted(r) == ["leader", "standby"] else None)(
+        roles_ab = wait_for(lambda: (lambda r: r if set(r) == {"leader", "standby"} else None)(
             [role_of(a), role_of(b)]), timeout=30, what="one leader, one standby")
         leader, standby = (a, b) if roles_ab[0] == "leader" else (b, a)
         routed_s = deploy_routed(lab, client, "demo")

@@ -20,6 +20,7 @@ import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +28,17 @@ import docker
 import pytest
 
 from swarmgate.operator.delivery.channel_key import ChannelKey
+from tests import docker_api
 from tests.lab import http
-from tests.lab.conftest import REPO, Lab
+from tests.lab.cluster import REPO, Lab
 from tests.lab.operator_fixture import (
     CHANNEL_SECRET,
     PROXY,
     RunningOperator,
     clean_swarm,
     create_routed,
-    free_port,
-    wait_for,
 )
+from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -139,11 +140,11 @@ def run(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             demo = create_routed(client, "demo", DEMO_LABELS)
             create_routed(client, "broken", BROKEN_LABELS)
             for step, replicas in enumerate((1, 3, 1)):
-                client.services.get(demo).scale(replicas)
-                wait_for(lambda n=replicas: scraped(
-                    prom, f'swarmgate_upstreams{{extension="default"}} == {n}'
-                          ' and on() sum(swarmgate_proxies_not_current) == 0'
-                          ' and on() sum(swarmgate_proxy_config_current) > 0'),
+                docker_api.scale(client, demo, replicas)
+                wait_for(partial(scraped,
+                                 prom, f'swarmgate_upstreams{{extension="default"}} == {replicas}'
+                                       ' and on() sum(swarmgate_proxies_not_current) == 0'
+                                       ' and on() sum(swarmgate_proxy_config_current) > 0'),
                          timeout=90, what=f"prometheus to see {replicas} upstream(s), every proxy current")
                 figures[f"step {step}: {replicas} upstream(s) seen, s"] = round(time.monotonic() - started, 1)
             time.sleep(3)  # a few more scrapes of the settled state
@@ -227,7 +228,7 @@ def proxy_key_secrets(lab: Lab) -> list[str]:
             ignore_removed=True, filters={"label": f"com.docker.swarm.service.name={PROXY}"})
         assert containers, "no proxy container on the first LB node"
         code, out = containers[0].exec_run(["cat", f"/run/secrets/{CHANNEL_SECRET}"])
-        assert code == 0, out
+        assert code == 0 and isinstance(out, bytes), out  # not streamed: the whole output at once
         key = ChannelKey.parse(out.decode())
         pem_lines = [line for line in key.key_pem.splitlines() if line and not line.startswith("-----")]
         assert pem_lines and len(key.hmac_key) == 32

@@ -19,14 +19,16 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import docker
 import pytest
 
 from swarmgate.operator.planning.lease import LEASE_NAME
+from tests import docker_api
 from tests.lab import http
-from tests.lab.conftest import REPO, Lab
+from tests.lab.cluster import REPO, Lab
 from tests.lab.operator_fixture import (
     PROXY,
     RunningOperator,
@@ -84,7 +86,9 @@ def test_a_task_whose_ipv6_binding_got_another_port_is_routed_on_its_ipv4_one(
         for _ in range(5):
             c = engine.containers.create("swarmgate/demo:lab", environment={"METADATA": "squatter"},
                                          labels={"swarmgate.test": "squatter"},
-                                         ports={"8080/tcp": ("0.0.0.0", port) if port else ("0.0.0.0",)})
+                                         # (ip,) is the SDK's "any port on that address"; its stubs omit it.
+                                         ports={"8080/tcp": ("0.0.0.0", port) if port  # type: ignore[dict-item]
+                                                else ("0.0.0.0",)})
             try:
                 c.start()
                 return True
@@ -96,12 +100,12 @@ def test_a_task_whose_ipv6_binding_got_another_port_is_routed_on_its_ipv4_one(
 
     try:
         squatter(None)  # in case both allocators were in step: now they are not
-        client.api.create_service(
+        docker_api.create_service(client,
             task_template={"ContainerSpec": {"Image": "swarmgate/demo:lab", "Env": ["METADATA=demo"]},
                            "Placement": {"Constraints": [f"node.hostname=={node}"]}},
             name="demo", labels=DEMO_LABELS,
             endpoint_spec={"Ports": [{"Protocol": "tcp", "TargetPort": 8080, "PublishMode": "host"}]})
-        task = wait_for(lambda: next(iter(t for t in client.api.tasks(filters={"service": "demo"})
+        task = wait_for(lambda: next(iter(t for t in docker_api.tasks(client, filters={"service": "demo"})
                                           if t["Status"]["State"] == "running"), None),
                         timeout=60, what="a running demo task")
         ipv4, ipv6 = (p["PublishedPort"] for p in task["Status"]["PortStatus"]["Ports"])
@@ -126,6 +130,12 @@ def test_unknown_host_gets_503(lab: Lab, op: RunningOperator) -> None:
                          for n in lab.lb_nodes), timeout=30, what="503 for an unknown host on every LB node")
 
 
+def running_exactly(client: docker.DockerClient, service: str, count: int) -> set[str] | None:
+    """The service's running upstreams, once there are exactly `count` of them."""
+    upstreams = running_upstreams(client, service)
+    return upstreams if len(upstreams) == count else None
+
+
 def test_scaling_changes_upstreams_in_place_without_restarting_proxies(
         lab: Lab, client: docker.DockerClient, op: RunningOperator) -> None:
     demo = create_routed(client, "demo", DEMO_LABELS)
@@ -133,10 +143,10 @@ def test_scaling_changes_upstreams_in_place_without_restarting_proxies(
     wait_for(lambda: answers_everywhere(lab, "demo.local", one), timeout=30, what="one upstream")
     proxies_before = proxy_tasks(client)
     for replicas in (3, 1):
-        client.services.get(demo).scale(replicas)
-        wanted = wait_for(lambda n=replicas: (lambda u: u if len(u) == n else None)(running_upstreams(client, "demo")),
-                          timeout=60, what=f"{replicas} running demo tasks")
-        wait_for(lambda w=wanted: answers_everywhere(lab, "demo.local", w), timeout=30,
+        docker_api.scale(client, demo, replicas)
+        wanted = wait_for(partial(running_exactly, client, "demo", replicas), timeout=60,
+                          what=f"{replicas} running demo tasks")
+        wait_for(partial(answers_everywhere, lab, "demo.local", wanted), timeout=30,
                  what=f"upstreams == the {replicas} running tasks")
     assert proxy_tasks(client) == proxies_before, "a route change restarted a proxy task"
 
@@ -150,7 +160,7 @@ def test_removed_service_gets_503_and_its_neighbour_is_untouched(
     wait_for(lambda: answers_everywhere(lab, "demo.local", demo_up) and answers_everywhere(lab, "other.local",
                                                                                           other_up),
              timeout=30, what="both routed")
-    client.services.get(demo).remove()
+    docker_api.remove_service(client, demo)
     deadline = time.monotonic() + 30
     other_failures = 0
     while time.monotonic() < deadline:
@@ -191,7 +201,7 @@ def test_sigkill_between_config_create_and_service_update_is_repaired(
         demo_up = wait_for(lambda: running_upstreams(client, "demo"), timeout=60, what="demo running")
         wait_for(lambda: answers_everywhere(lab, "demo.local", demo_up), timeout=90, what="demo routed")
         op.stop()
-        version_before = client.api.inspect_service(PROXY)["Version"]["Index"]
+        version_before = docker_api.inspect_service(client, PROXY)["Version"]["Index"]
         create_routed(client, "late", {"com.docker.lb.hosts": "late.local", "com.docker.lb.port": "8080"})
         late_up = wait_for(lambda: running_upstreams(client, "late"), timeout=60, what="late running")
         op.proc = None
@@ -199,7 +209,7 @@ def test_sigkill_between_config_create_and_service_update_is_repaired(
         killed = _start_expecting_kill(op)
         assert killed == -9
         assert "create config interlock-proxy.proxy-config." in op.log_text()
-        assert client.api.inspect_service(PROXY)["Version"]["Index"] == version_before, "update ran before kill"
+        assert docker_api.inspect_service(client, PROXY)["Version"]["Index"] == version_before, "update ran before kill"
         op.start()
         wait_for(lambda: answers_everywhere(lab, "late.local", late_up), timeout=90, what="late routed after repair")
         # Proxy configs only: the leader lease is an owned config too, and is never collected.

@@ -19,9 +19,12 @@ from typing import Any
 
 import docker
 import pytest
+from docker.models.configs import Config
+from docker.models.secrets import Secret
 
+from tests import docker_api
 from tests.lab import http, websocket
-from tests.lab.conftest import Lab
+from tests.lab.cluster import Lab
 from tests.lab.load import Load
 from tests.lab.seed_deployment import PROXY, Seed
 from tests.support import event_window, wait_for
@@ -44,7 +47,7 @@ def seed(lab: Lab) -> Iterator[Seed]:
         client = s.client()
         for svc in client.services.list():
             if svc.name.startswith("parity-"):
-                svc.remove()
+                docker_api.remove(svc)
         s.undeploy()
         # The proxy is gone with demo.sh down; the network goes once its tasks have left it.
         with contextlib.suppress(RuntimeError):
@@ -54,7 +57,8 @@ def seed(lab: Lab) -> Iterator[Seed]:
 
 
 def _remove_parity_objects(client: docker.DockerClient) -> None:
-    for obj in [*client.secrets.list(), *client.configs.list()]:
+    objects: list[Secret | Config] = [*client.secrets.list(), *client.configs.list()]
+    for obj in objects:
         if (obj.name or "").startswith("parity-"):
             with contextlib.suppress(docker.errors.APIError):
                 obj.remove()
@@ -110,7 +114,7 @@ def _task_addresses(seed: Seed, service: str) -> set[str]:
 
 def test_overlay_service_is_routed_to_its_task_addresses_next_to_the_seeds_host_mode_route(seed: Seed) -> None:
     targets = {n: seed.lab.address(n) for n in seed.lab.lb_nodes}
-    before = seed.client().api.inspect_service(PROXY)["Version"]["Index"]
+    before = docker_api.inspect_service(seed.client(), PROXY)["Version"]["Index"]
     with Load(targets, hosts=("demo.local",), rate=20) as load:
         t0 = time.monotonic()
         _overlay_service(seed, "parity-web", {"hosts": "web.parity.local", "port": "8080"}, replicas=2)
@@ -120,7 +124,7 @@ def test_overlay_service_is_routed_to_its_task_addresses_next_to_the_seeds_host_
         time.sleep(2)
     failed = load.failures()
     gaps = {node: round(s.longest_gap_s, 2) for node, s in load.summary().items()}
-    spec = seed.client().api.inspect_service(PROXY)
+    spec = docker_api.inspect_service(seed.client(), PROXY)
     # What joining costs (README, "Overlay networks"): Swarm rolls the proxy stop-first, one task at a
     # time, because host-mode ports cannot be bound twice on a node.
     seed.log(f"joining {NETWORK}: routed through every LB node {joined:.1f} s after the service was created; "
@@ -158,7 +162,7 @@ def test_a_route_on_a_network_the_proxy_has_does_not_touch_its_spec(seed: Seed) 
 
 
 def _proxy_at_rest(seed: Seed) -> bool:
-    state = (seed.client().api.inspect_service(PROXY).get("UpdateStatus") or {}).get("State", "completed")
+    state = (docker_api.inspect_service(seed.client(), PROXY).get("UpdateStatus") or {}).get("State", "completed")
     return state not in ("updating", "rollback_started")
 
 
@@ -166,7 +170,7 @@ def test_vip_mode_routes_to_the_service_virtual_ip(seed: Seed) -> None:
     _overlay_service(seed, "parity-vip", {"hosts": "vip.parity.local", "port": "8080", "backend_mode": "vip"})
 
     def vip() -> str | None:
-        vips = seed.client().api.inspect_service("parity-vip")["Endpoint"].get("VirtualIPs") or []
+        vips = docker_api.inspect_service(seed.client(), "parity-vip")["Endpoint"].get("VirtualIPs") or []
         return next((v["Addr"].split("/")[0] for v in vips if v.get("Addr")), None)
 
     address = wait_for(vip, timeout=30, what="parity-vip's VIP")
@@ -294,7 +298,7 @@ def tls_services(seed: Seed, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     client = seed.client()
     for name in ("parity-pass", "parity-tls"):
         with contextlib.suppress(docker.errors.APIError):
-            client.api.remove_service(name)
+            docker_api.remove_service(client, name)
 
 
 def test_ssl_passthrough_and_termination_share_port_443_on_every_lb_node(seed: Seed,

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.lab import rolls
-from tests.lab.conftest import Lab
+from tests.lab.cluster import Lab
 from tests.lab.seed_deployment import Seed
 
 pytestmark = pytest.mark.lab

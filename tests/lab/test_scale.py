@@ -15,8 +15,9 @@ from pathlib import Path
 
 import docker
 
+from tests import docker_api
 from tests.lab import http
-from tests.lab.conftest import Lab
+from tests.lab.cluster import Lab
 from tests.lab.operator_fixture import create_routed, operator
 from tests.support import host_port, wait_for
 
@@ -27,9 +28,9 @@ NAMES = tuple(f"scale-{i:03d}" for i in range(SERVICES))
 def _upstreams(client: docker.DockerClient) -> dict[str, str]:
     """Service name → `address:port` of its one running task (services of this test only)."""
     addrs = {n["ID"]: n["Status"]["Addr"] for n in client.api.nodes()}
-    names = {s["ID"]: s["Spec"]["Name"] for s in client.api.services() if s["Spec"]["Name"] in NAMES}
+    names = {s["ID"]: s["Spec"]["Name"] for s in docker_api.services(client) if s["Spec"]["Name"] in NAMES}
     found = {}
-    for task in client.api.tasks(filters={"desired-state": "running"}):
+    for task in docker_api.tasks(client, filters={"desired-state": "running"}):
         port = host_port(task, 8080)
         if task["ServiceID"] in names and task["Status"]["State"] == "running" and port:
             found[names[task["ServiceID"]]] = f"{addrs[task['NodeID']]}:{port}"
@@ -88,7 +89,7 @@ def test_300_services_are_routed_on_every_lb_node_and_removed_without_a_trace(la
               f"{routed - running:.1f} s after the last was running", flush=True)
 
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda name: client.api.remove_service(name), NAMES))
+            list(pool.map(lambda name: docker_api.remove_service(client, name), NAMES))
         gone: list[str] = []
 
         def all_gone() -> bool:
@@ -109,7 +110,7 @@ def test_300_services_are_routed_on_every_lb_node_and_removed_without_a_trace(la
         wait_for(no_containers, timeout=60, interval=2, what="no container of the test's services left")
         for engine in engines:
             engine.close()
-        assert not [s for s in client.api.services() if s["Spec"]["Name"] in NAMES]
+        assert not [s for s in docker_api.services(client) if s["Spec"]["Name"] in NAMES]
         wait_for(op.converged, timeout=30, what=f"every proxy serves the current config: {op.log_tail(20)}")
         print(f"[scale] removed: every host 503 on every LB node {removed - routed:.1f} s after the removal "
               f"began; no container left after {time.monotonic() - routed:.1f} s", flush=True)

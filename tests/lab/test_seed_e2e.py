@@ -23,8 +23,9 @@ from typing import Any
 import docker
 import pytest
 
+from tests import docker_api
 from tests.lab import http
-from tests.lab.conftest import REPO, Lab
+from tests.lab.cluster import REPO, Lab
 from tests.lab.operator_fixture import CHANNEL_SECRET, PROXY, clean_swarm, wait_full_passes
 from tests.lab.operator_fixture import _remove_when_unused as remove_when_unused
 from tests.support import event_window, host_port, wait_for
@@ -73,7 +74,7 @@ def remove_seed_objects(lab: Lab, client: docker.DockerClient) -> None:
     first (and its task gone, so it cannot re-create its proxy), then the rest."""
     for svc in client.services.list(filters={"name": OPERATOR}):
         if svc.name == OPERATOR:
-            svc.remove()
+            docker_api.remove(svc)
     wait_for(lambda: not operator_containers(lab), timeout=60, what="the operator's container to stop")
     clean_swarm(client, services=(DEMO,), lab=lab)
     for cfg in client.configs.list(filters={"name": CONFIG}):
@@ -89,7 +90,7 @@ def operator_containers(lab: Lab, service: str = OPERATOR) -> list[str]:
         node = lab.client(name)
         try:
             found += [c.id for c in node.containers.list(ignore_removed=True,
-                filters={"label": f"com.docker.swarm.service.name={service}"})]
+                filters={"label": f"com.docker.swarm.service.name={service}"}) if c.id is not None]
         finally:
             node.close()
     return found
@@ -113,13 +114,8 @@ def node_ids(client: docker.DockerClient) -> dict[str, dict[str, Any]]:
     return {n["ID"]: n for n in client.api.nodes()}
 
 
-def running_tasks(client: docker.DockerClient, service: str) -> list[dict[str, Any]]:
-    return [t for t in client.api.tasks(filters={"service": service, "desired-state": "running"})
-            if t["Status"]["State"] == "running"]
-
-
 def proxy_spec(client: docker.DockerClient) -> dict[str, Any]:
-    spec: dict[str, Any] = client.api.inspect_service(PROXY)
+    spec: dict[str, Any] = docker_api.inspect_service(client, PROXY)
     return spec
 
 
@@ -165,9 +161,9 @@ def test_seed_scenario_routes_demo_through_every_lb_node(lab: Lab, swarm: docker
     # own service: Swarm restarts the operator once, holding the key (and touches no proxy task,
     # checked below). From then on the running operator task is the one that mounts it.
     wait_for(lambda: CHANNEL_SECRET in json.dumps(
-        client.api.inspect_service(OPERATOR)["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets") or []),
+        docker_api.inspect_service(client, OPERATOR)["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets") or []),
         timeout=60, what="the operator to mount the channel key into its own service")
-    (op_task,) = wait_for(lambda: [t for t in running_tasks(client, OPERATOR)
+    (op_task,) = wait_for(lambda: [t for t in docker_api.running_tasks(client, OPERATOR)
                                    if CHANNEL_SECRET in json.dumps(t["Spec"]["ContainerSpec"].get("Secrets") or [])]
                           or None, timeout=60, what="the operator task that holds the channel key")
     nodes = node_ids(client)
@@ -183,8 +179,8 @@ def test_seed_scenario_routes_demo_through_every_lb_node(lab: Lab, swarm: docker
     assert "SWARMGATE_ENDPOINT" not in spec_text and f":{op_port}" not in spec_text, spec_text
 
     # 4. The seed's manual pin; the operator must keep it and stop touching the service.
-    wait_for(lambda: len(running_tasks(client, PROXY)) >= 2 or None, timeout=60, what="two proxy tasks")
-    tasks_before_pin = len(client.api.tasks(filters={"service": PROXY}))
+    wait_for(lambda: len(docker_api.running_tasks(client, PROXY)) >= 2 or None, timeout=60, what="two proxy tasks")
+    tasks_before_pin = len(docker_api.tasks(client, filters={"service": PROXY}))
     docker_cli(lab, *PIN_UPDATE, timeout=180)
     # From the pin on, Docker's event stream over several whole passes of the operator (it counts
     # them on /metrics): the operator saw the pinned spec that often and wrote nothing to its proxy.
@@ -195,7 +191,7 @@ def test_seed_scenario_routes_demo_through_every_lb_node(lab: Lab, swarm: docker
 
     # The proxy runs on LB nodes only, one task per node (host-mode port 80).
     lb_ids = {nid for nid, n in nodes.items() if n["Description"]["Hostname"] in lb_nodes}
-    proxies = wait_for(lambda: (lambda ts: ts if len(ts) >= 2 else None)(running_tasks(client, PROXY)),
+    proxies = wait_for(lambda: (lambda ts: ts if len(ts) >= 2 else None)(docker_api.running_tasks(client, PROXY)),
                        timeout=60, what="two running proxy tasks")
     assert {t["NodeID"] for t in proxies} <= lb_ids
     assert len({t["NodeID"] for t in proxies}) == len(proxies)
@@ -210,7 +206,7 @@ def test_seed_scenario_routes_demo_through_every_lb_node(lab: Lab, swarm: docker
         t_demo_cli = time.monotonic()
         answers = {name: poll.result() for name, poll in polls.items()}
 
-    (demo_task,) = running_tasks(client, DEMO)
+    (demo_task,) = docker_api.running_tasks(client, DEMO)
     demo_port = host_port(demo_task, 8080)
     assert demo_port is not None
     upstream = f"{nodes[demo_task['NodeID']]['Status']['Addr']}:{demo_port}"
@@ -218,18 +214,18 @@ def test_seed_scenario_routes_demo_through_every_lb_node(lab: Lab, swarm: docker
 
     # Timings: the CLI's own wall time includes its registry lookup for the image digest (there is
     # no registry in the lab, so that lookup has to time out); Swarm's timestamps do not.
-    created = swarm_time(client.api.inspect_service(DEMO)["CreatedAt"])
+    created = swarm_time(docker_api.inspect_service(client, DEMO)["CreatedAt"])
     started = swarm_time(demo_task["Status"]["Timestamp"])
     figures: dict[str, float] = {
         "operator_cli_to_proxy_service_s": round(t_proxy - t_operator, 2),
         "demo_cli_wall_s": round(t_demo_cli - t_demo, 2),
         # Host mode already pins the proxy to the LB nodes: the seed's pin should replace no task.
-        "proxy_tasks_started_by_pin": len(client.api.tasks(filters={"service": PROXY})) - tasks_before_pin,
-        "operator_tasks_started": len(client.api.tasks(filters={"service": OPERATOR})),
+        "proxy_tasks_started_by_pin": len(docker_api.tasks(client, filters={"service": PROXY})) - tasks_before_pin,
+        "operator_tasks_started": len(docker_api.tasks(client, filters={"service": OPERATOR})),
     }
     # The operator's one bootstrap restart (and the seed's pin) replaced no proxy task: two LB nodes,
     # two proxy tasks ever.
-    assert len(client.api.tasks(filters={"service": PROXY})) == len(proxy_nodes)
+    assert len(docker_api.tasks(client, filters={"service": PROXY})) == len(proxy_nodes)
     assert figures["operator_tasks_started"] == 2
     for name, (t_200, resp) in answers.items():
         figures[f"demo_created_to_first_200_{name}_s"] = round(t_200 - created, 2)

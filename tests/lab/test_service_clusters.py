@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import docker
 import pytest
 
+from tests import docker_api
 from tests.lab import http
-from tests.lab.conftest import Lab
+from tests.lab.cluster import Lab
 from tests.lab.operator_fixture import RunningOperator, clean_swarm, create_routed, running_upstreams
 from tests.support import wait_for
 
@@ -91,7 +93,7 @@ def clusters(lab: Lab, tmp_path: Path) -> Iterator[tuple[RunningOperator, dict[s
 def _proxy_container(client: docker.DockerClient, proxy: str) -> tuple[str, str] | None:
     """(node hostname, container ID) of the proxy service's one running task."""
     hostnames = {n["ID"]: n["Description"]["Hostname"] for n in client.api.nodes()}
-    running = [t for t in client.api.tasks(filters={"service": proxy, "desired-state": "running"})
+    running = [t for t in docker_api.tasks(client, filters={"service": proxy, "desired-state": "running"})
                if t["Status"]["State"] == "running"]
     if len(running) != 1:
         return None
@@ -106,7 +108,7 @@ def test_each_service_cluster_is_served_by_its_own_proxy_on_its_own_lb_node_only
         create_routed(client, f"sgc-{cluster}", {"com.docker.lb.hosts": f"{cluster}.sgc.local",
                                                  "com.docker.lb.port": "8080",
                                                  "com.docker.lb.service_cluster": cluster})
-    upstreams = {c: wait_for(lambda c=c: running_upstreams(client, f"sgc-{c}"), timeout=30,  # type: ignore[misc]
+    upstreams = {c: wait_for(partial(running_upstreams, client, f"sgc-{c}"), timeout=30,
                              what=f"a running sgc-{c} task") for c in CLUSTERS}
 
     def statuses() -> dict[tuple[str, str], http.Response]:
@@ -122,7 +124,7 @@ def test_each_service_cluster_is_served_by_its_own_proxy_on_its_own_lb_node_only
     answers = wait_for(separated, timeout=45, what=lambda: "each host 200 on its own cluster's node and 503 on the "
                        f"other's: {({k: r.status for k, r in statuses().items()})}")
     # Each extension has its own proxy service, its one task on its own region's LB node.
-    proxies = {c: wait_for(lambda c=c: _proxy_container(client, f"sgc-proxy-{c}"), timeout=10,  # type: ignore[misc]
+    proxies = {c: wait_for(partial(_proxy_container, client, f"sgc-proxy-{c}"), timeout=10,
                            what=f"sgc-proxy-{c}'s task") for c in CLUSTERS}
     assert {c: where for c, (where, _) in proxies.items()} == nodes
     for (host, where), r in answers.items():

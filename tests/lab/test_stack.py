@@ -16,8 +16,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.lab.conftest import REPO, Lab
-from tests.lab.operator_fixture import PROXY, clean_swarm, wait_for
+from tests import docker_api
+from tests.lab.cluster import REPO, Lab
+from tests.lab.operator_fixture import PROXY, clean_swarm
 from tests.lab.operator_fixture import _remove_when_unused as remove_when_unused
 from tests.lab.test_seed_e2e import (
     DEMO,
@@ -26,9 +27,8 @@ from tests.lab.test_seed_e2e import (
     first_200,
     node_ids,
     operator_containers,
-    running_tasks,
 )
-from tests.support import host_port
+from tests.support import host_port, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -85,7 +85,7 @@ def test_stack_manifest_deploys_the_operator_and_routes_the_demo(lab: Lab, stack
     # No registry in the lab: never ask one for the image digest.
     docker_cli(lab_env, "stack", "deploy", "--resolve-image", "never", "-c", str(MANIFESTS / "stack.yml"), STACK)
 
-    (op_task,) = wait_for(lambda: running_tasks(client, OPERATOR) or None, timeout=60, what="operator task")
+    (op_task,) = wait_for(lambda: docker_api.running_tasks(client, OPERATOR) or None, timeout=60, what="operator task")
     nodes = node_ids(client)
     op_node = nodes[op_task["NodeID"]]
     assert op_node["Spec"]["Role"] == "manager"
@@ -99,15 +99,15 @@ def test_stack_manifest_deploys_the_operator_and_routes_the_demo(lab: Lab, stack
     # The operator creates its proxy; nothing about the operator (its node, its port) is in its spec.
     wait_for(lambda: client.services.list(filters={"name": PROXY}) or None, timeout=60,
              what=f"the operator to create {PROXY}")
-    env = client.api.inspect_service(PROXY)["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+    env = docker_api.inspect_service(client, PROXY)["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
     assert not [e for e in env if "SWARMGATE_ENDPOINT" in e or f":{op_port}" in e], env
 
     docker_cli(lab, *DEMO_CREATE, timeout=180)
     lb_ids = {nid for nid, n in nodes.items() if n["Description"]["Hostname"] in lab.lb_nodes}
-    proxies = wait_for(lambda: (lambda ts: ts if len(ts) >= 2 else None)(running_tasks(client, PROXY)),
+    proxies = wait_for(lambda: (lambda ts: ts if len(ts) >= 2 else None)(docker_api.running_tasks(client, PROXY)),
                        timeout=60, what="two running proxy tasks")
     assert {t["NodeID"] for t in proxies} <= lb_ids
-    (demo_task,) = wait_for(lambda: running_tasks(client, DEMO) or None, timeout=60, what="demo task")
+    (demo_task,) = wait_for(lambda: docker_api.running_tasks(client, DEMO) or None, timeout=60, what="demo task")
     demo_port = host_port(demo_task, 8080)
     assert demo_port is not None
     upstream = f"{nodes[demo_task['NodeID']]['Status']['Addr']}:{demo_port}"
@@ -121,5 +121,5 @@ def test_stack_manifest_deploys_the_operator_and_routes_the_demo(lab: Lab, stack
         assert body["metadata"] == "demo"
         assert body["request_id"] == resp.headers["x-request-id"]
     # The stack mounts the key: the operator never had to mount it into itself and restart.
-    assert len(client.api.tasks(filters={"service": OPERATOR})) == 1
+    assert len(docker_api.tasks(client, filters={"service": OPERATOR})) == 1
     client.close()

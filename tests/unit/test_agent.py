@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -46,6 +46,7 @@ from swarmgate.operator.delivery.proxystate import ProxyRecord, ProxyState
 from swarmgate.operator.delivery.pusher import Pusher
 from swarmgate.operator.delivery.wire import AgentStatus, ForgedStatus, ProxyTarget
 from swarmgate.renderers.nginx import CONTROL_HOST, control_server
+from tests.support import free_port, wait_for
 
 BUSYBOX = Path("/bin/busybox")
 NGINX = Path("/usr/sbin/nginx")
@@ -85,24 +86,6 @@ def _stop_signals_not_ignored() -> Iterator[None]:
     finally:
         for sig, action in saved.items():
             signal.signal(sig, action)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def foreign_context(key: ChannelKey | None) -> ssl.SSLContext:
@@ -277,7 +260,7 @@ class Proxy:
         before = len(self.outcomes())
         code, answer = self.control("PUT", wire.CONFIG_PATH, body)
         assert code in (201, 204), (code, answer)
-        eventually(lambda: len(self.outcomes()) > before, "the agent to handle the push", timeout=15)
+        wait_for(lambda: len(self.outcomes()) > before, timeout=15, what="the agent to handle the push")
 
     def signed(self, text: str, *, term: int, seq: int, task: str | None = None,
                key: ChannelKey | None = None) -> bytes:
@@ -320,7 +303,7 @@ def workdir() -> Iterator[Path]:
 
 def start(proxy: Proxy, ready: tuple[int, str] = (503, "bootstrap")) -> Proxy:
     proxy.start_agent()
-    eventually(lambda: proxy.get() == ready, f"{ready} to serve")
+    wait_for(lambda: proxy.get() == ready, timeout=10, what=f"{ready} to serve")
     return proxy
 
 
@@ -404,7 +387,7 @@ def test_a_replaced_task_starts_from_what_its_node_served_and_needs_no_push(prox
     proxy.stop_agent()
     # The operator is away: nothing pushes. The next task on this node mounts the same volume.
     proxy.start_agent(task="task2")
-    eventually(lambda: proxy.get() == (200, "routes"), "the saved config to serve")
+    wait_for(lambda: proxy.get() == (200, "routes"), timeout=10, what="the saved config to serve")
     # The saved config named task1: it is the node's, verified by its MAC, and so is the fence.
     assert proxy.status() == AgentStatus(task="task2", serving=digest, term=fence.term, seq=fence.seq)
     proxy.aim("task2")
@@ -422,7 +405,7 @@ def test_a_saved_config_that_no_longer_passes_nginx_t_gives_way_to_the_bootstrap
     proxy.stop_agent()
     (proxy.tmp / "extra.conf").unlink()  # as a TLS secret the new task no longer mounts
     proxy.start_agent(task="task2")
-    eventually(lambda: proxy.get() == (503, "bootstrap"), "the bootstrap")
+    wait_for(lambda: proxy.get() == (503, "bootstrap"), timeout=10, what="the bootstrap")
 
 
 def test_a_status_naming_another_task_is_ignored(proxy: Proxy) -> None:
@@ -565,7 +548,7 @@ def test_the_fence_survives_an_agent_restart(plain: Proxy) -> None:
     second = plain.push("second", term=2, seq=2)
     plain.stop_agent()
     plain.start_agent()  # the same task (as a restart of the agent alone), the same state volume
-    eventually(lambda: plain.get() == (200, "second"), "the saved config")
+    wait_for(lambda: plain.get() == (200, "second"), timeout=10, what="the saved config")
     assert (plain.status().term, plain.status().seq) == (2, 2)
     plain.put(first)
     plain.put(second)
@@ -574,7 +557,7 @@ def test_the_fence_survives_an_agent_restart(plain: Proxy) -> None:
     plain.stop_agent()
     (plain.state / "fence").unlink()
     plain.start_agent()
-    eventually(lambda: plain.get() == (200, "second"), "the saved config")
+    wait_for(lambda: plain.get() == (200, "second"), timeout=10, what="the saved config")
     plain.put(first)
     assert plain.outcomes()[-1] == "refused a push" and plain.get() == (200, "second")
 
@@ -586,7 +569,7 @@ def test_an_authentic_push_whose_config_is_rejected_still_moves_the_fence(plain:
                                                            1, 5)
     plain.stop_agent()
     plain.start_agent()
-    eventually(lambda: plain.get() == (503, "bootstrap"), "the bootstrap")
+    wait_for(lambda: plain.get() == (503, "bootstrap"), timeout=10, what="the bootstrap")
     assert (plain.status().term, plain.status().seq) == (1, 5)
     plain.put(bad)
     assert plain.outcomes()[-1] == "refused a push"
@@ -606,7 +589,7 @@ def test_a_tampered_saved_config_is_never_served(plain: Proxy, tamper: str) -> N
     else:
         saved.write_bytes(plain.signed(evil, term=1, seq=9, key=ChannelKey.generate()))
     plain.start_agent()
-    eventually(lambda: plain.get() == (503, "bootstrap"), "the bootstrap")
+    wait_for(lambda: plain.get() == (503, "bootstrap"), timeout=10, what="the bootstrap")
     assert "the saved config is not signed with the channel key, or its digest is wrong: never served" in plain.log()
     assert plain.status().serving == ""
 
@@ -616,7 +599,7 @@ def test_a_saved_config_signed_with_a_replaced_key_is_not_served(plain: Proxy) -
     plain.stop_agent()
     plain.key = ChannelKey.generate()  # the operator rotated the channel key
     plain.start_agent()
-    eventually(lambda: plain.get() == (503, "bootstrap"), "the bootstrap")
+    wait_for(lambda: plain.get() == (503, "bootstrap"), timeout=10, what="the bootstrap")
     assert (plain.status().serving, plain.status().term, plain.status().seq) == ("", 0, 0)
     assert "the saved fence is not signed with the channel key: ignored" in plain.log()
 
@@ -674,7 +657,7 @@ def test_workers_that_run_as_root_after_a_reload_are_rolled_back(plain: Proxy) -
                     uids.append(stat_file.with_name("status").read_text().split("Uid:")[1].split()[1])
         return bool(uids) and "0" not in uids
 
-    eventually(workers_unprivileged, "the old workers to finish")
+    wait_for(workers_unprivileged, timeout=10, what="the old workers to finish")
 
 
 # -- the channel: who can talk to the control server --------------------------------------------
@@ -799,7 +782,8 @@ def test_without_a_usable_key_the_proxy_serves_and_its_control_server_shakes_no_
         p.stop_agent()
         key, p.key = p.key, None
         p.start_agent(key_text=key_text)
-        eventually(lambda: p.get() == (503, "bootstrap"), "the bootstrap")  # the saved config cannot be verified
+        # The saved config cannot be verified.
+        wait_for(lambda: p.get() == (503, "bootstrap"), timeout=10, what="the bootstrap")
         assert "no usable channel key" in p.log() and "nothing can push a config" in p.log()
         assert "ssl_reject_handshake on;" in (p.dir / "control" / "server.conf").read_text()
         assert not (p.dir / "status").exists() and not (p.dir / "key" / "channel.pem").exists()
@@ -814,7 +798,7 @@ def test_a_key_whose_certificate_nginx_cannot_use_still_serves(workdir: Path) ->
     try:
         broken = p.key.file_text().replace(p.key.cert_pem.splitlines()[2], "A" * 64)  # type: ignore[union-attr]
         p.start_agent(key_text=broken)
-        eventually(lambda: p.get() == (503, "bootstrap"), "the bootstrap")
+        wait_for(lambda: p.get() == (503, "bootstrap"), timeout=10, what="the bootstrap")
         assert "the bootstrap fails nginx -t with the channel key" in p.log()
         assert "ssl_reject_handshake on;" in (p.dir / "control" / "server.conf").read_text()
     finally:

@@ -31,8 +31,9 @@ from swarmgate.models.settings.config import Extension
 from swarmgate.operator.delivery import wire
 from swarmgate.operator.delivery.channel_key import ChannelKey
 from swarmgate.renderers.nginx import CONTROL_HOST, control_server
+from tests.support import free_port, wait_for
 from tests.unit import test_agent as harness
-from tests.unit.test_agent import NO_ANSWER, Proxy, digest_of, eventually, foreign_context, free_port
+from tests.unit.test_agent import NO_ANSWER, Proxy, digest_of, foreign_context
 
 # The harness's skip mark and fixtures (its autouse one too), as this module's.
 pytestmark = harness.pytestmark
@@ -283,7 +284,7 @@ def test_admitted_addresses_are_forgotten_at_a_restart(quick: GraceProxy) -> Non
     assert allows(quick) == ["10.9.9.9/32", "127.0.0.1/32"]
     quick.stop_agent()
     quick.start_agent()
-    eventually(lambda: quick.get() == (200, "elsewhere"), "the saved config")
+    wait_for(lambda: quick.get() == (200, "elsewhere"), timeout=10, what="the saved config")
     assert allows(quick) == ["10.9.9.9/32"] and quick.control("GET", wire.STATUS_PATH)[0] == 403
     assert "the control server admits 10.9.9.9/32 only" in quick.log()
 
@@ -316,7 +317,7 @@ def test_the_dead_man_rule_admits_a_bounded_number_of_addresses(quick: GraceProx
     sources = [f"127.0.0.{n}" for n in range(2, 22)]  # 20 refused key holders
     for source in sources:
         assert request(quick, "GET", wire.STATUS_PATH, source=source)[0] == 403
-    eventually(lambda: len(admitted(quick)) == 16, "the admissions", timeout=20)
+    wait_for(lambda: len(admitted(quick)) == 16, timeout=20, what="the admissions")
     time.sleep(2.5)
     assert len(admitted(quick)) == 16 and set(admitted(quick)) <= set(sources)
     assert "the dead-man rule admits at most 16 addresses" in quick.log()

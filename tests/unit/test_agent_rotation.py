@@ -21,8 +21,9 @@ from swarmgate.operator.delivery.channel_holder import Keyring
 from swarmgate.operator.delivery.channel_key import ChannelKey
 from swarmgate.operator.delivery.pusher import Pusher
 from swarmgate.operator.delivery.wire import ForgedStatus
+from tests.support import wait_for
 from tests.unit import test_agent as harness
-from tests.unit.test_agent import NO_ANSWER, Proxy, argv_watch, digest_of, eventually, foreign_context
+from tests.unit.test_agent import NO_ANSWER, Proxy, argv_watch, digest_of, foreign_context
 
 # The harness's skip mark and fixtures (its autouse one too), as this module's.
 pytestmark = harness.pytestmark
@@ -44,7 +45,7 @@ def send_rekey(p: Proxy, body: bytes, *, via: ChannelKey | None = None) -> str:
     before = len(rekeys(p))
     code, answer = p.control("PUT", wire.KEY_PATH, body, context=(via or p.key).client_context())  # type: ignore[union-attr]
     assert code in (201, 204), (code, answer)
-    eventually(lambda: len(rekeys(p)) > before, "the agent to handle the rekey", timeout=20)
+    wait_for(lambda: len(rekeys(p)) > before, timeout=20, what="the agent to handle the rekey")
     return rekeys(p)[-1]
 
 
@@ -218,7 +219,8 @@ def test_after_a_restart_the_new_key_still_rules_and_the_last_config_still_serve
     plain.push("routes", term=5, seq=5)
     k1 = rotate(plain, k0, 1)
     restart(plain, k0)
-    eventually(lambda: plain.get() == (200, "routes"), "the saved config (no fall back to the bootstrap)")
+    wait_for(lambda: plain.get() == (200, "routes"), timeout=10,
+             what="the saved config (no fall back to the bootstrap)")
     assert "key generation 1, fence term 0 seq 0" in plain.log()
     assert "not signed" not in plain.log() and "ignored" not in plain.log()
     status = plain.status()  # with k1
@@ -229,7 +231,7 @@ def test_after_a_restart_the_new_key_still_rules_and_the_last_config_still_serve
     plain.push("next", term=1, seq=1)
     # The next task on this node starts from the same key and the config pushed under it.
     restart(plain, k0, task="task2")
-    eventually(lambda: plain.get() == (200, "next"), "the config pushed under the new key")
+    wait_for(lambda: plain.get() == (200, "next"), timeout=10, what="the config pushed under the new key")
     assert handshake_fails(plain, k0)
     assert plain.status() == wire.AgentStatus(task="task2", serving=digest_of(plain.conf("next")), term=1, seq=1)
     k2 = rotate(plain, k0, 2)  # the rekey names the new task
@@ -255,14 +257,15 @@ def test_a_tampered_saved_key_is_ignored_for_the_bootstrap_key(plain: Proxy, tam
     else:
         saved.write_text("not a key\n")
     plain.start_agent(key_text=k0.file_text())
-    eventually(lambda: plain.log().count("nginx started") == 2 and plain.get() == (503, "bootstrap"), "the bootstrap")
+    wait_for(lambda: plain.log().count("nginx started") == 2 and plain.get() == (503, "bootstrap"), timeout=10,
+             what="the bootstrap")
     why = {"text": "the key's sha256 is not the header's", "text-and-sum": "its origin MAC does not verify",
            "another-bootstrap": "its origin MAC does not verify", "garbage": "not a swarmgate/3 key header"}[tamper]
     (line,) = [line for line in plain.log().splitlines() if "the saved key" in line]
     assert line.startswith(f"swarmgate-agent: the saved key is not a generation of the bootstrap key ({why}")
     assert line.endswith("): ignored, using the bootstrap key")
     # The saved config was signed with k1: it cannot be verified with K0, so it is not served.
-    eventually(lambda: plain.get() == (503, "bootstrap"), "the bootstrap")
+    wait_for(lambda: plain.get() == (503, "bootstrap"), timeout=10, what="the bootstrap")
     plain.key = k0
     assert handshake_fails(plain, k1) and handshake_fails(plain, other)
     assert (plain.status().serving, plain.status().term, plain.status().seq) == ("", 0, 0)
@@ -281,7 +284,7 @@ def test_a_start_between_the_saved_key_and_its_config_keeps_the_config(plain: Pr
     for name, data in before.items():
         (plain.state / name).write_bytes(data)
     plain.start_agent(key_text=k0.file_text())
-    eventually(lambda: plain.get() == (200, "routes"), "the re-signed config")
+    wait_for(lambda: plain.get() == (200, "routes"), timeout=10, what="the re-signed config")
     assert "the saved fence is not signed with the channel key: ignored" in plain.log()
     assert (plain.status().term, plain.status().seq) == (0, 0)
     assert not (plain.state / "config.rekey").exists()
@@ -293,7 +296,7 @@ def test_a_start_between_the_saved_key_and_its_config_keeps_the_config(plain: Pr
         (plain.state / name).write_bytes(data)
     plain.key = k0
     plain.start_agent(key_text=k0.file_text())
-    eventually(lambda: plain.get() == (200, "routes"), "the config signed with the old key")
+    wait_for(lambda: plain.get() == (200, "routes"), timeout=10, what="the config signed with the old key")
     assert (plain.status().term, plain.status().seq) == (5, 5) and not (plain.state / "config.rekey").exists()
 
 

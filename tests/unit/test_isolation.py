@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from swarmgate.models.routing.labels import REASON_KINDS as METRIC_REASONS
 from swarmgate.models.routing.routes import RouteTable, build_route_table
 from swarmgate.models.routing.tls_secrets import (
     SECRETS_DIR,
@@ -26,7 +27,6 @@ from swarmgate.models.routing.tls_secrets import (
 )
 from swarmgate.models.settings.config import load_config
 from swarmgate.models.swarm.observed import ObservedState
-from swarmgate.operator.telemetry.observability import REASON_KINDS as METRIC_REASONS
 from swarmgate.renderers.nginx import render_nginx
 from swarmgate.renderers.validate import localized, nginx_binary, nginx_check
 from tests.factories import node, service, swarm_secret, task

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
+from swarmgate.models.routing.labels import REASON_KINDS
 from swarmgate.models.routing.routes import build_route_table, unclaimed_services
 from swarmgate.models.settings.config import parse_config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.operator.delivery.proxystate import ProxyState
 from swarmgate.operator.telemetry import metrics
-from swarmgate.operator.telemetry.observability import REASON_KINDS, PassMetrics
+from swarmgate.operator.telemetry.observability import PassMetrics
 from tests import factories as f
 
 

@@ -6,7 +6,6 @@ read the diff: it is the change in what every proxy will run.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from swarmgate.renderers.nginx import (
 )
 from swarmgate.renderers.validate import NginxRejectedConfig, nginx_check
 from tests.factories import node, service, swarm_config, swarm_secret, task
+from tests.support import check_golden
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 INFO = "swarmgate/0.1.0 linux/amd64"
@@ -86,10 +86,7 @@ def golden_cases() -> list[Any]:
 @pytest.mark.parametrize(("name", "render"), golden_cases())
 def test_rendered_config_matches_golden_file_and_passes_nginx_t(name: str, render: Any) -> None:
     text = render().text
-    path = GOLDEN / name
-    if os.environ.get("SWARMGATE_UPDATE_GOLDEN") == "1":
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} changed; regenerate with SWARMGATE_UPDATE_GOLDEN=1 and review"
+    check_golden(GOLDEN / name, text)
     nginx_check(text)
 
 

@@ -4,7 +4,6 @@ terminated TLS (the stream module). Regenerate with `SWARMGATE_UPDATE_GOLDEN=1`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from swarmgate.models.routing.routes import build_route_table
@@ -13,6 +12,7 @@ from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.renderers.nginx import render_nginx
 from swarmgate.renderers.validate import nginx_check
 from tests.factories import node, overlay_network, service, swarm_secret, task
+from tests.support import check_golden
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 HOST = Extension(name="default", publish_mode="host")
@@ -48,10 +48,7 @@ def test_overlay_vip_and_passthrough_render_matches_golden_file_and_passes_nginx
     table = build_route_table(parity_state(), HOST)
     assert table.networks == (F,) and [p.host for p in table.passthrough] == ["default", "pass.local"]
     text = render_nginx(HOST, table, server_info="swarmgate/0.1.0 linux/amd64").text
-    path = GOLDEN / "parity.conf"
-    if os.environ.get("SWARMGATE_UPDATE_GOLDEN") == "1":
-        path.write_text(text)
-    assert text == path.read_text(), "parity.conf changed; regenerate with SWARMGATE_UPDATE_GOLDEN=1 and review"
+    check_golden(GOLDEN / "parity.conf", text)
     nginx_check(text)
 
 

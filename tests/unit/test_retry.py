@@ -11,8 +11,8 @@ from swarmgate.operator.control.loop import DockerHealth, Wakeup, run_loop
 from swarmgate.operator.planning.retry import Outcome, Schedule, classify
 
 
-def delays(outcomes: list[Outcome], **kwargs: float) -> list[float]:
-    schedule = Schedule(resync=3.0, settle=0, **kwargs)  # the doubling alone; settle is tested below
+def delays(outcomes: list[Outcome]) -> list[float]:
+    schedule = Schedule(resync=3.0, settle=0)  # the doubling alone; settle is tested below
     return [schedule.next_delay(o) for o in outcomes]
 
 
