@@ -1,4 +1,4 @@
-"""`make dataplane`: the proxy's data-plane overhead (issue 11, goal 6), measured on the lab.
+"""`make dataplane`: the proxy's data-plane overhead, measured on the lab.
 
 Requests/s and latency (p50, p99) for `GET /ping` with `Host: demo.local`, from one client (`wrk`),
 at a few concurrency levels, to

@@ -1,4 +1,4 @@
-"""Issue 15's partition question: what does a healed partition of an LB node cost, replicated vs global?
+"""The partition question: what does a healed partition of an LB node cost, replicated vs global?
 
 Two plain services, not routed by swarmgate, shaped like the proxy (host-mode port, pinned to the
 `nodetype=loadbalancer` nodes, one task per LB node): `part-replicated` (replicated, one replica per

@@ -11,7 +11,7 @@ from typing import Any
 
 
 def happened_lines(results: Iterable[dict[str, Any]], *, misses: str) -> list[str]:
-    """`misses` names the goal a scenario's problems are measured against ("issue 9", "goal 4")."""
+    """`misses` names the goal a scenario's problems are measured against ("the fault table", "the rolls' bar")."""
     lines = ["What happened:", ""]
     for r in results:
         reasons = "; ".join(f"{n}: " + ", ".join(f"{k} x{v}" for k, v in d["reasons"].items())

@@ -1,4 +1,4 @@
-"""Bad configs for issue 9's fault runs, made from the seed's TOML, with what the operator must do.
+"""Bad configs for the fault runs, made from the seed's TOML, with what the operator must do.
 
 For the fault harness (tests/lab/faults.py, bench) and tests/lab/test_bad_config.py: each function
 takes the seed's TOML text (lab/seed-config.toml) and returns it with one bad setting.

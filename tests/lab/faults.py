@@ -1,7 +1,7 @@
-"""Issue 9's fault scenarios on the lab's seed deployment (does I/O through tests/lab/seed_deployment.py).
+"""The operator fault scenarios on the lab's seed deployment (does I/O through tests/lab/seed_deployment.py).
 
 One module for both users: `bench/faults.py` (`make faults`, long windows, writes bench/faults.md)
-and `tests/lab/test_faults.py` (short windows, asserts what issue 9 demands). Each scenario starts
+and `tests/lab/test_faults.py` (short windows, asserts each scenario's bar). Each scenario starts
 from a converged seed deployment at rest (`scripts/demo.sh up`, redeployed only when the previous
 scenario left it broken), with steady load (`tests.lab.load.Load`, 25 requests/s to every LB node):
 
@@ -47,7 +47,7 @@ class Windows:
     patience: float  # how long a broken baseline may take to converge before it is redeployed
 
 
-# Issue 9: a second operator runs two minutes in the full bench.
+# A second operator runs two minutes in the full bench.
 BENCH = Windows(settle=5, observe=15, hold=60, rival=120, rival_grace=10, route_timeout=90, recovery_timeout=150,
                 quiet=5, patience=30)
 TEST = Windows(settle=2, observe=3, hold=10, rival=12, rival_grace=3, route_timeout=15, recovery_timeout=120,
@@ -95,7 +95,8 @@ class Result:
 
 
 def problems(r: Result) -> list[str]:
-    """Where the result misses issue 9's bar; empty means the scenario passes."""
+    """Where the result misses the fault table's bar (no failed request, no proxy replaced, the spec
+    unchanged); empty means the scenario passes."""
     out = []
     if r.error:
         out.append(f"aborted: {r.error}")
@@ -111,7 +112,7 @@ def problems(r: Result) -> list[str]:
         if r.status_seen(status):
             out.append(f"{r.status_seen(status)} answers with status {status}")
     if r.route_s is None and not r.error:
-        # Not a time bound of issue 9 (10 s, 30 s after a manager loss; those are in the table):
+        # Not one of the table's time bounds (10 s, 30 s after a manager loss; those are in the table):
         # a route that does not arrive within these much longer waits means routing froze.
         out.append(f"the new route was not served on every LB node within {r.route_timeout_s:g} s")
     if r.route_failures:
@@ -183,7 +184,7 @@ def manager_loss(seed: Seed, result: Result, windows: Windows) -> Undo:
 
 
 def manager_freeze(seed: Seed, result: Result, windows: Windows) -> Undo:
-    """Issue 15's run: `kill -STOP` of the dockerd on the manager that runs the operator. Swarm starts
+    """A frozen manager: `kill -STOP` of the dockerd on the manager that runs the operator. Swarm starts
     a new operator task elsewhere, which takes the lease; the old one keeps running in its container
     (containerd is not frozen) with a Docker API that never answers. It must stop pushing on its own
     (its lease is unconfirmed), and the agents refuse its older term anyway: a route created while

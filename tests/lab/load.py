@@ -1,4 +1,4 @@
-"""Steady client load on the LB nodes, as issue 9 measures it (does I/O: sockets, one thread).
+"""Steady client load on the LB nodes, as the fault table measures it (does I/O: sockets, one thread).
 
 `Load` sends `rate` requests per second to port 80 of each target node, a new TCP connection per
 request, each bounded by `timeout` seconds, from one asyncio loop in a background thread (light on
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from tests.lab import http
 
 LAB_NODES = ipaddress.ip_network("198.18.0.0/24")
-DEFAULT_RATE = 25.0  # requests per second to each node (issue 9)
+DEFAULT_RATE = 25.0  # requests per second to each node
 
 
 @dataclass(frozen=True)

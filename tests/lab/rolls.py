@@ -1,4 +1,4 @@
-"""Issue 11 goal 4: backend changes under steady load on the seed deployment (does I/O through
+"""Backend changes under steady load on the seed deployment (does I/O through
 tests/lab/seed_deployment.py and the lab's engines).
 
 One module for both users: `bench/rolls.py` (`make rolls`, writes bench/rolls.md) and
@@ -77,7 +77,7 @@ class Result:
 
 
 def problems(r: Result) -> list[str]:
-    """Where the result misses goal 4; a scenario that expects failures is only measured."""
+    """Where the result misses the rolls' bar (no failed request); a scenario that expects failures is only measured."""
     out = []
     if r.error:
         out.append(f"aborted: {r.error}")

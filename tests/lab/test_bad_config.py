@@ -1,4 +1,4 @@
-"""A bad config never reaches the Swarm or the proxies (issue 9, part 3), on the lab's real Swarm.
+"""A bad config never reaches the Swarm or the proxies, on the lab's real Swarm.
 
 The operator converges with a good config under client load on every LB node; then it is replaced by
 one started with a config the model accepts but nginx rejects (an `HTTPOptions` entry nginx refuses).

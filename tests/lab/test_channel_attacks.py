@@ -1,4 +1,4 @@
-"""Issue 15's proof: an attacker with everything the Docker API shows and everything on the wire cannot
+"""The private channel's proof: an attacker with everything the Docker API shows and everything on the wire cannot
 change what a proxy serves.
 
 On the seed's cluster with the operator running and demo.local routed, this plays the attacks the

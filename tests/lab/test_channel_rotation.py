@@ -1,4 +1,4 @@
-"""Issue 15, rotation: `swarmgate rotate-key` replaces the channel key on every proxy without replacing
+"""Channel key rotation: `swarmgate rotate-key` replaces the channel key on every proxy without replacing
 a proxy task and without a failed request, and the old key opens nothing afterwards.
 
 On the seed's cluster with the operator running (a host process: its keys are files beside

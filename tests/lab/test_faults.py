@@ -1,11 +1,11 @@
-"""Issue 9's faults on the seed deployment, under load on both LB nodes (lab; see tests/lab/faults.py).
+"""The operator faults on the seed deployment, under load on both LB nodes (lab; see tests/lab/faults.py).
 
-Each scenario asserts what issue 9 demands: 0 failed requests (on the LB node the fault does not
+Each scenario asserts its bar: 0 failed requests (on the LB node the fault does not
 touch, where the fault kills that node's own proxy), 0 proxy tasks replaced beyond the one a fault
 kills, an unchanged proxy spec version, for two operators 0 Swarm writes after convergence (from
 Docker's event stream), and a new route that arrives at all (15 s, 30 s after a manager loss: a
 frozen routing layer must not pass). Times are only reported (bench/faults.md), never asserted
-against issue 9's bounds. The windows are shorter than `make faults`'s; one module runs both.
+against the table's bounds. The windows are shorter than `make faults`'s; one module runs both.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope="module")
 def seed(lab: Lab) -> Iterator[Seed]:
-    assert len(lab.lb_nodes) >= 2 and len(lab.managers) >= 3, "issue 9's faults need the seed's cluster"
+    assert len(lab.lb_nodes) >= 2 and len(lab.managers) >= 3, "the fault scenarios need the seed's cluster"
     with faults.seed_deployment(lab) as seed:
         yield seed
 

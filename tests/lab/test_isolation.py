@@ -1,4 +1,4 @@
-"""One service never stalls the others, on the lab (issue 9, part 4).
+"""One service never stalls the others, on the lab.
 
 Found on the lab: one service with `com.docker.lb.ssl_cert=no-such-secret` made the proxy service
 un-updatable (Swarm refuses a spec naming a missing secret), so a rolling update of `demo` was never

@@ -1,4 +1,4 @@
-"""Several operators on one Swarm: exactly one leads, the others stand by and take over (issue 9).
+"""Several operators on one Swarm: exactly one leads, the others stand by and take over.
 
 Deployed the seed's way (its TOML as a Swarm config, the operator as a Swarm service on a manager with
 docker.sock mounted and 8080 published in host mode without a fixed port), twice: a second operator
@@ -46,7 +46,7 @@ SECOND = "interlock-standby"
 LEASE = "swarmgate-leader"
 HOLDER_LABEL = "swarmgate.leader.holder"
 ROUTED = ("demo", "late", "later")
-# Issue 9 asks for 0 writes beyond the first convergence over 2 minutes: `make faults` holds that
+# The bar is 0 writes beyond the first convergence over 2 minutes: `make faults` holds that
 # full window (bench/faults.md, the second-operator and extra-replicas rows). Here a shorter window
 # keeps `make test` in its budget; it still spans ~40 of the leader's 1 s passes and several lease
 # renewals of the standby's, which is where a fight between two operators would show.

@@ -1,4 +1,4 @@
-"""Observability on a real Swarm, scraped by a real Prometheus (issue 5).
+"""Observability on a real Swarm, scraped by a real Prometheus.
 
 One operator run (host process, JSON logs) and one Prometheus (Debian's package, 1 s scrapes of the
 operator through `manifests/prometheus.yml`) serve the whole module: a demo service is created and

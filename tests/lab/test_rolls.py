@@ -1,4 +1,4 @@
-"""Issue 11 goal 4: backend changes cost no request (lab; the scenarios are tests/lab/rolls.py).
+"""Backend changes cost no request (lab; the scenarios are tests/lab/rolls.py).
 
 On the seed deployment, a routed backend of 3 tasks in host mode (the seed's way, `--publish
 mode=host,target=8080`) is rolled (`service update --force`, stop-first and start-first), scaled
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope="module")
 def seed(lab: Lab) -> Iterator[Seed]:
-    assert len(lab.lb_nodes) >= 2 and len(lab.plain_workers) >= 2, "goal 4 needs the seed's cluster"
+    assert len(lab.lb_nodes) >= 2 and len(lab.plain_workers) >= 2, "the rolls need the seed's cluster"
     with rolls.deployment(lab) as seed:
         seed.ensure_baseline(quiet=rolls.TEST.before, patience=10)
         yield seed

@@ -1,4 +1,4 @@
-"""The seed's scenario, end to end, the way its reader runs it (issue 6).
+"""The seed's scenario, end to end, the way its reader runs it.
 
 Every step is the seed's own `docker` command line, sent to the lab's first manager, with only the
 image names changed: label the LB nodes, store the TOML as a Swarm config, start the operator as a
