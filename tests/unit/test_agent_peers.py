@@ -256,7 +256,9 @@ def test_an_unlisted_key_holder_is_admitted_when_no_listed_peer_used_the_channel
     master, before = quick.master_pid(), workers(quick)
     took, codes = wait_for_admission(quick)
     # Refused while the grace ran (the push itself, a 2xx, started it), then admitted with a reload.
-    assert codes[0] == 403 and set(codes[:-1]) == {403} and codes.count(403) >= 5, codes
+    # The agent logs the admission after the reload, so a poll may already see 200 before the line.
+    refused = codes.index(200) if 200 in codes else len(codes)
+    assert set(codes[:refused]) == {403} and set(codes[refused:]) <= {200} and refused >= 5, codes
     assert took >= GRACE - 1, took  # whole seconds of /proc/uptime: the grace is at least GRACE - 1 s
     (seconds, address), = ADMITTED.findall(quick.log())
     assert address == "127.0.0.1" and int(seconds) >= GRACE
