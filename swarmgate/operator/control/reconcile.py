@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from swarmgate.errors import TemporaryError
 from swarmgate.models.routing.tls_secrets import still_present, unusable_secret_ids
 from swarmgate.models.settings.config import Config
-from swarmgate.models.swarm.observed import ObservedState, PortBinding
+from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.port_memory import recall_ports
+from swarmgate.models.swarm.ports import PortBinding
 from swarmgate.operator.delivery.channel_holder import ChannelKeyHolder
 from swarmgate.operator.edge.actions import Publisher, apply
 from swarmgate.operator.edge.lease import LeaderElection

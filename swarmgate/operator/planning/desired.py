@@ -20,7 +20,7 @@ from swarmgate.errors import SwarmgateError
 from swarmgate.models.routing.labels import SetAside
 from swarmgate.models.routing.routes import RouteTable, build_route_table, unclaimed_services
 from swarmgate.models.settings.config import Config, Extension
-from swarmgate.models.swarm.observed import ObservedState, Service
+from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import (
     CHANNEL_SECRET_NAME,
     KIND_AGENT,
@@ -31,6 +31,7 @@ from swarmgate.models.swarm.ownership import (
     is_owned,
     owned_labels,
 )
+from swarmgate.models.swarm.services import Service
 from swarmgate.operator.planning.proxyspec import (
     ServiceSpec,
     build_proxy_spec,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from swarmgate.models.swarm.observed import ObservedState, Service, Task
+from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import (
     CHANNEL_SECRET_NAME,
     EXTENSION_LABEL,
@@ -25,6 +25,8 @@ from swarmgate.models.swarm.ownership import (
     is_owned,
     owned_labels,
 )
+from swarmgate.models.swarm.services import Service
+from swarmgate.models.swarm.tasks import Task
 from swarmgate.operator.planning.desired import ConfigObject, DesiredState, ExtensionDesired
 from swarmgate.operator.planning.proxyspec import ServiceSpec
 from swarmgate.operator.planning.specdiff import SpecDiff, diff_specs, essence, merge_managed
