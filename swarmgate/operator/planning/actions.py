@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from swarmgate.models.swarm.ownership import CHANNEL_SECRET_NAME
 from swarmgate.operator.planning.desired import ConfigObject
-from swarmgate.operator.planning.proxyspec import ServiceSpec
+from swarmgate.operator.planning.service_spec import ServiceSpec
 from swarmgate.operator.planning.specdiff import SpecDiff
 
 

@@ -32,14 +32,10 @@ from swarmgate.models.swarm.ownership import (
     owned_labels,
 )
 from swarmgate.models.swarm.services import Service
-from swarmgate.operator.planning.proxyspec import (
-    ServiceSpec,
-    build_proxy_spec,
-    delivers_in_place,
-    delivery_notices,
-    proxy_networks,
-)
+from swarmgate.operator.planning.delivery_mode import delivers_in_place, delivery_notices
+from swarmgate.operator.planning.proxyspec import build_proxy_spec, proxy_networks
 from swarmgate.operator.planning.runtime import Runtime, current_runtime
+from swarmgate.operator.planning.service_spec import ServiceSpec
 from swarmgate.renderers.nginx import RenderedConfig, custom_template, render_bootstrap, render_nginx
 
 
