@@ -32,8 +32,8 @@ from jinja2.sandbox import SandboxedEnvironment
 from swarmgate.errors import ConfigError, RenderError
 from swarmgate.models.routing.nginx_sizes import server_names_hash_sizes
 from swarmgate.models.routing.route_types import HostRoute, RouteTable
-from swarmgate.models.settings.config import Extension
 from swarmgate.models.settings.duration import format_seconds
+from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.renderers.passthrough import passthrough_context
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import pytest
 
-from swarmgate.models.settings.config import Extension
+from swarmgate.models.settings.extension import Extension
 from swarmgate.operator.delivery import wire
 from swarmgate.operator.delivery.channel_key import ChannelKey
 from swarmgate.operator.delivery.proxystate import ProxyRecord, ProxyState

@@ -14,7 +14,7 @@ from typing import Any, cast
 import pytest
 
 from swarmgate.models.routing.route_types import RouteTable
-from swarmgate.models.settings.config import Extension
+from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import KIND_AGENT, KIND_BOOTSTRAP, KIND_PROXY, KIND_PROXY_CONFIG, owned_labels
 from swarmgate.operator.planning.actions import CreateService, NoOp, PublishProxyConfig, UpdateService

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from swarmgate.models.routing.routes import build_route_table
-from swarmgate.models.settings.config import Extension
+from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.renderers.nginx import render_nginx
 from swarmgate.renderers.validate import nginx_check

@@ -54,7 +54,7 @@ from swarmgate.models.routing.route_types import (
     Upstream,
 )
 from swarmgate.models.routing.tls_secrets import secret_problem
-from swarmgate.models.settings.config import Extension
+from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.nodes import Node
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.services import Service

@@ -3,7 +3,8 @@ configs (plain), and what the configuration asks for that delivery does differen
 
 from __future__ import annotations
 
-from swarmgate.models.settings.config import Config, Extension
+from swarmgate.models.settings.config import Config
+from swarmgate.models.settings.extension import Extension
 
 
 def delivers_in_place(ext: Extension) -> bool:

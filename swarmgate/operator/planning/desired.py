@@ -19,7 +19,8 @@ from typing import Any
 from swarmgate.errors import SwarmgateError
 from swarmgate.models.routing.labels import SetAside
 from swarmgate.models.routing.routes import RouteTable, build_route_table, unclaimed_services
-from swarmgate.models.settings.config import Config, Extension
+from swarmgate.models.settings.config import Config
+from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import (
     CHANNEL_SECRET_NAME,

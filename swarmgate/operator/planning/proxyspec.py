@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from swarmgate.models.settings.config import Extension
+from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.ownership import KIND_PROXY, OWN_CONSTRAINTS_LABEL, owned_labels
 from swarmgate.operator.planning.service_spec import (
     ConfigReference,
