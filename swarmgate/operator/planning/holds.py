@@ -43,7 +43,7 @@ def _failed_under(desired: Mapping[str, Any], current: Service, observed: Observ
 
 
 def rollback_hold(ext: str, current: Service, desired: Mapping[str, Any],
-                   attempted: str | None, observed: ObservedState) -> NoOp | None:
+                  attempted: str | None, observed: ObservedState) -> NoOp | None:
     """A hold when Swarm rolled `current` back from exactly `desired`, else None.
 
     Swarm's own rollback (FailureAction rollback) puts the old spec back and clears PreviousSpec, so
