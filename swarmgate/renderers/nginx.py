@@ -32,8 +32,8 @@ from jinja2.sandbox import SandboxedEnvironment
 from swarmgate.errors import ConfigError, RenderError
 from swarmgate.models.routing.nginx_sizes import server_names_hash_sizes
 from swarmgate.models.routing.route_types import HostRoute, RouteTable
-from swarmgate.models.settings.config import Extension
 from swarmgate.models.settings.duration import format_seconds
+from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.renderers.passthrough import passthrough_context
 
@@ -165,7 +165,7 @@ def render_nginx(
     shared = [h for h in table.hosts if not needs_own_server(h)]
     passthrough = passthrough_context(ext, table)
     # Only a proxy run by the agent has the control server (hitless delivery, which needs host-mode
-    # publishing: `planning.proxyspec.delivers_in_place`). Elsewhere nothing would give it its TLS.
+    # publishing: `planning.delivery_mode.delivers_in_place`). Elsewhere nothing would give it its TLS.
     pushed = ext.hitless_service_update and ext.publish_mode == "host"
     control = control_server(ext, control_dir=control_dir, listen=str(passthrough["tls_listen"]),
                              peers=control_peers) if pushed else ""

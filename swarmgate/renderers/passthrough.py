@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from swarmgate.models.routing.nginx_sizes import server_names_hash_sizes
 from swarmgate.models.routing.route_types import RouteTable, TLSFiles
-from swarmgate.models.settings.config import Extension
+from swarmgate.models.settings.extension import Extension
 
 TERMINATE_SOCKET = "/var/run/swarmgate-tls-terminate.sock"
 PASSTHROUGH_SOCKET = "/var/run/swarmgate-tls-passthrough.sock"

@@ -39,7 +39,7 @@ from tests.support import wait_for
 
 UPDATING = ("updating", "rollback_started")
 TASK_LINE = re.compile(r"server (\S+);\s+# (\S+) task (\S+)")
-# Where the proxy agent (swarmgate/operator/delivery/agent.sh) keeps the live config and its status.
+# Where the proxy agent (swarmgate/operator/planning/agent.sh) keeps the live config and its status.
 # The status is `status` under the channel key's generation 0, `status-gN` after a rotation to N.
 CONFIG_PATH, STATUS_PATH = "/etc/nginx/nginx.conf", "/var/lib/swarmgate/status*"
 SEPARATOR = "--- swarmgate rolls ---"

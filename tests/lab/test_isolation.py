@@ -19,7 +19,7 @@ import docker.errors
 import pytest
 
 from swarmgate.models.routing.routes import build_route_table
-from swarmgate.models.settings.config import Extension
+from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from tests import docker_api
 from tests.lab import http

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from swarmgate.models.routing.labels import KNOWN_LABELS, PREFIX, REASON_KINDS, parse_service_labels
 from swarmgate.models.routing.routes import build_route_table
 from swarmgate.models.routing.tls_secrets import unusable_secret_names
-from swarmgate.models.settings.config import Extension
+from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import OWNER, OWNER_LABEL
 from swarmgate.renderers.nginx import CONTROL_HOST as CONTROL_SERVER_NAME

@@ -33,24 +33,23 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from swarmgate.models.settings.config import Extension
+from swarmgate.models.settings.extension import Extension
 from swarmgate.operator.delivery import wire
 from swarmgate.operator.delivery.channel_key import ChannelKey
 from swarmgate.operator.delivery.proxystate import ProxyRecord, ProxyState
 from swarmgate.operator.delivery.pusher import Pusher
 from swarmgate.operator.delivery.wire import AgentStatus, ForgedStatus, ProxyTarget
+from swarmgate.operator.planning.runtime import AGENT_SCRIPT
 from swarmgate.renderers.nginx import CONTROL_HOST, control_server
 from tests.support import free_port, wait_for
 
 BUSYBOX = Path("/bin/busybox")
 NGINX = Path("/usr/sbin/nginx")
-AGENT = Path(str(resources.files("swarmgate.operator.delivery").joinpath("agent.sh")))
 # What `Proxy.control` returns when the server closed the connection without an answer (nginx's 444).
 NO_ANSWER = 0
 EXT = "default"
@@ -183,7 +182,7 @@ class Proxy:
             "SWARMGATE_NGINX": self.nginx_name,
         }
         with open(self.tmp / "agent.log", "ab") as log:
-            self.agent = subprocess.Popen([str(BUSYBOX), "sh", str(AGENT)], env=env, stdout=log,
+            self.agent = subprocess.Popen([str(BUSYBOX), "sh", str(AGENT_SCRIPT)], env=env, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop_agent(self) -> None:

@@ -27,7 +27,7 @@ from unittest import mock
 
 import pytest
 
-from swarmgate.models.settings.config import Extension
+from swarmgate.models.settings.extension import Extension
 from swarmgate.operator.delivery import wire
 from swarmgate.operator.delivery.channel_key import ChannelKey
 from swarmgate.renderers.nginx import CONTROL_HOST, control_server

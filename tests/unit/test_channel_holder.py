@@ -16,7 +16,7 @@ from swarmgate.operator.delivery.channel_holder import (
     generation_path,
 )
 from swarmgate.operator.delivery.channel_key import ChannelKey
-from swarmgate.operator.planning.plan import is_channel_secret
+from swarmgate.operator.planning.channel_mount import is_channel_secret
 from tests.factories import swarm_secret
 
 K0, K1, K2 = ChannelKey.generate(), ChannelKey.generate(), ChannelKey.generate()

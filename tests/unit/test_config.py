@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from swarmgate.errors import ConfigError
-from swarmgate.models.settings.config import LOADBALANCER_CONSTRAINT, Config, Extension, load_config, parse_config
+from swarmgate.models.settings.config import Config, load_config, parse_config
 from swarmgate.models.settings.duration import parse_go_duration
+from swarmgate.models.settings.extension import LOADBALANCER_CONSTRAINT, Extension
 from swarmgate.models.settings.nginx_options import DEFAULT_MAIN_LOG_FORMAT, DEFAULT_TRACE_LOG_FORMAT, NginxOptions
 from swarmgate.models.settings.user_file import MAX_USER_FILE_BYTES
 from swarmgate.operator.cli.offline import cmd_check_config

@@ -113,3 +113,14 @@ def test_no_import_circles() -> None:
     for m in sorted(graph):
         if m not in state:
             visit(m)
+
+
+# A module longer than this holds more than one idea: split it along its data (issue 19). Every line
+# counts, docstrings and blank lines too; shell scripts and templates are not modules.
+MAX_MODULE_LINES = 300
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_module_is_at_most_300_lines(module: str) -> None:
+    lines = len(MODULES[module].read_text().splitlines())
+    assert lines <= MAX_MODULE_LINES, f"{module} has {lines} lines (at most {MAX_MODULE_LINES}): split it"

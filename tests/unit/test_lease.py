@@ -13,6 +13,7 @@ import pytest
 
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.operator.edge.lease import is_lease_event
+from swarmgate.operator.planning.actions import RemoveConfig
 from swarmgate.operator.planning.desired import DesiredState
 from swarmgate.operator.planning.lease import (
     LEASE_DATA,
@@ -34,7 +35,7 @@ from swarmgate.operator.planning.lease import (
     release,
     resync_seconds,
 )
-from swarmgate.operator.planning.plan import RemoveConfig, plan
+from swarmgate.operator.planning.plan import plan
 from tests import factories as f
 
 OPERATOR = f.service("interlock", host_ports=(8080,))

@@ -8,14 +8,12 @@ from pathlib import Path
 import pytest
 
 from swarmgate.errors import ConfigError
-from swarmgate.models.swarm.observed import (
-    Node,
-    ObservedState,
-    PortBinding,
-    Service,
-    Task,
-)
+from swarmgate.models.swarm.nodes import Node
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.models.swarm.ports import PortBinding
+from swarmgate.models.swarm.services import Service
 from swarmgate.models.swarm.state_file import load_state_file, parse_state, state_file_document
+from swarmgate.models.swarm.tasks import Task
 from tests.factories import CREATED, node, service, swarm_config, swarm_secret, task
 
 CAPTURED = Path(__file__).parent.parent / "golden" / "api" / "seed-demo-state.json"

@@ -8,8 +8,10 @@ import pytest
 
 from swarmgate.models.routing.labels import SetAside
 from swarmgate.models.routing.routes import HostRoute, PathRoute, RouteTable, Upstream, build_route_table, pool_name
-from swarmgate.models.settings.config import Extension
-from swarmgate.models.swarm.observed import NetworkAttachment, ObservedState, VirtualIP
+from swarmgate.models.settings.extension import Extension
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.models.swarm.services import VirtualIP
+from swarmgate.models.swarm.tasks import NetworkAttachment
 from swarmgate.operator.planning.proxyspec import build_proxy_spec, proxy_networks
 from tests.factories import node, overlay_network, service, task
 

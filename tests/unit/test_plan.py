@@ -12,9 +12,7 @@ import pytest
 from swarmgate.models.settings.config import Config, parse_config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import CHANNEL_FINGERPRINT_LABEL, CHANNEL_SECRET_NAME
-from swarmgate.operator.planning.desired import DesiredState, build_desired, control_peers
-from swarmgate.operator.planning.lease import own_task
-from swarmgate.operator.planning.plan import (
+from swarmgate.operator.planning.actions import (
     Action,
     CreateChannelSecret,
     CreateConfig,
@@ -23,9 +21,11 @@ from swarmgate.operator.planning.plan import (
     PublishProxyConfig,
     RemoveConfig,
     UpdateService,
-    own_channel_mount,
-    plan,
 )
+from swarmgate.operator.planning.channel_mount import own_channel_mount
+from swarmgate.operator.planning.desired import DesiredState, build_desired, control_peers
+from swarmgate.operator.planning.lease import own_task
+from swarmgate.operator.planning.plan import plan
 from swarmgate.operator.planning.runtime import Runtime
 from tests import factories as f
 from tests.support import check_golden

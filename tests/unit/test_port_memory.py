@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from swarmgate.models.routing.routes import build_route_table
-from swarmgate.models.settings.config import Extension
-from swarmgate.models.swarm.observed import ObservedState, PortBinding
+from swarmgate.models.settings.extension import Extension
+from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.port_memory import recall_ports
+from swarmgate.models.swarm.ports import PortBinding
 from tests.factories import node, service, task
 
 DEMO = service("demo", {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"})

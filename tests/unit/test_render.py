@@ -15,7 +15,8 @@ import pytest
 from swarmgate.errors import ConfigError, RenderError
 from swarmgate.models.routing.route_types import HostRoute, PathRoute, RouteTable, Upstream
 from swarmgate.models.routing.routes import build_route_table
-from swarmgate.models.settings.config import Extension, load_config
+from swarmgate.models.settings.config import load_config
+from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.state_file import load_state_file
 from swarmgate.renderers.nginx import (

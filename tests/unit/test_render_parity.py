@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from swarmgate.models.routing.routes import build_route_table
-from swarmgate.models.settings.config import Extension
+from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.renderers.nginx import render_nginx
 from swarmgate.renderers.validate import nginx_check
@@ -69,7 +69,7 @@ def test_nginx_status_is_on_the_default_server_as_in_interlock() -> None:
 
 def test_proxy_args_in_hitless_mode_are_reported_not_dropped_silently() -> None:
     from swarmgate.models.settings.config import Config
-    from swarmgate.operator.planning.proxyspec import delivery_notices
+    from swarmgate.operator.planning.delivery_mode import delivery_notices
 
     config = Config.model_validate({"Extensions": {"default": {"PublishMode": "host", "ProxyArgs": ["-g", "x"]}}})
     assert any("ProxyArgs are not applied" in n for n in delivery_notices(config))

@@ -19,7 +19,7 @@ from swarmgate.models.routing.routes import (
     pool_name,
     unclaimed_services,
 )
-from swarmgate.models.settings.config import Extension
+from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from tests.factories import node, service, swarm_secret, task
 

@@ -23,8 +23,8 @@ from typing import TypeVar
 
 from swarmgate.models.routing.labels import ServiceRouting
 from swarmgate.models.routing.route_types import HostRoute, PathRoute, TLSFiles, Upstream
-from swarmgate.models.settings.config import Extension
-from swarmgate.models.swarm.observed import Service
+from swarmgate.models.settings.extension import Extension
+from swarmgate.models.swarm.services import Service
 
 T = TypeVar("T")
 

@@ -54,8 +54,11 @@ from swarmgate.models.routing.route_types import (
     Upstream,
 )
 from swarmgate.models.routing.tls_secrets import secret_problem
-from swarmgate.models.settings.config import Extension
-from swarmgate.models.swarm.observed import Node, ObservedState, Service, Task
+from swarmgate.models.settings.extension import Extension
+from swarmgate.models.swarm.nodes import Node
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.models.swarm.services import Service
+from swarmgate.models.swarm.tasks import Task
 
 __all__ = [
     "HostRoute",

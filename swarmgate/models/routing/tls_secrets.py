@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Set
 from typing import Any
 
 from swarmgate.models.routing.labels import PREFIX, ReasonKind, ServiceRouting
-from swarmgate.models.swarm.observed import SwarmSecret
+from swarmgate.models.swarm.objects import SwarmSecret
 from swarmgate.models.swarm.ownership import CHANNEL_SECRET_NAME, is_owned
 
 SECRETS_DIR = "/run/secrets/"

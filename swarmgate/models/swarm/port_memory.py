@@ -26,7 +26,9 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from swarmgate.models.swarm.observed import ObservedState, PortBinding, Task
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.models.swarm.ports import PortBinding
+from swarmgate.models.swarm.tasks import Task
 
 
 @dataclass(frozen=True)

@@ -48,16 +48,12 @@ from swarmgate.operator.delivery.wire import proxy_targets
 from swarmgate.operator.edge.actions import apply
 from swarmgate.operator.edge.lease import LeaderElection, WithoutLeaseEvents
 from swarmgate.operator.edge.observe import connect, fetch_documents, observe, own_container_id
+from swarmgate.operator.planning.actions import CreateChannelSecret, NoOp, PublishProxyConfig
 from swarmgate.operator.planning.desired import compute_desired
 from swarmgate.operator.planning.findings import findings_text, route_findings
+from swarmgate.operator.planning.holds import rejected_extensions
 from swarmgate.operator.planning.lease import leader_summary, resync_seconds
-from swarmgate.operator.planning.plan import (
-    CreateChannelSecret,
-    NoOp,
-    PublishProxyConfig,
-    plan,
-    rejected_extensions,
-)
+from swarmgate.operator.planning.plan import plan
 from swarmgate.operator.planning.retry import Outcome, Schedule
 from swarmgate.operator.telemetry import holds, metrics, observability
 from swarmgate.operator.telemetry.calls import CallCounter

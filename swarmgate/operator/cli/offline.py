@@ -12,7 +12,8 @@ from typing import TextIO
 
 from swarmgate.errors import ConfigError, RenderError
 from swarmgate.models.routing.route_types import RouteTable
-from swarmgate.models.settings.config import Config, Extension, load_config
+from swarmgate.models.settings.config import Config, load_config
+from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.state_file import load_state_file
 from swarmgate.operator.cli.exits import guarded

@@ -18,21 +18,19 @@ from dataclasses import dataclass, field
 from swarmgate.errors import TemporaryError
 from swarmgate.models.routing.tls_secrets import still_present, unusable_secret_ids
 from swarmgate.models.settings.config import Config
-from swarmgate.models.swarm.observed import ObservedState, PortBinding
+from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.port_memory import recall_ports
+from swarmgate.models.swarm.ports import PortBinding
 from swarmgate.operator.delivery.channel_holder import ChannelKeyHolder
 from swarmgate.operator.edge.actions import Publisher, apply
 from swarmgate.operator.edge.lease import LeaderElection
 from swarmgate.operator.edge.observe import Api, observe
+from swarmgate.operator.planning.actions import PublishProxyConfig
+from swarmgate.operator.planning.channel_mount import own_channel_mount
 from swarmgate.operator.planning.desired import DesiredState, compute_desired
+from swarmgate.operator.planning.holds import record_attempts, rejected_extensions
 from swarmgate.operator.planning.lease import own_task
-from swarmgate.operator.planning.plan import (
-    PublishProxyConfig,
-    own_channel_mount,
-    plan,
-    record_attempts,
-    rejected_extensions,
-)
+from swarmgate.operator.planning.plan import plan
 from swarmgate.operator.planning.report import ApplyResult, PassReport
 from swarmgate.operator.telemetry.calls import CallCounter
 from swarmgate.operator.telemetry.holds import HoldReport

@@ -1,10 +1,11 @@
 """What the operator pushes to and reads from a proxy task's control server (pure).
 
-The agent side is `agent.sh`; the nginx side is `renderers/templates/control.conf.j2` plus the
-file the agent writes itself. A proxy task is addressed through its own node: the node's address
-and the host port Swarm published for the extension's `TargetSSLPort`, over TLS with SNI and Host
-`swarmgate-control.invalid`, both ends proving they hold the channel key (`channel_key`). That
-needs host-mode publishing: through the ingress routing mesh a request lands on any task.
+The agent side is `planning/agent.sh` (the planner ships it to the proxies); the nginx side is
+`renderers/templates/control.conf.j2` plus the file the agent writes itself. A proxy task is
+addressed through its own node: the node's address and the host port Swarm published for the
+extension's `TargetSSLPort`, over TLS with SNI and Host `swarmgate-control.invalid`, both ends
+proving they hold the channel key (`channel_key`). That needs host-mode publishing: through the
+ingress routing mesh a request lands on any task.
 
 Protocol swarmgate/3:
 

@@ -24,7 +24,7 @@ from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import CHANNEL_FINGERPRINT_LABEL
 from swarmgate.operator.delivery.channel_key import ChannelKey
 from swarmgate.operator.edge.observe import CONNECTION_ERRORS
-from swarmgate.operator.planning.plan import (
+from swarmgate.operator.planning.actions import (
     Action,
     CreateChannelSecret,
     CreateConfig,

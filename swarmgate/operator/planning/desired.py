@@ -19,8 +19,9 @@ from typing import Any
 from swarmgate.errors import SwarmgateError
 from swarmgate.models.routing.labels import SetAside
 from swarmgate.models.routing.routes import RouteTable, build_route_table, unclaimed_services
-from swarmgate.models.settings.config import Config, Extension
-from swarmgate.models.swarm.observed import ObservedState, Service
+from swarmgate.models.settings.config import Config
+from swarmgate.models.settings.extension import Extension
+from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import (
     CHANNEL_SECRET_NAME,
     KIND_AGENT,
@@ -31,14 +32,11 @@ from swarmgate.models.swarm.ownership import (
     is_owned,
     owned_labels,
 )
-from swarmgate.operator.planning.proxyspec import (
-    ServiceSpec,
-    build_proxy_spec,
-    delivers_in_place,
-    delivery_notices,
-    proxy_networks,
-)
+from swarmgate.models.swarm.services import Service
+from swarmgate.operator.planning.delivery_mode import delivers_in_place, delivery_notices
+from swarmgate.operator.planning.proxyspec import build_proxy_spec, proxy_networks
 from swarmgate.operator.planning.runtime import Runtime, current_runtime
+from swarmgate.operator.planning.service_spec import ServiceSpec
 from swarmgate.renderers.nginx import RenderedConfig, custom_template, render_bootstrap, render_nginx
 
 

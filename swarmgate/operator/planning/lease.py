@@ -26,8 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
-from swarmgate.models.swarm.observed import ObservedState, Task
+from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import OWNER_LABEL, owned_labels
+from swarmgate.models.swarm.tasks import Task
 
 LEASE_NAME: Final = "swarmgate-leader"
 KIND_LEADER: Final = "leader"

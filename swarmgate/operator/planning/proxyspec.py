@@ -1,24 +1,31 @@
 """The proxy service's desired Engine API spec, built from an extension's configuration (pure).
 
-The spec is a `ServiceSpec` document as the Engine API (1.41) takes it, typed here field by field
-(the parts swarmgate writes, named as the API names them), so the same value is sent by `actions`,
-compared by `plan` and printed by `swarmgate plan`. The managed fields that `specdiff` projects both
-sides onto (`MANAGED_PATHS`) are derived from these types: what we write is what we compare.
-
-The spec depends only on the TOML configuration and on the TLS secrets of the route table: nothing
-about the operator (where it runs, its port) reaches the proxy, so moving or restarting the
-operator never rolls a proxy. Config and secret references name their objects only
-(`ConfigName`/`SecretName`); `actions` fills in the IDs when it writes, because an ID does not exist
-before the object is created and says nothing a content-addressed name does not already say.
+The spec's shape is `service_spec`'s types. It depends only on the TOML configuration and on the TLS
+secrets of the route table: nothing about the operator (where it runs, its port) reaches the proxy,
+so moving or restarting the operator never rolls a proxy. Config and secret references name their
+objects only (`ConfigName`/`SecretName`); `edge.actions` fills in the IDs when it writes, because an
+ID does not exist before the object is created and says nothing a content-addressed name does not
+already say.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal, NotRequired, TypedDict, get_type_hints, is_typeddict
 
-from swarmgate.models.settings.config import Config, Extension
+from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.ownership import KIND_PROXY, OWN_CONSTRAINTS_LABEL, owned_labels
+from swarmgate.operator.planning.service_spec import (
+    ConfigReference,
+    ContainerSpec,
+    FileTarget,
+    Mount,
+    PlacementPreference,
+    PortConfig,
+    SecretReference,
+    ServiceSpec,
+    TaskTemplate,
+    UpdateConfig,
+)
 from swarmgate.renderers.nginx import CONTROL_DIR
 
 AGENT_PATH = "/swarmgate/agent.sh"
@@ -27,124 +34,6 @@ CHANNEL_KEY_PATH = "/run/secrets/swarmgate-channel"
 # The agent keeps the last config its node served here; a named local volume outlives the task.
 STATE_PATH = f"{CONTROL_DIR}/state"
 NANOS = 1_000_000_000
-
-
-class FileTarget(TypedDict):
-    Name: str
-    UID: str
-    GID: str
-    Mode: int
-
-
-class ConfigReference(TypedDict):
-    File: FileTarget
-    ConfigName: str
-    ConfigID: NotRequired[str]  # filled in by `actions`
-
-
-class SecretReference(TypedDict):
-    File: FileTarget
-    SecretName: str
-    SecretID: NotRequired[str]  # filled in by `actions`
-
-
-class Mount(TypedDict):
-    Type: Literal["volume", "bind", "tmpfs"]
-    Source: str
-    Target: str
-
-
-class ContainerSpec(TypedDict):
-    Image: str
-    Command: NotRequired[list[str]]
-    Args: NotRequired[list[str]]
-    Env: list[str]
-    Labels: dict[str, str]
-    StopSignal: str
-    StopGracePeriod: int
-    Configs: list[ConfigReference]
-    Secrets: list[SecretReference]
-    Mounts: list[Mount]
-
-
-class SpreadOver(TypedDict):
-    SpreadDescriptor: str
-
-
-class PlacementPreference(TypedDict):
-    Spread: SpreadOver
-
-
-class Placement(TypedDict):
-    Constraints: list[str]
-    Preferences: list[PlacementPreference]
-
-
-class NetworkAttachmentConfig(TypedDict):
-    Target: str  # a network ID: the daemon turns a name into the ID anyway, and would read as a change
-
-
-class TaskTemplate(TypedDict):
-    ContainerSpec: ContainerSpec
-    Placement: Placement
-    # The overlay networks the proxy joins to reach routed tasks (see `proxy_networks`); absent when none.
-    Networks: NotRequired[list[NetworkAttachmentConfig]]
-
-
-class Replicated(TypedDict):
-    Replicas: int
-
-
-class ServiceMode(TypedDict):
-    Replicated: Replicated
-
-
-class UpdateConfig(TypedDict):
-    Parallelism: int
-    Delay: NotRequired[int]
-    FailureAction: Literal["continue", "pause", "rollback"]
-    Monitor: int
-    Order: Literal["stop-first", "start-first"]
-
-
-class PortConfig(TypedDict):
-    Protocol: Literal["tcp", "udp", "sctp"]
-    TargetPort: int
-    PublishedPort: int
-    PublishMode: Literal["ingress", "host"]
-
-
-class EndpointSpec(TypedDict):
-    # `Mode` is left to Docker's default (vip): the proxy is reached on its nodes' host ports.
-    Ports: list[PortConfig]
-
-
-class ServiceSpec(TypedDict):
-    Name: str
-    Labels: dict[str, str]
-    TaskTemplate: TaskTemplate
-    Mode: ServiceMode
-    UpdateConfig: UpdateConfig
-    RollbackConfig: UpdateConfig
-    EndpointSpec: EndpointSpec
-
-
-# Compared as one value each: Docker keeps them as written, and a partial match means nothing.
-_COMPARED_WHOLE: tuple[type, ...] = (ServiceMode, UpdateConfig)
-
-
-def _managed_paths(spec_type: type, prefix: tuple[str, ...] = ()) -> tuple[tuple[str, ...], ...]:
-    paths: list[tuple[str, ...]] = []
-    for key, hint in get_type_hints(spec_type).items():
-        if is_typeddict(hint) and hint not in _COMPARED_WHOLE:
-            paths.extend(_managed_paths(hint, (*prefix, key)))
-        else:
-            paths.append((*prefix, key))
-    return tuple(paths)
-
-
-# Every field of a proxy ServiceSpec the operator sets; anything else on the service is left as found.
-MANAGED_PATHS: tuple[tuple[str, ...], ...] = _managed_paths(ServiceSpec)
 
 
 def _nanos(seconds: float) -> int:
@@ -172,32 +61,6 @@ def proxy_constraints(ext: Extension, user_added: Iterable[str]) -> list[str]:
 def state_volume(ext: Extension) -> str:
     """The named local volume holding the last config a node's proxy served (one per node)."""
     return f"{ext.proxy_service_name}-state"
-
-
-def delivers_in_place(ext: Extension) -> bool:
-    """Hitless delivery, which needs host-mode publishing: the operator pushes each config to each
-    proxy task through the task's own node and host port. Through the ingress routing mesh a request
-    lands on any task, so one task cannot be addressed; such an extension is delivered the plain way
-    (a new Swarm config and a rolling update per change) until ingress gets a channel of its own."""
-    return ext.hitless_service_update and ext.publish_mode == "host"
-
-
-def delivery_notices(config: Config) -> tuple[str, ...]:
-    """What the configuration asks for that delivery does differently, said once per start."""
-    notices: list[str] = []
-    if config.endpoint_override:
-        notices.append("EndpointOverride is accepted and not needed: the operator pushes configs to its "
-                       "proxies, which never contact it")
-    for name, ext in sorted(config.extensions.items()):
-        if delivers_in_place(ext) and ext.proxy_args:
-            notices.append(f"Extensions.{name}: ProxyArgs are not applied with HitlessServiceUpdate = true: the "
-                           "agent starts nginx itself (nginx -c ProxyConfigPath -g 'daemon off;'); put nginx "
-                           "directives in Config.GlobalOptions instead, or set HitlessServiceUpdate = false")
-        if ext.hitless_service_update and not delivers_in_place(ext):
-            notices.append(f"Extensions.{name}: PublishMode = \"ingress\" cannot address one proxy task, so "
-                           "HitlessServiceUpdate is not applied: every change is a new Swarm config and a "
-                           "rolling update of the proxy (use PublishMode = \"host\" for in-place reloads)")
-    return tuple(notices)
 
 
 def proxy_networks(needed: Iterable[str], current: Iterable[str]) -> tuple[str, ...]:

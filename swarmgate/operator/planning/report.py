@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.operator.planning.actions import Action, NoOp
 from swarmgate.operator.planning.desired import DesiredState
-from swarmgate.operator.planning.plan import Action, NoOp
 
 
 @dataclass

@@ -9,14 +9,14 @@ from __future__ import annotations
 import functools
 import platform
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
+from typing import Final
 
 from swarmgate import __version__
 
-# The agent ships as package data of the delivery package; reading a file is not an import, so the
-# layer table (planning below delivery) holds.
-_AGENT_PACKAGE = "swarmgate.operator.delivery"
-_AGENT_FILE = "agent.sh"
+# The proxy agent is package data beside this module: the planner ships it to every hitless proxy
+# as a Swarm config (mounted at `proxyspec.AGENT_PATH`), so the package that embeds it owns it.
+AGENT_SCRIPT: Final = Path(__file__).with_name("agent.sh")
 
 
 @dataclass(frozen=True)
@@ -33,5 +33,4 @@ def server_info() -> str:
 
 @functools.cache
 def current_runtime() -> Runtime:
-    agent = resources.files(_AGENT_PACKAGE).joinpath(_AGENT_FILE).read_bytes()
-    return Runtime(server_info=server_info(), agent_script=agent)
+    return Runtime(server_info=server_info(), agent_script=AGENT_SCRIPT.read_bytes())

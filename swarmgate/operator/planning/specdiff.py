@@ -17,7 +17,7 @@ What DeepDiff does, through its own options:
 
 What is ours, and why:
 
-* `MANAGED_PATHS`, the essence (derived from `proxyspec`'s typed spec). The same list says what
+* `MANAGED_PATHS`, the essence (derived from `service_spec`'s typed spec). The same list says what
   `merge_managed` replaces in an update (and so what it leaves as a person set it), so it is our
   data, not a DeepDiff `include_paths` option.
 * Config and secret references are keyed by the file they are mounted at, so a change names the
@@ -43,8 +43,8 @@ from deepdiff.helper import notpresent
 from deepdiff.model import DiffLevel
 
 # Every field of a proxy ServiceSpec the operator sets, derived from the typed spec it writes
-# (`proxyspec.ServiceSpec`): what is compared is what is written. Anything else is left as found.
-from swarmgate.operator.planning.proxyspec import MANAGED_PATHS
+# (`service_spec.ServiceSpec`): what is compared is what is written. Anything else is left as found.
+from swarmgate.operator.planning.service_spec import MANAGED_PATHS
 
 _SETS = frozenset({"Env", "Constraints"})
 _REFERENCES = frozenset({"Configs", "Secrets"})

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from swarmgate.operator.planning.plan import HOLD_REASONS, Action, NoOp
+from swarmgate.operator.planning.actions import HOLD_REASONS, Action, NoOp
 from swarmgate.operator.telemetry import metrics
 
 log = logging.getLogger("swarmgate.holds")

@@ -18,7 +18,7 @@ from prometheus_client import Gauge
 # Why a service is set aside, as a closed set: defined once, where the reasons are made.
 from swarmgate.models.routing.labels import REASON_KINDS
 from swarmgate.operator.delivery.proxystate import ProxyState
-from swarmgate.operator.planning.plan import Action, NoOp
+from swarmgate.operator.planning.actions import Action, NoOp
 from swarmgate.operator.planning.report import PassReport
 from swarmgate.operator.telemetry import metrics
 from swarmgate.operator.telemetry.calls import CallCounter
