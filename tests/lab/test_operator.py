@@ -24,7 +24,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from swarmgate.operator.planning.lease import LEASE_NAME
+from swarmgate.operator.planning.leadership import LEASE_NAME
 from tests.lab import http
 from tests.lab.conftest import REPO, Lab
 from tests.lab.operator_fixture import (

@@ -17,6 +17,7 @@ from swarmgate.models.routing.route_types import RouteTable
 from swarmgate.models.settings.config import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import KIND_AGENT, KIND_BOOTSTRAP, KIND_PROXY, KIND_PROXY_CONFIG, owned_labels
+from swarmgate.operator.control.readiness import readiness_body
 from swarmgate.operator.planning.desired import ConfigObject, DesiredState, ExtensionDesired
 from swarmgate.operator.planning.plan import (
     CreateService,
@@ -29,7 +30,7 @@ from swarmgate.operator.planning.plan import (
     rejected_extensions,
     spec_digest,
 )
-from swarmgate.operator.telemetry.holds import HoldReport, readiness_body
+from swarmgate.operator.telemetry.holds import HoldReport
 from swarmgate.operator.telemetry.metrics import REGISTRY
 from swarmgate.renderers import validate
 from swarmgate.renderers.nginx import RenderedConfig, render_nginx

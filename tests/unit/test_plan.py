@@ -14,7 +14,7 @@ from swarmgate.models.settings.config import Config, parse_config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import CHANNEL_FINGERPRINT_LABEL, CHANNEL_SECRET_NAME
 from swarmgate.operator.planning.desired import DesiredState, build_desired, control_peers
-from swarmgate.operator.planning.lease import own_task
+from swarmgate.operator.planning.leadership import own_task
 from swarmgate.operator.planning.plan import (
     Action,
     CreateChannelSecret,

@@ -222,13 +222,6 @@ def may_act(memory: Memory, *, as_task: bool, now: float, lease_seconds: float =
     return confirmed and (as_task or (memory.renewed_at is not None and now - memory.renewed_at < lease_seconds))
 
 
-def resync_seconds(poll_interval: float, *, in_swarm: bool) -> float:
-    """How often passes must run at least. A task holder is watched through Swarm on the usual resync;
-    outside Swarm a leader renews and a standby watches the lease go stale, so passes come at least
-    twice per renewal period, whatever `PollInterval` says."""
-    return poll_interval if in_swarm else min(poll_interval, RENEW_SECONDS / 2)
-
-
 def after_write(decision: Decision, *, ok: bool) -> Decision:
     """The role once the decision's write is done: a lost compare-and-swap means stand by at once."""
     if decision.write is None or ok:
