@@ -52,8 +52,8 @@ def test_an_nginx_verdict_holds_the_extension() -> None:
 def test_a_change_log_says_what_appeared_and_what_ended() -> None:
     log: ChangeLog[str] = ChangeLog()
     first = log.update(["a", "b"])
-    assert (first.appeared, first.ended) == ({"a", "b"}, set())
+    assert (first.appeared, first.ended) == (frozenset({"a", "b"}), frozenset())
     same = log.update(["b", "a"])
-    assert (same.appeared, same.ended) == (set(), set())
+    assert (same.appeared, same.ended) == (frozenset(), frozenset())
     moved = log.update(["b", "c"])
-    assert (moved.appeared, moved.ended, log.current) == ({"c"}, {"a"}, {"b", "c"})
+    assert (moved.appeared, moved.ended, log.current) == (frozenset({"c"}), frozenset({"a"}), frozenset({"b", "c"}))
