@@ -88,7 +88,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if not args.state:
         # What every proxy task serves, asked of the proxies themselves (no operator needed); the
         # secrets their rejections blame are set aside as a live pass would.
-        wanted = decide_pass(config, observed).desired  # what the proxies are asked to be current with
+        with collection_paused():
+            wanted = decide_pass(config, observed).desired  # what the proxies are asked to be current with
         surveyed = survey(config, observed, wanted, _keyring(args, observed))
         reported = Reported(published=served_everywhere(surveyed), rejections=rejections(surveyed))
     # What a live pass would do, holds included: the same nginx -t before anything is published.
@@ -139,8 +140,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         # Straight from the proxies: what each running proxy task says it serves, against the
         # config this pipeline computes (the operator's, by construction).
-        observed = observe(connect(config))
-        desired = decide_pass(config, observed).desired
+        with collection_paused():
+            observed = observe(connect(config))
+            desired = decide_pass(config, observed).desired
         status = {**status_document(survey(config, observed, desired, _keyring(args, observed))),
                   **route_findings(desired)}
         status["leader"] = leader_summary(observed)
