@@ -16,8 +16,9 @@ Who is alive is read from the snapshot rather than from writes wherever Swarm al
   changed for `lease_seconds`, measured on the standby's own monotonic clock from when it first saw
   that version: no two machines' clocks are ever compared.
 
-`decide` holds no clock (the caller passes `now`) and writes nothing: it returns what to write, and
-`after_write` turns the write's outcome into the role. A failed compare-and-swap means someone else
+`decide` holds no clock (the caller passes `now`) and writes nothing: it returns what to write
+(`edge/election.py` writes it, in the pass's "elect" step), and `after_write` turns the write's
+outcome into the role. A failed compare-and-swap means someone else
 won: stand by at once.
 """
 
