@@ -7,8 +7,8 @@ process measures, side by side:
 * parse:  `json.loads` of the three responses, nothing else, as any process does it (Python's cyclic
           garbage collector on, its default) and with the collector paused;
 * pass:   what the operator's reconcile pass does with the same responses, as it runs it (collector
-          paused, `reconcile.collection_paused`): parse, snapshot (`ObservedState.from_api`), desired
-          state (route table, rendered nginx config, proxy spec) and plan.
+          paused, `gc_pause.collection_paused`): parse, snapshot (`ObservedState.from_api`), and
+          `decide_pass`: desired state (route table, rendered nginx config, proxy spec) and plan.
 
 The first pass is cold (label parsing not cached yet); the next ones are what a running operator
 pays when few labels changed. It prints one JSON object: medians in seconds and the process's
@@ -30,9 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from swarmgate.models.settings.config import parse_config  # noqa: E402
 from swarmgate.models.swarm.observed import ObservedState  # noqa: E402
-from swarmgate.operator.control.reconcile import collection_paused  # noqa: E402
-from swarmgate.operator.planning.desired import compute_desired  # noqa: E402
-from swarmgate.operator.planning.plan import plan  # noqa: E402
+from swarmgate.operator.control.gc_pause import collection_paused  # noqa: E402
+from swarmgate.operator.planning.decide import decide_pass  # noqa: E402
 from tests import factories as f  # noqa: E402
 
 TOML = """
@@ -80,9 +79,7 @@ def main() -> int:
     def one_pass() -> Any:
         with collection_paused():
             observed = ObservedState.from_api(**parse())
-            desired = compute_desired(config, observed)
-            plan(desired, observed, published={})
-            return observed, desired
+            return observed, decide_pass(config, observed).desired
 
     def timed(fn: Any) -> tuple[float, Any]:
         start = time.perf_counter()

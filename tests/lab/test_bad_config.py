@@ -20,7 +20,7 @@ import pytest
 from swarmgate.errors import ConfigError
 from swarmgate.models.settings.config import parse_config
 from swarmgate.operator.cli.offline import check_with_nginx
-from swarmgate.operator.planning.lease import LEASE_NAME
+from swarmgate.operator.planning.leadership import LEASE_NAME
 from tests import docker_api
 from tests.lab import http
 from tests.lab.bad_configs import nginx_rejected_config

@@ -25,7 +25,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from swarmgate.operator.planning.lease import LEASE_NAME
+from swarmgate.operator.planning.leadership import LEASE_NAME
 from tests import docker_api
 from tests.lab import http
 from tests.lab.cluster import REPO, Lab

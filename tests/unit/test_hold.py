@@ -17,11 +17,12 @@ from swarmgate.models.routing.route_types import RouteTable
 from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import KIND_AGENT, KIND_BOOTSTRAP, KIND_PROXY, KIND_PROXY_CONFIG, owned_labels
+from swarmgate.operator.control.readiness import readiness_body
 from swarmgate.operator.planning.actions import CreateService, NoOp, PublishProxyConfig, UpdateService
 from swarmgate.operator.planning.desired import ConfigObject, DesiredState, ExtensionDesired
 from swarmgate.operator.planning.holds import nginx_texts, record_attempts, rejected_extensions, spec_digest
 from swarmgate.operator.planning.plan import plan
-from swarmgate.operator.telemetry.holds import HoldReport, readiness_body
+from swarmgate.operator.telemetry.holds import HoldReport
 from swarmgate.operator.telemetry.metrics import REGISTRY
 from swarmgate.renderers import validate
 from swarmgate.renderers.nginx import RenderedConfig, render_nginx

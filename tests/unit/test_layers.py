@@ -2,7 +2,9 @@
 or the layers below it; there are no import circles; only the Docker edge imports `docker`.
 
 The order is the README's "how it works", bottom up: configuration and snapshot types, the route
-table, rendering, the pure plan, delivery to proxies, telemetry, the Docker edge, the loop, the CLI.
+table, rendering, the pure decision (`planning.decide.decide_pass`: desired state and plan), delivery
+to proxies, telemetry, the Docker edge, the running operator (its pass, loop, endpoint and
+readiness), the CLI.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("swarmgate.operator.delivery",),
     ("swarmgate.operator.telemetry",),
     ("swarmgate.operator.edge",),
+    # The running operator: one pass (observe, elect, decide, apply), the loop, and `Operator`, which
+    # owns and wires every part. Its own HTTP endpoint and `/readyz` live here too: they serve what
+    # only the running operator holds (its health, holds, role, proxy store), to people and their
+    # tools, never to the proxies, so they are not delivery.
     ("swarmgate.operator.control",),
     ("swarmgate.operator.cli", "swarmgate.__main__"),
 ]

@@ -1,11 +1,11 @@
 """The live pass learns unusable TLS secrets from proxies' rejections and sets only their services aside
-(control/reconcile.learn_unusable_secrets feeding the pipeline; pure, no Docker)."""
+(planning/decide.learn_unusable_secrets feeding the pipeline; pure, no Docker)."""
 
 from __future__ import annotations
 
 from swarmgate.models.settings.config import load_config
 from swarmgate.models.swarm.observed import ObservedState
-from swarmgate.operator.control.reconcile import learn_unusable_secrets
+from swarmgate.operator.planning.decide import learn_unusable_secrets
 from swarmgate.operator.planning.desired import compute_desired
 from tests.factories import node, service, swarm_secret, task
 from tests.unit.test_render import GOLDEN

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from swarmgate.models.swarm.observed import ObservedState
-from swarmgate.operator.edge.lease import is_lease_event
+from swarmgate.operator.edge.election import is_lease_event
 from swarmgate.operator.planning.actions import RemoveConfig
 from swarmgate.operator.planning.desired import DesiredState
-from swarmgate.operator.planning.lease import (
+from swarmgate.operator.planning.leadership import (
     LEASE_DATA,
     LEASE_NAME,
     LEASE_SECONDS,
@@ -33,9 +33,9 @@ from swarmgate.operator.planning.lease import (
     own_task,
     read_lease,
     release,
-    resync_seconds,
 )
 from swarmgate.operator.planning.plan import plan
+from swarmgate.operator.planning.retry import resync_seconds
 from tests import factories as f
 
 OPERATOR = f.service("interlock", host_ports=(8080,))

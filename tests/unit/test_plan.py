@@ -24,7 +24,7 @@ from swarmgate.operator.planning.actions import (
 )
 from swarmgate.operator.planning.channel_mount import own_channel_mount
 from swarmgate.operator.planning.desired import DesiredState, build_desired, control_peers
-from swarmgate.operator.planning.lease import own_task
+from swarmgate.operator.planning.leadership import own_task
 from swarmgate.operator.planning.plan import plan
 from swarmgate.operator.planning.runtime import Runtime
 from tests import factories as f

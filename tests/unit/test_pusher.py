@@ -16,10 +16,13 @@ from swarmgate.errors import ConfigError
 from swarmgate.models.settings.config import parse_config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import KIND_PROXY, owned_labels
+from swarmgate.operator.control.endpoint import EndpointServer, json_answer, parse_listen_addr, serve
+from swarmgate.operator.control.loop import DockerHealth
+from swarmgate.operator.control.readiness import Readiness
 from swarmgate.operator.delivery.channel_key import ChannelKey, ChannelKeyError
 from swarmgate.operator.delivery.control_client import SequenceNumbers
-from swarmgate.operator.delivery.endpoint import EndpointServer, parse_listen_addr, serve
 from swarmgate.operator.delivery.proxystate import ProxyState
+from swarmgate.operator.delivery.status import status_document
 from swarmgate.operator.delivery.wire import (
     AgentStatus,
     ForgedStatus,
@@ -29,6 +32,7 @@ from swarmgate.operator.delivery.wire import (
     push_body,
     verify_status,
 )
+from swarmgate.operator.telemetry.holds import HoldReport
 from tests import factories as f
 
 D1, D2 = "1" * 64, "2" * 64
@@ -211,8 +215,10 @@ def store() -> ProxyState:
 
 @pytest.fixture
 def server(store: ProxyState) -> Iterator[EndpointServer]:
-    srv = serve("127.0.0.1:0", store, extra_routes={"/metrics": lambda: (200, "text/plain", b"m 1\n")},
-                ready=lambda: False)
+    # Docker never answered this operator: not ready.
+    readiness = Readiness(DockerHealth(), HoldReport(), max_age=30.0)
+    srv = serve("127.0.0.1:0", {"/metrics": lambda: (200, "text/plain", b"m 1\n"), "/readyz": readiness.answer,
+                                "/v1/status": lambda: json_answer(status_document(store))})
     yield srv
     srv.shutdown()
 

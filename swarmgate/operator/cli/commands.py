@@ -1,6 +1,8 @@
-"""The commands that talk to a live Swarm: run, plan, status, snapshot (I/O, through observe/actions).
+"""The commands that talk to a live Swarm: run, plan, status, snapshot, rotate-key (I/O, through
+observe/actions; `run` hands everything to `control/operator.py`).
 
-Every command loads and validates the configuration before it connects to anything, so a bad file
+`plan` and `status` decide with `planning/decide.py`'s `decide_pass`, the function a live pass
+calls. Every command loads and validates the configuration before it connects to anything, so a bad file
 changes nothing in the Swarm.
 """
 
@@ -13,14 +15,11 @@ import logging
 import os
 import signal
 import sys
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
 from types import FrameType
 from typing import Any
-
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from swarmgate.errors import SwarmgateError
 from swarmgate.models.settings.config import Config, load_config
@@ -32,30 +31,22 @@ from swarmgate.models.swarm.ownership import (
     owned_labels,
 )
 from swarmgate.models.swarm.state_file import load_state_file
-from swarmgate.operator.control.loop import DockerHealth, Wakeup, run_loop, watch_events
-from swarmgate.operator.control.reconcile import Reconciler, learn_unusable_secrets
+from swarmgate.operator.control.gc_pause import collection_paused
+from swarmgate.operator.control.operator import Operator
 from swarmgate.operator.delivery.channel_holder import (
     ChannelKeyHolder,
     Keyring,
     channel_generation,
     channel_secret_name,
 )
-from swarmgate.operator.delivery.endpoint import serve, status_document
-from swarmgate.operator.delivery.proxystate import ProxyState
-from swarmgate.operator.delivery.pusher import Pusher
+from swarmgate.operator.delivery.status import rejections, status_document
 from swarmgate.operator.delivery.survey import served_everywhere, survey
-from swarmgate.operator.delivery.wire import proxy_targets
 from swarmgate.operator.edge.actions import apply
-from swarmgate.operator.edge.lease import LeaderElection, WithoutLeaseEvents
-from swarmgate.operator.edge.observe import connect, fetch_documents, observe, own_container_id
+from swarmgate.operator.edge.observe import connect, fetch_documents, observe
 from swarmgate.operator.planning.actions import CreateChannelSecret, NoOp, PublishProxyConfig
-from swarmgate.operator.planning.desired import compute_desired
+from swarmgate.operator.planning.decide import Reported, decide_pass
 from swarmgate.operator.planning.findings import findings_text, route_findings
-from swarmgate.operator.planning.holds import rejected_extensions
-from swarmgate.operator.planning.lease import leader_summary, resync_seconds
-from swarmgate.operator.planning.plan import plan
-from swarmgate.operator.planning.retry import Outcome, Schedule
-from swarmgate.operator.telemetry import holds, metrics, observability
+from swarmgate.operator.planning.leadership import leader_summary
 from swarmgate.operator.telemetry.calls import CallCounter
 from swarmgate.renderers.validate import NginxGate
 
@@ -70,86 +61,17 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load(args)
-    api = connect(config)
-    store = ProxyState(on_converged=observability.record_convergence, on_reload=observability.count_reload)
-    pass_metrics = observability.PassMetrics()
-    observability.init_series()
-    container_id = own_container_id()
-    calls = CallCounter()
-    # Only the leader writes and pushes; the others stand by (see planning/lease.py).
-    election = LeaderElection(api=api, calls=calls, container_id=container_id)
-    # A task reads its key from the mounted secret; a plain process keeps the key it creates.
-    channel = ChannelKeyHolder(Path(args.channel_key), writable=container_id is None)
-    # Pushes run off the reconcile thread, each signed with the leader's term.
-    hold_report = holds.HoldReport()
-    pusher = Pusher(store, channel.keyring, term=election.term, on_forged=hold_report.forged_status)
-    reconciler = Reconciler(config=config, api=api, publisher=pusher, own_container_id=container_id, calls=calls,
-                            rejections=lambda: rejections(store), election=election, channel=channel,
-                            holds=hold_report)
-    health = DockerHealth()
-    findings: list[dict[str, Any]] = [{}]  # the last pass's route findings, for /v1/status
-
-    def status_route() -> tuple[int, str, bytes]:
-        document = {**status_document(store), **findings[0]}
-        return 200, "application/json", json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
-
-    server = serve(
-        config.listen_addr, store,
-        ready=lambda: health.ready(max_age=max(30.0, 5 * config.poll_interval)),
-        extra_routes={"/metrics": lambda: (200, CONTENT_TYPE_LATEST, metrics.exposition()), **election.routes(),
-                      "/v1/status": status_route,
-                      # /readyz lists what is held (a config nginx rejects, a spec Swarm rolled back).
-                      "/readyz": lambda: holds.readyz(health.ready(max_age=max(30.0, 5 * config.poll_interval)),
-                                                      reconciler.holds)},
-    )
-    stop = threading.Event()
-    wakeup = Wakeup()
+    operator = Operator.build(_load(args), Path(args.channel_key))
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-        wakeup.set()
+        operator.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    threading.Thread(target=watch_events, args=(lambda: WithoutLeaseEvents(connect(config)), wakeup, stop),
-                     name="events", daemon=True).start()
-    log.info("swarmgate running", extra={"listen": config.listen_addr, "extensions": ",".join(config.extensions)})
-
-    last_digest: list[str | None] = [None]
-
-    def run_pass() -> bool:
-        report = reconciler.reconcile_once()
-        pusher.track(proxy_targets(config, report.observed))
-        # "Changed" also when the routes moved without a Docker write (a task came or went): tasks
-        # elsewhere may still be moving, so the loop keeps looking quickly for a while.
-        changed = report.wrote or report.routes_digest != last_digest[0]
-        last_digest[0] = report.routes_digest
-        pass_metrics.record_pass_state(report, store)
-        findings[0] = route_findings(report.desired)
-        return changed
-
-    def on_outcome(outcome: Outcome, seconds: float) -> None:
-        metrics.record_pass(outcome, seconds)
-        pass_metrics.sync_calls(reconciler.calls)
-
-    pusher.start()
-    try:
-        resync = resync_seconds(config.poll_interval, in_swarm=container_id is not None)
-        run_loop(run_pass, schedule=Schedule(resync=resync), wakeup=wakeup, stop=stop,
-                 health=health, on_outcome=on_outcome)
-    finally:
-        pusher.stop()
-        election.release_on_exit()
-        server.shutdown()
+    operator.run()
     log.info("stopped")
     return 0
-
-
-def rejections(store: ProxyState) -> list[tuple[str, str]]:
-    """(extension, nginx -t message) of every proxy that rejected a config, as its status said."""
-    return [(p.cluster, p.last_error) for p in store.proxies() if p.rejected_digest and p.last_error]
 
 
 def _observed(config: Config, state: str | None) -> ObservedState:
@@ -160,23 +82,24 @@ def _observed(config: Config, state: str | None) -> ObservedState:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     config = _load(args)
-    observed = _observed(config, args.state)
-    desired = compute_desired(config, observed)
-    published: dict[str, str] = {}
+    with collection_paused():
+        observed = _observed(config, args.state)
+    reported = Reported()
     if not args.state:
         # What every proxy task serves, asked of the proxies themselves (no operator needed); the
         # secrets their rejections blame are set aside as a live pass would.
-        surveyed = survey(config, observed, desired, _keyring(args, observed))
-        published = served_everywhere(surveyed)
-        unusable = learn_unusable_secrets(config, observed, (), rejections(surveyed))
-        if unusable:
-            desired = compute_desired(config, observed, unusable_secrets=unusable)
+        with collection_paused():
+            wanted = decide_pass(config, observed).desired  # what the proxies are asked to be current with
+        surveyed = survey(config, observed, wanted, _keyring(args, observed))
+        reported = Reported(published=served_everywhere(surveyed), rejections=rejections(surveyed))
     # What a live pass would do, holds included: the same nginx -t before anything is published.
-    actions = plan(desired, observed, published=published, rejected=rejected_extensions(desired, NginxGate().verdict))
+    with collection_paused():
+        decision = decide_pass(config, observed, reported=reported, verdict=NginxGate().verdict)
+    actions = decision.actions
     if args.state:
         # A state file has no proxies to ask what they serve: show Docker changes only.
         actions = [a for a in actions if not isinstance(a, PublishProxyConfig)] or [NoOp()]
-    for ext in desired.extensions:
+    for ext in decision.desired.extensions:
         print(f"extension {ext.name}: {len(ext.route_table.hosts)} host(s), config {ext.rendered.digest[:12]}")
         if ext.problem:
             print(f"  not managed: {ext.problem}")
@@ -217,8 +140,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         # Straight from the proxies: what each running proxy task says it serves, against the
         # config this pipeline computes (the operator's, by construction).
-        observed = observe(connect(config))
-        desired = compute_desired(config, observed)
+        with collection_paused():
+            observed = observe(connect(config))
+            desired = decide_pass(config, observed).desired
         status = {**status_document(survey(config, observed, desired, _keyring(args, observed))),
                   **route_findings(desired)}
         status["leader"] = leader_summary(observed)

@@ -1,8 +1,10 @@
 """The offline commands: check-config, render, routes (I/O: reads files, prints to stdout/stderr).
 
-They read a TOML config and a state file of Docker Engine API JSON and call the same pipeline a live
-pass calls (`compute_desired`), so what they print is what the operator would do. Each returns the
-process exit code through `exits.guarded`: 0, or 2 with one line on stderr for bad input.
+`render` and `routes` read a TOML config and a state file of Docker Engine API JSON and call the
+function a live pass calls (`planning/decide.py`'s `decide_pass`, with the same garbage-collector
+pause), so what they print is what the operator would do. `check-config` has no snapshot: it renders
+each extension over a sample route table. Each returns the process exit code through
+`exits.guarded`: 0, or 2 with one line on stderr for bad input.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.state_file import load_state_file
 from swarmgate.operator.cli.exits import guarded
-from swarmgate.operator.planning.desired import DesiredState, compute_desired
+from swarmgate.operator.control.gc_pause import collection_paused
+from swarmgate.operator.planning.decide import decide_pass
+from swarmgate.operator.planning.desired import DesiredState
 from swarmgate.renderers.nginx import render_nginx
 from swarmgate.renderers.sample import sample_route_table
 from swarmgate.renderers.validate import NginxRejectedConfig, NginxUnavailable, nginx_check
@@ -79,7 +83,8 @@ def cmd_render(config_path: str, state_path: str, extension: str | None = None, 
     def body() -> None:
         config = load_config(config_path)
         chosen = _extensions(config, extension)
-        desired = compute_desired(config, load_state_file(state_path))
+        with collection_paused():
+            desired = decide_pass(config, load_state_file(state_path)).desired
         for ext in chosen:
             wanted = desired.extension(ext.name)
             if wanted.render_error is not None:
@@ -134,7 +139,7 @@ def format_route_table(ext: Extension, table: RouteTable, observed: ObservedStat
 
 
 def routes_text(config: Config, observed: ObservedState, desired: DesiredState | None = None) -> str:
-    desired = desired or compute_desired(config, observed)
+    desired = desired or decide_pass(config, observed).desired
     text = "\n".join(format_route_table(ext, desired.extension(ext.name).route_table, observed)
                      for ext in _extensions(config, None))
     if desired.unclaimed:
@@ -149,6 +154,9 @@ def cmd_routes(config_path: str, state_path: str, *, out: TextIO | None = None,
     out, err = out or sys.stdout, err or sys.stderr
 
     def body() -> None:
-        out.write(routes_text(load_config(config_path), load_state_file(state_path)))
+        config = load_config(config_path)
+        with collection_paused():
+            text = routes_text(config, load_state_file(state_path))
+        out.write(text)
 
     return guarded(body, err)

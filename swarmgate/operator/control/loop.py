@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from swarmgate.errors import TerminalError
 from swarmgate.operator.planning.retry import Outcome, Schedule, classify
+from swarmgate.operator.telemetry.changes import ChangeLog
 
 log = logging.getLogger("swarmgate.loop")
 
@@ -47,24 +48,25 @@ class Wakeup:
 
 
 class DockerHealth:
-    """Logs once per change of state, not once per failed attempt."""
+    """Whether Docker answers, logged once per change of state, not once per failed attempt."""
 
     def __init__(self) -> None:
-        self.reachable: bool | None = None
+        self.reachable: bool | None = None  # None until the first pass ends
         self.last_success: float | None = None
+        self._failing: ChangeLog[str] = ChangeLog()
 
     def ok(self) -> None:
-        if self.reachable is False:
+        if self._failing.update(()).ended:
             log.info("docker reachable again")
         self.reachable = True
         self.last_success = time.time()
 
     def ready(self, *, max_age: float) -> bool:
-        """Docker answers and a pass succeeded recently (what `/readyz` reports)."""
+        """Docker answers and a pass succeeded within `max_age` seconds (see `control/readiness.py`)."""
         return self.reachable is True and self.last_success is not None and time.time() - self.last_success < max_age
 
     def failed(self, reason: str) -> None:
-        if self.reachable is not False:
+        if self._failing.update(("docker",)).appeared:
             log.warning("reconcile failing, retrying with backoff", extra={"error": reason})
         self.reachable = False
 

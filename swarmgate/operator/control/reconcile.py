@@ -1,69 +1,51 @@
-"""One reconcile pass: observe, compute desired state, plan, apply (I/O through observe/actions).
+"""One reconcile pass, in four steps: observe, elect, decide, apply.
 
-A pass takes no event payload: it always re-reads the whole Swarm (level-triggered). It returns a
-`PassReport`, or raises `TemporaryError` (the loop backs off and retries) or `TerminalError`.
+* observe (edge, reads): the whole Swarm, never an event payload (level-triggered), with the host
+  ports Swarm stopped listing recalled, and the channel keys its secrets name loaded.
+* elect (edge, writes about the operator itself, before anything is decided about the proxies):
+  the leader lease (`edge/election.py`), and the channel key's mount into the operator's own
+  service. A standby goes on to decide, so its metrics, status and `plan` say what the leader does.
+* decide (pure): `planning/decide.py`'s `decide_pass`, the function `plan`, `status`, `render` and
+  `routes` call too.
+* apply (edge, writes): the leader's actions, in order; a standby applies nothing.
+
+A pass returns a `PassReport`, or raises `TemporaryError` (the loop backs off and retries) or
+`TerminalError`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import hashlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from swarmgate.errors import TemporaryError
-from swarmgate.models.routing.tls_secrets import still_present, unusable_secret_ids
 from swarmgate.models.settings.config import Config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.port_memory import recall_ports
 from swarmgate.models.swarm.ports import PortBinding
+from swarmgate.operator.control.gc_pause import collection_paused
 from swarmgate.operator.delivery.channel_holder import ChannelKeyHolder
+from swarmgate.operator.delivery.proxystate import ProxyState
+from swarmgate.operator.delivery.status import rejections
 from swarmgate.operator.edge.actions import Publisher, apply
-from swarmgate.operator.edge.lease import LeaderElection
+from swarmgate.operator.edge.election import LeaderElection
 from swarmgate.operator.edge.observe import Api, observe
-from swarmgate.operator.planning.actions import PublishProxyConfig
 from swarmgate.operator.planning.channel_mount import own_channel_mount
-from swarmgate.operator.planning.desired import DesiredState, compute_desired
-from swarmgate.operator.planning.holds import record_attempts, rejected_extensions
-from swarmgate.operator.planning.lease import own_task
-from swarmgate.operator.planning.plan import plan
+from swarmgate.operator.planning.decide import PassMemory, Reported, decide_pass
+from swarmgate.operator.planning.desired import DesiredState
+from swarmgate.operator.planning.leadership import own_task
 from swarmgate.operator.planning.report import ApplyResult, PassReport
 from swarmgate.operator.telemetry.calls import CallCounter
+from swarmgate.operator.telemetry.changes import ChangeLog
 from swarmgate.operator.telemetry.holds import HoldReport
 from swarmgate.renderers.validate import NginxGate
 
 log = logging.getLogger("swarmgate.reconcile")
 
-
-@contextlib.contextmanager
-def collection_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for the block (reference counting still frees)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-
-
-def learn_unusable_secrets(config: Config, observed: ObservedState, known: Iterable[str],
-                           rejections: Iterable[tuple[str, str]]) -> frozenset[str]:
-    """Secret IDs a proxy's nginx could not load, kept while the secret exists (a secret's content
-    never changes under its ID, so the verdict stays true; a new secret gets a new ID)."""
-    learnt = set(known)
-    for extension, message in rejections:
-        ext = config.extensions.get(extension)
-        proxy = observed.service_named(ext.proxy_service_name) if ext is not None else None
-        if proxy is not None:
-            learnt |= unusable_secret_ids(message, proxy.spec)
-    return still_present(learnt, observed.secrets)
+Problem = tuple[str, str, str]  # kind, extension or service, reason
 
 
 @dataclass
@@ -75,84 +57,79 @@ class Reconciler:
     calls: CallCounter = field(default_factory=CallCounter)
     # The channel key this operator holds (None: a reconciler that never pushes, e.g. in tests).
     channel: ChannelKeyHolder | None = None
-    _published: dict[str, str] = field(default_factory=dict)
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    # What was last reported as not routed, so each problem is logged when it appears, not every pass.
-    _reported: frozenset[tuple[str, str, str]] = frozenset()
+    # What the proxies said through the delivery channel: their rejections set the TLS secrets those
+    # messages blame aside (one service never stalls the others). None: nobody reports.
+    proxies: ProxyState | None = None
     # Who may write when several operators run. Without one, this reconciler always leads.
     election: LeaderElection | None = None
     clock: Callable[[], float] = time.monotonic
-    # nginx -t before anything is published (once per distinct config), the spec digests this
-    # operator wrote (what Swarm may roll back from), and the holds, said once each.
+    # nginx -t before anything is published (once per distinct config), and the holds, said once each.
     nginx_gate: NginxGate = field(default_factory=NginxGate)
     holds: HoldReport = field(default_factory=HoldReport)
-    _attempted: dict[str, str] = field(default_factory=dict)
-    # (extension, nginx -t message) of each proxy rejection the delivery channel has seen; the TLS
-    # secrets those messages blame set their services aside (one service never stalls the others).
-    rejections: Callable[[], Iterable[tuple[str, str]]] = lambda: ()
-    unusable_secrets: frozenset[str] = frozenset()
+    # What `decide_pass` carries between passes (unusable secrets, attempted specs, published digests).
+    memory: PassMemory = field(default_factory=PassMemory)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    # What was last reported as not routed, so each problem is logged when it appears, not every pass.
+    _problems: ChangeLog[Problem] = field(default_factory=ChangeLog)
     # Host ports of running tasks as last seen, for the tasks Swarm later lists without them
-    # (models/swarm/port_memory.py); and which tasks were last recalled, so each is logged once.
+    # (models/swarm/port_memory.py); and which tasks were recalled, so each is logged once.
     _task_ports: Mapping[str, tuple[PortBinding, ...]] = field(default_factory=dict)
-    _recalled: tuple[str, ...] = ()
+    _recalled: ChangeLog[str] = field(default_factory=ChangeLog)
 
     def reconcile_once(self) -> PassReport:
-        # A pass builds hundreds of thousands of objects (10,000 services: the API's JSON, then the
-        # snapshot, routes and config) and makes no reference cycle. Python's cyclic collector would
-        # walk everything alive again and again while they are built: at 10,000 services that was
-        # more than half of the pass, the JSON parse included. It runs again once the pass is done.
         with collection_paused():
             return self._reconcile_once()
 
     def _reconcile_once(self) -> PassReport:
         reconcile_id = f"r{next(self._ids)}"
         started = self.clock()  # the snapshot is at least this fresh: what confirms a lease
-        observed = self._recall_forgotten_ports(observe(self.api, self.calls), reconcile_id)
-        if self.channel is not None:
-            self.channel.sync(observed)
-        # Decided from this very snapshot, before anything is applied: a standby still computes what
-        # the leader would do (metrics, status, plan) but applies nothing.
-        leading = self.election is None or self.election.step(
-            observed, now=started, reconcile_id=reconcile_id).role == "leader"
-        self._mount_channel_key(observed, reconcile_id)
-        self.unusable_secrets = learn_unusable_secrets(self.config, observed, self.unusable_secrets,
-                                                       self.rejections())
-        desired = compute_desired(self.config, observed, unusable_secrets=self.unusable_secrets)
-        self._report_problems(desired, reconcile_id)
-        actions = plan(desired, observed, published=self._published,
-                       rejected=rejected_extensions(desired, self.nginx_gate.verdict), attempted=self._attempted)
-        self.holds.record(actions, [e.name for e in desired.extensions], reconcile_id=reconcile_id)
+        observed = self._observe(reconcile_id)
+        leading = self._elect(observed, now=started, reconcile_id=reconcile_id)
+        decision = decide_pass(self.config, observed, reported=self._reported(), memory=self.memory,
+                               verdict=self.nginx_gate.verdict)
+        self.memory = decision.memory
+        self._report_problems(decision.desired, reconcile_id)
+        self.holds.record(decision.actions, [e.name for e in decision.desired.extensions], reconcile_id=reconcile_id)
         if not leading:
-            digest = hashlib.sha256("".join(e.rendered.digest for e in desired.extensions).encode()).hexdigest()
-            return PassReport(reconcile_id, actions, ApplyResult(), desired, observed, digest)
-        result = apply(self.api, actions, observed=observed, publisher=self.publisher, calls=self.calls,
+            return PassReport(reconcile_id, decision.actions, ApplyResult(), decision.desired, observed,
+                              decision.routes_digest)
+        result = apply(self.api, decision.actions, observed=observed, publisher=self.publisher, calls=self.calls,
                        reconcile_id=reconcile_id, keys=self.channel)
-        for action in result.done:
-            if isinstance(action, PublishProxyConfig):
-                self._published[action.extension] = action.digest
-        record_attempts(result.done, self._attempted)
+        self.memory = self.memory.after_apply(result.done)
         if result.error is not None:
             raise TemporaryError(f"{result.error} ({len(result.done)} done, {len(result.not_done)} not done)")
-        digest = hashlib.sha256("".join(e.rendered.digest for e in desired.extensions).encode()).hexdigest()
-        return PassReport(reconcile_id, actions, result, desired, observed, digest)
+        return PassReport(reconcile_id, decision.actions, result, decision.desired, observed, decision.routes_digest)
 
-    def _recall_forgotten_ports(self, observed: ObservedState, reconcile_id: str) -> ObservedState:
-        recalled = recall_ports(observed, self._task_ports)
+    def _observe(self, reconcile_id: str) -> ObservedState:
+        recalled = recall_ports(observe(self.api, self.calls), self._task_ports)
         self._task_ports = recalled.memory
-        for task_id in sorted(set(recalled.recalled) - set(self._recalled)):
+        for task_id in sorted(self._recalled.update(recalled.recalled).appeared):
             log.warning("Swarm lists a running task without its host ports; routing it on the ports seen "
                         "before", extra={"reconcile_id": reconcile_id, "task": task_id})
-        self._recalled = recalled.recalled
+        if self.channel is not None:
+            self.channel.sync(recalled.observed)
         return recalled.observed
+
+    def _elect(self, observed: ObservedState, *, now: float, reconcile_id: str) -> bool:
+        """Whether this operator leads this pass, decided from this very snapshot before anything is
+        decided about the proxies (the lease write, if any, happens here); then the channel key's
+        mount into the operator's own service, leader or standby (each needs the key to lead)."""
+        leading = self.election is None or self.election.step(
+            observed, now=now, reconcile_id=reconcile_id).role == "leader"
+        self._mount_channel_key(observed, reconcile_id)
+        return leading
+
+    def _reported(self) -> Reported:
+        return Reported(rejections=rejections(self.proxies)) if self.proxies is not None else Reported()
 
     def _report_problems(self, desired: DesiredState, reconcile_id: str) -> None:
         # The same findings offline `routes` prints, logged once each when they appear.
-        problems = frozenset(
+        problems = self._problems.update(
             [("extension", e.name, e.problem) for e in desired.extensions if e.problem]
             + [("service", a.service, a.reason) for e in desired.extensions for a in e.route_table.set_aside]
             + [("unclaimed", a.service, a.reason) for a in desired.unclaimed]
             + [("notice", e.name, n) for e in desired.extensions for n in e.route_table.notices])
-        for kind, name, reason in sorted(problems - self._reported):
+        for kind, name, reason in sorted(problems.appeared):
             extra = {"reconcile_id": reconcile_id, "reason": reason}
             if kind == "extension":
                 log.warning("extension not managed", extra={**extra, "extension": name})
@@ -162,12 +139,11 @@ class Reconciler:
                 log.info("service not routed by any extension", extra={**extra, "service": name})
             else:
                 log.info("service set aside", extra={**extra, "service": name})
-        self._reported = problems
 
     def _mount_channel_key(self, observed: ObservedState, reconcile_id: str) -> None:
         """An operator that runs as a Swarm task and does not mount the channel key's secret yet
-        mounts it into its own service, leader or standby (each needs the key to lead). Swarm then
-        restarts this operator once; the proxies are not touched."""
+        mounts it into its own service. Swarm then restarts this operator once; the proxies are not
+        touched."""
         if self.channel is None:
             return
         mount = own_channel_mount(observed, own_task(observed, self.own_container_id))

@@ -1,4 +1,5 @@
-"""Apply: execute planned actions against the Docker API (I/O; one of two modules that import docker).
+"""Apply: execute planned actions against the Docker API (I/O; one of the Docker edge's modules,
+the only ones that import docker).
 
 Each action is idempotent on its own (content-addressed configs, create-if-missing, updates that
 carry the version they were planned against), so a pass that stops half way is finished by the next

@@ -1,5 +1,5 @@
-"""Observe: read one snapshot of the Swarm through the Docker API (I/O; one of two modules that
-import docker).
+"""Observe: read one snapshot of the Swarm through the Docker API (I/O; one of the Docker edge's
+modules, the only ones that import docker).
 
 A pass makes a fixed number of list calls, whatever the number of services, tasks or nodes: no
 inspect per object. The raw Engine API documents go straight into `ObservedState.from_api`, the same

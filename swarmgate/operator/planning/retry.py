@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from swarmgate.errors import TemporaryError
+from swarmgate.operator.planning.leadership import RENEW_SECONDS
 
 
 class Outcome(Enum):
@@ -32,6 +33,13 @@ def classify(*, changed: bool, error: BaseException | None) -> Outcome:
     if isinstance(error, TemporaryError):
         return Outcome.TEMPORARY_ERROR
     return Outcome.TERMINAL_ERROR
+
+
+def resync_seconds(poll_interval: float, *, in_swarm: bool) -> float:
+    """How often passes must run at least. A task holder is watched through Swarm on the usual resync;
+    outside Swarm a leader renews and a standby watches the lease go stale, so passes come at least
+    twice per renewal period, whatever `PollInterval` says."""
+    return poll_interval if in_swarm else min(poll_interval, RENEW_SECONDS / 2)
 
 
 @dataclass

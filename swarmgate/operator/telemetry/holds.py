@@ -1,5 +1,6 @@
 """Holds, said once each: a log line when a hold appears (and when it ends), the
-`swarmgate_proxy_update_held` gauge, and the lines `/readyz` adds to its body (no I/O but logging).
+`swarmgate_proxy_update_held` gauge, and the lines `/readyz` adds to its body (no I/O but logging;
+the body itself is `control/readiness.py`'s).
 
 A hold is the plan's `NoOp` with a reason: the operator deliberately writes nothing for that
 extension until the desired state changes. Passes repeat every few seconds, so logging each pass
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from swarmgate.operator.planning.actions import HOLD_REASONS, Action, NoOp
 from swarmgate.operator.telemetry import metrics
+from swarmgate.operator.telemetry.changes import ChangeLog
 
 log = logging.getLogger("swarmgate.holds")
 
@@ -27,8 +29,8 @@ class HoldReport:
     """What is held now, kept between passes so each hold is logged once per appearance."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._lock = threading.Lock()
-        self._held: frozenset[HoldKey] = frozenset()
+        self._lock = threading.Lock()  # guards the forged-status alarms (the pusher's threads add them)
+        self._held: ChangeLog[HoldKey] = ChangeLog()
         self._clock = clock
         self._forged: dict[tuple[str, str], tuple[str, float]] = {}  # (extension, task) -> (line, when)
 
@@ -45,13 +47,11 @@ class HoldReport:
         held: frozenset[HoldKey] = frozenset(
             (a.extension, str(a.hold), a.detail) for a in actions
             if isinstance(a, NoOp) and a.hold is not None and a.extension is not None)
-        with self._lock:
-            appeared, ended = held - self._held, self._held - held
-            self._held = held
-        for extension, reason, detail in sorted(appeared):
+        changes = self._held.update(held)
+        for extension, reason, detail in sorted(changes.appeared):
             log.warning("proxy update held", extra={"reconcile_id": reconcile_id, "extension": extension,
                                                     "reason": reason, "detail": detail})
-        for extension, reason, _ in sorted(ended):
+        for extension, reason, _ in sorted(changes.ended):
             if not any(h[:2] == (extension, reason) for h in held):
                 log.info("proxy update no longer held", extra={"reconcile_id": reconcile_id,
                                                                "extension": extension, "reason": reason})
@@ -66,15 +66,5 @@ class HoldReport:
         with self._lock:
             horizon = self._clock() - ALARM_SECONDS
             alarms = [line for _, (line, when) in sorted(self._forged.items()) if when >= horizon]
-            return [f"held: {e} ({r}): {d}" for e, r, d in sorted(self._held)] + alarms
+        return [f"held: {e} ({r}): {d}" for e, r, d in sorted(self._held.current)] + alarms
 
-
-def readiness_body(ready: bool, report: HoldReport) -> bytes:
-    """`/readyz`'s body: ready or not, then the holds. A hold does not make the operator unready: its
-    healthcheck restarting it would change nothing, and would cost the proxies their operator."""
-    return "\n".join(["ready" if ready else "not ready", *report.lines()]).encode() + b"\n"
-
-
-def readyz(ready: bool, report: HoldReport) -> tuple[int, str, bytes]:
-    """The `/readyz` route (status, content type, body) for the endpoint's `extra_routes`."""
-    return (200 if ready else 503), "text/plain", readiness_body(ready, report)

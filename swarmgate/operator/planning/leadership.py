@@ -16,8 +16,9 @@ Who is alive is read from the snapshot rather than from writes wherever Swarm al
   changed for `lease_seconds`, measured on the standby's own monotonic clock from when it first saw
   that version: no two machines' clocks are ever compared.
 
-`decide` holds no clock (the caller passes `now`) and writes nothing: it returns what to write, and
-`after_write` turns the write's outcome into the role. A failed compare-and-swap means someone else
+`decide` holds no clock (the caller passes `now`) and writes nothing: it returns what to write
+(`edge/election.py` writes it, in the pass's "elect" step), and `after_write` turns the write's
+outcome into the role. A failed compare-and-swap means someone else
 won: stand by at once.
 """
 
@@ -221,13 +222,6 @@ def may_act(memory: Memory, *, as_task: bool, now: float, lease_seconds: float =
     agents' fence refuses whatever an older term still sends."""
     confirmed = memory.confirmed_at is not None and now - memory.confirmed_at < lease_seconds
     return confirmed and (as_task or (memory.renewed_at is not None and now - memory.renewed_at < lease_seconds))
-
-
-def resync_seconds(poll_interval: float, *, in_swarm: bool) -> float:
-    """How often passes must run at least. A task holder is watched through Swarm on the usual resync;
-    outside Swarm a leader renews and a standby watches the lease go stale, so passes come at least
-    twice per renewal period, whatever `PollInterval` says."""
-    return poll_interval if in_swarm else min(poll_interval, RENEW_SECONDS / 2)
 
 
 def after_write(decision: Decision, *, ok: bool) -> Decision:

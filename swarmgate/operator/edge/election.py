@@ -1,11 +1,15 @@
-"""The leader lease against the Docker API: create, compare-and-swap, release (I/O; imports docker).
+"""Leader election at the Docker edge: the lease's create, compare-and-swap and release (I/O;
+imports docker).
 
-The decision is `planning.lease.decide`; this module only carries out the one write it asks for and
-turns the answer into a role. Docker has no label-only update for configs and docker-py has no
-`update_config`, so the update goes to `POST /configs/{id}/update?version=N` through the low-level
-client, with the whole spec resent and the data unchanged (Swarm refuses any change of data). The
-version makes it a compare-and-swap: Swarm answers "update out of sequence" when the lease moved
-since the snapshot, and that operator has lost.
+The decision is `planning.leadership.decide`; this module only carries out the one write it asks
+for and turns the answer into a role. That write happens in the pass's "elect" step, right after
+observe and before anything is decided about the proxies (`control/reconcile.py`).
+
+Docker has no label-only update for configs and docker-py has no `update_config`, so the update
+goes to `POST /configs/{id}/update?version=N` through the low-level client, with the whole spec
+resent and the data unchanged (Swarm refuses any change of data). The version makes it a
+compare-and-swap: Swarm answers "update out of sequence" when the lease moved since the snapshot,
+and that operator has lost.
 
 Lease writes are Docker writes: they go through the pass's `CallCounter` like every other write.
 """
@@ -30,7 +34,7 @@ import docker.errors
 from swarmgate.errors import SwarmgateError, TemporaryError
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.operator.edge.observe import CONNECTION_ERRORS, observe
-from swarmgate.operator.planning.lease import (
+from swarmgate.operator.planning.leadership import (
     HOLDER_LABEL,
     LEASE_NAME,
     Candidate,

@@ -1,14 +1,12 @@
 """The operator's own HTTP endpoint on `ListenAddr` (does network I/O: a threaded HTTP server).
 
-Read-only, no key material: proxies never call it (the operator pushes to them, see `pusher`),
-so nothing here changes what any proxy serves.
+It serves the running operator's state to people and their tools, not to the proxies: read-only,
+no key material, and proxies never call it (the operator pushes to them, see `delivery/pusher.py`),
+so nothing here changes what any proxy serves. The routes themselves come from the operator that
+owns the state they show (`control/operator.py`): `/readyz` (`control/readiness.py`), `/v1/status`
+(`delivery/status.py` plus the last pass's findings), `/v1/leader`, `/metrics`.
 
-- `GET /v1/status`: JSON, extensions → current digest, convergence times, and the proxy tasks (node,
-  hostname, served digest, current?, last seen, last error), as their agents said.
-- `GET /healthz`: 200 while the server runs; `GET /readyz`: 200 or 503 by `ready()`.
-- plus `extra_routes` (GET), e.g. /metrics.
-
-404 for unknown paths, 405 for any other method.
+`GET /healthz` is 200 while the server runs; 404 for unknown paths, 405 for any method but GET.
 """
 
 import json
@@ -22,11 +20,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from swarmgate.errors import ConfigError
-from swarmgate.operator.delivery.proxystate import ProxyState
 
 log = logging.getLogger("swarmgate.endpoint")
 
-ExtraRoute = Callable[[], tuple[int, str, bytes]]  # () -> (status, content type, body)
+Route = Callable[[], tuple[int, str, bytes]]  # () -> (status, content type, body)
+
+
+def json_answer(document: Any) -> tuple[int, str, bytes]:
+    """A 200 answer of `document` as indented JSON, keys sorted."""
+    return 200, "application/json", json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
 
 
 def parse_listen_addr(listen_addr: str) -> tuple[str, int]:
@@ -58,24 +60,12 @@ class EndpointServer:
         self.thread.join(timeout=5)
 
 
-def serve(
-    listen_addr: str,
-    store: ProxyState,
-    *,
-    extra_routes: Mapping[str, ExtraRoute] | None = None,
-    ready: Callable[[], bool] | None = None,
-) -> EndpointServer:
-    """Bind `listen_addr` and serve in a daemon thread; returns once the socket is listening."""
+def serve(listen_addr: str, routes: Mapping[str, Route]) -> EndpointServer:
+    """Bind `listen_addr` and serve `routes` (GET, plus `/healthz`) in a daemon thread; returns once
+    the socket is listening."""
     host, port = parse_listen_addr(listen_addr)
-    routes: dict[str, ExtraRoute] = {
-        "/healthz": lambda: (200, "text/plain", b"ok\n"),
-        "/readyz": lambda: (200, "text/plain", b"ready\n") if ready is None or ready()
-        else (503, "text/plain", b"not ready\n"),
-        "/v1/status": lambda: (200, "application/json",
-                               json.dumps(status_document(store), indent=2, sort_keys=True).encode() + b"\n"),
-    }
-    routes.update(extra_routes or {})
-    httpd = ThreadingHTTPServer((host, port), _make_handler(routes))
+    table: dict[str, Route] = {"/healthz": lambda: (200, "text/plain", b"ok\n"), **routes}
+    httpd = ThreadingHTTPServer((host, port), _make_handler(table))
     httpd.daemon_threads = True
     # A short poll interval only bounds how long shutdown() waits for the serving loop.
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
@@ -85,32 +75,7 @@ def serve(
     return EndpointServer(httpd, thread)
 
 
-def status_document(store: ProxyState) -> dict[str, Any]:
-    """The `/v1/status` JSON: what `swarmgate status` and dashboards read."""
-    clusters: dict[str, Any] = {}
-    for cluster in store.clusters():
-        cfg = store.current(cluster)
-        digest = cfg.digest if cfg else None
-        clusters[cluster] = {
-            "digest": digest,
-            "published_at": cfg.published_at if cfg else None,
-            "converged_at": cfg.converged_at if cfg else None,
-            "all_current": store.all_current(cluster),
-            "proxies": [
-                {
-                    "task": p.task, "node": p.node, "hostname": p.hostname,
-                    "served_digest": p.served_digest or None, "current": p.served_digest == digest,
-                    "serving_since": p.serving_since, "last_seen": p.last_seen,
-                    "last_status": p.last_status, "last_error": p.last_error or None,
-                    "rejected_digest": p.rejected_digest or None,
-                }
-                for p in store.proxies(cluster)
-            ],
-        }
-    return {"clusters": clusters}
-
-
-def _make_handler(routes: dict[str, ExtraRoute]) -> type[BaseHTTPRequestHandler]:
+def _make_handler(routes: dict[str, Route]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "swarmgate"
 

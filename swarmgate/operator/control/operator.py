@@ -1,0 +1,132 @@
+"""The running operator: one object that owns every part and their wiring (I/O, through its parts).
+
+The model is controller-runtime's manager. `Operator.build` makes the parts in the order their
+dependencies ask for: the Docker client, the election (whose term signs every push), the channel
+keys, the proxy store and its pusher, the reconciler, the endpoint's routes. `run` starts the
+endpoint, the event watcher and the pusher, runs passes until `request_stop`, then stops them and
+hands the lease back. The last pass's route findings and routes digest are plain attributes, read
+by the endpoint's `/v1/status` and by the next pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from swarmgate.models.settings.config import Config
+from swarmgate.operator.control.endpoint import EndpointServer, Route, json_answer, serve
+from swarmgate.operator.control.loop import DockerHealth, Wakeup, run_loop, watch_events
+from swarmgate.operator.control.readiness import Readiness, max_pass_age
+from swarmgate.operator.control.reconcile import Reconciler
+from swarmgate.operator.delivery.channel_holder import ChannelKeyHolder
+from swarmgate.operator.delivery.proxystate import ProxyState
+from swarmgate.operator.delivery.pusher import Pusher
+from swarmgate.operator.delivery.status import status_document
+from swarmgate.operator.delivery.wire import proxy_targets
+from swarmgate.operator.edge.election import LeaderElection, WithoutLeaseEvents
+from swarmgate.operator.edge.observe import Api, connect, own_container_id
+from swarmgate.operator.planning.findings import route_findings
+from swarmgate.operator.planning.retry import Outcome, Schedule, resync_seconds
+from swarmgate.operator.telemetry import metrics, observability
+from swarmgate.operator.telemetry.calls import CallCounter
+from swarmgate.operator.telemetry.holds import HoldReport
+
+log = logging.getLogger("swarmgate")
+
+
+@dataclass
+class Operator:
+    config: Config
+    api: Api
+    # Only the leader writes and pushes; the others stand by (planning/leadership.py).
+    election: LeaderElection
+    store: ProxyState
+    # Pushes run off the reconcile thread, each signed with the leader's term.
+    pusher: Pusher
+    reconciler: Reconciler
+    readiness: Readiness
+    schedule: Schedule
+    pass_metrics: observability.PassMetrics = field(default_factory=observability.PassMetrics)
+    wakeup: Wakeup = field(default_factory=Wakeup)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    # The last pass's route findings (for /v1/status) and routes digest (a change means "look again").
+    findings: dict[str, Any] = field(default_factory=dict)
+    last_digest: str | None = None
+
+    @classmethod
+    def build(cls, config: Config, channel_key_path: Path) -> Operator:
+        api = connect(config)
+        container_id = own_container_id()
+        calls = CallCounter()
+        election = LeaderElection(api=api, calls=calls, container_id=container_id)
+        # A task reads its key from the mounted secret; a plain process keeps the key it creates.
+        channel = ChannelKeyHolder(channel_key_path, writable=container_id is None)
+        store = ProxyState(on_converged=observability.record_convergence, on_reload=observability.count_reload)
+        holds = HoldReport()
+        pusher = Pusher(store, channel.keyring, term=election.term, on_forged=holds.forged_status)
+        reconciler = Reconciler(config=config, api=api, publisher=pusher, own_container_id=container_id, calls=calls,
+                                channel=channel, proxies=store, election=election, holds=holds)
+        observability.init_series()
+        return cls(
+            config=config, api=api, election=election, store=store, pusher=pusher, reconciler=reconciler,
+            readiness=Readiness(DockerHealth(), holds, max_pass_age(config.poll_interval)),
+            schedule=Schedule(resync=resync_seconds(config.poll_interval, in_swarm=container_id is not None)),
+        )
+
+    def routes(self) -> dict[str, Route]:
+        """The endpoint's routes (it adds `/healthz`)."""
+        return {
+            "/metrics": lambda: (200, CONTENT_TYPE_LATEST, metrics.exposition()),
+            # /readyz lists what is held (a config nginx rejects, a spec Swarm rolled back).
+            "/readyz": self.readiness.answer,
+            "/v1/status": lambda: json_answer({**status_document(self.store), **self.findings}),
+            **self.election.routes(),
+        }
+
+    def run(self) -> None:
+        """Serve, watch and reconcile until `request_stop`; a pass is never cut half way."""
+        server = serve(self.config.listen_addr, self.routes())
+        threading.Thread(target=watch_events, args=(self._events_client, self.wakeup, self.stopping),
+                         name="events", daemon=True).start()
+        log.info("swarmgate running", extra={"listen": self.config.listen_addr,
+                                             "extensions": ",".join(self.config.extensions)})
+        self.pusher.start()
+        try:
+            run_loop(self.run_pass, schedule=self.schedule, wakeup=self.wakeup, stop=self.stopping,
+                     health=self.readiness.health, on_outcome=self._on_outcome)
+        finally:
+            self._shut_down(server)
+
+    def request_stop(self) -> None:
+        """Stop after the pass under way (safe from a signal handler)."""
+        self.stopping.set()
+        self.wakeup.set()
+
+    def run_pass(self) -> bool:
+        report = self.reconciler.reconcile_once()
+        self.pusher.track(proxy_targets(self.config, report.observed))
+        # "Changed" also when the routes moved without a Docker write (a task came or went): tasks
+        # elsewhere may still be moving, so the loop keeps looking quickly for a while.
+        changed = report.wrote or report.routes_digest != self.last_digest
+        self.last_digest = report.routes_digest
+        self.pass_metrics.record_pass_state(report, self.store)
+        self.findings = route_findings(report.desired)
+        return changed
+
+    def _on_outcome(self, outcome: Outcome, seconds: float) -> None:
+        metrics.record_pass(outcome, seconds)
+        self.pass_metrics.sync_calls(self.reconciler.calls)
+
+    def _events_client(self) -> WithoutLeaseEvents:
+        # Its own connection: the event stream blocks, and the passes must not wait behind it.
+        return WithoutLeaseEvents(connect(self.config))
+
+    def _shut_down(self, server: EndpointServer) -> None:
+        self.pusher.stop()
+        self.election.release_on_exit()
+        server.shutdown()

@@ -1,0 +1,104 @@
+"""One pass's decision: desired state, actions, routes digest and the memory for the next pass (pure).
+
+`decide_pass` joins the pipeline from a config and a snapshot: the TLS secrets the proxies' nginx
+could not load are set aside, the desired state is computed, the extensions nginx -t rejects are
+held, and the plan is made. The live pass (`control/reconcile.py`) and every command that says what
+the operator would do (`plan`, `status`, `render`, `routes`) call it, so what they print is what a
+live pass computes, by construction rather than by a second copy of the steps.
+
+It reads no clock and calls no Docker. Whether nginx accepts a config is a `verdict` passed in (the
+operator's is `renderers.validate.NginxGate().verdict`, which runs `nginx -t`); with none, nothing
+is held for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from swarmgate.models.routing.tls_secrets import still_present, unusable_secret_ids
+from swarmgate.models.settings.config import Config
+from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.operator.planning.actions import Action, PublishProxyConfig
+from swarmgate.operator.planning.desired import DesiredState, compute_desired
+from swarmgate.operator.planning.holds import record_attempts, rejected_extensions
+from swarmgate.operator.planning.plan import plan
+
+Verdict = Callable[[str], str | None]  # nginx config text -> None if accepted, else nginx's message
+Rejection = tuple[str, str]  # (extension, nginx -t message) of a proxy that refused a config
+
+
+@dataclass(frozen=True)
+class Reported:
+    """What the proxies said: through the delivery channel's status (live), or asked by `plan`."""
+
+    # Per extension, the digest every proxy task serves (a survey's answer; the live operator
+    # remembers what it published instead, see `PassMemory.published`).
+    published: Mapping[str, str] = field(default_factory=dict)
+    rejections: tuple[Rejection, ...] = ()
+
+
+@dataclass(frozen=True)
+class PassMemory:
+    """What the operator carries from one pass to the next. A one-shot command starts empty."""
+
+    # IDs of secrets a proxy's nginx could not load, kept while the secret exists.
+    unusable_secrets: frozenset[str] = frozenset()
+    # Per extension, the spec digest this operator last wrote: what Swarm may roll back from.
+    attempted: Mapping[str, str] = field(default_factory=dict)
+    # Per extension, the digest this operator last published to the proxies.
+    published: Mapping[str, str] = field(default_factory=dict)
+
+    def after_apply(self, done: Iterable[Action]) -> PassMemory:
+        """The memory once `done` (what the edge applied, in order) has been written."""
+        done = list(done)
+        published = dict(self.published)
+        published.update((a.extension, a.digest) for a in done if isinstance(a, PublishProxyConfig))
+        attempted = dict(self.attempted)
+        record_attempts(done, attempted)
+        return replace(self, published=published, attempted=attempted)
+
+
+@dataclass(frozen=True)
+class PassDecision:
+    desired: DesiredState
+    actions: list[Action]
+    # One digest of every extension's rendered config: a change means the routes moved.
+    routes_digest: str
+    memory: PassMemory
+
+
+def learn_unusable_secrets(config: Config, observed: ObservedState, known: Iterable[str],
+                           rejections: Iterable[Rejection]) -> frozenset[str]:
+    """Secret IDs a proxy's nginx could not load, kept while the secret exists (a secret's content
+    never changes under its ID, so the verdict stays true; a new secret gets a new ID)."""
+    learnt = set(known)
+    for extension, message in rejections:
+        ext = config.extensions.get(extension)
+        proxy = observed.service_named(ext.proxy_service_name) if ext is not None else None
+        if proxy is not None:
+            learnt |= unusable_secret_ids(message, proxy.spec)
+    return still_present(learnt, observed.secrets)
+
+
+def routes_digest(desired: DesiredState) -> str:
+    return hashlib.sha256("".join(e.rendered.digest for e in desired.extensions).encode()).hexdigest()
+
+
+def decide_pass(
+    config: Config,
+    observed: ObservedState,
+    *,
+    reported: Reported = Reported(),
+    memory: PassMemory = PassMemory(),
+    verdict: Verdict | None = None,
+) -> PassDecision:
+    """What a pass that observed `observed` decides; `memory` is the last pass's `PassDecision.memory`
+    (after `after_apply`), or empty."""
+    unusable = learn_unusable_secrets(config, observed, memory.unusable_secrets, reported.rejections)
+    desired = compute_desired(config, observed, unusable_secrets=unusable)
+    rejected = rejected_extensions(desired, verdict) if verdict is not None else {}
+    actions = plan(desired, observed, published={**memory.published, **reported.published}, rejected=rejected,
+                   attempted=memory.attempted)
+    return PassDecision(desired, actions, routes_digest(desired), replace(memory, unusable_secrets=unusable))
