@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("swarmgate.renderers",),
     ("swarmgate.operator.planning",),
     ("swarmgate.operator.delivery",),
+    ("swarmgate.operator.acme",),
     ("swarmgate.operator.telemetry",),
     ("swarmgate.operator.edge",),
     ("swarmgate.operator.control",),
