@@ -165,7 +165,11 @@ def _reap(pid: int) -> None:
 def _free_port(address: str, udp_too: bool = False) -> int:
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((address, 0))
+            try:
+                tcp.bind((address, 0))
+            except OSError as refused:
+                raise PebbleError(f"cannot listen on {address} (the lab bridge's address needs the lab up): "
+                                  f"{refused.strerror}") from refused
             port = int(tcp.getsockname()[1])
             if not udp_too:
                 return port

@@ -10,8 +10,9 @@ ready and polls.
   again, and there is never a second one.
 * **A fresh key per certificate** (EC P-256), made here and returned with the chain; the caller
   puts both in one Swarm secret.
-* **Bounded.** Every request has a timeout, and polling stops at the deadline: `issue` returns or
-  raises within about `timeout` plus one request's timeout.
+* **Bounded.** Every request has a timeout (at most 10 s), and polling stops at the deadline:
+  `issue` returns or raises within `timeout`, plus at worst one request's timeout and one of acme's
+  one-second polls of the order.
 * **One error type.** Whatever goes wrong (the network, the CA's TLS, a problem document, a failed
   validation, the deadline) is an `AcmeError` with a one-line reason. Reasons come from the CA's
   problem documents and from what the client saw; no key ever reaches a message.
