@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("swarmgate.renderers",),
     ("swarmgate.operator.planning",),
     ("swarmgate.operator.delivery",),
+    ("swarmgate.operator.acme",),
     ("swarmgate.operator.telemetry",),
     ("swarmgate.operator.edge",),
     # The running operator: one pass (observe, elect, decide, apply), the loop, and `Operator`, which
