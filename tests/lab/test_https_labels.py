@@ -68,10 +68,11 @@ def curl(address: str, url: str, host: str, *, cafile: Path | None = None, http2
             "-w", "\n%{http_version}"]
     args += ["--cacert", str(cafile)] if cafile else []
     args += ["--http2"] if http2 else ["--http1.1"]
-    proc = subprocess.run([*args, url], capture_output=True, text=True, timeout=15, check=False)
+    # Bytes: text mode would turn the header's CRLFs into LFs.
+    proc = subprocess.run([*args, url], capture_output=True, timeout=15, check=False)
     if proc.returncode != 0:
-        raise OSError(f"curl {url} via {address}: {proc.stderr.strip()}")
-    head, _, rest = proc.stdout.partition("\r\n\r\n")
+        raise OSError(f"curl {url} via {address}: {proc.stderr.decode(errors='replace').strip()}")
+    head, _, rest = proc.stdout.decode(errors="replace").partition("\r\n\r\n")
     body, _, version = rest.rpartition("\n")
     lines = head.split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
