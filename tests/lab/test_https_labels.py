@@ -131,8 +131,9 @@ def seed(lab: Lab) -> Iterator[Seed]:
     try:
         yield s
     finally:
-        _remove_https_objects(s.client())
+        # The proxy mounts some of the secrets: it goes first (demo.sh down), then they can.
         s.undeploy()
+        _remove_https_objects(s.client())
         s.close()
 
 
