@@ -131,7 +131,10 @@ def needs_own_server(host: HostRoute) -> bool:
     if host.tls is not None or host.redirect is not None or len(host.paths) != 1:
         return True
     route = host.paths[0]
-    return route.path != "/" or bool(route.strip_prefix) or route.websocket or host.host in _MAP_KEYWORDS
+    # A verified TLS backend names its CA bundle in its location (nginx takes no variable there).
+    verified = route.backend_tls is not None and route.backend_tls.ca is not None
+    return (route.path != "/" or bool(route.strip_prefix) or route.websocket or verified
+            or host.host in _MAP_KEYWORDS)
 
 
 def control_server(ext: Extension, *, control_dir: str = CONTROL_DIR, listen: str | None = None,
@@ -173,6 +176,8 @@ def render_nginx(
                "server_names_hash_bucket_size": bucket, "server_names_hash_max_size": max_size,
                "swarmgate_control": control,
                "shared_hosts": shared, "own_hosts": [h for h in table.hosts if needs_own_server(h)],
+               # Shared hosts whose tasks speak TLS: a second map picks the scheme.
+               "shared_tls_backends": [h for h in shared if h.paths[0].backend_tls is not None],
                **passthrough}
     try:
         if template_text is None:

@@ -34,7 +34,10 @@ log = logging.getLogger("swarmgate.validate")
 
 _USER = re.compile(r"^(\s*)user\s+[^;]*;", re.MULTILINE)
 _PID = re.compile(r"^(\s*)pid\s+[^;]*;", re.MULTILINE)
-_SECRET = re.compile(r"^(\s*)(ssl_certificate|ssl_certificate_key)\s+/run/secrets/[^;\s]+;", re.MULTILINE)
+# A TLS backend's CA bundle (`proxy_ssl_trusted_certificate`) is a secret too; the throwaway
+# self-signed certificate is a valid bundle of one.
+_SECRET = re.compile(
+    r"^(\s*)(ssl_certificate|ssl_certificate_key|proxy_ssl_trusted_certificate)\s+/run/secrets/[^;\s]+;", re.MULTILINE)
 # The agent's own file inside the control server (TLS, client verification, locations) exists only in
 # a proxy task: here the server gets the throwaway pair, which is all `nginx -t` needs of it.
 _CONTROL_INCLUDE = re.compile(r"^(\s*)include\s+/var/lib/swarmgate/control/\*\.conf;", re.MULTILINE)
@@ -117,7 +120,7 @@ def localized(text: str, prefix: Path, tls: tuple[Path, Path] | None, *, dhparam
     if tls is not None:
         cert, key = tls
         out = _SECRET.sub(
-            lambda m: f"{m.group(1)}{m.group(2)} {cert if m.group(2) == 'ssl_certificate' else key};", out
+            lambda m: f"{m.group(1)}{m.group(2)} {key if m.group(2) == 'ssl_certificate_key' else cert};", out
         )
         out = _CONTROL_INCLUDE.sub(lambda m: f"{m.group(1)}ssl_certificate {cert}; ssl_certificate_key {key};", out)
     if dhparam is not None:

@@ -8,6 +8,7 @@ runs on fewer.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,14 @@ import crossplane
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swarmgate.models.routing.labels import KNOWN_LABELS, PREFIX, REASON_KINDS, parse_service_labels
+from swarmgate.models.routing.labels import (
+    KNOWN_LABELS,
+    OWN_LABELS,
+    OWN_PREFIX,
+    PREFIX,
+    REASON_KINDS,
+    parse_service_labels,
+)
 from swarmgate.models.routing.routes import build_route_table
 from swarmgate.models.routing.tls_secrets import unusable_secret_names
 from swarmgate.models.settings.extension import Extension
@@ -51,7 +59,20 @@ PLAUSIBLE: dict[str, list[str]] = {
                   f"http://{CONTROL_HOST},http://evil.local"],
     "backend_mode": ["task", "default"],
     "default_backend": ["true", "false"],
+    "ssl_only": ["true", "false"],
+    "ssl_backend": ["true", "false"],
+    "ssl_backend_tls_verify": ["none", "required"],
+    # swarmgate's own labels (OWN_PREFIX)
+    "ssl_backend_ca": ["ca.pem", "no-such-secret", "swarmgate-channel", "owned.pem"],
+    "hsts": ["365d", "0", "31536000", "12h"],
+    "hsts_subdomains": ["true", "false"],
+    "hsts_preload": ["true", "false"],
 }
+ALL_LABELS = (*KNOWN_LABELS, *OWN_LABELS)
+
+
+def key(name: str) -> str:
+    return f"{OWN_PREFIX if name in OWN_LABELS else PREFIX}{name}"
 # Pieces of nginx syntax and of the URL/host grammars, to splice into otherwise plausible values.
 FRAGMENTS = [";", "{", "}", "$host", "${x}", "\n", "\r", "#", "'", '"', " ", "\t", "\\", "/", ",", ":", "*",
              "..", "%00", "\x00", "é", "return 200", "= /", "~", "@", "?", "&", "include /etc/passwd"]
@@ -68,15 +89,15 @@ def fuzzed_value(name: str) -> st.SearchStrategy[str]:
 def lb_labels(draw: st.DrawFn) -> dict[str, str]:
     # Plausible values for a few labels, then arbitrary values for zero to two of them: with every
     # value arbitrary, almost every example would stop at the first invalid label and never render.
-    names = draw(st.sets(st.sampled_from(KNOWN_LABELS), max_size=8))
+    names = draw(st.sets(st.sampled_from(ALL_LABELS), max_size=8))
     if draw(st.integers(0, 4)):
         names |= {"hosts", "port"}
     if names & {"ssl_cert", "ssl_key"}:
         names |= {"ssl_cert", "ssl_key"}
-    labels = {f"{PREFIX}{name}": draw(st.sampled_from(PLAUSIBLE[name])) for name in names}
+    labels = {key(name): draw(st.sampled_from(PLAUSIBLE[name])) for name in names}
     if names:
         for name in draw(st.lists(st.sampled_from(sorted(names)), max_size=2, unique=True)):
-            labels[f"{PREFIX}{name}"] = draw(fuzzed_value(name))
+            labels[key(name)] = draw(fuzzed_value(name))
     if draw(st.booleans()):
         labels[f"{PREFIX}{draw(st.text(min_size=1, max_size=12))}"] = draw(st.text(max_size=10))
     return labels
@@ -84,8 +105,9 @@ def lb_labels(draw: st.DrawFn) -> dict[str, str]:
 
 # The secrets in the Swarm: TLS labels may name the usable ones; the token and owned.pem are swarmgate's.
 SECRETS = [swarm_secret("demo.crt"), swarm_secret("demo.key"), swarm_secret("combined.pem"),
-           swarm_secret("swarmgate-channel"), swarm_secret("owned.pem", labels={OWNER_LABEL: OWNER})]
-MOUNTABLE = {"demo.crt", "demo.key", "combined.pem"}
+           swarm_secret("swarmgate-channel"), swarm_secret("owned.pem", labels={OWNER_LABEL: OWNER}),
+           swarm_secret("ca.pem")]
+MOUNTABLE = {"demo.crt", "demo.key", "combined.pem", "ca.pem"}
 
 
 def snapshot(labels: dict[str, str]) -> ObservedState:
@@ -128,14 +150,17 @@ TEMPLATE_DIRECTIVES = {
                 "keepalive_timeout", "underscores_in_headers", "server_names_hash_bucket_size",
                 "server_names_hash_max_size", "map_hash_bucket_size", "map_hash_max_size",
                 "proxy_connect_timeout", "proxy_send_timeout", "proxy_read_timeout", "proxy_http_version",
-                "proxy_next_upstream", "map", "upstream", "server", "set_real_ip_from", "real_ip_header"},
+                "proxy_next_upstream", "map", "upstream", "server", "set_real_ip_from", "real_ip_header",
+                "proxy_ssl_server_name", "proxy_ssl_name", "proxy_ssl_session_reuse"},
     # crossplane reads a map's keys as directives: `""`, and the host names of the shared server's pool map
     ("http", "map"): {"default", "", "hostnames"},
     ("http", "upstream"): {"zone", "hash", "ip_hash", "server"},
     ("http", "server"): {"listen", "server_name", "ssl_reject_handshake", "ssl_protocols", "ssl_ciphers",
-                         "ssl_certificate", "ssl_certificate_key", "location"},
+                         "ssl_certificate", "ssl_certificate_key", "location", "add_header", "if"},
+    ("http", "server", "if"): {"return"},
     ("http", "server", "location"): {"proxy_pass", "proxy_set_header", "add_header", "return", "if", "stub_status",
-                                     "access_log"},
+                                     "access_log", "proxy_ssl_verify", "proxy_ssl_trusted_certificate",
+                                     "proxy_ssl_verify_depth"},
     ("http", "server", "location", "if"): {"return"},
     # SSL passthrough: the SNI maps (keys are host names), the passthrough pools, the two servers.
     ("stream",): {"map_hash_bucket_size", "map_hash_max_size", "map", "upstream", "server"},
@@ -159,7 +184,7 @@ def without_control_server(text: str) -> str:
 
 def assert_nothing_unasked(text: str, labels: dict[str, str]) -> None:
     text = without_control_server(text)
-    asked = {name: labels.get(f"{PREFIX}{name}", "") for name in KNOWN_LABELS}
+    asked = {name: labels.get(key(name), "") for name in ALL_LABELS}
     raw_hosts = (asked["hosts"] + "," + asked["redirects"]).lower()
     raw_paths = asked["context_root"] + "," + asked["websocket_endpoints"]
     for parents, item in walk(parsed(text)):
@@ -190,9 +215,19 @@ def assert_nothing_unasked(text: str, labels: dict[str, str]) -> None:
             secret = args[0].removeprefix("/run/secrets/")
             assert secret in (asked["ssl_cert"], asked["ssl_key"]), args
         elif directive == "return":
-            assert args[0] == "503" or (args[0] == "302" and args[1].endswith("$request_uri")), args
+            assert args[0] == "503" or (args[0] == "302" and args[1].endswith("$request_uri")) \
+                or args == ["301", "https://$host$request_uri"], args
+        elif directive == "if" and parents == ("http", "server"):
+            assert args == ["$uri", "!~", "^/\\.well-known/acme-challenge/"], args  # ssl_only
+        elif directive == "proxy_ssl_trusted_certificate":
+            assert args == [f"/run/secrets/{asked['ssl_backend_ca']}"], args
+        elif directive == "add_header" and args[0] == "Strict-Transport-Security":
+            assert asked["hsts"] and _HSTS.fullmatch(args[1]) and args[2:] == ["always"], args
         elif parents == ("http", "upstream") and directive == "server":
             assert args[0] in ("10.2.0.10:30000", "10.2.0.10:30080", "10.2.0.10:30001"), args
+
+
+_HSTS = re.compile(r"max-age=[0-9]+(; includeSubDomains)?(; preload)?")
 
 
 def check(labels: dict[str, str]) -> str:
@@ -228,7 +263,7 @@ def test_arbitrary_labels_never_yield_a_config_nginx_rejects(labels: dict[str, s
 
 
 @settings(max_examples=1000, deadline=None)
-@given(st.dictionaries(st.one_of(st.text(max_size=30), st.sampled_from([PREFIX + n for n in KNOWN_LABELS])),
+@given(st.dictionaries(st.one_of(st.text(max_size=30), st.sampled_from([key(n) for n in ALL_LABELS])),
                        st.text(max_size=60), max_size=10))
 def test_label_parsing_never_raises_on_any_labels(labels: dict[str, str]) -> None:
     result = parse_service_labels("svc", labels)
@@ -260,10 +295,10 @@ def test_a_file_nginx_could_not_open_never_names_a_secret(name: str) -> None:
 def plausible_labels(draw: st.DrawFn) -> dict[str, str]:
     """Valid-looking labels only: what two well-meaning services combine into (shared hosts, TLS on one
     and not the other, wildcard over exact, redirects, cookies) rather than what one attacker types."""
-    names = draw(st.sets(st.sampled_from(KNOWN_LABELS), max_size=8)) | {"hosts", "port"}
+    names = draw(st.sets(st.sampled_from(ALL_LABELS), max_size=8)) | {"hosts", "port"}
     if names & {"ssl_cert", "ssl_key"}:
         names |= {"ssl_cert", "ssl_key"}
-    return {f"{PREFIX}{name}": draw(st.sampled_from(PLAUSIBLE[name])) for name in names}
+    return {key(name): draw(st.sampled_from(PLAUSIBLE[name])) for name in names}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

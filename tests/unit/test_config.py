@@ -84,6 +84,7 @@ def test_every_interlock_key_is_read_into_its_typed_field() -> None:
         "service_cluster": "east", "publish_mode": "host", "published_port": 8080, "target_port": 8081,
         "published_ssl_port": 8443, "target_ssl_port": 8444, "template": "east-template",
         "hitless_service_update": False,
+        "http2": False,
     }
     assert ext.config.model_dump() == {
         "user": "www-data", "pid_path": "/run/nginx-east.pid", "worker_processes": "auto",

@@ -39,7 +39,7 @@ NODES = [node("wrk-0", "198.18.0.20"), node("wrk-1", "198.18.0.21")]
 SECRETS = [swarm_secret("good.crt"), swarm_secret("good.key"), swarm_secret("combined.pem"),
            swarm_secret("swarmgate-channel", labels={"swarmgate.channel.certificate-sha256": "ab" * 32}),
            swarm_secret("interlock-proxy.agent", labels={"swarmgate.managed-by": "swarmgate"}),
-           swarm_secret("broken.crt")]
+           swarm_secret("ca.pem"), swarm_secret("broken.crt")]
 BROKEN_ID = SECRETS[-1]["ID"]
 GOOD = service("good", {"com.docker.lb.hosts": "good.local", "com.docker.lb.port": "8080"}, created_at=OLD)
 GOOD_TASK = task(GOOD, "wrk-0", ports={8080: 31000})
@@ -154,6 +154,35 @@ CASES: list[Any] = [
     pytest.param(lb(network="net\n"), "network", id="network-with-newline"),
     pytest.param({**lb(), "com.docker.lb.hosts\n": "x", "com.docker.lb.\x00": "y"}, None,
                  id="unknown-labels-with-control-characters-ignored"),
+    # HTTPS labels: a redirect to HTTPS, TLS to the tasks and its CA bundle (a mounted secret), HSTS.
+    pytest.param(lb(ssl_cert="good.crt", ssl_key="good.key", ssl_only="true"), None, id="ssl-only"),
+    pytest.param(lb("good.local", ssl_cert="good.crt", ssl_key="good.key", ssl_only="true"), None,
+                 id="ssl-only-on-the-good-plain-host"),
+    pytest.param(lb(ssl_passthrough="true", ssl_only="true"), None, id="ssl-only-with-passthrough"),
+    pytest.param(lb(ssl_only="true"), "ssl_only_without_tls", id="ssl-only-without-tls"),
+    pytest.param(lb(ssl_only="maybe"), "ssl_only", id="ssl-only-maybe"),
+    pytest.param(lb(ssl_backend="true"), None, id="ssl-backend-on-a-shared-host"),
+    pytest.param(lb("good.local", ssl_backend="true"), None, id="ssl-backend-on-the-good-pool-overruled"),
+    pytest.param(lb(ssl_backend="true", ssl_backend_tls_verify="strict"), "ssl_backend_tls_verify",
+                 id="tls-verify-strict"),
+    pytest.param(lb(ssl_backend_tls_verify="none"), "ssl_backend_tls_verify", id="tls-verify-without-ssl-backend"),
+    pytest.param(lb(ssl_backend="true", ssl_backend_tls_verify="required"), "ssl_backend_ca",
+                 id="required-without-ca"),
+    pytest.param({**lb(ssl_backend="true", ssl_backend_tls_verify="required"), "swarmgate.ssl_backend_ca": "ca.pem"},
+                 None, id="required-with-ca"),
+    pytest.param({**lb(ssl_backend="true", ssl_backend_tls_verify="required"),
+                  "swarmgate.ssl_backend_ca": "no-such-ca"}, "missing_secret", id="ca-secret-missing"),
+    pytest.param({**lb(ssl_backend="true", ssl_backend_tls_verify="required"),
+                  "swarmgate.ssl_backend_ca": "swarmgate-channel"}, "forbidden_secret", id="ca-is-the-channel-key"),
+    pytest.param({**lb(ssl_backend="true", ssl_backend_tls_verify="required"),
+                  "swarmgate.ssl_backend_ca": "broken.crt"}, "unusable_secret", id="ca-a-proxy-could-not-load"),
+    pytest.param({**lb(ssl_backend="true", ssl_backend_tls_verify="required"),
+                  "swarmgate.ssl_backend_ca": "ca.pem\n"}, "ssl_backend_ca", id="ca-with-newline"),
+    pytest.param({**lb(ssl_cert="good.crt", ssl_key="good.key"), "swarmgate.hsts": "365d",
+                  "swarmgate.hsts_subdomains": "true", "swarmgate.hsts_preload": "true"}, None, id="hsts"),
+    pytest.param({**lb("good.local"), "swarmgate.hsts": "365d"}, None, id="hsts-on-the-good-host-overruled"),
+    pytest.param({**lb(), "swarmgate.hsts": "1d\"; add_header x y"}, "hsts", id="hsts-with-a-quote"),
+    pytest.param({**lb(), "swarmgate.hsts": "99999999999"}, "hsts", id="hsts-too-long"),
 ]
 
 

@@ -54,6 +54,25 @@ VALID = [
     pytest.param(lb(default_backend="True"), {"default_backend": True}, id="default-backend"),
     pytest.param({"com.docker.lb.default_backend": "true", "com.docker.lb.port": "80"},
                  {"hosts": (), "port": 80, "default_backend": True}, id="default-backend-needs-no-hosts"),
+    # HTTPS: Interlock's labels, and swarmgate's own for what Interlock had none.
+    pytest.param(lb(ssl_cert="c", ssl_key="k", ssl_only="true"), {"ssl_cert": "c", "ssl_key": "k", "ssl_only": True},
+                 id="ssl-only-with-tls"),
+    pytest.param(lb(ssl_passthrough="true", ssl_only="1"), {"ssl_passthrough": True, "ssl_only": True},
+                 id="ssl-only-with-passthrough"),
+    pytest.param(lb(ssl_only="false"), {}, id="ssl-only-false-needs-no-tls"),
+    pytest.param(lb(ssl_backend="true"), {"ssl_backend": True}, id="ssl-backend"),
+    pytest.param(lb(ssl_backend="true", ssl_backend_tls_verify="none"),
+                 {"ssl_backend": True, "ssl_backend_tls_verify": "none"}, id="ssl-backend-verify-none"),
+    pytest.param({**lb(ssl_backend="true", ssl_backend_tls_verify="required"), "swarmgate.ssl_backend_ca": "ca.pem"},
+                 {"ssl_backend": True, "ssl_backend_tls_verify": "required", "ssl_backend_ca": "ca.pem"},
+                 id="ssl-backend-verify-required-with-ca"),
+    pytest.param({**BASE, "swarmgate.hsts": "365d", "swarmgate.hsts_subdomains": "true",
+                  "swarmgate.hsts_preload": "true"},
+                 {"hsts": 31536000, "hsts_subdomains": True, "hsts_preload": True}, id="hsts-days-and-flags"),
+    pytest.param({**BASE, "swarmgate.hsts": "63072000"}, {"hsts": 63072000}, id="hsts-seconds"),
+    pytest.param({**BASE, "swarmgate.hsts": "0"}, {"hsts": 0}, id="hsts-0-clears-the-browsers-policy"),
+    pytest.param({**BASE, "swarmgate.managed-by": "x", "swarmgate.hstss": "1"}, {},
+                 id="other-swarmgate-labels-are-not-routing-labels"),
 ]
 
 
@@ -136,6 +155,36 @@ INVALID = [
                  id="host-reserved-for-the-control-server"),
     pytest.param(lb(hosts="*.invalid"), "label com.docker.lb.hosts: host names under .invalid are reserved",
                  id="wildcard-over-the-control-server"),
+    pytest.param(lb(ssl_only="maybe"), "label com.docker.lb.ssl_only: expected true or false, got 'maybe'",
+                 id="ssl-only-maybe"),
+    pytest.param(lb(ssl_only="true"), "label com.docker.lb.ssl_only=true, but the service gives its hosts no HTTPS",
+                 id="ssl-only-without-tls"),
+    pytest.param(lb(ssl_backend="true", ssl_backend_tls_verify="strict"),
+                 "label com.docker.lb.ssl_backend_tls_verify: expected none or required, got 'strict'",
+                 id="tls-verify-strict"),
+    pytest.param(lb(ssl_backend_tls_verify="none"),
+                 "label com.docker.lb.ssl_backend_tls_verify needs com.docker.lb.ssl_backend=true",
+                 id="tls-verify-without-ssl-backend"),
+    pytest.param(lb(ssl_backend="true", ssl_backend_tls_verify="required"),
+                 "label com.docker.lb.ssl_backend_tls_verify=required needs swarmgate.ssl_backend_ca",
+                 id="required-without-ca"),
+    pytest.param({**lb(ssl_backend="true"), "swarmgate.ssl_backend_ca": "ca.pem"},
+                 "label swarmgate.ssl_backend_ca is used only with com.docker.lb.ssl_backend_tls_verify=required",
+                 id="ca-without-required"),
+    pytest.param({**lb(ssl_backend="true", ssl_backend_tls_verify="required"), "swarmgate.ssl_backend_ca": "a/b"},
+                 "label swarmgate.ssl_backend_ca: expected a name", id="ca-not-a-secret-name"),
+    pytest.param(lb(ssl_backend="true", ssl_passthrough="true"),
+                 "label com.docker.lb.ssl_backend: with com.docker.lb.ssl_passthrough the proxy never decrypts",
+                 id="ssl-backend-with-passthrough"),
+    pytest.param({**BASE, "swarmgate.hsts": "1y"}, "label swarmgate.hsts: expected a max-age such as 365d",
+                 id="hsts-unit-unknown"),
+    pytest.param({**BASE, "swarmgate.hsts": "3651d"}, "label swarmgate.hsts: expected a max-age", id="hsts-too-long"),
+    pytest.param({**BASE, "swarmgate.hsts": "365d; preload"}, "label swarmgate.hsts: expected a max-age",
+                 id="hsts-with-directives"),
+    pytest.param({**BASE, "swarmgate.hsts_preload": "true"},
+                 "label swarmgate.hsts_preload needs swarmgate.hsts=<max-age>", id="preload-without-hsts"),
+    pytest.param({**BASE, "swarmgate.hsts": "1d", "swarmgate.hsts_subdomains": "yes"},
+                 "label swarmgate.hsts_subdomains: expected true or false", id="subdomains-not-a-bool"),
 ]
 
 
@@ -177,3 +226,19 @@ def test_a_redirect_from_a_host_the_service_does_not_route_is_dropped_with_a_not
 def test_every_set_aside_kind_is_one_closed_list() -> None:
     assert len(REASON_KINDS) == len(set(REASON_KINDS))
     assert set(KNOWN_LABELS) | {"missing_secret", "forbidden_secret", "unusable_secret"} <= set(REASON_KINDS)
+    assert {"ssl_only_without_tls", "ssl_backend_ca", "hsts", "hsts_preload", "hsts_subdomains"} <= set(REASON_KINDS)
+
+
+@pytest.mark.parametrize(("labels", "kind"), [
+    pytest.param(lb(ssl_only="true"), "ssl_only_without_tls", id="ssl-only-without-tls"),
+    pytest.param(lb(ssl_backend="true", ssl_backend_tls_verify="required"), "ssl_backend_ca", id="no-ca"),
+    pytest.param(lb(ssl_backend_tls_verify="required"), "ssl_backend_tls_verify", id="verify-without-backend"),
+    pytest.param({**BASE, "swarmgate.hsts": "forever"}, "hsts", id="hsts"),
+])
+def test_https_label_problems_have_their_own_kind(labels: dict[str, str], kind: str) -> None:
+    result = parse_service_labels("svc", labels)
+    assert isinstance(result, SetAside) and result.kind == kind, result
+
+
+def test_swarmgate_labels_alone_do_not_route_a_service() -> None:
+    assert parse_service_labels("svc", {"swarmgate.hsts": "365d"}) is None

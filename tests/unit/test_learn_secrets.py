@@ -47,3 +47,26 @@ def test_what_was_learnt_is_kept_until_the_secret_is_removed() -> None:
 def test_rejections_of_unknown_extensions_or_without_a_secret_blame_nothing() -> None:
     other = 'nginx: [emerg] unknown directive "bogus" in /etc/nginx/nginx.conf:3'
     assert learn_unusable_secrets(CONFIG, observed(), (), [("nope", MESSAGE), ("default", other)]) == frozenset()
+
+
+def test_a_ca_bundle_nginx_cannot_load_sets_aside_only_the_service_verifying_with_it() -> None:
+    ca = swarm_secret("backend-ca.pem")
+    verifying = service("verifying", {"com.docker.lb.hosts": "tls.local", "com.docker.lb.port": "8443",
+                                      "com.docker.lb.ssl_backend": "true",
+                                      "com.docker.lb.ssl_backend_tls_verify": "required",
+                                      "swarmgate.ssl_backend_ca": "backend-ca.pem"}, host_ports=(8443,))
+    proxy = service("interlock-proxy", {"swarmgate.managed-by": "swarmgate"})
+    proxy["Spec"]["TaskTemplate"] = {"ContainerSpec": {"Secrets": [
+        {"File": {"Name": "/run/secrets/backend-ca.pem"}, "SecretName": "backend-ca.pem", "SecretID": ca["ID"]}]}}
+    tasks = [task(GOOD, "w0", ports={8080: 31000}), task(verifying, "w0", ports={8443: 31001})]
+    state = ObservedState.from_api(services=[GOOD, verifying, proxy], tasks=tasks,
+                                   nodes=[node("w0", "198.18.0.20")], secrets=[ca])
+    assert compute_desired(CONFIG, state).extension("default").route_table.secrets == ("backend-ca.pem",)
+    message = ('2026/12/07 05:07:30 [emerg] 27063#27063: SSL_CTX_load_verify_locations('
+               '"/run/secrets/backend-ca.pem") failed (SSL: error:05800088:x509 certificate routines::no certificate '
+               "or crl found)")
+    learnt = learn_unusable_secrets(CONFIG, state, (), [("default", message)])
+    assert learnt == {ca["ID"]}
+    table = compute_desired(CONFIG, state, unusable_secrets=learnt).extension("default").route_table
+    assert [(s.service, s.kind) for s in table.set_aside] == [("verifying", "unusable_secret")]
+    assert [h.host for h in table.hosts] == ["good.local"] and table.secrets == ()

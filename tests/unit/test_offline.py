@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from swarmgate.operator.cli.offline import cmd_render, cmd_routes
+from swarmgate.models.routing.routes import build_route_table
+from swarmgate.operator.cli.offline import cmd_render, cmd_routes, format_route_table
 from tests.factories import node, service, task
+from tests.unit.test_render import SEED, features_state
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 SEED_CONFIG = str(GOLDEN / "seed-config.toml")
@@ -56,3 +58,11 @@ def test_routes_prints_hosts_upstreams_and_set_aside_services_with_reasons(
         "  set aside:\n"
         "    broken: label com.docker.lb.port: expected an integer 1-65535, got 'eighty'\n"
     )
+
+
+def test_routes_shows_the_https_settings_of_each_host_and_pool() -> None:
+    text = format_route_table(SEED, build_route_table(features_state(), SEED), features_state())
+    assert ("secure.local  tls: /run/secrets/shop.crt /run/secrets/shop.key, http → https, "
+            "hsts max-age=31536000; includeSubDomains; preload") in text
+    assert "/ → secure, tls to tasks, verified with backend-ca.pem" in text
+    assert "/ → tls-tasks, tls to tasks\n" in text

@@ -55,17 +55,24 @@ def features_state(cluster: str | None = None) -> ObservedState:
     fallback = service("fallback", {"com.docker.lb.default_backend": "true", "com.docker.lb.port": "8080",
                                     **({"com.docker.lb.service_cluster": cluster} if cluster else {})})
     broken = service("broken", lb("broken.local", port="80; evil", **extra))
+    # HTTPS labels: to HTTPS only, TLS to verified tasks, HSTS; and TLS to unverified tasks on a shared host.
+    secure = service("secure", {**lb("secure.local", ssl_cert="shop.crt", ssl_key="shop.key", ssl_only="true",
+                                     ssl_backend="true", ssl_backend_tls_verify="required", **extra),
+                                "swarmgate.ssl_backend_ca": "backend-ca.pem", "swarmgate.hsts": "365d",
+                                "swarmgate.hsts_subdomains": "true", "swarmgate.hsts_preload": "true"})
+    tls_tasks = service("tls-tasks", lb("tls-tasks.local", ssl_backend="true", **extra))
     return ObservedState.from_api(
-        services=[demo, canary, app, shop, legacy, empty, fallback, broken],
+        services=[demo, canary, app, shop, legacy, empty, fallback, broken, secure, tls_tasks],
         tasks=[
             task(demo, "wrk-0", slot=1, ports={8080: 30000}), task(demo, "wrk-1", slot=2, ports={8080: 30001}),
             task(canary, "wrk-1", ports={8080: 30002}), task(app, "wrk-0", ports={8080: 30003}),
             task(shop, "wrk-0", ports={8080: 30004}), task(shop, "wrk-1", slot=2, ports={8080: 30005}),
             task(legacy, "wrk-0", ports={8080: 30006}), task(fallback, "wrk-1", ports={8080: 30007}),
             task(empty, "wrk-0", state="starting", ports={8080: 30008}),
+            task(secure, "wrk-1", ports={8080: 30010}), task(tls_tasks, "wrk-0", ports={8080: 30011}),
         ],
         nodes=[node("wrk-0", "10.1.0.10"), node("wrk-1", "10.1.0.11")],
-        secrets=[swarm_secret("shop.crt"), swarm_secret("shop.key")],
+        secrets=[swarm_secret("shop.crt"), swarm_secret("shop.key"), swarm_secret("backend-ca.pem")],
     )
 
 
@@ -129,8 +136,9 @@ def test_seed_demo_proxies_demo_local_to_each_running_tasks_node_address_and_hig
     addresses = sorted(d["args"][0] for d in upstream["block"] if d["directive"] == "server")
     # The lab's two tasks: on mgr-0 (198.18.0.11) and lb-01 (198.18.0.13), both on host port 32768.
     assert addresses == ["198.18.0.11:32768", "198.18.0.13:32768"]
-    assert [d["args"] for d in find(parsed, "listen")] == [["80", "default_server"], ["443", "ssl", "default_server"],
-                                                           ["443", "ssl"], ["80"]]  # the control server, demo.local
+    assert [d["args"] for d in find(parsed, "listen")] == [
+        ["80", "default_server"], ["443", "ssl", "http2", "default_server"],
+        ["443", "ssl"], ["80"]]  # the control server (http2 is per address: nginx gives it too), demo.local
 
 
 def test_interlock_response_and_request_headers_are_set(tmp_path: Path) -> None:
@@ -152,7 +160,8 @@ def test_interlock_response_and_request_headers_are_set(tmp_path: Path) -> None:
 def test_hide_info_headers_removes_every_response_header(tmp_path: Path) -> None:
     parsed = parse(render_nginx(EDGE, build_route_table(features_state("edge"), EDGE), server_info=INFO).text,
                    tmp_path)
-    assert find(parsed, "add_header") == []
+    # HSTS is a host's policy (swarmgate.hsts), not information about the proxy: it stays.
+    assert {d["args"][0] for d in find(parsed, "add_header")} == {"Strict-Transport-Security"}
 
 
 def test_unknown_hosts_and_hosts_without_running_tasks_get_503(tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ def test_https_default_backend_answers_unknown_names_with_its_own_certificate() 
                                       nodes=[node("wrk-0", "198.18.0.16")],
                                       secrets=[swarm_secret("fb.crt"), swarm_secret("fb.key")])
     text = render_nginx(HOST, build_route_table(observed, HOST), server_info="swarmgate/0.1.0 linux/amd64").text
-    default_tls = text.split("listen 443 ssl default_server;", 1)[1].split("\n    }\n", 1)[0]
+    default_tls = text.split("listen 443 ssl http2 default_server;", 1)[1].split("\n    }\n", 1)[0]
     assert "ssl_reject_handshake" not in default_tls
     assert "ssl_certificate /run/secrets/fb.crt;" in default_tls and "proxy_pass http://" in default_tls
     nginx_check(text)
@@ -126,4 +126,5 @@ def test_https_default_backend_answers_unknown_names_with_its_own_certificate() 
     observed = ObservedState.from_api(services=[plain], tasks=[task(plain, "wrk-0", ports={8080: 30090})],
                                       nodes=[node("wrk-0", "198.18.0.16")])
     text = render_nginx(HOST, build_route_table(observed, HOST), server_info="swarmgate/0.1.0 linux/amd64").text
-    assert "ssl_reject_handshake on;" in text.split("listen 443 ssl default_server;", 1)[1].split("\n    }\n", 1)[0]
+    default_tls = text.split("listen 443 ssl http2 default_server;", 1)[1].split("\n    }\n", 1)[0]
+    assert "ssl_reject_handshake on;" in default_tls

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
+from swarmgate.models.routing.https_values import parse_hsts_max_age, parse_tls_verify
 from swarmgate.models.routing.label_values import (
     LabelValueError,
     parse_bool,
@@ -40,13 +41,21 @@ LabelName = Literal[
     "port",
     "redirects",
     "service_cluster",
+    "ssl_backend",
+    "ssl_backend_tls_verify",
     "ssl_cert",
     "ssl_key",
+    "ssl_only",
     "ssl_passthrough",
     "sticky_session_cookie",
     "websocket_endpoints",
 ]
 KNOWN_LABELS: tuple[LabelName, ...] = get_args(LabelName)
+# swarmgate's own labels, for what Interlock had no label for. Other `swarmgate.*` labels (such as
+# `swarmgate.managed-by` on the operator's own objects) are not routing labels and are not read here.
+OWN_PREFIX = "swarmgate."
+OwnLabelName = Literal["hsts", "hsts_preload", "hsts_subdomains", "ssl_backend_ca"]
+OWN_LABELS: tuple[OwnLabelName, ...] = get_args(OwnLabelName)
 # Reasons that are not one rejected label. Metrics, logs and the CLI all take kinds from here.
 OtherKind = Literal[
     "vip_backend",      # backend_mode=vip on a service that is on no overlay network
@@ -56,13 +65,15 @@ OtherKind = Literal[
     "forbidden_secret",  # ssl_cert/ssl_key names a secret swarmgate owns (the channel key, ...)
     "unusable_secret",  # nginx in a proxy could not load the secret as a certificate or key
     "too_many_routes",  # hosts times paths beyond MAX_LOCATIONS
+    "ssl_only_without_tls",  # ssl_only on a service that gives its hosts no HTTPS (no ssl_cert, no passthrough)
     "other",
 ]
 OTHER_KINDS: tuple[OtherKind, ...] = get_args(OtherKind)
-ReasonKind = LabelName | OtherKind
+ReasonKind = LabelName | OwnLabelName | OtherKind
 # Why a service is set aside, as a closed set fit for a metric label: the one list of them.
-REASON_KINDS: tuple[str, ...] = (*sorted(KNOWN_LABELS), *OTHER_KINDS)
-_LABEL_NAMES: dict[str, LabelName] = {name: name for name in KNOWN_LABELS}
+REASON_KINDS: tuple[str, ...] = (*sorted(KNOWN_LABELS), *OWN_LABELS, *OTHER_KINDS)
+_LABEL_NAMES: dict[str, LabelName | OwnLabelName] = {
+    **{PREFIX + name: name for name in KNOWN_LABELS}, **{OWN_PREFIX + name: name for name in OWN_LABELS}}
 # Each host and path of a service is an nginx location with its own upstream and shared-memory zone:
 # measured with nginx 1.22, 5000 of them cost `nginx -t` 1.7 s and 280 MB, on every proxy, at every
 # reload. One service's labels alone could otherwise ask for 1000 hosts with 101 paths each.
@@ -92,6 +103,13 @@ class ServiceRouting:
     ssl_cert: str | None = None
     ssl_key: str | None = None
     ssl_passthrough: bool = False
+    ssl_only: bool = False
+    ssl_backend: bool = False
+    ssl_backend_tls_verify: Literal["none", "required"] | None = None
+    ssl_backend_ca: str | None = None
+    hsts: int | None = None  # max-age, seconds
+    hsts_subdomains: bool = False
+    hsts_preload: bool = False
     websocket_endpoints: tuple[str, ...] = ()
     service_cluster: str = ""
     sticky_session_cookie: str | None = None
@@ -111,7 +129,7 @@ def _backend_mode(value: str) -> Literal["task", "vip"]:
     raise LabelValueError(f"expected task, default or vip, got {shown(value)}")
 
 
-_PARSERS: dict[LabelName, Callable[[str], object]] = {
+_PARSERS: dict[LabelName | OwnLabelName, Callable[[str], object]] = {
     "hosts": parse_hostnames,
     "port": parse_port,
     "network": parse_swarm_name,
@@ -128,6 +146,13 @@ _PARSERS: dict[LabelName, Callable[[str], object]] = {
     "redirects": parse_redirects,
     "backend_mode": _backend_mode,
     "default_backend": parse_bool,
+    "ssl_only": parse_bool,
+    "ssl_backend": parse_bool,
+    "ssl_backend_tls_verify": parse_tls_verify,
+    "ssl_backend_ca": parse_swarm_name,
+    "hsts": parse_hsts_max_age,
+    "hsts_subdomains": parse_bool,
+    "hsts_preload": parse_bool,
 }
 
 
@@ -137,9 +162,14 @@ def is_routed(labels: Mapping[str, str]) -> bool:
 
 
 def parse_service_labels(service_name: str, labels: Mapping[str, str]) -> ServiceRouting | SetAside | None:
-    """The typed routing of one service; `None` when it carries no `com.docker.lb.*` label."""
-    ours = tuple(sorted((key, value) for key, value in labels.items() if key.startswith(PREFIX)))
-    return _parse_labels(service_name, ours) if ours else None
+    """The typed routing of one service; `None` when it carries no `com.docker.lb.*` label.
+
+    swarmgate's own routing labels (`OWN_LABELS`) are read only beside a `com.docker.lb.*` label."""
+    if not is_routed(labels):
+        return None
+    ours = tuple(sorted((key, value) for key, value in labels.items()
+                        if key.startswith(PREFIX) or (key.startswith(OWN_PREFIX) and key in _LABEL_NAMES)))
+    return _parse_labels(service_name, ours)
 
 
 # Labels rarely change between passes, and each pass reads every service's labels more than once
@@ -150,9 +180,7 @@ def _parse_labels(service_name: str, ours: tuple[tuple[str, str], ...]) -> Servi
     values: dict[str, object] = {}
     notices: list[str] = []
     for key in sorted(labels):
-        if not key.startswith(PREFIX):
-            continue
-        name = _LABEL_NAMES.get(key[len(PREFIX):])
+        name = _LABEL_NAMES.get(key)
         if name is None:
             close = difflib.get_close_matches(key[len(PREFIX):], KNOWN_LABELS, n=1, cutoff=0.7)
             hint = f" (did you mean {PREFIX}{close[0]}?)" if close else ""
@@ -165,7 +193,7 @@ def _parse_labels(service_name: str, ours: tuple[tuple[str, str], ...]) -> Servi
         except LabelValueError as exc:
             return SetAside(service_name, f"label {key}: {exc}", kind=name)
     routing = ServiceRouting(service=service_name, notices=tuple(notices), **values)  # type: ignore[arg-type]
-    problem = _missing(routing)
+    problem = _missing(routing) or _https_problem(routing)
     if problem:
         return SetAside(service_name, problem[1], kind=problem[0])
     locations = len(routing.hosts) * len({routing.context_root, *routing.websocket_endpoints})
@@ -192,6 +220,32 @@ def _own_redirects_only(r: ServiceRouting) -> ServiceRouting:
         for source, _ in r.redirects if source not in r.hosts
     ]
     return replace(r, redirects=kept, notices=(*r.notices, *refused))
+
+
+def _https_problem(r: ServiceRouting) -> tuple[ReasonKind, str] | None:
+    """(kind, reason) when the HTTPS labels contradict each other: a label that completes another
+    one, without it, is refused rather than ignored (as ssl_key without ssl_cert), since whoever
+    wrote it expects a protection the route would not have."""
+    if r.ssl_only and r.ssl_cert is None and not r.ssl_passthrough:
+        return "ssl_only_without_tls", (
+            f"label {PREFIX}ssl_only=true, but the service gives its hosts no HTTPS: add {PREFIX}ssl_cert and "
+            f"{PREFIX}ssl_key (or {PREFIX}ssl_passthrough=true), or the redirect would lead nowhere")
+    if r.ssl_backend_tls_verify is not None and not r.ssl_backend:
+        return "ssl_backend_tls_verify", (f"label {PREFIX}ssl_backend_tls_verify needs "
+                                          f"{PREFIX}ssl_backend=true (TLS to the tasks)")
+    if r.ssl_backend_tls_verify == "required" and r.ssl_backend_ca is None:
+        return "ssl_backend_ca", (f"label {PREFIX}ssl_backend_tls_verify=required needs {OWN_PREFIX}ssl_backend_ca: "
+                                  "the Swarm secret holding the CA bundle the tasks' certificates are verified against")
+    if r.ssl_backend_ca is not None and r.ssl_backend_tls_verify != "required":
+        return "ssl_backend_ca", (f"label {OWN_PREFIX}ssl_backend_ca is used only with "
+                                  f"{PREFIX}ssl_backend_tls_verify=required (the tasks would not be verified)")
+    if r.ssl_backend and r.ssl_passthrough:
+        return "ssl_backend", (f"label {PREFIX}ssl_backend: with {PREFIX}ssl_passthrough the proxy never "
+                               "decrypts, so it cannot speak TLS to the tasks itself")
+    for companion in ("hsts_subdomains", "hsts_preload"):
+        if getattr(r, companion) and r.hsts is None:
+            return companion, f"label {OWN_PREFIX}{companion} needs {OWN_PREFIX}hsts=<max-age> (such as 365d)"
+    return None
 
 
 def _missing(r: ServiceRouting) -> tuple[LabelName, str] | None:

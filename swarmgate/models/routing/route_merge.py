@@ -4,8 +4,9 @@ Services that ask for the same host and path share one pool (Interlock's canary 
 disagree on a setting, the **oldest** service decides (Swarm `CreatedAt`, then name), whether its
 value is set or not, so a newly created service can never change what an existing one configured:
 
-* per pool (host + path): sticky_session_cookie, ip_hash, context_root_rewrite;
-* per host: TLS cert/key, and whether the whole host is a redirect;
+* per pool (host + path): sticky_session_cookie, ip_hash, context_root_rewrite, ssl_backend (and its
+  verification);
+* per host: TLS cert/key, whether the whole host is a redirect, ssl_only, HSTS;
 * per extension: which service is the default backend.
 
 Every overruled value is reported as a notice naming both services.
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from swarmgate.models.routing.https_values import HSTS, BackendTLS
 from swarmgate.models.routing.labels import ServiceRouting
 from swarmgate.models.routing.route_types import HostRoute, PathRoute, TLSFiles, Upstream
 from swarmgate.models.settings.extension import Extension
@@ -83,6 +85,10 @@ def _said(value: object) -> str:
         return "not set"
     if isinstance(value, TLSFiles):
         return f"{value.cert}/{value.key}"
+    if isinstance(value, BackendTLS):
+        return f"TLS verified with {value.ca}" if value.ca else "TLS, not verified"
+    if isinstance(value, HSTS):
+        return value.header
     return str(value)
 
 
@@ -116,6 +122,7 @@ def path_route(host: str, path: str, members: Sequence[tuple[Routed, bool]], ext
     strip = oldest_decides("context_root_rewrite", where, [
         (m, m.routing.context_root if m.routing.context_root_rewrite and _under(path, m.routing.context_root)
          else None) for m, _ in members], notices)
+    backend_tls = oldest_decides("ssl_backend", where, [(m, _backend_tls(m.routing)) for m, _ in members], notices)
     return PathRoute(
         path=path,
         pool=pool_name(host, path),
@@ -126,7 +133,18 @@ def path_route(host: str, path: str, members: Sequence[tuple[Routed, bool]], ext
         websocket=any(ws for _, ws in members),
         sticky_cookie=sticky,
         ip_hash=bool(ip_hash) or (ext.config.ip_hash and sticky is None),
+        backend_tls=backend_tls,
     )
+
+
+def _backend_tls(r: ServiceRouting) -> BackendTLS | None:
+    if not r.ssl_backend:
+        return None
+    return BackendTLS(ca=r.ssl_backend_ca if r.ssl_backend_tls_verify == "required" else None)
+
+
+def _hsts(r: ServiceRouting) -> HSTS | None:
+    return None if r.hsts is None else HSTS(r.hsts, subdomains=r.hsts_subdomains, preload=r.hsts_preload)
 
 
 def merge_hosts(routed: Sequence[Routed], ext: Extension, notices: list[str]) -> tuple[HostRoute, ...]:
@@ -156,12 +174,16 @@ def merge_hosts(routed: Sequence[Routed], ext: Extension, notices: list[str]) ->
         tls = oldest_decides("ssl_cert/ssl_key", where, [
             (m, TLSFiles(m.routing.ssl_cert, m.routing.ssl_key) if m.routing.ssl_cert else None)
             for m in routes_here], notices)
+        ssl_only = oldest_decides("ssl_only", where, [(m, m.routing.ssl_only) for m in routes_here], notices)
+        hsts = oldest_decides("hsts", where, [(m, _hsts(m.routing)) for m in routes_here], notices)
         paths = tuple(path_route(host, path, by_path[(host, path)], ext, notices) for path in paths_of[host])
         if redirect is not None and paths:
             served = ", ".join(sorted({s for p in paths for s in p.services}))
             notices.append(f"{where}: redirected to {redirect}; its routes ({served}) are not served")
             paths = ()
-        hosts.append(HostRoute(host=host, paths=paths, tls=tls, redirect=redirect))
+        # A redirect to HTTPS where the host has no TLS would lead nowhere (labels.py refuses it per service).
+        hosts.append(HostRoute(host=host, paths=paths, tls=tls, redirect=redirect,
+                               ssl_only=bool(ssl_only) and tls is not None, hsts=hsts))
     return tuple(hosts)
 
 

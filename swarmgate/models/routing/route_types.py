@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from swarmgate.models.routing.https_values import HSTS, BackendTLS
 from swarmgate.models.routing.labels import SetAside
 from swarmgate.models.routing.nginx_sizes import upstream_zone_kb
 
@@ -40,6 +41,7 @@ class PathRoute:
     websocket: bool = False
     sticky_cookie: str | None = None
     ip_hash: bool = False
+    backend_tls: BackendTLS | None = None  # the proxy speaks TLS to these tasks (`ssl_backend`)
 
     @property
     def zone_kb(self) -> int:
@@ -49,12 +51,17 @@ class PathRoute:
 
 @dataclass(frozen=True)
 class HostRoute:
-    """One server: a host name, its locations, its TLS files, or a redirect of the whole host."""
+    """One server: a host name, its locations, its TLS files, or a redirect of the whole host.
+
+    `ssl_only`: plain HTTP requests get a 301 to HTTPS (but ACME's HTTP-01 challenges); `hsts`: the
+    header its HTTPS responses carry."""
 
     host: str
     paths: tuple[PathRoute, ...]
     tls: TLSFiles | None = None
     redirect: str | None = None
+    ssl_only: bool = False
+    hsts: HSTS | None = None
 
 
 @dataclass(frozen=True)
@@ -81,8 +88,10 @@ class RouteTable:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """The Swarm secrets the proxy must mount for this table's TLS hosts."""
+        """The Swarm secrets the proxy must mount: this table's TLS hosts' and the CA bundles that
+        verify its TLS backends."""
         names = {n for h in self.hosts if h.tls for n in (h.tls.cert, h.tls.key) if n}
+        names |= {p.backend_tls.ca for p in self.pools if p.backend_tls and p.backend_tls.ca}
         return tuple(sorted(names))
 
     @property

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Set
 
+from swarmgate.models.routing.backend_ca import ca_problem
 from swarmgate.models.routing.label_values import LabelValueError, parse_swarm_name, shown
 from swarmgate.models.routing.labels import PREFIX, ReasonKind, ServiceRouting, SetAside, parse_service_labels
 from swarmgate.models.routing.route_merge import Routed, default_backend, merge_hosts, pool_name
@@ -172,7 +173,8 @@ def _classify(
         notices.extend(parsed.notices)
         network = _network(observed, service, parsed)
         unsupported = ((network if isinstance(network, tuple) else None)
-                       or secret_problem(parsed, secrets, unusable_secrets))
+                       or secret_problem(parsed, secrets, unusable_secrets)
+                       or ca_problem(parsed, secrets, unusable_secrets))
         if unsupported:
             aside.append(SetAside(service.name, unsupported[1], kind=unsupported[0]))
             continue
@@ -221,6 +223,19 @@ def _passthrough_routes(
     return tuple(out)
 
 
+def _passthrough_ssl_only(passthrough: list[Routed], hosts: tuple[HostRoute, ...]) -> tuple[HostRoute, ...]:
+    """The http side of passthrough hosts labelled ssl_only: a server that only redirects to HTTPS.
+
+    A passthrough host has no http route of its own; one that another service also routes over
+    plain HTTP keeps that route (its own labels decide about ssl_only there)."""
+    taken = {h.host for h in hosts}
+    wanted = sorted({host for r in passthrough if r.routing.ssl_only for host in r.routing.hosts} - taken)
+    if not wanted:
+        return hosts
+    return tuple(sorted([*hosts, *(HostRoute(host=h, paths=(), ssl_only=True) for h in wanted)],
+                        key=lambda h: h.host))
+
+
 def build_route_table(
     observed: ObservedState, ext: Extension, *, unusable_secrets: Set[str] = frozenset()
 ) -> RouteTable:
@@ -233,6 +248,7 @@ def build_route_table(
     routed, aside, notices, networks = _classify(observed, ext, unusable_secrets)
     passthrough = [r for r in routed if r.routing.ssl_passthrough]
     hosts = merge_hosts([r for r in routed if not r.routing.ssl_passthrough], ext, notices)
+    hosts = _passthrough_ssl_only(passthrough, hosts)
     return RouteTable(
         cluster=ext.service_cluster,
         networks=tuple(sorted(networks)),

@@ -80,6 +80,8 @@ class Extension(BaseModel):
     template: StrictStr | None = Field(None, alias="Template")
     config: NginxOptions = Field(default_factory=NginxOptions, alias="Config")
     hitless_service_update: StrictBool = Field(True, alias="HitlessServiceUpdate")
+    # swarmgate's own key: HTTP/2 to clients on every TLS listener (ALPN; plain HTTP stays HTTP/1.1).
+    http2: StrictBool = Field(True, alias="HTTP2")
 
     @model_validator(mode="before")
     @classmethod

@@ -109,14 +109,17 @@ def format_route_table(ext: Extension, table: RouteTable, observed: ObservedStat
         lines.append("  no routes")
     for host in table.hosts:
         tls = f"  tls: /run/secrets/{host.tls.cert} /run/secrets/{host.tls.key}" if host.tls else ""
-        lines.append(f"  {host.host}{tls}")
+        https = "".join([", http → https" if host.ssl_only else "", f", hsts {host.hsts.header}" if host.hsts else ""])
+        lines.append(f"  {host.host}{tls}{https}")
         if host.redirect:
             lines.append(f"    redirect → {host.redirect}")
         for route in host.paths:
             extras = [f"strip {route.strip_prefix}" if route.strip_prefix else "",
                       "websocket" if route.websocket else "",
                       f"sticky cookie {route.sticky_cookie}" if route.sticky_cookie else "",
-                      "ip_hash" if route.ip_hash else ""]
+                      "ip_hash" if route.ip_hash else "",
+                      (f"tls to tasks, verified with {route.backend_tls.ca}" if route.backend_tls.ca
+                       else "tls to tasks") if route.backend_tls else ""]
             extra = "".join(f", {e}" for e in extras if e)
             lines.append(f"    {route.path} → {', '.join(route.services)}{extra}")
             if not route.upstreams:

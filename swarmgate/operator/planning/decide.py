@@ -17,6 +17,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from swarmgate.models.routing.backend_ca import unusable_ca_ids
 from swarmgate.models.routing.tls_secrets import still_present, unusable_secret_ids
 from swarmgate.models.settings.config import Config
 from swarmgate.models.swarm.observed import ObservedState
@@ -78,7 +79,7 @@ def learn_unusable_secrets(config: Config, observed: ObservedState, known: Itera
         ext = config.extensions.get(extension)
         proxy = observed.service_named(ext.proxy_service_name) if ext is not None else None
         if proxy is not None:
-            learnt |= unusable_secret_ids(message, proxy.spec)
+            learnt |= unusable_secret_ids(message, proxy.spec) | unusable_ca_ids(message, proxy.spec)
     return still_present(learnt, observed.secrets)
 
 

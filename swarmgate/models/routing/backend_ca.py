@@ -1,0 +1,65 @@
+"""The CA bundle a TLS backend is verified against (`swarmgate.ssl_backend_ca`): may the proxy mount
+its secret, and could nginx load it (pure).
+
+It is a Swarm secret mounted into the proxy like a certificate (`tls_secrets`), so it is held to the
+same rules, with the same kinds of reason: a secret that does not exist (`missing_secret`), that
+swarmgate owns (`forbidden_secret`), or that a proxy's nginx could not load as a CA bundle
+(`unusable_secret`) sets only that service aside. nginx reads the bundle when it loads the config
+(`proxy_ssl_trusted_certificate` with `proxy_ssl_verify on`), and its message names the file:
+
+    SSL_CTX_load_verify_locations("/run/secrets/x") failed (SSL: ... no certificate or crl found)
+
+A file that is not there (a proxy rolling to mount it) fails with a `system library` error: that
+says nothing of the secret's content, so it never marks a secret unusable.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Set
+from typing import Any
+
+from swarmgate.models.routing.labels import OWN_PREFIX, ReasonKind, ServiceRouting
+from swarmgate.models.routing.tls_secrets import SECRETS_DIR, is_forbidden, mounted_secret_ids
+from swarmgate.models.swarm.objects import SwarmSecret
+from swarmgate.models.swarm.ownership import CHANNEL_SECRET_NAME
+
+_UNUSABLE_CA = re.compile(
+    rf'SSL_CTX_load_verify_locations\("{re.escape(SECRETS_DIR)}(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)"\) failed'
+    r"(?! \(SSL: error:[0-9A-Fa-f]+:system library)"
+)
+
+
+def ca_problem(routing: ServiceRouting, secrets: Mapping[str, SwarmSecret],
+               unusable: Set[str]) -> tuple[ReasonKind, str] | None:
+    """(kind, reason) when the service's CA bundle secret may not be mounted into the proxy.
+
+    `secrets` maps every secret name in the snapshot to its secret; `unusable` holds secret IDs."""
+    name = routing.ssl_backend_ca
+    if name is None:
+        return None
+    where = f"label {OWN_PREFIX}ssl_backend_ca"
+    secret = secrets.get(name)
+    if secret is None:
+        return "missing_secret", (f"{where}: no Swarm secret named {name!r} (create it with "
+                                  f"`docker secret create {name} CA.pem`, or fix the label)")
+    if is_forbidden(secret):
+        return "forbidden_secret", (f"{where}: Swarm secret {name!r} belongs to swarmgate itself and "
+                                    "cannot be used as a CA bundle")
+    if secret.id in unusable:
+        return "unusable_secret", (f"{where}: nginx in the proxy cannot load Swarm secret {name!r} "
+                                   f"(ID {secret.id[:12]}) as a PEM CA bundle; create a secret with PEM "
+                                   "certificates and point the label at it")
+    return None
+
+
+def unusable_ca_names(message: str) -> frozenset[str]:
+    """The names of the secrets a failed `nginx -t` could not load as a CA bundle (see the docstring)."""
+    return frozenset(match.group("name") for match in _UNUSABLE_CA.finditer(message))
+
+
+def unusable_ca_ids(message: str, proxy_spec: Mapping[str, Any]) -> frozenset[str]:
+    """The IDs of those secrets, as the proxy's spec mounts them; a name it does not mount is no one's."""
+    mounted = mounted_secret_ids(proxy_spec)
+    return frozenset(mounted[name] for name in unusable_ca_names(message)
+                     if name in mounted and name != CHANNEL_SECRET_NAME)
