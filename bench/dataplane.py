@@ -1,4 +1,9 @@
-"""`make dataplane`: the proxy's data-plane overhead, measured on the lab.
+"""`make dataplane`: the proxy's data-plane overhead, against its peers on loopback, then on the lab.
+
+First (unless `--no-peers`) bench/peers.py: swarmgate's rendered config in the machine's nginx beside
+a minimal nginx proxy, HAProxy and Caddy, all on 127.0.0.1 in front of one nginx backend, with the
+data-plane goals checked; no lab needed (`--no-lab` stops there). Its options take a `peer-` prefix
+here (`--peer-rounds`, `--peer-seconds`, `--peer-only`, `--peer-no-nginx-t`). Then the lab part:
 
 Requests/s and latency (p50, p99) for `GET /ping` with `Host: demo.local`, from one client (`wrk`),
 at a few concurrency levels, to
@@ -25,6 +30,7 @@ requests. On a shared lab run it under the lab lock:
 
     flock /tmp/swarmgate-lab.lock make dataplane
     .venv/bin/python bench/dataplane.py [--levels 1 8 32] [--rounds 3] [--seconds 5] [--variants]
+                                        [--no-peers | --no-lab] [--peer-rounds 3] [--peer-seconds 4]
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import peers  # noqa: E402
 from bench.wrkclient import run_wrk  # noqa: E402
 from tests.lab import http  # noqa: E402
 from tests.lab.cluster import load_lab  # noqa: E402
@@ -261,7 +268,14 @@ def ratio_rows(rows: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]
 
 
 def write_report(results: dict[str, Any], out: Path) -> None:
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    """OUT.json and OUT.md from the lab part's results; the peers' section (bench/peers.py), when the
+    results or the JSON already there hold one, is kept as it is."""
+    saved = out.with_suffix(".json")
+    if "peers" not in results and saved.exists():
+        earlier = json.loads(saved.read_text()).get("peers")
+        if earlier is not None:
+            results["peers"] = earlier
+    saved.write_text(json.dumps(results, indent=2) + "\n")
     rows: list[dict[str, Any]] = results["summary"]
     ratios = {(r["target"], r["mode"], r["connections"]): r for r in results["ratios"]}
     lines = [f"# Data-plane overhead ({results['date']}, {results['machine']})", "",
@@ -334,7 +348,10 @@ def write_report(results: dict[str, Any], out: Path) -> None:
               "the latencies leave out the client's TCP handshake (requests/s include it).", ""]
     if results.get("notes"):
         lines += ["## What limits the ratio", "", results["notes"].strip(), ""]
-    out.with_suffix(".md").write_text("\n".join(lines))
+    text = "\n".join(lines)
+    if results.get("peers"):
+        text = peers.merge_markdown(text, peers.peers_markdown(results["peers"]))
+    out.with_suffix(".md").write_text(text)
 
 
 def main() -> int:
@@ -352,15 +369,28 @@ def main() -> int:
     parser.add_argument("--notes", type=Path, help="a Markdown file to append as 'What limits the ratio'")
     parser.add_argument("--report-only", action="store_true",
                         help="no measurement: rewrite OUT.md from OUT.json (with --notes)")
+    parser.add_argument("--no-peers", action="store_true", help="skip the peers on loopback (bench/peers.py)")
+    parser.add_argument("--no-lab", action="store_true", help="skip the lab part: only the peers on loopback")
+    peers.add_arguments(parser, "peer-")
     args = parser.parse_args()
     if args.report_only:
         saved: dict[str, Any] = json.loads(args.out.with_suffix(".json").read_text())
         if args.notes:
             saved["notes"] = args.notes.read_text()
-        write_report(saved, args.out)
+        if "summary" in saved:
+            write_report(saved, args.out)
+        elif "peers" in saved:
+            peers.merge_report(args.out, saved["peers"])
         return 0
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: make deps (scripts/install-deps.sh)")
+    # The peers first: they need no lab, and each is stopped before the lab part starts.
+    if not args.no_peers:
+        found = peers.run(args.peer_rounds, args.peer_seconds, args.peer_only, time_nginx_t=not args.peer_no_nginx_t)
+        peers.merge_report(args.out, found)
+        peers.print_table(found)
+    if args.no_lab:
+        return 0
 
     lab = load_lab()
     seed = Seed(lab, log=log)
