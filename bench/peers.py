@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,17 +217,21 @@ class PeerRun:
     client_cpu: float
     host_idle: float
     cpu_by: dict[str, float]
+    # CPU seconds per wall second the rest of the machine used (other processes, interrupts, the
+    # hypervisor's steal; not wrk, not the servers started here):
+    # the client, proxy and backend alone can keep both cores busy, so the idle share says little.
+    others_cores: float = 0.0
 
 
-def wrk_once(target: str, port: int, seconds: int, round_: int) -> PeerRun:
+def wrk_once(target: str, port: int, seconds: int, round_: int, own: Collection[int] = ()) -> PeerRun:
     cmd = ["wrk", "--latency", "-t", str(THREADS), "-c", str(CONNECTIONS), "-d", f"{seconds}s", "--timeout", "5s",
            "-H", f"Host: {pc.DEMO_HOST}", f"http://{pc.LOOPBACK}:{port}/"]
-    m = run_wrk(cmd, timeout=seconds + 30)
+    m = run_wrk(cmd, timeout=seconds + 30, own=own)
     return PeerRun(target, round_, m.requests, m.rps, m.p50_ms, m.p99_ms, m.errors, m.client_cpu, m.host_idle,
-                   m.cpu_by)
+                   m.cpu_by, round(max(m.busy_cores - m.own_cores, 0.0), 2))
 
 
-def measure(ports: Mapping[str, int], rounds: int, seconds: int) -> list[PeerRun]:
+def measure(ports: Mapping[str, int], rounds: int, seconds: int, own: Collection[int] = ()) -> list[PeerRun]:
     names = list(ports)
     for name in names:  # warm-up: every path served once under load, not recorded
         wrk_once(name, ports[name], 1, -1)
@@ -235,10 +239,11 @@ def measure(ports: Mapping[str, int], rounds: int, seconds: int) -> list[PeerRun
     for r in range(rounds):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            run = wrk_once(name, ports[name], seconds, r)
+            run = wrk_once(name, ports[name], seconds, r, own)
             runs.append(run)
             log(f"round {r + 1}/{rounds} {name:22} {run.rps:9.0f} req/s p50 {run.p50_ms:6.2f} ms "
-                f"p99 {run.p99_ms:6.2f} ms errors {run.errors} host idle {run.host_idle:.0%}")
+                f"p99 {run.p99_ms:6.2f} ms errors {run.errors} host idle {run.host_idle:.0%} "
+                f"others {run.others_cores:.2f} cores")
     return runs
 
 
@@ -257,6 +262,8 @@ def summarize(runs: Sequence[PeerRun], order: Sequence[str]) -> list[dict[str, A
             "client_cpu": round(statistics.median(r.client_cpu for r in rs), 2),
             "host_idle": round(statistics.median(r.host_idle for r in rs), 3),
             "host_idle_min": round(min(r.host_idle for r in rs), 3),
+            "others_cores": round(statistics.median(r.others_cores for r in rs), 2),
+            "others_cores_max": round(max(r.others_cores for r in rs), 2),
             "rps_all": [round(r.rps) for r in rs]}
         rows.append(row)
     base = next((r for r in rows if r["target"] == BASELINE), None)
@@ -362,14 +369,17 @@ def peers_markdown(p: Mapping[str, Any]) -> str:
              f"127.0.0.1 and proxies to the same nginx backend (`return 200`); client `wrk`, {p['threads']} thread, "
              f"{p['connections']} connections, `Host: {pc.DEMO_HOST}`; medians over {p['rounds']} rounds of "
              f"{p['seconds']} s, the targets' order rotating each round. Ratios are to the minimal nginx proxy. "
-             "`host idle` is the share of all cores idle during the run (median, and the lowest): the machine is "
+             "`wrk CPU`: the client's cores; `others`: the cores the rest of the machine (neither wrk nor the "
+             "servers started here) used during the run, median and highest; `host idle`: the share of all "
+             "cores left idle (client, proxy and backend can fill 2 cores by themselves). The machine is "
              "shared, so compare the ratios side by side.", "",
-             "| target | req/s | x minimal | p50 | p99 | p99 x minimal | errors | wrk CPU | host idle (min) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| target | req/s | x minimal | p50 | p99 | p99 x minimal | errors | wrk CPU | others (max) | host idle |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in p["summary"]:
         lines.append(f"| {TARGETS.get(r['target'], r['target'])} | {r['rps']:,.0f} | {_x(r['rps_ratio'])} | "
                      f"{r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {_x(r['p99_ratio'])} | {r['errors']} of "
-                     f"{r['requests']:,} | {r['client_cpu']:.2f} | {r['host_idle']:.0%} ({r['host_idle_min']:.0%}) |")
+                     f"{r['requests']:,} | {r['client_cpu']:.2f} | {r.get('others_cores', 0):.2f} "
+                     f"({r.get('others_cores_max', 0):.2f}) | {r['host_idle']:.0%} |")
     if p.get("nginx_t"):
         lines += ["", "`nginx -t` of swarmgate's render (seed's config, loopback rewrite), median of 3:", "",
                   "| services | config | wall time | peak RSS |", "|---|---|---|---|"]
@@ -410,10 +420,10 @@ def merge_report(out: Path, peers: dict[str, Any]) -> None:
 
 def print_table(p: Mapping[str, Any]) -> None:
     print(f"peers on loopback, {p['date']}, {p['commit']}: {p['rounds']} x {p['seconds']} s, wrk -t1 -c16")
-    print(f"{'target':24}{'req/s':>10}{'x min':>7}{'p50 ms':>8}{'p99 ms':>8}{'x min':>7}{'idle':>6}")
+    print(f"{'target':24}{'req/s':>10}{'x min':>7}{'p50 ms':>8}{'p99 ms':>8}{'x min':>7}{'idle':>6}{'others':>8}")
     for r in p["summary"]:
         print(f"{r['target']:24}{r['rps']:>10,.0f}{_x(r['rps_ratio']):>7}{r['p50_ms']:>8.2f}{r['p99_ms']:>8.2f}"
-              f"{_x(r['p99_ratio']):>7}{r['host_idle']:>6.0%}")
+              f"{_x(r['p99_ratio']):>7}{r['host_idle']:>6.0%}{r.get('others_cores', 0):>8.2f}")
     for size, t in sorted(p.get("nginx_t", {}).items(), key=lambda kv: int(kv[0])):
         print(f"nginx -t at {int(size):,} services: {t['seconds']:.3f} s, {t['max_rss_mib']:.1f} MiB")
     for g in p["goals"]:
@@ -508,7 +518,8 @@ def run(rounds: int, seconds: int, only: Sequence[str] | None = None, *, time_ng
             for size, row in sorted(nginx_t_rows.items()):
                 log(f"nginx -t at {size:,} services: {row['seconds']} s, {row['max_rss_mib']} MiB")
 
-        runs = measure(ports, rounds, seconds)
+        own = {pid for server in started for pid in (server.proc.pid, *_children(server.proc.pid))}
+        runs = measure(ports, rounds, seconds, own)
         for server in started:
             if not server.alive():
                 raise SystemExit(f"{server.name} died during the run: {server.why_not()}")

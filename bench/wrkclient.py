@@ -14,6 +14,7 @@ import re
 import resource
 import subprocess
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,8 @@ class Measured:
     client_cpu: float  # wrk's CPU seconds per wall second (1.0 = one core)
     host_idle: float  # share of all cores idle during the run
     cpu_by: dict[str, float]  # the busiest process names: CPU seconds per wall second, over the machine
+    busy_cores: float = 0.0  # CPU seconds per wall second used on the whole machine
+    own_cores: float = 0.0  # of which by the processes named in `own` (and wrk)
 
 
 def _ms(text: str) -> float:
@@ -91,8 +94,9 @@ def cpu_by_name(before: dict[int, tuple[str, float]], after: dict[int, tuple[str
     return {name: round(cpu / wall, 2) for name, cpu in busiest}
 
 
-def run_wrk(cmd: list[str], timeout: float) -> Measured:
-    """Run one `wrk --latency` command line and measure the machine around it."""
+def run_wrk(cmd: list[str], timeout: float, own: Collection[int] = ()) -> Measured:
+    """Run one `wrk --latency` command line and measure the machine around it. `own`: the pids of the
+    servers under test; what the rest of the machine used is `busy_cores - own_cores`."""
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     procs0 = proc_cpu()
     busy0, total0 = cpu_times()
@@ -107,7 +111,11 @@ def run_wrk(cmd: list[str], timeout: float) -> Measured:
     parsed = parse_wrk(proc.stdout)
     cpu = (after_children.ru_utime - before_children.ru_utime) + (after_children.ru_stime - before_children.ru_stime)
     idle = 1 - (busy1 - busy0) / max(total1 - total0, 1)
+    cores = os.cpu_count() or 1
+    mine = {os.getpid(), *own}  # this process's reaped-children time is wrk's
+    own_cpu = sum(cpu - procs0.get(pid, ("", 0.0))[1] for pid, (_name, cpu) in procs1.items() if pid in mine)
     return Measured(requests=int(parsed["requests"]), seconds=parsed["seconds"], rps=parsed["rps"],
                     p50_ms=parsed["p50_ms"], p99_ms=parsed["p99_ms"], errors=int(parsed["errors"]),
                     client_cpu=round(cpu / wall, 3), host_idle=round(idle, 3),
-                    cpu_by=cpu_by_name(procs0, procs1, wall))
+                    cpu_by=cpu_by_name(procs0, procs1, wall), busy_cores=round((1 - idle) * cores, 2),
+                    own_cores=round(own_cpu / wall, 2))
