@@ -218,8 +218,8 @@ class PeerRun:
     host_idle: float
     cpu_by: dict[str, float]
     # CPU seconds per wall second the rest of the machine used (other processes, interrupts, the
-    # hypervisor's steal; not wrk, not the servers started here):
-    # the client, proxy and backend alone can keep both cores busy, so the idle share says little.
+    # hypervisor's steal; not wrk, not the servers started here). Client, proxy and backend alone can
+    # keep both cores busy, so the idle share says little about the noise; this says how much there was.
     others_cores: float = 0.0
 
 
