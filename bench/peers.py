@@ -22,7 +22,7 @@ is shared, and ratios within one run are what count. It also times `nginx -t` (w
 RSS, median of 3) of swarmgate's render at 1,000 and 10,000 services, and checks the data-plane
 goals against the figures. It merges its section into bench/dataplane.md and bench/dataplane.json.
 
-    python bench/peers.py [--rounds 3] [--seconds 4] [--only swarmgate nginx-minimal ...]
+    python bench/peers.py [--rounds 3] [--seconds 4] [--only swarmgate swarmgate-10k ...] [--no-nginx-t]
 """
 
 from __future__ import annotations
@@ -129,6 +129,13 @@ def start(name: str, argv: Sequence[str], workdir: Path, *, env: Mapping[str, st
         proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                 cwd=workdir, env={**os.environ, **(env or {})}, start_new_session=True)
     return Running(name, proc, stderr)
+
+
+def two_ports() -> tuple[int, int]:
+    """Two free loopback ports, not the same one (nothing is bound between the two picks)."""
+    first = free_port()
+    second = wait_for(lambda: next((p for p in (free_port(),) if p != first), None), timeout=5, what="a second port")
+    return first, second
 
 
 def answers(port: int, *, upstream: str | None = None) -> bool:
@@ -450,7 +457,7 @@ def run(rounds: int, seconds: int, only: Sequence[str] | None = None, *, time_ng
     for tool in ("nginx", "wrk", "openssl", *(t for t in ("haproxy", "caddy") if not only or t in only)):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed: scripts/install-deps.sh")
-    wanted = [t for t in TARGETS if not only or t in only or t == "direct"]
+    wanted = [t for t in TARGETS if not only or t in only or t in ("direct", BASELINE)]  # every ratio needs both
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(),
                                "machine": machine(), "rounds": rounds, "seconds": seconds, "threads": THREADS,
                                "connections": CONNECTIONS, "targets": {t: TARGETS[t] for t in wanted}}
@@ -499,7 +506,7 @@ def run(rounds: int, seconds: int, only: Sequence[str] | None = None, *, time_ng
             text = render(toml, pc.state_document(services, backend), work, name)
             prefix = work / name
             (prefix / "logs").mkdir(parents=True)
-            port, tls_port = free_port(), free_port()
+            port, tls_port = two_ports()
             conf = prefix / "nginx.conf"
             conf.write_text(pc.loopback_rewrite(text, ports={80: port, 443: tls_port}, prefix=prefix, tls=tls,
                                                  user=user))
@@ -512,8 +519,8 @@ def run(rounds: int, seconds: int, only: Sequence[str] | None = None, *, time_ng
             (prefix / "logs").mkdir(parents=True)
             text = render(pc.seed_toml(seed), pc.state_document(1000, backend), work, "nginx-t-1000")
             conf = prefix / "nginx.conf"
-            conf.write_text(pc.loopback_rewrite(text, ports={80: free_port(), 443: free_port()}, prefix=prefix,
-                                                tls=tls, user=user))
+            conf.write_text(pc.loopback_rewrite(text, ports=dict(zip((80, 443), two_ports(), strict=True)),
+                                                prefix=prefix, tls=tls, user=user))
             nginx_t_rows[1000] = {"config_bytes": len(text), **nginx_t(conf, prefix)}
             for size, row in sorted(nginx_t_rows.items()):
                 log(f"nginx -t at {size:,} services: {row['seconds']} s, {row['max_rss_mib']} MiB")
@@ -534,8 +541,8 @@ def add_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """The options of this benchmark (`bench/dataplane.py` takes them with `prefix` = `peer-`)."""
     parser.add_argument(f"--{prefix}rounds", type=int, default=3)
     parser.add_argument(f"--{prefix}seconds", type=int, default=4, help="length of each wrk run")
-    parser.add_argument(f"--{prefix}only", nargs="+", choices=[t for t in TARGETS if t != "direct"],
-                        help="measure only these targets (and direct)")
+    parser.add_argument(f"--{prefix}only", nargs="+", choices=[t for t in TARGETS if t not in ("direct", BASELINE)],
+                        help=f"measure only these targets (and direct and {BASELINE})")
     parser.add_argument(f"--{prefix}no-nginx-t", action="store_true", help="skip timing nginx -t at 1k and 10k")
 
 
