@@ -91,13 +91,16 @@ rolls: deps
 	$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2
 	$(BIN)/python bench/rolls.py $(ROLLS_ARGS)
 
-# The data plane: requests/s and p50/p99 latency with wrk, straight to the demo task
-# and through each LB node's proxy, side by side, on the seed's cluster: bench/dataplane.md and
-# bench/dataplane.json (about 5 min; 5 more with DATAPLANE_ARGS=--variants, which also tries config
-# changes on one proxy). On a shared lab: `flock /tmp/swarmgate-lab.lock make dataplane`.
+# The data plane: requests/s and p50/p99 latency with wrk. First the peers on loopback (no lab):
+# swarmgate's rendered nginx beside a minimal nginx proxy, HAProxy and Caddy, in front of one backend,
+# and the data-plane goals checked (bench/peers.py, about 2 min). Then, on the seed's cluster, straight
+# to the demo task and through each LB node's proxy, side by side (about 5 min; 5 more with
+# DATAPLANE_ARGS=--variants, which also tries config changes on one proxy). Both go to
+# bench/dataplane.md and bench/dataplane.json. DATAPLANE_ARGS=--no-lab runs only the peers (and brings
+# up no lab), --no-peers only the lab part. On a shared lab: `flock /tmp/swarmgate-lab.lock make dataplane`.
 DATAPLANE_ARGS ?=
 dataplane: deps
-	$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2
+	$(if $(findstring --no-lab,$(DATAPLANE_ARGS)),,$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2)
 	$(BIN)/python bench/dataplane.py $(DATAPLANE_ARGS)
 
 # Stop the lab and remove the venv and the tools' caches.

@@ -1,4 +1,9 @@
-"""`make dataplane`: the proxy's data-plane overhead, measured on the lab.
+"""`make dataplane`: the proxy's data-plane overhead, against its peers on loopback, then on the lab.
+
+First (unless `--no-peers`) bench/peers.py: swarmgate's rendered config in the machine's nginx beside
+a minimal nginx proxy, HAProxy and Caddy, all on 127.0.0.1 in front of one nginx backend, with the
+data-plane goals checked; no lab needed (`--no-lab` stops there). Its options take a `peer-` prefix
+here (`--peer-rounds`, `--peer-seconds`, `--peer-only`, `--peer-no-nginx-t`). Then the lab part:
 
 Requests/s and latency (p50, p99) for `GET /ping` with `Host: demo.local`, from one client (`wrk`),
 at a few concurrency levels, to
@@ -25,6 +30,7 @@ requests. On a shared lab run it under the lab lock:
 
     flock /tmp/swarmgate-lab.lock make dataplane
     .venv/bin/python bench/dataplane.py [--levels 1 8 32] [--rounds 3] [--seconds 5] [--variants]
+                                        [--no-peers | --no-lab] [--peer-rounds 3] [--peer-seconds 4]
 """
 
 from __future__ import annotations
@@ -34,7 +40,6 @@ import json
 import os
 import platform
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -47,6 +52,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import peers  # noqa: E402
+from bench.wrkclient import run_wrk  # noqa: E402
 from tests.lab import http  # noqa: E402
 from tests.lab.cluster import load_lab  # noqa: E402
 from tests.lab.seed_deployment import DEMO_HOST, PROXY, Seed  # noqa: E402
@@ -93,67 +100,6 @@ def log(msg: str) -> None:
 # -- the client
 
 
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
-
-
-def _ms(text: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    if m is None:
-        raise ValueError(f"not a wrk duration: {text!r}")
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def parse_wrk(out: str) -> dict[str, float]:
-    """Requests, requests/s, p50/p99 (ms) and errors from `wrk --latency` output."""
-    pct = {int(p): _ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M)}
-    done = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m)", out, re.M)
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
-    if done is None or rps is None or set(pct) != {50, 99}:
-        raise RuntimeError(f"unexpected wrk output:\n{out}")
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = (sum(int(g) for g in sock.groups()) if sock else 0) + (int(non2xx.group(1)) if non2xx else 0)
-    return {"requests": int(done.group(1)), "seconds": _ms(done.group(2) + done.group(3)) / 1e3,
-            "rps": float(rps.group(1)), "p50_ms": pct[50], "p99_ms": pct[99], "errors": errors}
-
-
-def _cpu_times() -> tuple[float, float]:
-    """(busy, total) jiffies over all cores, from /proc/stat."""
-    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-def _proc_cpu() -> dict[int, tuple[str, float]]:
-    """pid -> (name, CPU seconds used by it and its reaped children) for every process (the demo
-    backend forks a child per connection; the parent's reaped-children time holds theirs)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        name = text[text.index("(") + 1:text.rindex(")")]
-        f = text[text.rindex(")") + 2:].split()
-        pid = int(stat.parent.name)
-        # This process's reaped-children time is wrk's (and nothing else it runs during a measurement).
-        out[pid] = ("wrk (client)" if pid == os.getpid() else name, sum(float(x) for x in f[11:15]) / tick)
-    return out
-
-
-def _cpu_by_name(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall: float,
-                 top: int = 6) -> dict[str, float]:
-    used: dict[str, float] = {}
-    for pid, (name, cpu) in after.items():
-        old = before.get(pid)
-        delta = cpu - (old[1] if old else 0.0)  # by pid: a kernel worker's name changes with its work
-        if delta > 0:
-            used[name] = used.get(name, 0.0) + delta
-    busiest = sorted(used.items(), key=lambda kv: -kv[1])[:top]
-    return {name: round(cpu / wall, 2) for name, cpu in busiest}
-
-
 def wrk(target: Target, mode: str, connections: int, seconds: int, round_: int = 0) -> Run:
     if target.kind != "local":
         http.assert_lab_route(target.address)  # never anything but a lab node or loopback
@@ -163,24 +109,10 @@ def wrk(target: Target, mode: str, connections: int, seconds: int, round_: int =
     if mode == "close":
         cmd += ["-H", "Connection: close"]  # wrk opens a new connection for each request
     cmd.append(target.url)
-    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    procs0 = _proc_cpu()
-    busy0, total0 = _cpu_times()
-    start = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=False)
-    wall = time.monotonic() - start
-    busy1, total1 = _cpu_times()
-    procs1 = _proc_cpu()
-    after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {(proc.stderr or proc.stdout).strip()}")
-    parsed = parse_wrk(proc.stdout)
-    cpu = (after_children.ru_utime - before_children.ru_utime) + (after_children.ru_stime - before_children.ru_stime)
-    idle = 1 - (busy1 - busy0) / max(total1 - total0, 1)
-    return Run(target=target.name, mode=mode, connections=connections, round=round_, requests=int(parsed["requests"]),
-               seconds=parsed["seconds"], rps=parsed["rps"], p50_ms=parsed["p50_ms"], p99_ms=parsed["p99_ms"],
-               errors=int(parsed["errors"]), client_cpu=round(cpu / wall, 3), host_idle=round(idle, 3),
-               cpu_by=_cpu_by_name(procs0, procs1, wall))
+    m = run_wrk(cmd, timeout=seconds + 30)
+    return Run(target=target.name, mode=mode, connections=connections, round=round_, requests=m.requests,
+               seconds=m.seconds, rps=m.rps, p50_ms=m.p50_ms, p99_ms=m.p99_ms, errors=m.errors,
+               client_cpu=m.client_cpu, host_idle=m.host_idle, cpu_by=m.cpu_by)
 
 
 def measure(targets: list[Target], levels: list[int], rounds: int, seconds: int) -> list[Run]:
@@ -336,7 +268,14 @@ def ratio_rows(rows: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]
 
 
 def write_report(results: dict[str, Any], out: Path) -> None:
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    """OUT.json and OUT.md from the lab part's results; the peers' section (bench/peers.py), when the
+    results or the JSON already there hold one, is kept as it is."""
+    saved = out.with_suffix(".json")
+    if "peers" not in results and saved.exists():
+        earlier = json.loads(saved.read_text()).get("peers")
+        if earlier is not None:
+            results["peers"] = earlier
+    saved.write_text(json.dumps(results, indent=2) + "\n")
     rows: list[dict[str, Any]] = results["summary"]
     ratios = {(r["target"], r["mode"], r["connections"]): r for r in results["ratios"]}
     lines = [f"# Data-plane overhead ({results['date']}, {results['machine']})", "",
@@ -409,7 +348,10 @@ def write_report(results: dict[str, Any], out: Path) -> None:
               "the latencies leave out the client's TCP handshake (requests/s include it).", ""]
     if results.get("notes"):
         lines += ["## What limits the ratio", "", results["notes"].strip(), ""]
-    out.with_suffix(".md").write_text("\n".join(lines))
+    text = "\n".join(lines)
+    if results.get("peers"):
+        text = peers.merge_markdown(text, peers.peers_markdown(results["peers"]))
+    out.with_suffix(".md").write_text(text)
 
 
 def main() -> int:
@@ -427,15 +369,28 @@ def main() -> int:
     parser.add_argument("--notes", type=Path, help="a Markdown file to append as 'What limits the ratio'")
     parser.add_argument("--report-only", action="store_true",
                         help="no measurement: rewrite OUT.md from OUT.json (with --notes)")
+    parser.add_argument("--no-peers", action="store_true", help="skip the peers on loopback (bench/peers.py)")
+    parser.add_argument("--no-lab", action="store_true", help="skip the lab part: only the peers on loopback")
+    peers.add_arguments(parser, "peer-")
     args = parser.parse_args()
     if args.report_only:
         saved: dict[str, Any] = json.loads(args.out.with_suffix(".json").read_text())
         if args.notes:
             saved["notes"] = args.notes.read_text()
-        write_report(saved, args.out)
+        if "summary" in saved:
+            write_report(saved, args.out)
+        elif "peers" in saved:
+            peers.merge_report(args.out, saved["peers"])
         return 0
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: make deps (scripts/install-deps.sh)")
+    # The peers first: they need no lab, and each is stopped before the lab part starts.
+    if not args.no_peers:
+        found = peers.run(args.peer_rounds, args.peer_seconds, args.peer_only, time_nginx_t=not args.peer_no_nginx_t)
+        peers.merge_report(args.out, found)
+        peers.print_table(found)
+    if args.no_lab:
+        return 0
 
     lab = load_lab()
     seed = Seed(lab, log=log)
