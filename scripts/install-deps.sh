@@ -17,5 +17,13 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -qq
+  # Services these packages ship (dockerd, nginx, caddy and haproxy on port 80, prometheus) must not
+  # start on a machine that runs an init system: the lab and the benchmarks start what they need, on
+  # their own addresses. policy-rc.d answering 101 is Debian's way to say "start nothing".
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
