@@ -91,7 +91,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         with collection_paused():
             wanted = decide_pass(config, observed).desired  # what the proxies are asked to be current with
         surveyed = survey(config, observed, wanted, _keyring(args, observed))
-        reported = Reported(published=served_everywhere(surveyed), rejections=rejections(surveyed))
+        served = served_everywhere(surveyed)
+        reported = Reported(published=served, rejections=rejections(surveyed), served=served)
     # What a live pass would do, holds included: the same nginx -t before anything is published.
     with collection_paused():
         decision = decide_pass(config, observed, reported=reported, verdict=NginxGate().verdict)

@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from swarmgate.models.routing.tls_secrets import still_present, unusable_secret_ids
+from swarmgate.models.routing.tls_secrets import still_present, undelivered_secret_ids, unusable_secret_ids
 from swarmgate.models.settings.config import Config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.operator.planning.actions import Action, PublishProxyConfig
@@ -37,6 +37,9 @@ class Reported:
     # remembers what it published instead, see `PassMemory.published`).
     published: Mapping[str, str] = field(default_factory=dict)
     rejections: tuple[Rejection, ...] = ()
+    # Per extension, the digest every proxy task says it serves (live: from their statuses): the
+    # certificate courier drops a secret only once every task serves the current config.
+    served: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class PassMemory:
 
     # IDs of secrets a proxy's nginx could not load, kept while the secret exists.
     unusable_secrets: frozenset[str] = frozenset()
+    # IDs of secrets whose courier file a proxy waited for in vain, kept while the secret exists.
+    undelivered_secrets: frozenset[str] = frozenset()
     # Per extension, the spec digest this operator last wrote: what Swarm may roll back from.
     attempted: Mapping[str, str] = field(default_factory=dict)
     # Per extension, the digest this operator last published to the proxies.
@@ -82,6 +87,15 @@ def learn_unusable_secrets(config: Config, observed: ObservedState, known: Itera
     return still_present(learnt, observed.secrets)
 
 
+def learn_undelivered_secrets(observed: ObservedState, known: Iterable[str],
+                              rejections: Iterable[Rejection]) -> frozenset[str]:
+    """Secret IDs whose courier file a proxy's agent waited for in vain (its rejection names them)."""
+    learnt = set(known)
+    for _, message in rejections:
+        learnt |= undelivered_secret_ids(message)
+    return still_present(learnt, observed.secrets)
+
+
 def routes_digest(desired: DesiredState) -> str:
     return hashlib.sha256("".join(e.rendered.digest for e in desired.extensions).encode()).hexdigest()
 
@@ -97,8 +111,11 @@ def decide_pass(
     """What a pass that observed `observed` decides; `memory` is the last pass's `PassDecision.memory`
     (after `after_apply`), or empty."""
     unusable = learn_unusable_secrets(config, observed, memory.unusable_secrets, reported.rejections)
-    desired = compute_desired(config, observed, unusable_secrets=unusable)
+    undelivered = learn_undelivered_secrets(observed, memory.undelivered_secrets, reported.rejections)
+    desired = compute_desired(config, observed, unusable_secrets=unusable, undelivered_secrets=undelivered,
+                              served=reported.served)
     rejected = rejected_extensions(desired, verdict) if verdict is not None else {}
     actions = plan(desired, observed, published={**memory.published, **reported.published}, rejected=rejected,
                    attempted=memory.attempted)
-    return PassDecision(desired, actions, routes_digest(desired), replace(memory, unusable_secrets=unusable))
+    return PassDecision(desired, actions, routes_digest(desired),
+                        replace(memory, unusable_secrets=unusable, undelivered_secrets=undelivered))
