@@ -57,7 +57,8 @@ _UNUSABLE = re.compile(
     rf'|SSL_CTX_(?:use_certificate|use_PrivateKey|set0_chain)\("{_file(2)}"\) failed'
 )
 # The agent's rejection when the courier did not bring a file in time (planning/agent.sh).
-_UNDELIVERED = re.compile(rf"certificate file not delivered: {re.escape(CERTS_DIR)}/(?P<id>{_ID})\.pem")
+# Its line names the file by the agent's own certs dir (`CERTS_DIR` in a proxy), so any directory goes.
+_UNDELIVERED = re.compile(rf"^certificate file not delivered: /\S*/(?P<id>{_ID})\.pem$", re.MULTILINE)
 
 
 def tls_file(secret: SwarmSecret, *, hitless: bool) -> str:
