@@ -122,5 +122,6 @@ def test_the_waiting_status_parses_and_a_file_that_cannot_be_opened_blames_no_se
     message = (f'nginx: [emerg] cannot load certificate "/run/swarmgate-certs/{CERT_ID}.pem": BIO_new_file() failed '
                "(SSL: error:80000002:system library::No such file or directory)")
     assert unusable_certs_ids(message) == frozenset()
-    loaded = f'nginx: [emerg] cannot load certificate key "/run/swarmgate-certs/{KEY_ID}.pem": PEM_read_bio_PrivateKey() failed'
+    loaded = (f'nginx: [emerg] cannot load certificate key "/run/swarmgate-certs/{KEY_ID}.pem": '
+              "PEM_read_bio_PrivateKey() failed")
     assert unusable_certs_ids(loaded) == {KEY_ID}

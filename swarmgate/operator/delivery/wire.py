@@ -74,9 +74,9 @@ class AgentStatus:
     serving: str  # digest nginx serves; "" for the bootstrap
     rejected: str = ""  # set when the last config pushed was refused
     message: str = ""  # why (nginx -t's output), with `rejected`; what it waits for, with `waiting`
-    waiting: str = ""  # a push the agent holds until the certificate files it names exist
     term: int = 0  # the newest push the agent accepted: its fence
     seq: int = 0
+    waiting: str = ""  # a push the agent holds until the certificate files it names exist
 
     @property
     def ok(self) -> bool:

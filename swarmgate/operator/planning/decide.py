@@ -82,8 +82,8 @@ def learn_unusable_secrets(config: Config, observed: ObservedState, known: Itera
     for extension, message in rejections:
         ext = config.extensions.get(extension)
         proxy = observed.service_named(ext.proxy_service_name) if ext is not None else None
-        if proxy is not None:
-            learnt |= unusable_secret_ids(message, proxy.spec)
+        # A courier file names its ID itself; a plain mount is looked up in the proxy's spec.
+        learnt |= unusable_secret_ids(message, proxy.spec if proxy is not None else {})
     return still_present(learnt, observed.secrets)
 
 

@@ -2,8 +2,9 @@
 
 The spec's shape is `service_spec`'s types. It depends only on the TOML configuration and, with plain
 delivery, on the TLS secrets of the route table (a hitless proxy reads them from the certificate
-courier's volume instead, see `courier`, so a certificate change never rolls it): nothing about the operator (where it runs, its port) reaches the proxy,
-so moving or restarting the operator never rolls a proxy. Config and secret references name their
+courier's volume instead, see `courier`, so a certificate change never rolls it): nothing about
+the operator (where it runs, its port) reaches the proxy, so moving or restarting the operator
+never rolls a proxy. Config and secret references name their
 objects only (`ConfigName`/`SecretName`); `edge.actions` fills in the IDs when it writes, because an
 ID does not exist before the object is created and says nothing a content-addressed name does not
 already say.
