@@ -132,6 +132,10 @@ def build_proxy_spec(
     labels = {**(user_labels or {}), **ext.proxy_labels, **owned_labels(kind=KIND_PROXY, extension=ext.name)}
     labels[OWN_CONSTRAINTS_LABEL] = ",".join(sorted(set(ext.proxy_constraints)))
 
+    # In the docker CLI's order (by source, then target): any `docker service update` of the proxy,
+    # such as the seed's `--constraint-add`, writes its mounts back in that order, and a task template
+    # whose mounts moved is a new one to Swarm: every proxy task would be replaced.
+    mounts.sort(key=lambda m: (m["Source"], m["Target"]))
     container: ContainerSpec = {
         "Image": ext.proxy_image,
         "Labels": dict(sorted(ext.proxy_container_labels.items())),
