@@ -81,7 +81,7 @@ down() {
     docker service rm "$OPERATOR" >/dev/null && removed=1
     wait_until 60 "the operator's container to stop" operator_gone
   fi
-  for svc in demo "$PROXY"; do
+  for svc in demo "$PROXY" "$PROXY-certs"; do
     if docker service inspect "$svc" >/dev/null 2>&1; then docker service rm "$svc" >/dev/null && removed=1; fi
   done
   for cfg in "$CONFIG" $(docker config ls -q --filter "label=$OWNED"); do

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +73,15 @@ def _word_or_empty(value: object) -> str:
     return "" if value in ("", None) else _word(value)
 
 
+@jinja2.pass_context
+def _tls_file(context: jinja2.runtime.Context, secret: object) -> str:
+    """`{{ name | tls_file }}`: the file nginx reads for a TLS secret named in the route table. The
+    pipeline passes `tls_paths` (the certificate courier's `CERTS_DIR/<ID>.pem` in hitless mode);
+    without it, Swarm's own mount `/run/secrets/NAME`."""
+    paths = context.get("tls_paths") or {}
+    return _word(paths.get(str(secret), f"/run/secrets/{_word(secret)}"))
+
+
 def _word_list(value: object) -> str:
     return ", ".join(_word(part) for part in str(value).split(", "))
 
@@ -89,6 +98,7 @@ def _environment(sandboxed: bool) -> jinja2.Environment:
     env.filters["word"] = _word
     env.filters["word_or_empty"] = _word_or_empty
     env.filters["word_list"] = _word_list
+    env.filters["tls_file"] = _tls_file
     env.filters["seconds"] = format_seconds
     env.filters["chomp"] = lambda text: str(text).rstrip("\n")
     return env
@@ -157,9 +167,11 @@ def render_nginx(
     template_text: str | None = None,
     control_dir: str = CONTROL_DIR,
     control_peers: Sequence[str] = (),
+    tls_paths: Mapping[str, str] | None = None,
 ) -> RenderedConfig:
     """The whole nginx.conf of one extension's proxy for one route table; `control_peers`: who may
-    reach its control server (none given: every holder of the channel key, as in the bootstrap)."""
+    reach its control server (none given: every holder of the channel key, as in the bootstrap);
+    `tls_paths`: per TLS secret name, the file nginx reads (none given: `/run/secrets/NAME`)."""
     if not _SERVER_INFO.fullmatch(server_info):
         raise RenderError(
             f"server_info must be printable words (like 'swarmgate/0.1.0 linux/amd64'): {server_info!r}"
@@ -174,7 +186,7 @@ def render_nginx(
                              peers=control_peers) if pushed else ""
     context = {"ext": ext, "o": ext.config, "table": table, "server_info": server_info,
                "server_names_hash_bucket_size": bucket, "server_names_hash_max_size": max_size,
-               "swarmgate_control": control,
+               "swarmgate_control": control, "tls_paths": dict(tls_paths or {}),
                "shared_hosts": shared, "own_hosts": [h for h in table.hosts if needs_own_server(h)],
                # Shared hosts whose tasks speak TLS: a second map picks the scheme.
                "shared_tls_backends": [h for h in shared if h.paths[0].backend_tls is not None],

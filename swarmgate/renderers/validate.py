@@ -5,10 +5,10 @@ Some lines of a rendered config depend on the machine the proxy runs on rather t
 the checked copy points them somewhere that exists here: the `user` directive names the user running
 the check (the proxy image's `nginx` user need not exist here), `pid` and log files that are not
 `/dev/*` go into the temp prefix, TLS files under /run/secrets/ (Swarm secrets, mounted only inside
-the proxy) and the control server's own TLS (the agent's file, only in a proxy) become a throwaway
-self-signed pair, and `ssl_dhparam` a standard group (RFC 7919
-ffdhe2048). Both are made once per process with the `openssl` CLI. Everything else is checked
-exactly as written. Upstreams are IP addresses, so the check needs no DNS.
+the proxy) or /run/swarmgate-certs/ (the certificate courier's copies, only on the LB nodes) and
+the control server's own TLS (the agent's file, only in a proxy) become a throwaway self-signed pair,
+and `ssl_dhparam` a standard group (RFC 7919 ffdhe2048). Both are made once per process with the
+`openssl` CLI. Everything else is checked exactly as written. Upstreams are IP addresses, so the check needs no DNS.
 
 `NginxGate` is what the operator asks before it publishes anything: one `nginx -t` per distinct
 config (verdicts are kept by digest), and a plain "cannot check" when the machine has no nginx.
@@ -37,7 +37,8 @@ _PID = re.compile(r"^(\s*)pid\s+[^;]*;", re.MULTILINE)
 # A TLS backend's CA bundle (`proxy_ssl_trusted_certificate`) is a secret too; the throwaway
 # self-signed certificate is a valid bundle of one.
 _SECRET = re.compile(
-    r"^(\s*)(ssl_certificate|ssl_certificate_key|proxy_ssl_trusted_certificate)\s+/run/secrets/[^;\s]+;", re.MULTILINE)
+    r"^(\s*)(ssl_certificate|ssl_certificate_key|proxy_ssl_trusted_certificate)\s+/run/(?:secrets|swarmgate-certs)/[^;\s]+;",
+    re.MULTILINE)
 # The agent's own file inside the control server (TLS, client verification, locations) exists only in
 # a proxy task: here the server gets the throwaway pair, which is all `nginx -t` needs of it.
 _CONTROL_INCLUDE = re.compile(r"^(\s*)include\s+/var/lib/swarmgate/control/\*\.conf;", re.MULTILINE)

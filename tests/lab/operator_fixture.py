@@ -144,7 +144,8 @@ def clean_swarm(client: docker.DockerClient, *, services: tuple[str, ...] = (), 
                 proxies: tuple[str, ...] = (PROXY,)) -> None:
     """Remove the proxies, the given services, every owned config and the token secret; with `lab`,
     also each proxy's state volume on each LB node, so the next proxy starts from the bootstrap."""
-    for name in (*services, *proxies):
+    # Each proxy's certificate courier (`<proxy>-certs`) goes with it.
+    for name in (*services, *proxies, *(f"{p}-certs" for p in proxies)):
         for svc in client.services.list(filters={"name": name}):
             if svc.name == name:
                 docker_api.remove(svc)
@@ -159,6 +160,7 @@ def clean_swarm(client: docker.DockerClient, *, services: tuple[str, ...] = (), 
         for name in lab.lb_nodes:
             for proxy in proxies:
                 _forget_served_config(lab, name, f"{proxy}-state")
+                _forget_served_config(lab, name, f"{proxy}-certs")
 
 
 def _forget_served_config(lab: Lab, name: str, volume: str = STATE_VOLUME) -> None:

@@ -118,6 +118,7 @@ class Proxy:
     term: int | None = 1  # the pusher's leader term
     store: ProxyState = field(default_factory=ProxyState)
     agent: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # more of the agent's environment
     pusher: Pusher = field(init=False)
 
     def __post_init__(self) -> None:
@@ -180,6 +181,7 @@ class Proxy:
             "SWARMGATE_DIR": str(self.dir),
             "SWARMGATE_STATE_DIR": str(self.state),
             "SWARMGATE_NGINX": self.nginx_name,
+            **self.env,
         }
         with open(self.tmp / "agent.log", "ab") as log:
             self.agent = subprocess.Popen([str(BUSYBOX), "sh", str(AGENT_SCRIPT)], env=env, stdout=log,

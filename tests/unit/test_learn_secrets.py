@@ -70,3 +70,17 @@ def test_a_ca_bundle_nginx_cannot_load_sets_aside_only_the_service_verifying_wit
     table = compute_desired(CONFIG, state, unusable_secrets=learnt).extension("default").route_table
     assert [(s.service, s.kind) for s in table.set_aside] == [("verifying", "unusable_secret")]
     assert [h.host for h in table.hosts] == ["good.local"] and table.secrets == ()
+
+
+def test_a_courier_copy_of_a_ca_bundle_names_its_id_and_no_spec_is_needed() -> None:
+    """In hitless delivery nginx reads the courier's `/run/swarmgate-certs/<ID>.pem`: the message
+    names the ID itself, and a file that is not there (a system-library error) blames nobody."""
+    ca = swarm_secret("backend-ca.pem")
+    state = ObservedState.from_api(services=[GOOD], tasks=[task(GOOD, "w0", ports={8080: 31000})],
+                                   nodes=[node("w0", "198.18.0.20")], secrets=[ca])
+    loaded = (f'[emerg] SSL_CTX_load_verify_locations("/run/swarmgate-certs/{ca["ID"]}.pem") failed '
+              "(SSL: error:05800088:x509 certificate routines::no certificate or crl found)")
+    absent = (f'[emerg] SSL_CTX_load_verify_locations("/run/swarmgate-certs/{ca["ID"]}.pem") failed '
+              "(SSL: error:80000002:system library::No such file or directory)")
+    assert learn_unusable_secrets(CONFIG, state, (), [("default", loaded)]) == {ca["ID"]}
+    assert learn_unusable_secrets(CONFIG, state, (), [("default", absent)]) == frozenset()

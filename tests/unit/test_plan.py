@@ -151,15 +151,16 @@ def test_a_state_volume_removed_by_hand_is_put_back() -> None:
     raw = next(s for s in observed.services if s.name == "interlock-proxy")
     spec = copy.deepcopy(dict(raw.spec))
     assert spec["TaskTemplate"]["ContainerSpec"]["Mounts"] == [
+        {"Type": "volume", "Source": "interlock-proxy-certs", "Target": "/run/swarmgate-certs", "ReadOnly": True},
         {"Type": "volume", "Source": "interlock-proxy-state", "Target": "/var/lib/swarmgate/state"}]
-    spec["TaskTemplate"]["ContainerSpec"]["Mounts"] = []
+    spec["TaskTemplate"]["ContainerSpec"]["Mounts"] = spec["TaskTemplate"]["ContainerSpec"]["Mounts"][:1]
     after = cluster(proxy_service(spec, version=41), configs=owned_configs(observed),
                     secrets=(f.swarm_secret(CHANNEL_SECRET_NAME),))
     desired = desired_for(cfg, after)
     actions = plan(desired, after, published={e.name: e.rendered.digest for e in desired.extensions})
     assert kinds(actions) == ["UpdateService"]
     assert isinstance(actions[0], UpdateService)
-    assert actions[0].diff.paths == ("TaskTemplate.ContainerSpec.Mounts[0]",)
+    assert actions[0].diff.paths == ('TaskTemplate.ContainerSpec.Mounts["/var/lib/swarmgate/state"]',)
 
 
 def test_converged_cluster_plans_only_a_noop() -> None:

@@ -152,3 +152,18 @@ def test_merge_keeps_unmanaged_settings_and_replaces_managed_ones() -> None:
     container(expected)["Isolation"] = "default"
     assert merged == expected
     assert not diff_specs(merged, desired_spec())
+
+
+def test_mounts_in_another_order_are_no_change_and_a_changed_mount_is_named_by_its_target() -> None:
+    """The docker CLI sorts mounts by target on any `service update` (the seed's `--constraint-add`
+    does it): the proxy's state and certificate volumes swap places, which must not roll the proxy."""
+    state = {"Type": "volume", "Source": "p-state", "Target": "/var/lib/swarmgate/state"}
+    certs = {"Type": "volume", "Source": "p-certs", "Target": "/run/swarmgate-certs", "ReadOnly": True}
+
+    def with_mounts(*mounts: dict[str, Any]) -> dict[str, Any]:
+        return {"TaskTemplate": {"ContainerSpec": {"Mounts": list(mounts)}}}
+
+    assert not diff_specs(with_mounts(certs, state), with_mounts(state, certs))
+    writable = {**certs, "ReadOnly": False}
+    assert diff_specs(with_mounts(state, writable), with_mounts(state, certs)).paths == (
+        'TaskTemplate.ContainerSpec.Mounts["/run/swarmgate-certs"].ReadOnly',)

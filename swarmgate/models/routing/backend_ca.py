@@ -9,6 +9,9 @@ swarmgate owns (`forbidden_secret`), or that a proxy's nginx could not load as a
 
     SSL_CTX_load_verify_locations("/run/secrets/x") failed (SSL: ... no certificate or crl found)
 
+The file is Swarm's mount `/run/secrets/NAME` (plain delivery) or the certificate courier's copy
+`/run/swarmgate-certs/<ID>.pem` (hitless delivery), whose path names the secret's ID itself.
+
 A file that is not there (a proxy rolling to mount it) fails with a `system library` error: that
 says nothing of the secret's content, so it never marks a secret unusable.
 """
@@ -20,21 +23,23 @@ from collections.abc import Mapping, Set
 from typing import Any
 
 from swarmgate.models.routing.labels import OWN_PREFIX, ReasonKind, ServiceRouting
-from swarmgate.models.routing.tls_secrets import SECRETS_DIR, is_forbidden, mounted_secret_ids
+from swarmgate.models.routing.tls_secrets import CERTS_DIR, SECRETS_DIR, is_forbidden, mounted_secret_ids
 from swarmgate.models.swarm.objects import SwarmSecret
 from swarmgate.models.swarm.ownership import CHANNEL_SECRET_NAME
 
 _UNUSABLE_CA = re.compile(
-    rf'SSL_CTX_load_verify_locations\("{re.escape(SECRETS_DIR)}(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)"\) failed'
+    rf'SSL_CTX_load_verify_locations\("(?:{re.escape(SECRETS_DIR)}(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)'
+    rf'|{re.escape(CERTS_DIR)}/(?P<id>[A-Za-z0-9]+)\.pem)"\) failed'
     r"(?! \(SSL: error:[0-9A-Fa-f]+:system library)"
 )
 
 
 def ca_problem(routing: ServiceRouting, secrets: Mapping[str, SwarmSecret],
-               unusable: Set[str]) -> tuple[ReasonKind, str] | None:
+               unusable: Set[str], undelivered: Set[str] = frozenset()) -> tuple[ReasonKind, str] | None:
     """(kind, reason) when the service's CA bundle secret may not be mounted into the proxy.
 
-    `secrets` maps every secret name in the snapshot to its secret; `unusable` holds secret IDs."""
+    `secrets` maps every secret name in the snapshot to its secret; `unusable` and `undelivered`
+    hold secret IDs."""
     name = routing.ssl_backend_ca
     if name is None:
         return None
@@ -50,16 +55,21 @@ def ca_problem(routing: ServiceRouting, secrets: Mapping[str, SwarmSecret],
         return "unusable_secret", (f"{where}: nginx in the proxy cannot load Swarm secret {name!r} "
                                    f"(ID {secret.id[:12]}) as a PEM CA bundle; create a secret with PEM "
                                    "certificates and point the label at it")
+    if secret.id in undelivered:
+        return "undelivered_secret", (f"{where}: Swarm secret {name!r} (ID {secret.id[:12]}) did not reach "
+                                      "every load-balancer node's certificate courier in time")
     return None
 
 
 def unusable_ca_names(message: str) -> frozenset[str]:
-    """The names of the secrets a failed `nginx -t` could not load as a CA bundle (see the docstring)."""
-    return frozenset(match.group("name") for match in _UNUSABLE_CA.finditer(message))
+    """The names of the mounted secrets (`/run/secrets/NAME`) a failed `nginx -t` could not load as a
+    CA bundle (see the docstring)."""
+    return frozenset(name for match in _UNUSABLE_CA.finditer(message) if (name := match.group("name")))
 
 
 def unusable_ca_ids(message: str, proxy_spec: Mapping[str, Any]) -> frozenset[str]:
-    """The IDs of those secrets, as the proxy's spec mounts them; a name it does not mount is no one's."""
+    """The IDs of the secrets a failed `nginx -t` could not load as a CA bundle: a courier's file
+    names its ID; a mount is looked up in the proxy's spec (a name it does not mount is no one's)."""
     mounted = mounted_secret_ids(proxy_spec)
-    return frozenset(mounted[name] for name in unusable_ca_names(message)
-                     if name in mounted and name != CHANNEL_SECRET_NAME)
+    by_name = {mounted[name] for name in unusable_ca_names(message) if name in mounted and name != CHANNEL_SECRET_NAME}
+    return frozenset(by_name | {i for match in _UNUSABLE_CA.finditer(message) if (i := match.group("id"))})

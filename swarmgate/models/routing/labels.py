@@ -64,6 +64,7 @@ OtherKind = Literal[
     "missing_secret",   # ssl_cert/ssl_key names no Swarm secret
     "forbidden_secret",  # ssl_cert/ssl_key names a secret swarmgate owns (the channel key, ...)
     "unusable_secret",  # nginx in a proxy could not load the secret as a certificate or key
+    "undelivered_secret",  # the certificate courier did not bring the secret to a proxy in time
     "too_many_routes",  # hosts times paths beyond MAX_LOCATIONS
     "ssl_only_without_tls",  # ssl_only on a service that gives its hosts no HTTPS (no ssl_cert, no passthrough)
     "other",

@@ -154,7 +154,7 @@ def _upstreams(observed: ObservedState, service: Service, port: int) -> tuple[Up
 
 
 def _classify(
-    observed: ObservedState, ext: Extension, unusable_secrets: Set[str]
+    observed: ObservedState, ext: Extension, unusable_secrets: Set[str], undelivered_secrets: Set[str]
 ) -> tuple[list[Routed], list[SetAside], list[str], set[str]]:
     secrets = {secret.name: secret for secret in observed.secrets}
     networks: set[str] = set()
@@ -173,8 +173,8 @@ def _classify(
         notices.extend(parsed.notices)
         network = _network(observed, service, parsed)
         unsupported = ((network if isinstance(network, tuple) else None)
-                       or secret_problem(parsed, secrets, unusable_secrets)
-                       or ca_problem(parsed, secrets, unusable_secrets))
+                       or secret_problem(parsed, secrets, unusable_secrets, undelivered_secrets)
+                       or ca_problem(parsed, secrets, unusable_secrets, undelivered_secrets))
         if unsupported:
             aside.append(SetAside(service.name, unsupported[1], kind=unsupported[0]))
             continue
@@ -237,15 +237,17 @@ def _passthrough_ssl_only(passthrough: list[Routed], hosts: tuple[HostRoute, ...
 
 
 def build_route_table(
-    observed: ObservedState, ext: Extension, *, unusable_secrets: Set[str] = frozenset()
+    observed: ObservedState, ext: Extension, *, unusable_secrets: Set[str] = frozenset(),
+    undelivered_secrets: Set[str] = frozenset(),
 ) -> RouteTable:
     """The whole route table of one extension; every collection in it is sorted.
 
     `unusable_secrets` holds the IDs of Swarm secrets that a proxy's nginx could not load as a
     certificate or key (`tls_secrets.unusable_secret_ids` of its failed `nginx -t`): the services
-    naming them are set aside with kind `unusable_secret`.
+    naming them are set aside with kind `unusable_secret`; `undelivered_secrets` (IDs whose courier
+    file a proxy waited for in vain) with kind `undelivered_secret`.
     """
-    routed, aside, notices, networks = _classify(observed, ext, unusable_secrets)
+    routed, aside, notices, networks = _classify(observed, ext, unusable_secrets, undelivered_secrets)
     passthrough = [r for r in routed if r.routing.ssl_passthrough]
     hosts = merge_hosts([r for r in routed if not r.routing.ssl_passthrough], ext, notices)
     hosts = _passthrough_ssl_only(passthrough, hosts)

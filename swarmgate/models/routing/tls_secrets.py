@@ -1,6 +1,8 @@
 """The Swarm secrets a service's TLS labels name: may the proxy mount them, and can nginx load them (pure).
 
-Every secret a route table names is mounted into the proxy service at `/run/secrets/NAME`. Swarm
+With plain delivery every secret a route table names is mounted into the proxy service at
+`/run/secrets/NAME`; with hitless delivery the certificate courier (operator/planning/courier.py)
+mounts them and copies each to `CERTS_DIR/<ID>.pem`, which the proxy reads. Either way Swarm
 refuses a whole service spec that names a secret that does not exist, so one service naming a missing
 secret would freeze the proxy's spec, and with it every other service's route changes. A TLS label
 may also name a secret that is not a certificate at all, such as the delivery channel's key. So
@@ -9,7 +11,9 @@ a service is set aside, before anything reaches the proxy's spec, when its `ssl_
 * names no secret in the snapshot (`missing_secret`);
 * names a secret swarmgate owns: the channel key (`swarmgate-channel`), or anything labelled as swarmgate's
   (`forbidden_secret`);
-* names a secret whose ID a proxy has reported nginx cannot load (`unusable_secret`).
+* names a secret whose ID a proxy has reported nginx cannot load (`unusable_secret`);
+* names a secret whose courier file a hitless proxy waited for in vain (`undelivered_secret`): the
+  agent rejects such a config after its wait, so one secret never stalls the others for longer.
 
 Only nginx, inside a proxy where the secret is mounted, can read a secret's content; managers
 cannot. `unusable_secret_names` and `unusable_secret_ids` turn the message of a proxy's failed
@@ -29,7 +33,18 @@ from swarmgate.models.swarm.objects import SwarmSecret
 from swarmgate.models.swarm.ownership import CHANNEL_SECRET_NAME, is_owned
 
 SECRETS_DIR = "/run/secrets/"
+# Where a hitless proxy finds each TLS secret, as `<secret ID>.pem` (the certificate courier's volume).
+# Not under the agent's directory (/var/lib/swarmgate): a pushed config may name that only once.
+CERTS_DIR = "/run/swarmgate-certs"
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+_ID = r"[A-Za-z0-9]+"
+
+
+def _file(n: int) -> str:
+    """A TLS file nginx may name: a Swarm mount (group `nameN`) or a courier's copy (group `idN`)."""
+    return rf'(?:{re.escape(SECRETS_DIR)}(?P<name{n}>{_NAME})|{re.escape(CERTS_DIR)}/(?P<id{n}>{_ID})\.pem)'
+
+
 # nginx's messages that name a file it opened but could not use (ngx_event_openssl.c):
 #   cannot load certificate "/run/secrets/x": PEM_read_bio_X509_AUX() failed (...)
 #   cannot load certificate key "/run/secrets/x": PEM_read_bio_PrivateKey() failed (...)
@@ -38,9 +53,17 @@ _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 # `BIO_new_file() failed` means the file could not be opened (not mounted yet, during a roll):
 # that says nothing about the secret's content, so it never marks a secret unusable.
 _UNUSABLE = re.compile(
-    rf'cannot load certificate(?: key)? "{re.escape(SECRETS_DIR)}(?P<loaded>{_NAME})": (?!BIO_new_file\(\))'
-    rf'|SSL_CTX_(?:use_certificate|use_PrivateKey|set0_chain)\("{re.escape(SECRETS_DIR)}(?P<used>{_NAME})"\) failed'
+    rf'cannot load certificate(?: key)? "{_file(1)}": (?!BIO_new_file\(\))'
+    rf'|SSL_CTX_(?:use_certificate|use_PrivateKey|set0_chain)\("{_file(2)}"\) failed'
 )
+# The agent's rejection when the courier did not bring a file in time (planning/agent.sh).
+# Its line names the file by the agent's own certs dir (`CERTS_DIR` in a proxy), so any directory goes.
+_UNDELIVERED = re.compile(rf"^certificate file not delivered: /\S*/(?P<id>{_ID})\.pem$", re.MULTILINE)
+
+
+def tls_file(secret: SwarmSecret, *, hitless: bool) -> str:
+    """Where the proxy's nginx reads a TLS secret: the courier's copy (hitless), or Swarm's mount (plain)."""
+    return f"{CERTS_DIR}/{secret.id}.pem" if hitless else f"{SECRETS_DIR}{secret.name}"
 
 
 def is_forbidden(secret: SwarmSecret) -> bool:
@@ -53,6 +76,7 @@ def secret_problem(
     routing: ServiceRouting,
     secrets: Mapping[str, SwarmSecret],
     unusable: Set[str],
+    undelivered: Set[str] = frozenset(),
 ) -> tuple[ReasonKind, str] | None:
     """(kind, reason) when the service's ssl_cert or ssl_key may not be mounted into the proxy.
 
@@ -73,6 +97,10 @@ def secret_problem(
             return "unusable_secret", (f"{where}: nginx in the proxy cannot load Swarm secret {name!r} "
                                        f"(ID {secret.id[:12]}) as a PEM certificate or key; create a secret "
                                        "with a PEM certificate chain or key and point the label at it")
+        if secret.id in undelivered:
+            return "undelivered_secret", (f"{where}: Swarm secret {name!r} (ID {secret.id[:12]}) did not reach "
+                                          "the proxy's certificate courier in time; check the service "
+                                          "<ProxyServiceName>-certs, or create the secret again")
     return None
 
 
@@ -94,7 +122,18 @@ def unusable_secret_names(message: str) -> frozenset[str]:
       empty set. nginx stops at its first error, so one message names at most one secret today;
       with two bad secrets the second is named once the first service is set aside.
     """
-    return frozenset(match.group("loaded") or match.group("used") for match in _UNUSABLE.finditer(message))
+    return frozenset(n for m in _UNUSABLE.finditer(message) if (n := m.group("name1") or m.group("name2")))
+
+
+def unusable_certs_ids(message: str) -> frozenset[str]:
+    """The secret IDs of the courier's files (`CERTS_DIR/<ID>.pem`) that nginx opened and could not
+    use, by the rules of `unusable_secret_names`; the ID is in the path, so no spec is needed."""
+    return frozenset(i for m in _UNUSABLE.finditer(message) if (i := m.group("id1") or m.group("id2")))
+
+
+def undelivered_secret_ids(message: str) -> frozenset[str]:
+    """The secret IDs whose courier file a proxy's agent waited for in vain (its rejection names them)."""
+    return frozenset(m.group("id") for m in _UNDELIVERED.finditer(message))
 
 
 def mounted_secret_ids(proxy_spec: Mapping[str, Any]) -> dict[str, str]:
@@ -123,7 +162,7 @@ def unusable_secret_ids(message: str, proxy_spec: Mapping[str, Any]) -> frozense
     """
     mounted = mounted_secret_ids(proxy_spec)
     return frozenset(mounted[name] for name in unusable_secret_names(message)
-                     if name in mounted and name != CHANNEL_SECRET_NAME)
+                     if name in mounted and name != CHANNEL_SECRET_NAME) | unusable_certs_ids(message)
 
 
 def still_present(unusable: Set[str], secrets: Iterable[SwarmSecret]) -> frozenset[str]:

@@ -34,6 +34,8 @@ KIND_BOOTSTRAP: Final = "bootstrap"
 KIND_PROXY_CONFIG: Final = "proxy-config"
 KIND_CHANNEL: Final = "channel-key"
 KIND_PROXY: Final = "proxy"
+# The certificate courier (operator/planning/courier.py): copies TLS secrets onto the LB nodes.
+KIND_COURIER: Final = "courier"
 
 DIGEST_CHARS_IN_NAME: Final = 12
 

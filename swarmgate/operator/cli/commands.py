@@ -91,7 +91,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         with collection_paused():
             wanted = decide_pass(config, observed).desired  # what the proxies are asked to be current with
         surveyed = survey(config, observed, wanted, _keyring(args, observed))
-        reported = Reported(published=served_everywhere(surveyed), rejections=rejections(surveyed))
+        served = served_everywhere(surveyed)
+        reported = Reported(published=served, rejections=rejections(surveyed), served=served)
     # What a live pass would do, holds included: the same nginx -t before anything is published.
     with collection_paused():
         decision = decide_pass(config, observed, reported=reported, verdict=NginxGate().verdict)
@@ -172,6 +173,8 @@ def status_text(status: dict[str, Any]) -> str:
         for proxy in extension.get("proxies", []):
             served = (proxy.get("served_digest") or "bootstrap")[:12]
             error = (proxy.get("last_error") or "").splitlines()[:1]
+            if proxy.get("waiting_digest"):  # a push held for the certificate courier's files: not an error
+                error = [f"{proxy['waiting_digest'][:12]} {proxy.get('waiting_for') or 'waiting'}"]
             lines.append(f"  {proxy['task']:26} {proxy.get('hostname') or proxy['node']:12} {served:12} "
                          f"{'yes' if proxy.get('current') else 'no':8} {error[0] if error else ''}".rstrip())
     lines.extend(findings_text(status))

@@ -30,6 +30,7 @@ from swarmgate.operator.control.gc_pause import collection_paused
 from swarmgate.operator.delivery.channel_holder import ChannelKeyHolder
 from swarmgate.operator.delivery.proxystate import ProxyState
 from swarmgate.operator.delivery.status import rejections
+from swarmgate.operator.delivery.survey import served_everywhere
 from swarmgate.operator.edge.actions import Publisher, apply
 from swarmgate.operator.edge.election import LeaderElection
 from swarmgate.operator.edge.observe import Api, observe
@@ -120,7 +121,9 @@ class Reconciler:
         return leading
 
     def _reported(self) -> Reported:
-        return Reported(rejections=rejections(self.proxies)) if self.proxies is not None else Reported()
+        if self.proxies is None:
+            return Reported()
+        return Reported(rejections=rejections(self.proxies), served=served_everywhere(self.proxies))
 
     def _report_problems(self, desired: DesiredState, reconcile_id: str) -> None:
         # The same findings offline `routes` prints, logged once each when they appear.

@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
-ReportStatus = Literal["ok", "error", "none"]
+# "waiting": the task holds a push until the certificate courier's files it names exist (not current,
+# not a rejection).
+ReportStatus = Literal["ok", "error", "waiting", "none"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class ProxyRecord:
     last_status: ReportStatus = "none"
     last_error: str = ""  # nginx -t's message for rejected_digest
     rejected_digest: str = ""
+    waiting_digest: str = ""  # the push the task holds for its certificate files ("" when none)
+    waiting_for: str = ""  # what it says it waits for (`waiting: N certificate files`)
 
 
 class ProxyState:
@@ -120,19 +124,21 @@ class ProxyState:
     # -- the pusher's side -----------------------------------------------------------------
     def record_status(
         self, *, cluster: str, task: str, node: str, hostname: str, serving: str, rejected: str = "",
-        message: str = "", pushed: bool = False,
+        message: str = "", pushed: bool = False, waiting: str = "",
     ) -> None:
-        """What one proxy task's agent says; `pushed` when it answers a push of ours (a reload)."""
-        if pushed and self._on_reload is not None:
+        """What one proxy task's agent says; `pushed` when it answers a push of ours (a reload);
+        `waiting`: the push it holds for its certificate files (no reload yet)."""
+        if pushed and self._on_reload is not None and not waiting:
             self._on_reload(cluster, not rejected)
         # The last error stays visible (with last_status "ok") until another one replaces it.
+        status: ReportStatus = "error" if rejected else "waiting" if waiting else "ok"
         self._record(cluster=cluster, task=task, node=node, hostname=hostname, serving=serving,
-                     status="error" if rejected else "ok", error=message if rejected else None,
-                     rejected=rejected or None)
+                     status=status, error=message if rejected else None, rejected=rejected or None,
+                     waiting=(waiting, message if waiting else ""))
 
     def _record(self, *, cluster: str, task: str, node: str, hostname: str, serving: str | None,
                 status: ReportStatus | None = None, error: str | None = None,
-                rejected: str | None = None) -> None:
+                rejected: str | None = None, waiting: tuple[str, str] | None = None) -> None:
         now = self._clock()
         with self._changed:
             old = self._proxies.get(task)
@@ -146,6 +152,8 @@ class ProxyState:
                 rec = replace(rec, last_error=error)
             if rejected is not None:
                 rec = replace(rec, rejected_digest=rejected)
+            if waiting is not None:
+                rec = replace(rec, waiting_digest=waiting[0], waiting_for=waiting[1])
             self._proxies[task] = rec
             self._note_convergence(cluster)
             self._changed.notify_all()

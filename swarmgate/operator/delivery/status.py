@@ -30,6 +30,7 @@ def status_document(store: ProxyState) -> dict[str, Any]:
                     "serving_since": p.serving_since, "last_seen": p.last_seen,
                     "last_status": p.last_status, "last_error": p.last_error or None,
                     "rejected_digest": p.rejected_digest or None,
+                    "waiting_digest": p.waiting_digest or None, "waiting_for": p.waiting_for or None,
                 }
                 for p in store.proxies(cluster)
             ],

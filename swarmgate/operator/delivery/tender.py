@@ -97,7 +97,10 @@ class TaskTender:
             config = self._store.current(target.extension)
             # A rekeyed task's fence starts over at 0 0: push even the config it serves, so that the
             # fence holds this leader's term again at once (the agent then only says "already serving").
-            if config is None or (config.digest in (status.serving, status.rejected) and not rekeyed):
+            # A task that holds this digest for its certificate files is not pushed it again: a push
+            # of the same digest would only say what the task already waits for.
+            if config is None or (config.digest in (status.serving, status.rejected, status.waiting)
+                                  and not rekeyed):
                 return
             term = self.may_push()
             if term is None:
@@ -126,7 +129,10 @@ class TaskTender:
             self._stand_down(target, outcome.term, term)
             return
         seconds = time.monotonic() - started
-        if outcome.rejected:
+        if outcome.waiting == config.digest:
+            log.info("proxy task %s on %s holds config %s until the certificate courier brings its files (%s)",
+                     target.task, target.hostname or target.node, config.digest[:12], outcome.message)
+        elif outcome.rejected:
             first = outcome.message.splitlines()[0] if outcome.message else ""
             log.warning("proxy task %s on %s rejected config %s: %s", target.task,
                         target.hostname or target.node, config.digest[:12], first)
@@ -245,7 +251,8 @@ class TaskTender:
                 status = None  # an old worker of a reload still finishing: the next read meets a new one
             if status is not None and status.task == client.target.task and (
                     status.term > term
-                    or (digest in (status.serving, status.rejected) and (status.term, status.seq) >= (term, seq))):
+                    or (digest in (status.serving, status.rejected, status.waiting)
+                        and (status.term, status.seq) >= (term, seq))):
                 return status
             if time.monotonic() > deadline:
                 return None
@@ -254,7 +261,7 @@ class TaskTender:
     def _record(self, target: ProxyTarget, status: AgentStatus, *, pushed: bool) -> None:
         self._store.record_status(cluster=target.extension, task=target.task, node=target.node,
                                   hostname=target.hostname, serving=status.serving, rejected=status.rejected,
-                                  message=status.message, pushed=pushed)
+                                  message=status.message, pushed=pushed, waiting=status.waiting)
 
     def _note_unreachable(self, target: ProxyTarget, reason: str) -> None:
         with self._lock:

@@ -15,7 +15,9 @@ Protocol swarmgate/3:
   it accepted before: a captured push cannot be replayed, altered or aimed at another task, and a
   deposed leader (older TERM) is refused.
 - `GET /swarmgate/v3/status`: `swarmgate/3 status TASK ok SERVED TERM SEQ`, or `... error REJECTED
-  SERVED TERM SEQ` followed by nginx's reason, then the line `swarmgate/3 mac HEX` over all that.
+  SERVED TERM SEQ` followed by nginx's reason, or `... waiting PENDING SERVED TERM SEQ` followed by
+  `waiting: N certificate files` (the push PENDING waits for the certificate courier's files: not a
+  rejection), then the line `swarmgate/3 mac HEX` over all that.
   TERM SEQ is the newest push the agent accepted (its fence).
 - `PUT /swarmgate/v3/key` (`rekey_body`): a new generation of the channel key, `swarmgate/3 key TASK
   GEN SUM MAC0 MAC\n` + the new key file. SUM is the key file's sha256; MAC0 the bootstrap key's
@@ -71,9 +73,10 @@ class AgentStatus:
     task: str
     serving: str  # digest nginx serves; "" for the bootstrap
     rejected: str = ""  # set when the last config pushed was refused
-    message: str = ""  # why (nginx -t's output), with `rejected`
+    message: str = ""  # why (nginx -t's output), with `rejected`; what it waits for, with `waiting`
     term: int = 0  # the newest push the agent accepted: its fence
     seq: int = 0
+    waiting: str = ""  # a push the agent holds until the certificate files it names exist
 
     @property
     def ok(self) -> bool:
@@ -143,6 +146,12 @@ def parse_status(text: str) -> AgentStatus | None:
     if kind == "ok" and len(fields) == 3:
         serving = _digest_or_bootstrap(fields[0])
         return None if serving is None else AgentStatus(task=task, serving=serving, term=term, seq=seq)
+    if kind == "waiting" and len(fields) == 4:
+        pending, serving = _digest_or_bootstrap(fields[0]), _digest_or_bootstrap(fields[1])
+        if not pending or serving is None:
+            return None
+        return AgentStatus(task=task, serving=serving, waiting=pending, message=rest.strip()[:MAX_MESSAGE],
+                           term=term, seq=seq)
     if kind == "error" and len(fields) == 4:
         rejected, serving = _digest_or_bootstrap(fields[0]), _digest_or_bootstrap(fields[1])
         if rejected is None or serving is None:

@@ -54,10 +54,15 @@ class CreateConfig:
         return f"create config {self.config.name} ({len(self.config.data)} bytes)"
 
 
+# Which of an extension's owned services an action writes: its proxy, or its certificate courier.
+ServiceRole = Literal["proxy", "courier"]
+
+
 @dataclass(frozen=True)
 class CreateService:
     extension: str
     spec: ServiceSpec
+    role: ServiceRole = "proxy"
 
     def describe(self) -> str:
         return f"create service {self.spec['Name']}"
@@ -70,6 +75,7 @@ class UpdateService:
     version: int
     spec: dict[str, Any]
     diff: SpecDiff
+    role: ServiceRole = "proxy"
 
     def describe(self) -> str:
         lines = [f"update service {self.spec['Name']} (version {self.version})"]

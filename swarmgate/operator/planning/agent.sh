@@ -17,6 +17,9 @@
 #   SWARMGATE_NGINX           nginx binary               [nginx]
 #   SWARMGATE_PEER_GRACE      seconds without a listed peer on the control server before the dead-man
 #                             rule admits key holders it refused by address (below) [60]
+#   SWARMGATE_CERTS_DIR       the certificate courier's files, `<secret ID>.pem` (a read-only volume)
+#                             [/run/swarmgate-certs]
+#   SWARMGATE_CERT_WAIT       seconds a push may wait for the courier's files it names (below) [120]
 #
 # Protocol swarmgate/3. The key file (one Swarm secret) is `swarmgate/3 channel-key HMACHEX` and then
 # a self-signed certificate and its private key (PEM; nginx skips the first line). The control server
@@ -63,6 +66,14 @@
 # may not set `master_process`, must include the agent's control file exactly once, must not name
 # swarmgate-control other than in that server's server_name, nor this directory other than in that
 # include, nor the swarmgate-channel secret. So a push changes routes, never the channel.
+# Certificates: a config names its TLS files as `$CERTS/<secret ID>.pem`, which the certificate courier
+# (another service, on the same node) copies from Swarm secrets; the operator updates the courier and
+# pushes the config in the same pass. So, before `nginx -t`, a push waits until every such file it names
+# exists: the old config keeps serving, the status says `swarmgate/3 status TASK waiting PENDING SERVED
+# TERM SEQ` and `waiting: N certificate files` (not a rejection), and the files are looked for every
+# 0.5 s. After SWARMGATE_CERT_WAIT s the push is rejected, each missing file named on a line of its own
+# (`certificate file not delivered: PATH`: an ID, never content). A newer push replaces a waiting one;
+# the same digest pushed again keeps waiting on the first one's clock.
 # Peers: a config may name who may use its control server, in one line `# swarmgate channel peers: NET...`
 # (the operator lists the Swarm's nodes and its ControlSources). It is part of the policy: more than one
 # such line, the phrase anywhere else, a line without networks, or any token that is not strictly an IPv4
@@ -107,6 +118,8 @@ DIR=${SWARMGATE_DIR:-/var/lib/swarmgate}
 STATE=${SWARMGATE_STATE_DIR:-$DIR/state}
 NGINX=${SWARMGATE_NGINX:-nginx}
 GRACE=${SWARMGATE_PEER_GRACE:-60}
+CERTS=${SWARMGATE_CERTS_DIR:-/run/swarmgate-certs}
+CERT_WAIT=${SWARMGATE_CERT_WAIT:-120}
 PROTOCOL=swarmgate/3
 INBOX=$DIR/inbox
 WORK=$DIR/work
@@ -134,6 +147,10 @@ fterm=0
 fseq=0
 rejected=""
 nginx_pid=""
+# A push waiting for the courier's files: its digest (empty: none), when it began to wait (uptime s);
+# its config and signed body are $WORK/pending.conf and $WORK/pending.push.
+pending=""
+pending_since=0
 # The control server's address filter: `peers` (the served config's peers list, networks separated by
 # spaces; empty: no filter), `admitted` (addresses the dead-man rule let in since, `a.b.c.d/32` or
 # `x::y/128`), and the dead-man rule's clock: `last_ok` (/proc/uptime seconds of the agent's start or
@@ -535,8 +552,16 @@ status_ok() {
 	write_status "$PROTOCOL status $TASK ok $serving $fterm $fseq"
 }
 
+status_waiting() { # status_waiting N: the pending push waits for N of the courier's files
+	rejected=""
+	echo "waiting: $1 certificate files" >"$WORK/waiting"
+	write_status "$PROTOCOL status $TASK waiting $pending $serving $fterm $fseq" "$WORK/waiting"
+}
+
 status_again() { # status_again: the status as it stands (after a rekey: the new fence, the new key's MAC)
-	if [ -z "$rejected" ]; then
+	if [ -n "$pending" ]; then
+		write_status "$PROTOCOL status $TASK waiting $pending $serving $fterm $fseq" "$WORK/waiting"
+	elif [ -z "$rejected" ]; then
 		status_ok
 	else
 		write_status "$PROTOCOL status $TASK error $rejected $serving $fterm $fseq" "$WORK/why"
@@ -670,6 +695,7 @@ apply() { # apply FILE: the pushed file in FILE, read once, start to end
 	fterm=$h_term
 	fseq=$h_seq
 	digest=$h_digest
+	[ "$digest" = "$pending" ] || drop_pending # a newer push replaces a waiting one
 	if [ "$digest" = "$serving" ]; then # pushed twice (an operator restarted mid-push): say so again
 		status_ok
 		log "already serving $serving (term $fterm seq $fseq)"
@@ -679,6 +705,70 @@ apply() { # apply FILE: the pushed file in FILE, read once, start to end
 		reject "$digest" "$WORK/message"
 		return
 	fi
+	n=$(missing_certs "$WORK/candidate" | wc -l)
+	if [ "$n" -gt 0 ]; then
+		await_certs "$digest" "$1" "$n"
+		return
+	fi
+	install "$digest" "$1"
+}
+
+missing_certs() { # missing_certs FILE: the courier's files FILE names that are not there (yet), one a line
+	grep -o -E -e "$CERTS_RE/[A-Za-z0-9]+\.pem" "$1" | sort -u | while read -r f; do
+		[ -e "$f" ] || echo "$f"
+	done
+}
+
+drop_pending() {
+	pending=""
+	rm -f "$WORK/pending.conf" "$WORK/pending.push"
+}
+
+await_certs() { # await_certs DIGEST FILE N: the checked config in $WORK/candidate waits for N files
+	if [ "$1" != "$pending" ]; then
+		uptime_now
+		pending_since=$now
+		cp "$WORK/candidate" "$WORK/pending.conf" && cp "$2" "$WORK/pending.push" || {
+			drop_pending
+			echo "cannot keep the config while it waits for its certificate files" >"$WORK/message"
+			reject "$1" "$WORK/message"
+			return
+		}
+		log "config $1 waits for $3 certificate files in $CERTS"
+	fi
+	pending=$1
+	status_waiting "$3"
+}
+
+retry_pending() { # the waiting push: applied once its files are there, rejected after CERT_WAIT s
+	missing_certs "$WORK/pending.conf" >"$WORK/missing"
+	if [ ! -s "$WORK/missing" ]; then
+		p_digest=$pending
+		pending=""
+		log "the certificate files of config $p_digest are in place"
+		# The policy held when it came; it runs again for the peers it sets (p_peers).
+		if ! cp "$WORK/pending.conf" "$WORK/candidate" || ! policy "$WORK/candidate"; then
+			reject "$p_digest" "$WORK/message"
+		else
+			install "$p_digest" "$WORK/pending.push"
+		fi
+		rm -f "$WORK/pending.conf" "$WORK/pending.push"
+		return
+	fi
+	uptime_now
+	if [ $((now - pending_since)) -ge "$CERT_WAIT" ]; then
+		p_digest=$pending
+		drop_pending
+		{
+			sed 's/^/certificate file not delivered: /' "$WORK/missing" | head -n 20
+			echo "(waited ${CERT_WAIT} s for the certificate courier to bring them)"
+		} >"$WORK/message"
+		reject "$p_digest" "$WORK/message"
+	fi
+}
+
+install() { # install DIGEST FILE: the config in $WORK/candidate (it kept to the policy) is served
+	digest=$1
 	cp "$CONF" "$WORK/last-good" || return
 	# The candidate's peers replace the served ones and whatever the dead-man rule admitted.
 	prev_peers=$peers prev_admitted=$admitted
@@ -717,7 +807,7 @@ apply() { # apply FILE: the pushed file in FILE, read once, start to end
 	uptime_now
 	last_ok=$now heard="" cap_told=0 # a push is a listed peer at work: the dead-man rule starts over
 	# Saved for the next task on this node: it starts from here, not from the bootstrap.
-	cp "$1" "$STATE/config.new" && mv "$STATE/config.new" "$STATE/config" || log "cannot save to $STATE"
+	cp "$2" "$STATE/config.new" && mv "$STATE/config.new" "$STATE/config" || log "cannot save to $STATE"
 	status_ok
 	log "serving $serving (term $fterm seq $fseq)"
 }
@@ -902,6 +992,9 @@ rekey() {
 }
 
 # -- start --------------------------------------------------------------------------------------
+case $CERT_WAIT in "" | *[!0-9]* | 0?*) CERT_WAIT=120 ;; esac
+# The certs dir as an extended regular expression (its dots are literal).
+CERTS_RE=$(printf '%s' "$CERTS" | sed 's/[.[\*^$()+?{|]/\\&/g')
 case $GRACE in "" | *[!0-9]* | 0?*) GRACE=bad ;; esac
 if [ "$GRACE" = bad ] || [ ${#GRACE} -gt 9 ]; then
 	log "SWARMGATE_PEER_GRACE must be whole seconds: using 60"
@@ -1030,6 +1123,9 @@ while [ "$phase" = serving ] && nginx_alive; do
 		rm -f "$WORK/key.incoming" "$WORK/key.new" "$WORK/ipad.new" "$WORK/opad.new" "$WORK/saved"
 	elif mv "$INBOX/config" "$WORK/incoming" 2>/dev/null; then
 		apply "$WORK/incoming"
+	elif [ -n "$pending" ]; then
+		retry_pending
+		pause 0.5
 	else
 		pause 0.2
 	fi

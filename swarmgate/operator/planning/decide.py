@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from swarmgate.models.routing.backend_ca import unusable_ca_ids
-from swarmgate.models.routing.tls_secrets import still_present, unusable_secret_ids
+from swarmgate.models.routing.tls_secrets import still_present, undelivered_secret_ids, unusable_secret_ids
 from swarmgate.models.settings.config import Config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.operator.planning.actions import Action, PublishProxyConfig
@@ -38,6 +38,9 @@ class Reported:
     # remembers what it published instead, see `PassMemory.published`).
     published: Mapping[str, str] = field(default_factory=dict)
     rejections: tuple[Rejection, ...] = ()
+    # Per extension, the digest every proxy task says it serves (live: from their statuses): the
+    # certificate courier drops a secret only once every task serves the current config.
+    served: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class PassMemory:
 
     # IDs of secrets a proxy's nginx could not load, kept while the secret exists.
     unusable_secrets: frozenset[str] = frozenset()
+    # IDs of secrets whose courier file a proxy waited for in vain, kept while the secret exists.
+    undelivered_secrets: frozenset[str] = frozenset()
     # Per extension, the spec digest this operator last wrote: what Swarm may roll back from.
     attempted: Mapping[str, str] = field(default_factory=dict)
     # Per extension, the digest this operator last published to the proxies.
@@ -78,8 +83,18 @@ def learn_unusable_secrets(config: Config, observed: ObservedState, known: Itera
     for extension, message in rejections:
         ext = config.extensions.get(extension)
         proxy = observed.service_named(ext.proxy_service_name) if ext is not None else None
-        if proxy is not None:
-            learnt |= unusable_secret_ids(message, proxy.spec) | unusable_ca_ids(message, proxy.spec)
+        # A courier file names its ID itself; a plain mount is looked up in the proxy's spec.
+        spec = proxy.spec if proxy is not None else {}
+        learnt |= unusable_secret_ids(message, spec) | unusable_ca_ids(message, spec)
+    return still_present(learnt, observed.secrets)
+
+
+def learn_undelivered_secrets(observed: ObservedState, known: Iterable[str],
+                              rejections: Iterable[Rejection]) -> frozenset[str]:
+    """Secret IDs whose courier file a proxy's agent waited for in vain (its rejection names them)."""
+    learnt = set(known)
+    for _, message in rejections:
+        learnt |= undelivered_secret_ids(message)
     return still_present(learnt, observed.secrets)
 
 
@@ -98,8 +113,11 @@ def decide_pass(
     """What a pass that observed `observed` decides; `memory` is the last pass's `PassDecision.memory`
     (after `after_apply`), or empty."""
     unusable = learn_unusable_secrets(config, observed, memory.unusable_secrets, reported.rejections)
-    desired = compute_desired(config, observed, unusable_secrets=unusable)
+    undelivered = learn_undelivered_secrets(observed, memory.undelivered_secrets, reported.rejections)
+    desired = compute_desired(config, observed, unusable_secrets=unusable, undelivered_secrets=undelivered,
+                              served=reported.served)
     rejected = rejected_extensions(desired, verdict) if verdict is not None else {}
     actions = plan(desired, observed, published={**memory.published, **reported.published}, rejected=rejected,
                    attempted=memory.attempted)
-    return PassDecision(desired, actions, routes_digest(desired), replace(memory, unusable_secrets=unusable))
+    return PassDecision(desired, actions, routes_digest(desired),
+                        replace(memory, unusable_secrets=unusable, undelivered_secrets=undelivered))

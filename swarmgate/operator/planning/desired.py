@@ -12,13 +12,14 @@ extension's `problem`; it never fails the pass for the other extensions.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Set
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
 from swarmgate.errors import SwarmgateError
 from swarmgate.models.routing.labels import SetAside
 from swarmgate.models.routing.routes import RouteTable, build_route_table, unclaimed_services
+from swarmgate.models.routing.tls_secrets import tls_file
 from swarmgate.models.settings.config import Config
 from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
@@ -33,8 +34,14 @@ from swarmgate.models.swarm.ownership import (
     owned_labels,
 )
 from swarmgate.models.swarm.services import Service
+from swarmgate.operator.planning.courier import (
+    build_courier_spec,
+    courier_name,
+    courier_secret_ids,
+    mounted_ids,
+)
 from swarmgate.operator.planning.delivery_mode import delivers_in_place, delivery_notices
-from swarmgate.operator.planning.proxyspec import build_proxy_spec, proxy_networks
+from swarmgate.operator.planning.proxyspec import build_proxy_spec, proxy_constraints, proxy_networks
 from swarmgate.operator.planning.runtime import Runtime, current_runtime
 from swarmgate.operator.planning.service_spec import ServiceSpec
 from swarmgate.renderers.nginx import RenderedConfig, custom_template, render_bootstrap, render_nginx
@@ -59,6 +66,8 @@ class ExtensionDesired:
     proxy_spec: ServiceSpec | None
     problem: str | None = None
     render_error: str | None = None  # why `rendered` is empty: the extension's template failed
+    # The certificate courier's spec (hitless only): it brings the TLS secrets to the proxies' nodes.
+    courier_spec: ServiceSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -105,14 +114,20 @@ def _extension_desired(
     *,
     runtime: Runtime,
     unusable_secrets: Set[str],
+    undelivered_secrets: Set[str],
     control_peers: tuple[str, ...],
+    served: Mapping[str, str],
 ) -> ExtensionDesired:
-    table = build_route_table(observed, ext, unusable_secrets=unusable_secrets)
+    table = build_route_table(observed, ext, unusable_secrets=unusable_secrets,
+                              undelivered_secrets=undelivered_secrets)
     current = observed.service_named(ext.proxy_service_name)
     problem = render_error = None
+    hitless = delivers_in_place(ext)
+    by_name = {s.name: s for s in observed.secrets}
+    tls_paths = {name: tls_file(by_name[name], hitless=hitless) for name in table.secrets if name in by_name}
     try:
         rendered = render_nginx(ext, table, server_info=runtime.server_info, control_peers=control_peers,
-                                template_text=custom_template(ext, observed))
+                                template_text=custom_template(ext, observed), tls_paths=tls_paths)
         bootstrap = render_bootstrap(ext, server_info=runtime.server_info)
     except SwarmgateError as exc:
         # A broken custom template stops this extension only; its proxies keep the last good config.
@@ -121,7 +136,6 @@ def _extension_desired(
     if current is not None and not is_owned(current.labels):
         problem = problem or (f"a service named {ext.proxy_service_name!r} exists and is not managed by swarmgate; "
                    "it is left alone and this extension's proxy is not managed")
-    hitless = delivers_in_place(ext)
     if hitless:
         configs: tuple[ConfigObject, ...] = (
             _config_object(ext, KIND_AGENT, runtime.agent_script),
@@ -133,7 +147,7 @@ def _extension_desired(
         configs = (_config_object(ext, KIND_PROXY_CONFIG, rendered.text.encode()),)
         names = {"agent_config": None, "bootstrap_config": None, "proxy_config": configs[0].name,
                  "channel_secret": None}
-    spec = None
+    spec = courier = None
     if problem is None:
         spec = build_proxy_spec(
             ext,
@@ -142,8 +156,18 @@ def _extension_desired(
             user_constraints=user_constraints(current),
             **names,
         )
+        running = observed.service_named(courier_name(ext))
+        ids = courier_secret_ids(
+            (by_name[n].id for n in table.secrets if n in by_name), mounted_ids(running),
+            all_current=served.get(ext.name) == rendered.digest, existing=(s.id for s in observed.secrets))
+        # The courier comes with the first TLS host and then stays (with no secret, it keeps no file).
+        if hitless and (ids or running is not None):
+            by_id = {s.id: s for s in observed.secrets}
+            courier = build_courier_spec(ext, (by_id[i] for i in ids),
+                                         constraints=proxy_constraints(ext, user_constraints(current)))
     return ExtensionDesired(name=ext.name, route_table=table, rendered=rendered, hitless=hitless,
-                            configs=configs, proxy_spec=spec, problem=problem, render_error=render_error)
+                            configs=configs, proxy_spec=spec, problem=problem, render_error=render_error,
+                            courier_spec=courier)
 
 
 def build_desired(
@@ -152,12 +176,17 @@ def build_desired(
     *,
     runtime: Runtime,
     unusable_secrets: Set[str] = frozenset(),
+    undelivered_secrets: Set[str] = frozenset(),
+    served: Mapping[str, str] | None = None,
 ) -> DesiredState:
     """`unusable_secrets`: IDs of secrets a proxy's nginx could not load (learnt from its rejections,
-    see models/routing/tls_secrets.py); the services that name them are set aside."""
+    see models/routing/tls_secrets.py); `undelivered_secrets`: IDs whose courier file a proxy waited
+    for in vain; the services that name either are set aside. `served`: per extension, the digest
+    every proxy task serves (the courier drops a secret only once they serve the current config)."""
     extensions = tuple(
         _extension_desired(ext, observed, runtime=runtime, unusable_secrets=unusable_secrets,
-                           control_peers=control_peers(config, observed))
+                           undelivered_secrets=undelivered_secrets,
+                           control_peers=control_peers(config, observed), served=served or {})
         for _, ext in sorted(config.extensions.items())
     )
     return DesiredState(
@@ -168,7 +197,9 @@ def build_desired(
     )
 
 
-def compute_desired(config: Config, observed: ObservedState, *,
-                    unusable_secrets: Set[str] = frozenset()) -> DesiredState:
+def compute_desired(config: Config, observed: ObservedState, *, unusable_secrets: Set[str] = frozenset(),
+                    undelivered_secrets: Set[str] = frozenset(),
+                    served: Mapping[str, str] | None = None) -> DesiredState:
     """The pipeline with this program's runtime: what live passes and the offline commands compute."""
-    return build_desired(config, observed, runtime=current_runtime(), unusable_secrets=unusable_secrets)
+    return build_desired(config, observed, runtime=current_runtime(), unusable_secrets=unusable_secrets,
+                         undelivered_secrets=undelivered_secrets, served=served)

@@ -28,7 +28,7 @@ def spec_digest(spec: Mapping[str, Any]) -> str:
 def record_attempts(done: Iterable[Action], attempted: MutableMapping[str, str]) -> None:
     """Remember, per extension, the spec the operator last wrote (what Swarm may roll back from)."""
     for action in done:
-        if isinstance(action, UpdateService | CreateService):
+        if isinstance(action, UpdateService | CreateService) and action.role == "proxy":
             attempted[action.extension] = spec_digest(action.spec)
 
 

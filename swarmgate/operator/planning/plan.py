@@ -45,6 +45,24 @@ def _referenced_configs(observed: ObservedState) -> set[str]:
     return {name for service in observed.services for name in service.config_names}
 
 
+def _plan_courier(ext: ExtensionDesired, observed: ObservedState) -> list[Action]:
+    """Create or update the certificate courier (`courier`), only when a managed field differs. It is
+    planned before the push, so its new files are on their way when the agent waits for them."""
+    spec = ext.courier_spec
+    if spec is None:
+        return []
+    current = observed.service_named(spec["Name"])
+    if current is None:
+        return [CreateService(ext.name, spec, role="courier")]
+    if not is_owned(current.labels):
+        return []  # someone else's service by that name: never ours to write
+    diff = diff_specs(current.spec, spec)
+    if not diff:
+        return []
+    return [UpdateService(ext.name, current.id, current.version, merge_managed(current.spec, spec), diff,
+                          role="courier")]
+
+
 def _plan_extension(ext: ExtensionDesired, observed: ObservedState, published: Mapping[str, str], *,
                     rejected: Mapping[str, str], attempted: Mapping[str, str]) -> list[Action]:
     if ext.proxy_spec is None:
@@ -56,6 +74,7 @@ def _plan_extension(ext: ExtensionDesired, observed: ObservedState, published: M
     actions: list[Action] = []
     existing = {c.name for c in observed.configs}
     actions += [CreateConfig(ext.name, c) for c in ext.configs if c.name not in existing]
+    actions += _plan_courier(ext, observed)
     if ext.hitless and published.get(ext.name) != ext.rendered.digest:
         actions.append(PublishProxyConfig(ext.name, ext.rendered.digest, ext.rendered.text))
     current = observed.service_named(ext.proxy_spec["Name"])

@@ -1,8 +1,10 @@
 """The proxy service's desired Engine API spec, built from an extension's configuration (pure).
 
-The spec's shape is `service_spec`'s types. It depends only on the TOML configuration and on the TLS
-secrets of the route table: nothing about the operator (where it runs, its port) reaches the proxy,
-so moving or restarting the operator never rolls a proxy. Config and secret references name their
+The spec's shape is `service_spec`'s types. It depends only on the TOML configuration and, with plain
+delivery, on the TLS secrets of the route table (a hitless proxy reads them from the certificate
+courier's volume instead, see `courier`, so a certificate change never rolls it): nothing about
+the operator (where it runs, its port) reaches the proxy, so moving or restarting the operator
+never rolls a proxy. Config and secret references name their
 objects only (`ConfigName`/`SecretName`); `edge.actions` fills in the IDs when it writes, because an
 ID does not exist before the object is created and says nothing a content-addressed name does not
 already say.
@@ -14,6 +16,7 @@ from collections.abc import Iterable
 
 from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.ownership import KIND_PROXY, OWN_CONSTRAINTS_LABEL, owned_labels
+from swarmgate.operator.planning.courier import proxy_certs_mount
 from swarmgate.operator.planning.service_spec import (
     ConfigReference,
     ContainerSpec,
@@ -93,7 +96,8 @@ def build_proxy_spec(
 
     Hitless mode (`agent_config` given): the container runs the agent, which starts nginx from the
     node's last served config (the state volume) or the bootstrap config, and applies what the
-    operator pushes through nginx's control server. Plain mode (`proxy_config` given): nginx reads
+    operator pushes through nginx's control server; it mounts no TLS secret (`tls_secrets` is not
+    used), only the certificate courier's volume. Plain mode (`proxy_config` given): nginx reads
     the rendered config straight from a Swarm config at `ProxyConfigPath`, and each new config is a
     new object and a rolling update.
     """
@@ -117,16 +121,21 @@ def build_proxy_spec(
         configs.append({"File": _file(BOOTSTRAP_PATH, mode=0o444), "ConfigName": bootstrap_config})
         secrets.append({"File": _file(CHANNEL_KEY_PATH, mode=0o400), "SecretName": channel_secret})
         mounts.append({"Type": "volume", "Source": state_volume(ext), "Target": STATE_PATH})
+        mounts.append(proxy_certs_mount(ext))
     elif proxy_config is not None:
         configs.append({"File": _file(ext.proxy_config_path, mode=0o444), "ConfigName": proxy_config})
+        for name in sorted(set(tls_secrets)):
+            secrets.append({"File": _file(f"/run/secrets/{name}", mode=0o400), "SecretName": name})
     else:
         raise ValueError("a proxy spec needs either the agent or a rendered proxy config")
-    for name in sorted(set(tls_secrets)):
-        secrets.append({"File": _file(f"/run/secrets/{name}", mode=0o400), "SecretName": name})
 
     labels = {**(user_labels or {}), **ext.proxy_labels, **owned_labels(kind=KIND_PROXY, extension=ext.name)}
     labels[OWN_CONSTRAINTS_LABEL] = ",".join(sorted(set(ext.proxy_constraints)))
 
+    # In the docker CLI's order (by source, then target): any `docker service update` of the proxy,
+    # such as the seed's `--constraint-add`, writes its mounts back in that order, and a task template
+    # whose mounts moved is a new one to Swarm: every proxy task would be replaced.
+    mounts.sort(key=lambda m: (m["Source"], m["Target"]))
     container: ContainerSpec = {
         "Image": ext.proxy_image,
         "Labels": dict(sorted(ext.proxy_container_labels.items())),

@@ -34,6 +34,7 @@ class Mount(TypedDict):
     Type: Literal["volume", "bind", "tmpfs"]
     Source: str
     Target: str
+    ReadOnly: NotRequired[bool]
 
 
 class ContainerSpec(TypedDict):
@@ -77,8 +78,14 @@ class Replicated(TypedDict):
     Replicas: int
 
 
+class Global(TypedDict):
+    pass
+
+
 class ServiceMode(TypedDict):
-    Replicated: Replicated
+    # One of the two: the proxy is replicated, the certificate courier global (one task per LB node).
+    Replicated: NotRequired[Replicated]
+    Global: NotRequired[Global]
 
 
 class UpdateConfig(TypedDict):

@@ -20,8 +20,10 @@ What is ours, and why:
 * `MANAGED_PATHS`, the essence (derived from `service_spec`'s typed spec). The same list says what
   `merge_managed` replaces in an update (and so what it leaves as a person set it), so it is our
   data, not a DeepDiff `include_paths` option.
-* Config and secret references are keyed by the file they are mounted at, so a change names the
-  mount, not a list position. DeepDiff's `group_by` does this only for a list at the root.
+* Config and secret references are keyed by the file they are mounted at, and mounts by their
+  target, so a change names the mount, not a list position. DeepDiff's `group_by` does this only for
+  a list at the root. Their order means nothing to Docker, and the docker CLI reorders mounts (by
+  target) on any `service update`, such as the seed's `--constraint-add`: a position is no change.
 * DeepDiff's tree is translated at once into `SpecDiff`, with one path style: field names joined
   by dots, brackets for anything that is not a field name (`Configs["/etc/nginx/nginx.conf"]`,
   `Args[0]`). A member added to or removed from a set is reported on the set itself
@@ -48,6 +50,7 @@ from swarmgate.operator.planning.service_spec import MANAGED_PATHS
 
 _SETS = frozenset({"Env", "Constraints"})
 _REFERENCES = frozenset({"Configs", "Secrets"})
+_MOUNTS = "Mounts"
 _REFERENCE_IDS = re.compile(r"\['(ConfigID|SecretID)'\]$")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -94,6 +97,12 @@ def _lookup(spec: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return node
 
 
+def _by_target(mounts: Any) -> Any:
+    if not isinstance(mounts, list):
+        return mounts
+    return {str(m.get("Target", "")) if isinstance(m, Mapping) else str(i): m for i, m in enumerate(mounts)}
+
+
 def _by_mount(refs: Any) -> Any:
     if not isinstance(refs, list):
         return refs
@@ -111,7 +120,11 @@ def essence(spec: Mapping[str, Any]) -> dict[str, Any]:
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = _by_mount(value) if path[-1] in _REFERENCES else value
+        if path[-1] in _REFERENCES:
+            value = _by_mount(value)
+        elif path[-1] == _MOUNTS:
+            value = _by_target(value)
+        node[path[-1]] = value
     return out
 
 
