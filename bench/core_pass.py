@@ -87,7 +87,9 @@ def main() -> int:
         return time.perf_counter() - start, out
 
     cold, held = timed(one_pass)
-    parse_s, paused_s, pass_s = [], [], []
+    parse_s: list[float] = []
+    paused_s: list[float] = []
+    pass_s: list[float] = []
     for _ in range(repeats):  # interleaved, so all see the same machine
         for fn, out in ((parse, parse_s), (parse_paused, paused_s)):
             seconds, _doc = timed(fn)
