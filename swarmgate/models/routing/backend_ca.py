@@ -23,7 +23,7 @@ from collections.abc import Mapping, Set
 from typing import Any
 
 from swarmgate.models.routing.labels import OWN_PREFIX, ReasonKind, ServiceRouting
-from swarmgate.models.routing.tls_secrets import CERTS_DIR, SECRETS_DIR, is_forbidden, mounted_secret_ids
+from swarmgate.models.routing.tls_secrets import CERTS_DIR, SECRETS_DIR, mounted_secret_ids, named_secret_problem
 from swarmgate.models.swarm.objects import SwarmSecret
 from swarmgate.models.swarm.ownership import CHANNEL_SECRET_NAME
 
@@ -36,29 +36,13 @@ _UNUSABLE_CA = re.compile(
 
 def ca_problem(routing: ServiceRouting, secrets: Mapping[str, SwarmSecret],
                unusable: Set[str], undelivered: Set[str] = frozenset()) -> tuple[ReasonKind, str] | None:
-    """(kind, reason) when the service's CA bundle secret may not be mounted into the proxy.
-
-    `secrets` maps every secret name in the snapshot to its secret; `unusable` and `undelivered`
-    hold secret IDs."""
-    name = routing.ssl_backend_ca
-    if name is None:
+    """(kind, reason) when the service's CA bundle secret may not reach the proxy's nginx, by the
+    same rules as a certificate (`tls_secrets.named_secret_problem`)."""
+    if routing.ssl_backend_ca is None:
         return None
-    where = f"label {OWN_PREFIX}ssl_backend_ca"
-    secret = secrets.get(name)
-    if secret is None:
-        return "missing_secret", (f"{where}: no Swarm secret named {name!r} (create it with "
-                                  f"`docker secret create {name} CA.pem`, or fix the label)")
-    if is_forbidden(secret):
-        return "forbidden_secret", (f"{where}: Swarm secret {name!r} belongs to swarmgate itself and "
-                                    "cannot be used as a CA bundle")
-    if secret.id in unusable:
-        return "unusable_secret", (f"{where}: nginx in the proxy cannot load Swarm secret {name!r} "
-                                   f"(ID {secret.id[:12]}) as a PEM CA bundle; create a secret with PEM "
-                                   "certificates and point the label at it")
-    if secret.id in undelivered:
-        return "undelivered_secret", (f"{where}: Swarm secret {name!r} (ID {secret.id[:12]}) did not reach "
-                                      "every load-balancer node's certificate courier in time")
-    return None
+    return named_secret_problem(f"label {OWN_PREFIX}ssl_backend_ca", routing.ssl_backend_ca, secrets, unusable,
+                                undelivered, what="a CA bundle",
+                                fix="a PEM CA bundle; create a secret with PEM certificates and point the label at it")
 
 
 def unusable_ca_names(message: str) -> frozenset[str]:

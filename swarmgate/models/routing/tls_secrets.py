@@ -72,6 +72,35 @@ def is_forbidden(secret: SwarmSecret) -> bool:
             or any(key.startswith("swarmgate.") for key in secret.labels))
 
 
+def named_secret_problem(
+    where: str,
+    name: str,
+    secrets: Mapping[str, SwarmSecret],
+    unusable: Set[str],
+    undelivered: Set[str],
+    *,
+    what: str,
+    fix: str,
+) -> tuple[ReasonKind, str] | None:
+    """(kind, reason) when the secret `name`, which the label `where` names as `what` (a certificate
+    or key, a CA bundle), may not reach the proxy's nginx; `fix` says what a usable secret holds."""
+    secret = secrets.get(name)
+    if secret is None:
+        return "missing_secret", (f"{where}: no Swarm secret named {name!r} (create it with "
+                                  f"`docker secret create {name} FILE`, or fix the label)")
+    if is_forbidden(secret):
+        return "forbidden_secret", (f"{where}: Swarm secret {name!r} belongs to swarmgate itself and "
+                                    f"cannot be used as {what}")
+    if secret.id in unusable:
+        return "unusable_secret", (f"{where}: nginx in the proxy cannot load Swarm secret {name!r} "
+                                   f"(ID {secret.id[:12]}) as {fix}")
+    if secret.id in undelivered:
+        return "undelivered_secret", (f"{where}: Swarm secret {name!r} (ID {secret.id[:12]}) did not reach "
+                                      "the proxy's certificate courier in time; check the service "
+                                      "<ProxyServiceName>-certs, or create the secret again")
+    return None
+
+
 def secret_problem(
     routing: ServiceRouting,
     secrets: Mapping[str, SwarmSecret],
@@ -80,27 +109,16 @@ def secret_problem(
 ) -> tuple[ReasonKind, str] | None:
     """(kind, reason) when the service's ssl_cert or ssl_key may not be mounted into the proxy.
 
-    `secrets` maps every secret name in the snapshot to its secret; `unusable` holds secret IDs.
+    `secrets` maps every secret name in the snapshot to its secret; `unusable` and `undelivered`
+    hold secret IDs.
     """
     for label, name in (("ssl_cert", routing.ssl_cert), ("ssl_key", routing.ssl_key)):
-        if name is None:
-            continue
-        where = f"label {PREFIX}{label}"
-        secret = secrets.get(name)
-        if secret is None:
-            return "missing_secret", (f"{where}: no Swarm secret named {name!r} (create it with "
-                                      f"`docker secret create {name} FILE`, or fix the label)")
-        if is_forbidden(secret):
-            return "forbidden_secret", (f"{where}: Swarm secret {name!r} belongs to swarmgate itself and "
-                                        "cannot be used as a certificate or key")
-        if secret.id in unusable:
-            return "unusable_secret", (f"{where}: nginx in the proxy cannot load Swarm secret {name!r} "
-                                       f"(ID {secret.id[:12]}) as a PEM certificate or key; create a secret "
-                                       "with a PEM certificate chain or key and point the label at it")
-        if secret.id in undelivered:
-            return "undelivered_secret", (f"{where}: Swarm secret {name!r} (ID {secret.id[:12]}) did not reach "
-                                          "the proxy's certificate courier in time; check the service "
-                                          "<ProxyServiceName>-certs, or create the secret again")
+        problem = None if name is None else named_secret_problem(
+            f"label {PREFIX}{label}", name, secrets, unusable, undelivered, what="a certificate or key",
+            fix="a PEM certificate or key; create a secret with a PEM certificate chain or key and point "
+                "the label at it")
+        if problem is not None:
+            return problem
     return None
 
 
