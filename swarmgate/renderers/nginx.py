@@ -30,6 +30,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from swarmgate.errors import ConfigError, RenderError
+from swarmgate.models.routing.acme_hosts import CHALLENGE_PREFIX, THUMBPRINT, TOKEN_PATTERN
 from swarmgate.models.routing.nginx_sizes import server_names_hash_sizes
 from swarmgate.models.routing.route_types import HostRoute, RouteTable
 from swarmgate.models.settings.duration import format_seconds
@@ -168,10 +169,15 @@ def render_nginx(
     control_dir: str = CONTROL_DIR,
     control_peers: Sequence[str] = (),
     tls_paths: Mapping[str, str] | None = None,
+    acme_thumbprint: str | None = None,
 ) -> RenderedConfig:
     """The whole nginx.conf of one extension's proxy for one route table; `control_peers`: who may
     reach its control server (none given: every holder of the channel key, as in the bootstrap);
-    `tls_paths`: per TLS secret name, the file nginx reads (none given: `/run/secrets/NAME`)."""
+    `tls_paths`: per TLS secret name, the file nginx reads (none given: `/run/secrets/NAME`);
+    `acme_thumbprint`: the ACME account's (RFC 7638), given when ACME is configured: every port-80
+    server then answers HTTP-01 challenges itself (`token.thumbprint`), with no per-challenge push."""
+    if acme_thumbprint is not None and not THUMBPRINT.fullmatch(acme_thumbprint):
+        raise RenderError("an ACME account thumbprint is 43 base64url characters")
     if not _SERVER_INFO.fullmatch(server_info):
         raise RenderError(
             f"server_info must be printable words (like 'swarmgate/0.1.0 linux/amd64'): {server_info!r}"
@@ -187,6 +193,8 @@ def render_nginx(
     context = {"ext": ext, "o": ext.config, "table": table, "server_info": server_info,
                "server_names_hash_bucket_size": bucket, "server_names_hash_max_size": max_size,
                "swarmgate_control": control, "tls_paths": dict(tls_paths or {}),
+               "acme": {"thumbprint": acme_thumbprint, "prefix": CHALLENGE_PREFIX, "token": TOKEN_PATTERN}
+               if acme_thumbprint else None,
                "shared_hosts": shared, "own_hosts": [h for h in table.hosts if needs_own_server(h)],
                # Shared hosts whose tasks speak TLS: a second map picks the scheme.
                "shared_tls_backends": [h for h in shared if h.paths[0].backend_tls is not None],

@@ -67,6 +67,7 @@ PLAUSIBLE: dict[str, list[str]] = {
     "hsts": ["365d", "0", "31536000", "12h"],
     "hsts_subdomains": ["true", "false"],
     "hsts_preload": ["true", "false"],
+    "acme": ["true", "false"],
 }
 ALL_LABELS = (*KNOWN_LABELS, *OWN_LABELS)
 

@@ -68,6 +68,7 @@ def test_every_interlock_key_is_read_into_its_typed_field() -> None:
         "listen_addr": "0.0.0.0:9090", "docker_url": "tcp://10.0.0.1:2376", "tls_ca_cert": "/certs/ca.pem",
         "tls_cert": "/certs/cert.pem", "tls_key": "/certs/key.pem", "allow_insecure": True,
         "poll_interval": 90.0, "endpoint_override": "10.0.0.1:9090", "control_sources": (),
+        "acme_directory": None, "acme_email": None, "acme_ca_bundle": None,
     }
     assert config.listen_port == 9090
     assert ext.model_dump(exclude={"config"}) == {
@@ -373,3 +374,18 @@ def test_control_sources_are_normalized_networks_and_a_bad_one_is_one_line_with_
                                           r"such as '10\.0\.0\.5' or '10\.0\.0\.0/24', got 'lb-00'$"):
         parse_config('ControlSources = ["10.0.0.1", "lb-00"]\n' + base, source="t.toml")
 
+
+
+def test_acme_keys_are_read_typed_and_a_bad_one_is_one_line_with_its_key() -> None:
+    base = '[Extensions.default]\nPublishedPort = 80\nPublishedSSLPort = 443\n'
+    config = parse_config('ACMEDirectory = "https://198.18.0.1:14000/dir"\nACMEEmail = "ops@example.com"\n'
+                          'ACMECABundle = "/etc/swarmgate/acme-ca.pem"\n' + base, source="t.toml")
+    assert (config.acme_directory, config.acme_email, config.acme_ca_bundle) == (
+        "https://198.18.0.1:14000/dir", "ops@example.com", "/etc/swarmgate/acme-ca.pem")
+    assert parse_config(base, source="t.toml").acme_directory is None
+    with pytest.raises(ConfigError, match=r"^t\.toml: ACMEDirectory: .*https URL"):
+        parse_config('ACMEDirectory = "http://ca.example/dir"\n' + base, source="t.toml")
+    with pytest.raises(ConfigError, match=r"^t\.toml: ACMEEmail: "):
+        parse_config('ACMEEmail = "ops"\n' + base, source="t.toml")
+    with pytest.raises(ConfigError, match=r"^t\.toml: ACMECABundle: "):
+        parse_config('ACMECABundle = "relative.pem"\n' + base, source="t.toml")

@@ -54,7 +54,7 @@ KNOWN_LABELS: tuple[LabelName, ...] = get_args(LabelName)
 # swarmgate's own labels, for what Interlock had no label for. Other `swarmgate.*` labels (such as
 # `swarmgate.managed-by` on the operator's own objects) are not routing labels and are not read here.
 OWN_PREFIX = "swarmgate."
-OwnLabelName = Literal["hsts", "hsts_preload", "hsts_subdomains", "ssl_backend_ca"]
+OwnLabelName = Literal["acme", "hsts", "hsts_preload", "hsts_subdomains", "ssl_backend_ca"]
 OWN_LABELS: tuple[OwnLabelName, ...] = get_args(OwnLabelName)
 # Reasons that are not one rejected label. Metrics, logs and the CLI all take kinds from here.
 OtherKind = Literal[
@@ -111,6 +111,7 @@ class ServiceRouting:
     hsts: int | None = None  # max-age, seconds
     hsts_subdomains: bool = False
     hsts_preload: bool = False
+    acme: bool = False  # `swarmgate.acme=true`: each host gets a certificate from ACMEDirectory
     websocket_endpoints: tuple[str, ...] = ()
     service_cluster: str = ""
     sticky_session_cookie: str | None = None
@@ -154,6 +155,7 @@ _PARSERS: dict[LabelName | OwnLabelName, Callable[[str], object]] = {
     "hsts": parse_hsts_max_age,
     "hsts_subdomains": parse_bool,
     "hsts_preload": parse_bool,
+    "acme": parse_bool,
 }
 
 
@@ -227,7 +229,12 @@ def _https_problem(r: ServiceRouting) -> tuple[ReasonKind, str] | None:
     """(kind, reason) when the HTTPS labels contradict each other: a label that completes another
     one, without it, is refused rather than ignored (as ssl_key without ssl_cert), since whoever
     wrote it expects a protection the route would not have."""
-    if r.ssl_only and r.ssl_cert is None and not r.ssl_passthrough:
+    if r.acme and (r.ssl_cert is not None or r.ssl_passthrough):
+        given = f"{PREFIX}ssl_cert/ssl_key" if r.ssl_cert is not None else f"{PREFIX}ssl_passthrough"
+        return "acme", (f"label {OWN_PREFIX}acme=true asks swarmgate for the certificates, and {given} "
+                        "gives them another way: keep one of the two")
+    # With ACME, the first certificate comes after the route exists: ssl_only waits for it (routes.py).
+    if r.ssl_only and r.ssl_cert is None and not r.ssl_passthrough and not r.acme:
         return "ssl_only_without_tls", (
             f"label {PREFIX}ssl_only=true, but the service gives its hosts no HTTPS: add {PREFIX}ssl_cert and "
             f"{PREFIX}ssl_key (or {PREFIX}ssl_passthrough=true), or the redirect would lead nowhere")

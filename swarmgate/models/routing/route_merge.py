@@ -18,7 +18,7 @@ import functools
 import hashlib
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -147,8 +147,20 @@ def _hsts(r: ServiceRouting) -> HSTS | None:
     return None if r.hsts is None else HSTS(r.hsts, subdomains=r.hsts_subdomains, preload=r.hsts_preload)
 
 
-def merge_hosts(routed: Sequence[Routed], ext: Extension, notices: list[str]) -> tuple[HostRoute, ...]:
-    """Every host of the routed services, its pools, TLS files and redirect, sorted by host name."""
+def _tls_files(m: Routed, host: str, acme_certs: Mapping[str, str]) -> TLSFiles | None:
+    """A host's certificate and key: the labels' secrets, or the ACME certificate's one secret that
+    holds both (none yet: the host is served over HTTP only until it is issued)."""
+    if m.routing.acme:
+        secret = acme_certs.get(host)
+        return TLSFiles(secret, secret) if secret else None
+    return TLSFiles(m.routing.ssl_cert, m.routing.ssl_key) if m.routing.ssl_cert else None
+
+
+def merge_hosts(routed: Sequence[Routed], ext: Extension, notices: list[str],
+                acme_certs: Mapping[str, str] | None = None) -> tuple[HostRoute, ...]:
+    """Every host of the routed services, its pools, TLS files and redirect, sorted by host name;
+    `acme_certs`: per host, the secret of its issued certificate (services labelled `swarmgate.acme`)."""
+    acme_certs = acme_certs or {}
     by_path: dict[tuple[str, str], list[tuple[Routed, bool]]] = defaultdict(list)
     claimants: dict[str, dict[str, Routed]] = defaultdict(dict)
     redirects: dict[tuple[str, str], str] = {}
@@ -171,10 +183,12 @@ def merge_hosts(routed: Sequence[Routed], ext: Extension, notices: list[str]) ->
         where = f"host {host}"
         redirect = oldest_decides("redirect", where, [(m, redirects.get((host, m.name))) for m in members], notices)
         routes_here = [m for m in members if host in m.routing.hosts]
-        tls = oldest_decides("ssl_cert/ssl_key", where, [
-            (m, TLSFiles(m.routing.ssl_cert, m.routing.ssl_key) if m.routing.ssl_cert else None)
-            for m in routes_here], notices)
+        tls = oldest_decides("ssl_cert/ssl_key", where, [(m, _tls_files(m, host, acme_certs)) for m in routes_here],
+                             notices)
         ssl_only = oldest_decides("ssl_only", where, [(m, m.routing.ssl_only) for m in routes_here], notices)
+        if ssl_only and tls is None and any(m.routing.acme for m in routes_here):
+            notices.append(f"{where}: ssl_only waits for the host's first ACME certificate; served over HTTP "
+                           "until it is issued")
         hsts = oldest_decides("hsts", where, [(m, _hsts(m.routing)) for m in routes_here], notices)
         paths = tuple(path_route(host, path, by_path[(host, path)], ext, notices) for path in paths_of[host])
         if redirect is not None and paths:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Set
 
+from swarmgate.models.routing.acme_hosts import NO_ACME, AcmeRouting, acme_problem
 from swarmgate.models.routing.backend_ca import ca_problem
 from swarmgate.models.routing.label_values import LabelValueError, parse_swarm_name, shown
 from swarmgate.models.routing.labels import PREFIX, ReasonKind, ServiceRouting, SetAside, parse_service_labels
@@ -154,7 +155,8 @@ def _upstreams(observed: ObservedState, service: Service, port: int) -> tuple[Up
 
 
 def _classify(
-    observed: ObservedState, ext: Extension, unusable_secrets: Set[str], undelivered_secrets: Set[str]
+    observed: ObservedState, ext: Extension, unusable_secrets: Set[str], undelivered_secrets: Set[str],
+    acme: AcmeRouting,
 ) -> tuple[list[Routed], list[SetAside], list[str], set[str]]:
     secrets = {secret.name: secret for secret in observed.secrets}
     networks: set[str] = set()
@@ -172,7 +174,9 @@ def _classify(
             continue
         notices.extend(parsed.notices)
         network = _network(observed, service, parsed)
+        refused = acme_problem(parsed, acme)
         unsupported = ((network if isinstance(network, tuple) else None)
+                       or (("acme", refused) if refused else None)
                        or secret_problem(parsed, secrets, unusable_secrets, undelivered_secrets)
                        or ca_problem(parsed, secrets, unusable_secrets, undelivered_secrets))
         if unsupported:
@@ -238,18 +242,19 @@ def _passthrough_ssl_only(passthrough: list[Routed], hosts: tuple[HostRoute, ...
 
 def build_route_table(
     observed: ObservedState, ext: Extension, *, unusable_secrets: Set[str] = frozenset(),
-    undelivered_secrets: Set[str] = frozenset(),
+    undelivered_secrets: Set[str] = frozenset(), acme: AcmeRouting = NO_ACME,
 ) -> RouteTable:
     """The whole route table of one extension; every collection in it is sorted.
 
     `unusable_secrets` holds the IDs of Swarm secrets that a proxy's nginx could not load as a
     certificate or key (`tls_secrets.unusable_secret_ids` of its failed `nginx -t`): the services
     naming them are set aside with kind `unusable_secret`; `undelivered_secrets` (IDs whose courier
-    file a proxy waited for in vain) with kind `undelivered_secret`.
+    file a proxy waited for in vain) with kind `undelivered_secret`. `acme`: whether ACME is
+    configured, and the certificate secret to serve per host of services labelled `swarmgate.acme=true`.
     """
-    routed, aside, notices, networks = _classify(observed, ext, unusable_secrets, undelivered_secrets)
+    routed, aside, notices, networks = _classify(observed, ext, unusable_secrets, undelivered_secrets, acme)
     passthrough = [r for r in routed if r.routing.ssl_passthrough]
-    hosts = merge_hosts([r for r in routed if not r.routing.ssl_passthrough], ext, notices)
+    hosts = merge_hosts([r for r in routed if not r.routing.ssl_passthrough], ext, notices, acme.certs)
     hosts = _passthrough_ssl_only(passthrough, hosts)
     return RouteTable(
         cluster=ext.service_cluster,

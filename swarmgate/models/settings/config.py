@@ -32,9 +32,12 @@ from swarmgate.models.settings.duration import duration_in
 from swarmgate.models.settings.extension import Extension
 from swarmgate.models.settings.nginx_options import NginxOptions
 from swarmgate.models.settings.text_rules import (
+    absolute_path,
+    acme_directory_url,
     control_character_at,
     control_source,
     docker_engine_url,
+    email_address,
     endpoint_url,
 )
 from swarmgate.models.settings.user_file import parse_user_text, read_user_file
@@ -99,6 +102,12 @@ class Config(BaseModel):
     # always may). Only for an operator that runs outside the Swarm, as a plain process.
     control_sources: tuple[Annotated[StrictStr, AfterValidator(control_source)], ...] = Field(
         (), alias="ControlSources")
+    # swarmgate's own keys: automatic certificates (ACME) for services labelled `swarmgate.acme=true`.
+    # Without a directory those services are set aside; the CA bundle is what the operator trusts for
+    # the ACME server's HTTPS (a private CA's; none: the system's roots).
+    acme_directory: Annotated[StrictStr, AfterValidator(acme_directory_url)] | None = Field(None, alias="ACMEDirectory")
+    acme_email: Annotated[StrictStr, AfterValidator(email_address)] | None = Field(None, alias="ACMEEmail")
+    acme_ca_bundle: Annotated[StrictStr, AfterValidator(absolute_path)] | None = Field(None, alias="ACMECABundle")
     notices: tuple[str, ...] = ()
 
     @model_validator(mode="before")

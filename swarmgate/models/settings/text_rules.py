@@ -160,3 +160,22 @@ def control_source(value: str) -> str:
     except ValueError:
         raise ValueError(f"expected an IP address or network such as '10.0.0.5' or '10.0.0.0/24', "
                          f"got {value!r}") from None
+
+
+_ACME_DIRECTORY = re.compile(r"^https://[^\s/?#@]+(?:/[^\s#]*)?$")
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+$")
+
+
+def acme_directory_url(value: str) -> str:
+    """An ACME server's directory URL (RFC 8555 §7.1.1): HTTPS only, as the protocol requires."""
+    if not _ACME_DIRECTORY.match(value) or len(value) > 2048:
+        raise ValueError(f"expected the ACME directory's https URL, such as "
+                         f"'https://acme-v02.api.letsencrypt.org/directory', got {value!r}")
+    return value
+
+
+def email_address(value: str) -> str:
+    """The contact address given to the ACME account (a plain address, no display name)."""
+    if not _EMAIL.match(value) or len(value) > 254:
+        raise ValueError(f"expected an e-mail address such as 'ops@example.com', got {value!r}")
+    return value

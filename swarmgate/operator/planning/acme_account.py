@@ -27,6 +27,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+# Where the CA asks and what a token may be: one definition, shared with the template's location.
+from swarmgate.models.routing.acme_hosts import CHALLENGE_PREFIX as CHALLENGE_PREFIX
+from swarmgate.models.routing.acme_hosts import TOKEN_PATTERN as TOKEN_PATTERN
+
 # The order n of P-256's base point (SEC 2, §2.4.2): a private scalar lies in [1, n-1].
 P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 HKDF_INFO_PREFIX: Final = b"swarmgate acme account "
@@ -34,10 +38,6 @@ HKDF_INFO_PREFIX: Final = b"swarmgate acme account "
 _DERIVED_BYTES: Final = 48
 MIN_SECRET_BYTES: Final = 32
 
-# Where the CA asks (RFC 8555 §8.3), and what a token may be: base64url, which the regex location of
-# the proxies' port-80 server also accepts, so nothing else under the prefix is answered.
-CHALLENGE_PREFIX: Final = "/.well-known/acme-challenge/"
-TOKEN_PATTERN: Final = "[A-Za-z0-9_-]+"
 _TOKEN = re.compile(TOKEN_PATTERN)
 
 

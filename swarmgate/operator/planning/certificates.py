@@ -36,6 +36,8 @@ from typing import Final, Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+# `issuable` lives with the route table, which sets aside the hosts it refuses; said here as well.
+from swarmgate.models.routing.acme_hosts import issuable as issuable
 from swarmgate.models.swarm.ownership import KIND_LABEL, is_owned, owned_labels
 
 KIND_ACME_CERTIFICATE: Final = "acme-certificate"
@@ -50,22 +52,10 @@ SECRET_PREFIX: Final = "swarmgate-acme-"
 _NAME_HOST_CHARS: Final = 64 - len(SECRET_PREFIX) - 1 - 12
 _SECRET_NAME = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9_.-]*[a-zA-Z0-9])?")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-# A DNS name HTTP-01 can prove: letters, digits and hyphens in dot-separated labels, no wildcard.
-_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-_ISSUABLE = re.compile(rf"{_LABEL}(?:\.{_LABEL})+")
-_MAX_HOST = 253
 
 RENEW_FRACTION: Final = 2 / 3
 FIRST_BACKOFF: Final = datetime.timedelta(minutes=1)
 MAX_BACKOFF: Final = datetime.timedelta(hours=6)
-
-
-def issuable(host: str) -> bool:
-    """Whether an ACME CA can issue for `host` over HTTP-01: a lower-case DNS name of two labels or
-    more, no wildcard (those need DNS-01), not an IPv4 address, nothing under `.invalid`."""
-    if len(host) > _MAX_HOST or not _ISSUABLE.fullmatch(host) or host.endswith(".invalid"):
-        return False
-    return not all(part.isdigit() for part in host.split("."))
 
 
 def _utc(value: datetime.datetime) -> datetime.datetime:
