@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ from swarmgate.operator.delivery.status import rejections, status_document
 from swarmgate.operator.delivery.survey import served_everywhere, survey
 from swarmgate.operator.edge.actions import apply
 from swarmgate.operator.edge.observe import connect, fetch_documents, observe
+from swarmgate.operator.planning import acme_account
 from swarmgate.operator.planning.actions import CreateChannelSecret, NoOp, PublishProxyConfig
 from swarmgate.operator.planning.decide import Reported, decide_pass
 from swarmgate.operator.planning.findings import findings_text, route_findings
@@ -85,17 +87,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
     with collection_paused():
         observed = _observed(config, args.state)
     reported = Reported()
+    ring = None if args.state else _keyring(args, observed)
+    acme = _acme_inputs(config, ring)
     if not args.state:
         # What every proxy task serves, asked of the proxies themselves (no operator needed); the
         # secrets their rejections blame are set aside as a live pass would.
         with collection_paused():
-            wanted = decide_pass(config, observed).desired  # what the proxies are asked to be current with
-        surveyed = survey(config, observed, wanted, _keyring(args, observed))
+            wanted = decide_pass(config, observed, **acme).desired  # what the proxies are asked to be current with
+        surveyed = survey(config, observed, wanted, ring)
         served = served_everywhere(surveyed)
         reported = Reported(published=served, rejections=rejections(surveyed), served=served)
     # What a live pass would do, holds included: the same nginx -t before anything is published.
     with collection_paused():
-        decision = decide_pass(config, observed, reported=reported, verdict=NginxGate().verdict)
+        decision = decide_pass(config, observed, reported=reported, verdict=NginxGate().verdict, **acme)
     actions = decision.actions
     if args.state:
         # A state file has no proxies to ask what they serve: show Docker changes only.
@@ -109,6 +113,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for action in actions:
         print(action.describe())
     return 0 if all(isinstance(a, NoOp) for a in actions) else 1
+
+
+def _acme_inputs(config: Config, ring: Keyring | None) -> dict[str, Any]:
+    """What a live pass gives `decide_pass` about ACME: the time, and the account's thumbprint when
+    the channel key is at hand (without it, the config is rendered without the challenge location)."""
+    boot = ring.bootstrap if ring is not None else None
+    thumb = None
+    if boot is not None and config.acme_directory is not None:
+        thumb = acme_account.thumbprint(acme_account.account_key(boot.hmac_key, config.acme_directory))
+    return {"now": datetime.datetime.now(datetime.UTC), "acme_thumbprint": thumb}
 
 
 def _keyring(args: argparse.Namespace, observed: ObservedState) -> Keyring | None:
@@ -143,8 +157,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         # config this pipeline computes (the operator's, by construction).
         with collection_paused():
             observed = observe(connect(config))
-            desired = decide_pass(config, observed).desired
-        status = {**status_document(survey(config, observed, desired, _keyring(args, observed))),
+        ring = _keyring(args, observed)
+        with collection_paused():
+            desired = decide_pass(config, observed, **_acme_inputs(config, ring)).desired
+        status = {**status_document(survey(config, observed, desired, ring)),
                   **route_findings(desired)}
         status["leader"] = leader_summary(observed)
     if args.json:

@@ -19,6 +19,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from swarmgate.models.settings.config import Config
+from swarmgate.operator.acme.worker import AcmeWorker
 from swarmgate.operator.control.endpoint import EndpointServer, Route, json_answer, serve
 from swarmgate.operator.control.loop import DockerHealth, Wakeup, run_loop, watch_events
 from swarmgate.operator.control.readiness import Readiness, max_pass_age
@@ -69,13 +70,18 @@ class Operator:
         store = ProxyState(on_converged=observability.record_convergence, on_reload=observability.count_reload)
         holds = HoldReport()
         pusher = Pusher(store, channel.keyring, term=election.term, on_forged=holds.forged_status)
+        wakeup = Wakeup()
+        # Orders run off the reconcile thread; each outcome wakes a pass up to store or note it.
+        acme = None if config.acme_directory is None else AcmeWorker(
+            config.acme_directory, email=config.acme_email, ca_bundle=config.acme_ca_bundle, on_outcome=wakeup.set)
         reconciler = Reconciler(config=config, api=api, publisher=pusher, own_container_id=container_id, calls=calls,
-                                channel=channel, proxies=store, election=election, holds=holds)
+                                channel=channel, proxies=store, election=election, holds=holds, acme=acme)
         observability.init_series()
         return cls(
             config=config, api=api, election=election, store=store, pusher=pusher, reconciler=reconciler,
             readiness=Readiness(DockerHealth(), holds, max_pass_age(config.poll_interval)),
             schedule=Schedule(resync=resync_seconds(config.poll_interval, in_swarm=container_id is not None)),
+            wakeup=wakeup,
         )
 
     def routes(self) -> dict[str, Route]:
@@ -96,6 +102,8 @@ class Operator:
         log.info("swarmgate running", extra={"listen": self.config.listen_addr,
                                              "extensions": ",".join(self.config.extensions)})
         self.pusher.start()
+        if self.reconciler.acme is not None:
+            self.reconciler.acme.start()
         try:
             run_loop(self.run_pass, schedule=self.schedule, wakeup=self.wakeup, stop=self.stopping,
                      health=self.readiness.health, on_outcome=self._on_outcome)
@@ -115,7 +123,8 @@ class Operator:
         changed = report.wrote or report.routes_digest != self.last_digest
         self.last_digest = report.routes_digest
         self.pass_metrics.record_pass_state(report, self.store)
-        self.findings = route_findings(report.desired)
+        self.reconciler.acme_metrics.record(report, self.reconciler.memory.acme)
+        self.findings = {**route_findings(report.desired), **self.reconciler.acme_findings}
         return changed
 
     def _on_outcome(self, outcome: Outcome, seconds: float) -> None:
@@ -128,5 +137,7 @@ class Operator:
 
     def _shut_down(self, server: EndpointServer) -> None:
         self.pusher.stop()
+        if self.reconciler.acme is not None:
+            self.reconciler.acme.stop()
         self.election.release_on_exit()
         server.shutdown()

@@ -15,17 +15,21 @@ A pass returns a `PassReport`, or raises `TemporaryError` (the loop backs off an
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from swarmgate.errors import TemporaryError
 from swarmgate.models.settings.config import Config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.port_memory import recall_ports
 from swarmgate.models.swarm.ports import PortBinding
+from swarmgate.operator.acme.worker import AcmeWorker
+from swarmgate.operator.control.acme_wiring import AcmeAccount, acme_status, challenges_served
 from swarmgate.operator.control.gc_pause import collection_paused
 from swarmgate.operator.delivery.channel_holder import ChannelKeyHolder
 from swarmgate.operator.delivery.proxystate import ProxyState
@@ -35,10 +39,11 @@ from swarmgate.operator.edge.actions import Publisher, apply
 from swarmgate.operator.edge.election import LeaderElection
 from swarmgate.operator.edge.observe import Api, observe
 from swarmgate.operator.planning.channel_mount import own_channel_mount
-from swarmgate.operator.planning.decide import PassMemory, Reported, decide_pass
+from swarmgate.operator.planning.decide import PassDecision, PassMemory, Reported, decide_pass
 from swarmgate.operator.planning.desired import DesiredState
 from swarmgate.operator.planning.leadership import own_task
 from swarmgate.operator.planning.report import ApplyResult, PassReport
+from swarmgate.operator.telemetry.acme_metrics import AcmeMetrics
 from swarmgate.operator.telemetry.calls import CallCounter
 from swarmgate.operator.telemetry.changes import ChangeLog
 from swarmgate.operator.telemetry.holds import HoldReport
@@ -76,6 +81,13 @@ class Reconciler:
     # (models/swarm/port_memory.py); and which tasks were recalled, so each is logged once.
     _task_ports: Mapping[str, tuple[PortBinding, ...]] = field(default_factory=dict)
     _recalled: ChangeLog[str] = field(default_factory=ChangeLog)
+    # ACME: the worker that places orders off this thread (None: no ACMEDirectory), the wall clock
+    # certificates are judged by, the account derived from the channel key, and what /v1/status shows.
+    acme: AcmeWorker | None = None
+    wall_clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
+    acme_account: AcmeAccount = field(default_factory=AcmeAccount)
+    acme_metrics: AcmeMetrics = field(default_factory=AcmeMetrics)
+    acme_findings: dict[str, Any] = field(default_factory=dict)
 
     def reconcile_once(self) -> PassReport:
         with collection_paused():
@@ -86,9 +98,17 @@ class Reconciler:
         started = self.clock()  # the snapshot is at least this fresh: what confirms a lease
         observed = self._observe(reconcile_id)
         leading = self._elect(observed, now=started, reconcile_id=reconcile_id)
-        decision = decide_pass(self.config, observed, reported=self._reported(), memory=self.memory,
-                               verdict=self.nginx_gate.verdict)
+        outcomes = self.acme.drain() if self.acme is not None else []
+        AcmeMetrics.count(outcomes)
+        key = self.acme_account.key(self.config, self.channel)
+        reported = self._reported()
+        now = self.wall_clock()
+        decision = decide_pass(self.config, observed, reported=reported, memory=self.memory,
+                               verdict=self.nginx_gate.verdict, now=now,
+                               acme_thumbprint=self.acme_account.thumbprint, outcomes=outcomes)
         self.memory = decision.memory
+        self.acme_findings = acme_status(self.config, decision, now,
+                                         self.acme.busy() if self.acme is not None else frozenset())
         self._report_problems(decision.desired, reconcile_id)
         self.holds.record(decision.actions, [e.name for e in decision.desired.extensions], reconcile_id=reconcile_id)
         if not leading:
@@ -97,9 +117,17 @@ class Reconciler:
         result = apply(self.api, decision.actions, observed=observed, publisher=self.publisher, calls=self.calls,
                        reconcile_id=reconcile_id, keys=self.channel)
         self.memory = self.memory.after_apply(result.done)
+        self._order(decision, reported, key)
         if result.error is not None:
             raise TemporaryError(f"{result.error} ({len(result.done)} done, {len(result.not_done)} not done)")
         return PassReport(reconcile_id, decision.actions, result, decision.desired, observed, decision.routes_digest)
+
+    def _order(self, decision: PassDecision, reported: Reported, key: Any) -> None:
+        """The leader hands due orders to the worker, once every proxy serves the config that answers
+        the challenges (before that, the CA would find no answer and the host would back off)."""
+        if self.acme is not None and key is not None and decision.acme.orders and challenges_served(
+                decision.desired, reported, pushed=self.proxies is not None):
+            self.acme.submit(decision.acme.orders, key)
 
     def _observe(self, reconcile_id: str) -> ObservedState:
         recalled = recall_ports(observe(self.api, self.calls), self._task_ports)

@@ -27,12 +27,14 @@ from swarmgate.operator.delivery.channel_key import ChannelKey
 from swarmgate.operator.edge.observe import CONNECTION_ERRORS
 from swarmgate.operator.planning.actions import (
     Action,
+    CreateCertificateSecret,
     CreateChannelSecret,
     CreateConfig,
     CreateService,
     MountChannelSecret,
     NoOp,
     PublishProxyConfig,
+    RemoveCertificateSecret,
     RemoveConfig,
     UpdateService,
 )
@@ -132,6 +134,14 @@ def _apply_one(api: docker.APIClient, action: Action, ids: _Ids, publisher: Publ
     elif isinstance(action, RemoveConfig):
         calls.count("remove_config", write=True)
         api.remove_config(action.config_id)
+    elif isinstance(action, CreateCertificateSecret):
+        # The data (with the private key) goes to the Swarm API only; nothing here logs it.
+        calls.count("create_secret", write=True)
+        created = api.create_secret(action.name, action.data, labels=action.labels)
+        ids.secrets[action.name] = created["ID"]
+    elif isinstance(action, RemoveCertificateSecret):
+        calls.count("remove_secret", write=True)
+        api.remove_secret(action.secret_id)
 
 
 def apply(

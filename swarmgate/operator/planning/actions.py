@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from swarmgate.models.swarm.ownership import CHANNEL_SECRET_NAME
@@ -102,6 +102,35 @@ class RemoveConfig:
         return f"remove unused config {self.name}"
 
 
+@dataclass(frozen=True)
+class CreateCertificateSecret:
+    """Store a certificate the ACME worker brought back in an owned secret (the chain, then its key).
+
+    `data` holds the private key: it is left out of `repr` and of `describe`, which says only public
+    facts (the host and the certificate's validity)."""
+
+    name: str
+    labels: dict[str, str]
+    host: str
+    not_after: str
+    data: bytes = field(repr=False, compare=False)
+
+    def describe(self) -> str:
+        return f"create secret {self.name} (the ACME certificate of {self.host}, valid until {self.not_after})"
+
+
+@dataclass(frozen=True)
+class RemoveCertificateSecret:
+    """Remove an owned ACME certificate's secret that nothing serves or mounts any more."""
+
+    secret_id: str
+    name: str
+    host: str
+
+    def describe(self) -> str:
+        return f"remove secret {self.name} (an obsolete ACME certificate of {self.host})"
+
+
 HoldReason = Literal["rolled_back", "nginx_rejected"]
 HOLD_REASONS: tuple[HoldReason, ...] = ("rolled_back", "nginx_rejected")
 
@@ -128,5 +157,5 @@ class NoOp:
 
 
 Action = (CreateChannelSecret | CreateConfig | CreateService | UpdateService | PublishProxyConfig | RemoveConfig
-          | MountChannelSecret | NoOp)
+          | MountChannelSecret | CreateCertificateSecret | RemoveCertificateSecret | NoOp)
 

@@ -13,6 +13,7 @@ is held for it.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -21,7 +22,8 @@ from swarmgate.models.routing.backend_ca import unusable_ca_ids
 from swarmgate.models.routing.tls_secrets import still_present, undelivered_secret_ids, unusable_secret_ids
 from swarmgate.models.settings.config import Config
 from swarmgate.models.swarm.observed import ObservedState
-from swarmgate.operator.planning.actions import Action, PublishProxyConfig
+from swarmgate.operator.planning.acme_plan import AcmePlan, AcmeState, Outcome, acme_routing, plan_acme
+from swarmgate.operator.planning.actions import Action, CreateCertificateSecret, NoOp, PublishProxyConfig
 from swarmgate.operator.planning.desired import DesiredState, compute_desired
 from swarmgate.operator.planning.holds import record_attempts, rejected_extensions
 from swarmgate.operator.planning.plan import plan
@@ -55,6 +57,8 @@ class PassMemory:
     attempted: Mapping[str, str] = field(default_factory=dict)
     # Per extension, the digest this operator last published to the proxies.
     published: Mapping[str, str] = field(default_factory=dict)
+    # ACME: failed orders by host (backoff), certificates brought back and not yet stored.
+    acme: AcmeState = field(default_factory=AcmeState)
 
     def after_apply(self, done: Iterable[Action]) -> PassMemory:
         """The memory once `done` (what the edge applied, in order) has been written."""
@@ -73,6 +77,8 @@ class PassDecision:
     # One digest of every extension's rendered config: a change means the routes moved.
     routes_digest: str
     memory: PassMemory
+    # ACME orders for the worker (the leader places them), and when one is next due.
+    acme: AcmePlan = field(default_factory=AcmePlan)
 
 
 def learn_unusable_secrets(config: Config, observed: ObservedState, known: Iterable[str],
@@ -109,15 +115,30 @@ def decide_pass(
     reported: Reported = Reported(),
     memory: PassMemory = PassMemory(),
     verdict: Verdict | None = None,
+    now: datetime.datetime | None = None,
+    acme_thumbprint: str | None = None,
+    outcomes: Iterable[Outcome] = (),
 ) -> PassDecision:
     """What a pass that observed `observed` decides; `memory` is the last pass's `PassDecision.memory`
-    (after `after_apply`), or empty."""
+    (after `after_apply`), or empty. ACME: `now` (UTC; none: nothing is ordered, and each host serves
+    the certificate that expires last), the account's `acme_thumbprint` (none: the proxies answer no
+    challenge), and the worker's `outcomes` since the last pass."""
     unusable = learn_unusable_secrets(config, observed, memory.unusable_secrets, reported.rejections)
     undelivered = learn_undelivered_secrets(observed, memory.undelivered_secrets, reported.rejections)
     desired = compute_desired(config, observed, unusable_secrets=unusable, undelivered_secrets=undelivered,
-                              served=reported.served)
+                              served=reported.served, acme=acme_routing(config, observed, now, unusable | undelivered),
+                              acme_thumbprint=acme_thumbprint)
     rejected = rejected_extensions(desired, verdict) if verdict is not None else {}
     actions = plan(desired, observed, published={**memory.published, **reported.published}, rejected=rejected,
                    attempted=memory.attempted)
+    state = memory.acme.learn(outcomes, now) if now is not None else memory.acme
+    tables = [e.route_table for e in desired.extensions]
+    acme = plan_acme(config, observed, tables, state, now, serving={n for t in tables for n in t.secrets})
+    if acme.actions:
+        # Certificates are stored first (the next pass serves them); obsolete ones go last.
+        creates = [a for a in acme.actions if isinstance(a, CreateCertificateSecret)]
+        removes = [a for a in acme.actions if not isinstance(a, CreateCertificateSecret)]
+        actions = [*creates, *(a for a in actions if not (isinstance(a, NoOp) and a.hold is None)), *removes]
     return PassDecision(desired, actions, routes_digest(desired),
-                        replace(memory, unusable_secrets=unusable, undelivered_secrets=undelivered))
+                        replace(memory, unusable_secrets=unusable, undelivered_secrets=undelivered, acme=acme.state),
+                        acme)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarmgate.errors import SwarmgateError
+from swarmgate.models.routing.acme_hosts import NO_ACME, AcmeRouting
 from swarmgate.models.routing.labels import SetAside
 from swarmgate.models.routing.routes import RouteTable, build_route_table, unclaimed_services
 from swarmgate.models.routing.tls_secrets import tls_file
@@ -117,9 +118,11 @@ def _extension_desired(
     undelivered_secrets: Set[str],
     control_peers: tuple[str, ...],
     served: Mapping[str, str],
+    acme: AcmeRouting,
+    acme_thumbprint: str | None,
 ) -> ExtensionDesired:
     table = build_route_table(observed, ext, unusable_secrets=unusable_secrets,
-                              undelivered_secrets=undelivered_secrets)
+                              undelivered_secrets=undelivered_secrets, acme=acme)
     current = observed.service_named(ext.proxy_service_name)
     problem = render_error = None
     hitless = delivers_in_place(ext)
@@ -127,7 +130,8 @@ def _extension_desired(
     tls_paths = {name: tls_file(by_name[name], hitless=hitless) for name in table.secrets if name in by_name}
     try:
         rendered = render_nginx(ext, table, server_info=runtime.server_info, control_peers=control_peers,
-                                template_text=custom_template(ext, observed), tls_paths=tls_paths)
+                                template_text=custom_template(ext, observed), tls_paths=tls_paths,
+                                acme_thumbprint=acme_thumbprint if acme.configured else None)
         bootstrap = render_bootstrap(ext, server_info=runtime.server_info)
     except SwarmgateError as exc:
         # A broken custom template stops this extension only; its proxies keep the last good config.
@@ -178,15 +182,20 @@ def build_desired(
     unusable_secrets: Set[str] = frozenset(),
     undelivered_secrets: Set[str] = frozenset(),
     served: Mapping[str, str] | None = None,
+    acme: AcmeRouting = NO_ACME,
+    acme_thumbprint: str | None = None,
 ) -> DesiredState:
     """`unusable_secrets`: IDs of secrets a proxy's nginx could not load (learnt from its rejections,
     see models/routing/tls_secrets.py); `undelivered_secrets`: IDs whose courier file a proxy waited
     for in vain; the services that name either are set aside. `served`: per extension, the digest
-    every proxy task serves (the courier drops a secret only once they serve the current config)."""
+    every proxy task serves (the courier drops a secret only once they serve the current config).
+    `acme`: the issued certificate per host (`acme_plan.acme_routing`); `acme_thumbprint`: the ACME
+    account's, for the proxies' HTTP-01 answers (None: no challenge location is rendered)."""
     extensions = tuple(
         _extension_desired(ext, observed, runtime=runtime, unusable_secrets=unusable_secrets,
                            undelivered_secrets=undelivered_secrets,
-                           control_peers=control_peers(config, observed), served=served or {})
+                           control_peers=control_peers(config, observed), served=served or {}, acme=acme,
+                           acme_thumbprint=acme_thumbprint)
         for _, ext in sorted(config.extensions.items())
     )
     return DesiredState(
@@ -199,7 +208,9 @@ def build_desired(
 
 def compute_desired(config: Config, observed: ObservedState, *, unusable_secrets: Set[str] = frozenset(),
                     undelivered_secrets: Set[str] = frozenset(),
-                    served: Mapping[str, str] | None = None) -> DesiredState:
+                    served: Mapping[str, str] | None = None, acme: AcmeRouting = NO_ACME,
+                    acme_thumbprint: str | None = None) -> DesiredState:
     """The pipeline with this program's runtime: what live passes and the offline commands compute."""
     return build_desired(config, observed, runtime=current_runtime(), unusable_secrets=unusable_secrets,
-                         undelivered_secrets=undelivered_secrets, served=served)
+                         undelivered_secrets=undelivered_secrets, served=served, acme=acme,
+                         acme_thumbprint=acme_thumbprint)

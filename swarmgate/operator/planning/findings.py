@@ -32,4 +32,10 @@ def findings_text(findings: dict[str, Any]) -> list[str]:
             lines.append(f"notice ({name or 'configuration'}): {notice}")
     for aside in findings.get("set_aside", []):
         lines.append(f"set aside ({aside['extension'] or 'no extension'}): {aside['service']}: {aside['reason']}")
+    for host, cert in sorted(findings.get("acme", {}).get("hosts", {}).items()):
+        served = (f"serves {cert['certificate']} until {cert['not_after']}, renews at {cert['renew_at']}"
+                  if cert.get("certificate") else "no certificate yet (HTTP only)")
+        failed = (f"; {cert['failures']} failed order(s) in a row, last: {cert['last_error']}; next try at "
+                  f"{cert['retry_at']}" if cert.get("failures") else "")
+        lines.append(f"acme ({host}): {served}{' ; ordering now' if cert.get('ordering') else ''}{failed}")
     return lines

@@ -78,6 +78,16 @@ LEADER_TRANSITIONS_TOTAL = Counter(
     "swarmgate_leader_transitions_total",
     "Roles this operator took, the first one included, by role (leader, standby).",
     ["to"], registry=REGISTRY)
+CERTIFICATE_EXPIRY = Gauge(
+    "swarmgate_certificate_expiry_timestamp_seconds",
+    "When the ACME certificate a host serves expires (its notAfter, Unix seconds), per extension and host.",
+    ["extension", "host"], registry=REGISTRY)
+ACME_ORDERS_TOTAL = Counter(
+    "swarmgate_acme_orders_total", "ACME orders this operator finished, by result (issued, failed).",
+    ["result"], registry=REGISTRY)
+ACME_FAILURES = Gauge(
+    "swarmgate_acme_consecutive_failures", "Failed ACME orders in a row, per host (0 after a success).",
+    ["host"], registry=REGISTRY)
 
 
 def record_pass(outcome: Outcome, seconds: float) -> None:
