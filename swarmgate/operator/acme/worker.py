@@ -56,11 +56,13 @@ class AcmeWorker:
             self._thread = threading.Thread(target=self._run, name="acme", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
-        """Stop after the order under way (bounded by its timeout); queued orders are dropped."""
+    def stop(self, wait: float = 5.0) -> None:
+        """Stop taking orders; queued ones are dropped. An order under way is waited for `wait`
+        seconds at most, then abandoned with the (daemon) thread: a certificate the CA issues after
+        that is never stored, and the next leader orders the host again."""
         if self._thread is not None:
             self._jobs.put(None)
-            self._thread.join(timeout=self._timeout + 15)
+            self._thread.join(timeout=wait)
             self._thread = None
 
     def submit(self, orders: Iterable[Order], account_key: ec.EllipticCurvePrivateKey) -> list[Order]:

@@ -56,8 +56,10 @@ def challenges_served(desired: DesiredState, reported: Reported, *, pushed: bool
 
 
 def acme_status(config: Config, decision: PassDecision, now: datetime.datetime,
-                busy: frozenset[str]) -> dict[str, Any]:
-    """`/v1/status`'s `acme`: per host, what it serves, when it renews, and its failures in a row."""
+                busy: frozenset[str], thumbprint: str | None = None) -> dict[str, Any]:
+    """`/v1/status`'s `acme`: per host, what it serves, when it renews, and its failures in a row;
+    the account's public thumbprint (None: no channel key held, so no challenge is answered and
+    nothing is ordered)."""
     if config.acme_directory is None:
         return {}
     issued = decision.acme.issued
@@ -76,5 +78,5 @@ def acme_status(config: Config, decision: PassDecision, now: datetime.datetime,
             "retry_at": certificates.format_time(failure.retry_at) if failure else None,
         }
     next_due = decision.acme.next_due
-    return {"acme": {"directory": config.acme_directory, "hosts": hosts,
+    return {"acme": {"directory": config.acme_directory, "account_thumbprint": thumbprint, "hosts": hosts,
                      "next_due": certificates.format_time(next_due) if next_due else None}}

@@ -108,7 +108,8 @@ class Reconciler:
                                acme_thumbprint=self.acme_account.thumbprint, outcomes=outcomes)
         self.memory = decision.memory
         self.acme_findings = acme_status(self.config, decision, now,
-                                         self.acme.busy() if self.acme is not None else frozenset())
+                                         self.acme.busy() if self.acme is not None else frozenset(),
+                                         self.acme_account.thumbprint)
         self._report_problems(decision.desired, reconcile_id)
         self.holds.record(decision.actions, [e.name for e in decision.desired.extensions], reconcile_id=reconcile_id)
         if not leading:
