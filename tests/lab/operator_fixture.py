@@ -34,13 +34,14 @@ PROXY = "interlock-proxy"
 CHANNEL_SECRET = "swarmgate-channel"
 STATE_VOLUME = f"{PROXY}-state"
 OWNED = {"label": "swarmgate.managed-by=swarmgate"}
+ACME_SECRET_PREFIX = "swarmgate-acme-"
 
 SEED_CONFIG = REPO / "lab" / "seed-config.toml"
 
 
-def seed_config(*, listen: str, docker_url: str, poll: str, extension_extra: str = "") -> str:
+def seed_config(*, listen: str, docker_url: str, poll: str, extension_extra: str = "", top_extra: str = "") -> str:
     """The seed's TOML, pointed at the lab from the host: the manager's socket and, for ListenAddr,
-    the host's bridge address."""
+    the host's bridge address; `top_extra`: top-level keys of swarmgate's own (ACMEDirectory, ...)."""
     text = SEED_CONFIG.read_text()
     for key, value in (("ListenAddr", listen), ("DockerURL", docker_url), ("PollInterval", poll)):
         text, found = re.subn(rf"^{key} = .*$", f'{key} = "{value}"', text, count=1, flags=re.M)
@@ -48,18 +49,19 @@ def seed_config(*, listen: str, docker_url: str, poll: str, extension_extra: str
     text = text.replace("    TargetSSLPort = 443\n", "    TargetSSLPort = 443\n" + extension_extra, 1)
     # The operator runs on the lab's host, which is not a Swarm node: the proxies must let it in.
     host = listen.rsplit(":", 1)[0]
-    return f'ControlSources = ["{host}"]\n' + text
+    return top_extra + f'ControlSources = ["{host}"]\n' + text
 
 
 
 class RunningOperator:
-    def __init__(self, lab: Lab, workdir: Path, *, extension_extra: str = "", poll: str = "1s") -> None:
+    def __init__(self, lab: Lab, workdir: Path, *, extension_extra: str = "", poll: str = "1s",
+                 top_extra: str = "") -> None:
         self.lab = lab
         self.port = free_port(lab.host_addr)
         self.listen = f"{lab.host_addr}:{self.port}"
         self.config_path = workdir / "config.toml"
         self.config_path.write_text(seed_config(listen=self.listen, docker_url=lab.node(lab.managers[0]).sock,
-                                                poll=poll, extension_extra=extension_extra))
+                                                poll=poll, extension_extra=extension_extra, top_extra=top_extra))
         self.log_path = workdir / "operator.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -156,6 +158,10 @@ def clean_swarm(client: docker.DockerClient, *, services: tuple[str, ...] = (), 
     for secret in client.secrets.list(filters={"name": CHANNEL_SECRET}):
         if secret.name == CHANNEL_SECRET or secret.name.startswith(f"{CHANNEL_SECRET}-"):
             _remove_when_unused(secret.remove)
+    # ACME certificates the operator stored (owned secrets named swarmgate-acme-*).
+    for secret in client.secrets.list(filters={**OWNED, "name": ACME_SECRET_PREFIX}):
+        if secret.name.startswith(ACME_SECRET_PREFIX):
+            _remove_when_unused(secret.remove)
     if lab is not None:
         for name in lab.lb_nodes:
             for proxy in proxies:
@@ -202,11 +208,11 @@ def _remove_when_unused(remove: Callable[[], Any]) -> None:
 
 @contextmanager
 def operator(lab: Lab, workdir: Path, *, extension_extra: str = "", services: tuple[str, ...] = (),
-             env: dict[str, str] | None = None) -> Iterator[RunningOperator]:
+             env: dict[str, str] | None = None, top_extra: str = "") -> Iterator[RunningOperator]:
     """A started operator over a clean Swarm; everything it and the test made is removed after."""
     client = lab.manager_client()
     clean_swarm(client, services=services, lab=lab)
-    op = RunningOperator(lab, workdir, extension_extra=extension_extra)
+    op = RunningOperator(lab, workdir, extension_extra=extension_extra, top_extra=top_extra)
     try:
         op.start(env=env)
         yield op
