@@ -32,8 +32,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from lab.pebble import CHALLTESTSRV, PEBBLE, Pebble, Settings, running
+from swarmgate.models.routing.acme_hosts import CHALLENGE_PREFIX
 from swarmgate.operator.acme.client import AcmeError, issue
-from swarmgate.operator.planning.acme_account import CHALLENGE_PREFIX, account_key, key_authorization, thumbprint
+from swarmgate.operator.planning.acme_account import account_key, key_authorization, thumbprint
 
 pytestmark = [
     pytest.mark.lab,

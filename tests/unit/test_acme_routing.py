@@ -17,7 +17,7 @@ from swarmgate.models.routing.route_types import TLSFiles
 from swarmgate.models.routing.routes import RouteTable, build_route_table
 from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
-from swarmgate.operator.planning import acme_account, certificates
+from swarmgate.operator.planning import acme_account
 from swarmgate.renderers.nginx import render_nginx
 from swarmgate.renderers.validate import localized, nginx_binary
 from tests.factories import node, service, task
@@ -65,7 +65,7 @@ def test_without_a_directory_or_with_an_unprovable_host_only_that_service_is_set
     assert [(s.service, s.kind) for s in on.set_aside] == [("wild", "acme")]
     assert "10.1.2.3" in on.set_aside[0].reason
     assert {h.host for h in on.hosts} == {"a.example.com", "p.example.com"}
-    assert not issuable("10.1.2.3") and certificates.issuable("a.example.com")
+    assert not issuable("10.1.2.3") and issuable("a.example.com")
 
 
 def test_a_host_serves_its_issued_secret_as_cert_and_key_and_http_only_before_the_first() -> None:

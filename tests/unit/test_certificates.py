@@ -15,6 +15,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from swarmgate.models.routing.acme_hosts import issuable
 from swarmgate.models.swarm.ownership import KIND_LABEL, OWNER_LABEL
 from swarmgate.operator.planning.certificates import (
     HOST_LABEL,
@@ -28,7 +29,6 @@ from swarmgate.operator.planning.certificates import (
     Order,
     describe,
     due,
-    issuable,
     issued_from,
     labels_for,
     next_due,

@@ -28,8 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 # Where the CA asks and what a token may be: one definition, shared with the template's location.
-from swarmgate.models.routing.acme_hosts import CHALLENGE_PREFIX as CHALLENGE_PREFIX
-from swarmgate.models.routing.acme_hosts import TOKEN_PATTERN as TOKEN_PATTERN
+from swarmgate.models.routing.acme_hosts import TOKEN_PATTERN
 
 # The order n of P-256's base point (SEC 2, §2.4.2): a private scalar lies in [1, n-1].
 P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551

@@ -36,8 +36,8 @@ from typing import Final, Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-# `issuable` lives with the route table, which sets aside the hosts it refuses; said here as well.
-from swarmgate.models.routing.acme_hosts import issuable as issuable
+# `issuable` lives with the route table, which sets aside the hosts it refuses.
+from swarmgate.models.routing.acme_hosts import issuable
 from swarmgate.models.swarm.ownership import KIND_LABEL, is_owned, owned_labels
 
 KIND_ACME_CERTIFICATE: Final = "acme-certificate"
