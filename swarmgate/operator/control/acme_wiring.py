@@ -78,5 +78,8 @@ def acme_status(config: Config, decision: PassDecision, now: datetime.datetime,
             "retry_at": certificates.format_time(failure.retry_at) if failure else None,
         }
     next_due = decision.acme.next_due
+    budget = {"orders_per_hour": config.acme_orders_per_hour,
+              "placed_last_hour": len(decision.memory.acme.ledger.recent(now).placed),
+              "deferred": list(decision.acme.deferred)}
     return {"acme": {"directory": config.acme_directory, "account_thumbprint": thumbprint, "hosts": hosts,
-                     "next_due": certificates.format_time(next_due) if next_due else None}}
+                     "next_due": certificates.format_time(next_due) if next_due else None, "budget": budget}}

@@ -20,7 +20,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from swarmgate.errors import TemporaryError
@@ -88,6 +88,7 @@ class Reconciler:
     acme_account: AcmeAccount = field(default_factory=AcmeAccount)
     acme_metrics: AcmeMetrics = field(default_factory=AcmeMetrics)
     acme_findings: dict[str, Any] = field(default_factory=dict)
+    _deferred: ChangeLog[str] = field(default_factory=ChangeLog)
 
     def reconcile_once(self) -> PassReport:
         with collection_paused():
@@ -118,17 +119,27 @@ class Reconciler:
         result = apply(self.api, decision.actions, observed=observed, publisher=self.publisher, calls=self.calls,
                        reconcile_id=reconcile_id, keys=self.channel)
         self.memory = self.memory.after_apply(result.done)
-        self._order(decision, reported, key)
+        self._order(decision, reported, key, now=now, reconcile_id=reconcile_id)
         if result.error is not None:
             raise TemporaryError(f"{result.error} ({len(result.done)} done, {len(result.not_done)} not done)")
         return PassReport(reconcile_id, decision.actions, result, decision.desired, observed, decision.routes_digest)
 
-    def _order(self, decision: PassDecision, reported: Reported, key: Any) -> None:
+    def _order(self, decision: PassDecision, reported: Reported, key: Any, *, now: datetime.datetime,
+               reconcile_id: str) -> None:
         """The leader hands due orders to the worker, once every proxy serves the config that answers
-        the challenges (before that, the CA would find no answer and the host would back off)."""
+        the challenges (before that, the CA would find no answer and the host would back off). What
+        the worker queues is written in the budget's ledger."""
+        deferred = self._deferred.update(("budget",) if decision.acme.deferred else ())
+        if deferred.appeared:
+            log.warning("ACME order budget spent; orders wait", extra={
+                "reconcile_id": reconcile_id, "hosts": ",".join(decision.acme.deferred[:5]),
+                "waiting": len(decision.acme.deferred), "per_hour": self.config.acme_orders_per_hour})
+        elif deferred.ended:
+            log.info("ACME order budget available again", extra={"reconcile_id": reconcile_id})
         if self.acme is not None and key is not None and decision.acme.orders and challenges_served(
                 decision.desired, reported, pushed=self.proxies is not None):
-            self.acme.submit(decision.acme.orders, key)
+            queued = self.acme.submit(decision.acme.orders, key)
+            self.memory = replace(self.memory, acme=self.memory.acme.placed(len(queued), now))
 
     def _observe(self, reconcile_id: str) -> ObservedState:
         recalled = recall_ports(observe(self.api, self.calls), self._task_ports)
