@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -53,6 +53,37 @@ def challenges_served(desired: DesiredState, reported: Reported, *, pushed: bool
         return True
     return all(reported.served.get(e.name) == e.rendered.digest for e in desired.extensions
                if e.hitless and e.problem is None)
+
+
+# How long orders wait for every proxy to serve the config with the challenge location. One proxy
+# task that never takes a push (its node partitioned, its agent stuck) must not stop issuance for
+# every host: after this, orders go ahead, and the CA may meet that proxy and fail the order, which
+# then backs off like any failed order.
+ORDER_WAIT_SECONDS = 60.0
+Gate = Literal["served", "overdue", "wait"]
+
+
+class ChallengeGate:
+    """When due orders may go to the worker: once every proxy serves the challenge location
+    (`served`), or once they have waited `wait` seconds for it (`overdue`)."""
+
+    def __init__(self, wait: float = ORDER_WAIT_SECONDS) -> None:
+        self.wait = wait
+        self._since: float | None = None
+
+    def check(self, *, pending: bool, served: bool, now: float) -> Gate:
+        if not pending or served:
+            self._since = None
+            return "served"
+        if self._since is None:
+            self._since = now
+        return "overdue" if now - self._since >= self.wait else "wait"
+
+
+def lagging_extensions(desired: DesiredState, reported: Reported) -> list[str]:
+    """The extensions not every proxy of which serves this pass's config (for the log)."""
+    return [e.name for e in desired.extensions if e.hitless and e.problem is None
+            and reported.served.get(e.name) != e.rendered.digest]
 
 
 def acme_status(config: Config, decision: PassDecision, now: datetime.datetime,

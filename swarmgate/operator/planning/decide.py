@@ -27,6 +27,7 @@ from swarmgate.operator.planning.actions import Action, CreateCertificateSecret,
 from swarmgate.operator.planning.desired import DesiredState, compute_desired
 from swarmgate.operator.planning.holds import record_attempts, rejected_extensions
 from swarmgate.operator.planning.plan import plan
+from swarmgate.operator.planning.undelivered import Undelivered, from_ids, learn_undelivered
 
 Verdict = Callable[[str], str | None]  # nginx config text -> None if accepted, else nginx's message
 Rejection = tuple[str, str]  # (extension, nginx -t message) of a proxy that refused a config
@@ -51,8 +52,10 @@ class PassMemory:
 
     # IDs of secrets a proxy's nginx could not load, kept while the secret exists.
     unusable_secrets: frozenset[str] = frozenset()
-    # IDs of secrets whose courier file a proxy waited for in vain, kept while the secret exists.
+    # IDs of secrets whose courier file a proxy waited for in vain, kept while the secret exists;
+    # with the times each is tried again (planning/undelivered.py).
     undelivered_secrets: frozenset[str] = frozenset()
+    undelivered: Undelivered = field(default_factory=Undelivered)
     # Per extension, the spec digest this operator last wrote: what Swarm may roll back from.
     attempted: Mapping[str, str] = field(default_factory=dict)
     # Per extension, the digest this operator last published to the proxies.
@@ -95,13 +98,16 @@ def learn_unusable_secrets(config: Config, observed: ObservedState, known: Itera
     return still_present(learnt, observed.secrets)
 
 
-def learn_undelivered_secrets(observed: ObservedState, known: Iterable[str],
-                              rejections: Iterable[Rejection]) -> frozenset[str]:
-    """Secret IDs whose courier file a proxy's agent waited for in vain (its rejection names them)."""
-    learnt = set(known)
-    for _, message in rejections:
-        learnt |= undelivered_secret_ids(message)
-    return still_present(learnt, observed.secrets)
+def learn_undelivered_secrets(observed: ObservedState, memory: PassMemory, rejections: Iterable[Rejection],
+                              now: datetime.datetime | None) -> Undelivered:
+    """Secret IDs whose courier file a proxy's agent waited for in vain (its rejection names them),
+    each tried again a while later (planning/undelivered.py)."""
+    known = memory.undelivered
+    by_hand = memory.undelivered_secrets - known.ids - set(known.retried)
+    if by_hand:
+        known = replace(known, since={**known.since, **from_ids(by_hand, now).since})
+    named = {i for _, message in rejections for i in undelivered_secret_ids(message)}
+    return learn_undelivered(known, named, {s.id for s in observed.secrets}, now)
 
 
 def routes_digest(desired: DesiredState) -> str:
@@ -124,7 +130,8 @@ def decide_pass(
     the certificate that expires last), the account's `acme_thumbprint` (none: the proxies answer no
     challenge), and the worker's `outcomes` since the last pass."""
     unusable = learn_unusable_secrets(config, observed, memory.unusable_secrets, reported.rejections)
-    undelivered = learn_undelivered_secrets(observed, memory.undelivered_secrets, reported.rejections)
+    delivery = learn_undelivered_secrets(observed, memory, reported.rejections, now)
+    undelivered = delivery.ids
     desired = compute_desired(config, observed, unusable_secrets=unusable, undelivered_secrets=undelivered,
                               served=reported.served, acme=acme_routing(config, observed, now, unusable | undelivered),
                               acme_thumbprint=acme_thumbprint)
@@ -140,5 +147,6 @@ def decide_pass(
         removes = [a for a in acme.actions if not isinstance(a, CreateCertificateSecret)]
         actions = [*creates, *(a for a in actions if not (isinstance(a, NoOp) and a.hold is None)), *removes]
     return PassDecision(desired, actions, routes_digest(desired),
-                        replace(memory, unusable_secrets=unusable, undelivered_secrets=undelivered, acme=acme.state),
+                        replace(memory, unusable_secrets=unusable, undelivered_secrets=undelivered,
+                                undelivered=delivery, acme=acme.state),
                         acme)
