@@ -29,7 +29,13 @@ from swarmgate.models.settings.config import Config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.operator.planning import certificates
 from swarmgate.operator.planning.acme_budget import OrderLedger, ration
-from swarmgate.operator.planning.actions import CreateCertificateSecret, RemoveCertificateSecret
+from swarmgate.operator.planning.acme_record import record_actions
+from swarmgate.operator.planning.actions import (
+    CreateCertificateSecret,
+    CreateConfig,
+    RemoveCertificateSecret,
+    RemoveConfig,
+)
 from swarmgate.operator.planning.certificates import AcmeMemory, IssuedCert, Order
 
 
@@ -124,7 +130,7 @@ def _mounted_names(observed: ObservedState) -> frozenset[str]:
 @dataclass(frozen=True)
 class AcmePlan:
     orders: tuple[Order, ...] = ()
-    actions: tuple[CreateCertificateSecret | RemoveCertificateSecret, ...] = ()
+    actions: tuple[CreateCertificateSecret | RemoveCertificateSecret | CreateConfig | RemoveConfig, ...] = ()
     state: AcmeState = field(default_factory=AcmeState)
     next_due: datetime.datetime | None = None
     wanted: tuple[str, ...] = ()  # the hosts that want a certificate
@@ -133,12 +139,14 @@ class AcmePlan:
 
 
 def plan_acme(config: Config, observed: ObservedState, tables: Iterable[RouteTable], state: AcmeState,
-              now: datetime.datetime | None, serving: Iterable[str] = ()) -> AcmePlan:
+              now: datetime.datetime | None, serving: Iterable[str] = (), thumbprint: str | None = None) -> AcmePlan:
     """Orders to place and secrets to write or remove. `serving`: the secret names the desired route
-    tables name (never removed). Without a directory or a time, nothing is planned."""
+    tables name (never removed); `thumbprint`: the account's, when this operator holds its key (then
+    it is recorded in the Swarm, `acme_record`). Without a directory or a time, nothing is planned."""
     directory = config.acme_directory
     if directory is None or now is None:
         return AcmePlan(state=state)
+    record = record_actions(observed, directory, thumbprint) if thumbprint is not None else []
     wanted = wanted_hosts(observed, tables)
     issued = issued_certs(observed)
     stored = {s.name for s in observed.secrets}
@@ -156,5 +164,6 @@ def plan_acme(config: Config, observed: ObservedState, tables: Iterable[RouteTab
                for c in certificates.obsolete(wanted, issued, now) if c.secret_name not in keep]
     due_next = [t for t in (certificates.next_due(wanted, known, now, memory, directory), rationed.resume_at)
                 if t is not None]
-    return AcmePlan(rationed.orders, (*creates, *removes), AcmeState(memory, pending, state.ledger.recent(now)),
-                    min(due_next, default=None), wanted, issued, rationed.deferred)
+    return AcmePlan(rationed.orders, (*creates, *record, *removes),
+                    AcmeState(memory, pending, state.ledger.recent(now)), min(due_next, default=None), wanted,
+                    issued, rationed.deferred)

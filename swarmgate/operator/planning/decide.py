@@ -23,6 +23,7 @@ from swarmgate.models.routing.tls_secrets import still_present, undelivered_secr
 from swarmgate.models.settings.config import Config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.operator.planning.acme_plan import AcmePlan, AcmeState, Outcome, acme_routing, plan_acme
+from swarmgate.operator.planning.acme_record import recorded_thumbprint
 from swarmgate.operator.planning.actions import Action, CreateCertificateSecret, NoOp, PublishProxyConfig
 from swarmgate.operator.planning.desired import DesiredState, compute_desired
 from swarmgate.operator.planning.holds import record_attempts, rejected_extensions
@@ -130,17 +131,20 @@ def decide_pass(
     the certificate that expires last), the account's `acme_thumbprint` (none: the proxies answer no
     challenge), and the worker's `outcomes` since the last pass."""
     unusable = learn_unusable_secrets(config, observed, memory.unusable_secrets, reported.rejections)
+    # Without the account's key (an offline command), the thumbprint the leader recorded in the Swarm.
+    thumbprint = acme_thumbprint or recorded_thumbprint(observed, config.acme_directory)
     delivery = learn_undelivered_secrets(observed, memory, reported.rejections, now)
     undelivered = delivery.ids
     desired = compute_desired(config, observed, unusable_secrets=unusable, undelivered_secrets=undelivered,
                               served=reported.served, acme=acme_routing(config, observed, now, unusable | undelivered),
-                              acme_thumbprint=acme_thumbprint)
+                              acme_thumbprint=thumbprint)
     rejected = rejected_extensions(desired, verdict) if verdict is not None else {}
     actions = plan(desired, observed, published={**memory.published, **reported.published}, rejected=rejected,
                    attempted=memory.attempted)
     state = memory.acme.learn(outcomes, now) if now is not None else memory.acme
     tables = [e.route_table for e in desired.extensions]
-    acme = plan_acme(config, observed, tables, state, now, serving={n for t in tables for n in t.secrets})
+    acme = plan_acme(config, observed, tables, state, now, serving={n for t in tables for n in t.secrets},
+                     thumbprint=acme_thumbprint)
     if acme.actions:
         # Certificates are stored first (the next pass serves them); obsolete ones go last.
         creates = [a for a in acme.actions if isinstance(a, CreateCertificateSecret)]
