@@ -118,6 +118,7 @@ class Reconciler:
                                verdict=self.nginx_gate.verdict, now=now,
                                acme_thumbprint=self.acme_account.thumbprint, outcomes=outcomes)
         self.memory = decision.memory
+        AcmeMetrics.deferred(len(decision.acme.deferred))
         self._next_due = min((t for t in (decision.acme.next_due, decision.memory.undelivered.next_retry)
                               if t is not None), default=None)
         self.acme_findings = acme_status(self.config, decision, now,
