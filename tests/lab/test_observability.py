@@ -3,7 +3,8 @@
 One operator run (host process, JSON logs) and one Prometheus (Debian's package, 1 s scrapes of the
 operator through `manifests/prometheus.yml`) serve the whole module: a demo service is created and
 scaled 1→3→1 next to a service whose labels set it aside; then every PromQL expression of every
-panel of `manifests/grafana-dashboard.json` must return data, and the channel key's secret parts must appear in
+panel of `manifests/grafana-dashboard.json` must return data (but the ACME row's, which needs
+certificates: tests/lab/test_acme.py evaluates those), and the channel key's secret parts must appear in
 no log line, no metric and no `swarmgate plan` output.
 """
 
