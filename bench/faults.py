@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.report import happened_lines, write_report  # noqa: E402
-from tests.lab import faults  # noqa: E402
+from tests.lab import faults, tls_faults  # noqa: E402
 from tests.lab.cluster import Lab, load_lab  # noqa: E402
 from tests.lab.load import DEFAULT_RATE  # noqa: E402
 
@@ -82,13 +82,15 @@ def markdown(run: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", choices=[s.name for s in faults.SCENARIOS], help="scenarios to run")
+    # The TLS rows run in the bench only (tests/lab/test_tls_hitless.py proves the same in `make test`).
+    scenarios = (*faults.SCENARIOS, *tls_faults.SCENARIOS)
+    parser.add_argument("--only", nargs="*", choices=[s.name for s in scenarios], help="scenarios to run")
     parser.add_argument("--out", default=str(REPO / "bench" / "faults"), help="path without .md/.json")
     parser.add_argument("--short", action="store_true", help="the tests' short windows")
     parser.add_argument("--operator-note", help="say which operator ran (default: image ID and `git describe`)")
     args = parser.parse_args()
     windows = faults.TEST if args.short else faults.BENCH
-    specs = [s for s in faults.SCENARIOS if not args.only or s.name in args.only]
+    specs = [s for s in scenarios if not args.only or s.name in args.only]
     lab = load_lab()
     operator = args.operator_note or _what_ran(lab)
     started = time.monotonic()

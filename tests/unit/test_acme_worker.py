@@ -44,6 +44,8 @@ def test_orders_run_off_the_callers_thread_once_per_host_and_failures_stay_with_
         assert worker.busy() == {"bad.example.com", "a.example.com"}
         release.set()
         assert done.acquire(timeout=10) and done.acquire(timeout=10)
+        # Done, but not drained yet: a pass that has not learnt the outcomes cannot order them again.
+        assert worker.submit([Order("bad.example.com", "missing")], KEY) == []
         outcomes = {o.host: o for o in worker.drain()}
         assert worker.drain() == [] and worker.busy() == frozenset()
         assert outcomes["bad.example.com"].issued is None and "connection" in outcomes["bad.example.com"].error

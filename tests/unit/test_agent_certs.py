@@ -15,6 +15,7 @@ import pytest
 
 from swarmgate.models.routing.tls_secrets import undelivered_secret_ids, unusable_certs_ids
 from swarmgate.operator.delivery import wire
+from swarmgate.operator.delivery.status import rejections
 from tests.support import free_port, wait_for
 from tests.unit import test_agent as harness
 from tests.unit.test_agent import Proxy, digest_of
@@ -97,6 +98,27 @@ def test_a_push_whose_files_never_come_is_rejected_naming_them_by_id(proxy: Prox
     assert status.serving == digest_of(proxy.conf("v1")) and proxy.get() == (200, "v1")
     assert undelivered_secret_ids(status.message) == {CERT_ID, KEY_ID}
     assert unusable_certs_ids(status.message) == frozenset()  # nothing is said about their content
+
+
+def test_a_rejected_digest_is_pushed_once_more_when_the_operator_tries_its_files_again(proxy: Proxy) -> None:
+    """The operator's retry of an undelivered secret (planning/undelivered.py): the same digest,
+    rejected before, is pushed again once allowed, and serves now that the courier brought the files."""
+    proxy.publish("v1")
+    proxy.push_round()
+    held = proxy.publish("v2", extra=tls_extra(proxy, free_port()))
+    proxy.push_round()
+    wait_for(lambda: proxy.status().rejected == held, timeout=CERT_WAIT + 5, what="the wait to end in a rejection")
+    deliver(proxy)  # late
+    proxy.push_round()
+    assert proxy.status().rejected == held and proxy.get() == (200, "v1")  # not pushed again by itself
+    proxy.store.allow_repush(held)
+    proxy.push_round()
+    wait_for(lambda: proxy.status().serving == held, timeout=5, what="the digest pushed again to serve")
+    assert proxy.get() == (200, "v2")
+    proxy.push_round()
+    rec = proxy.record()
+    assert rec.last_status == "ok" and proxy.store.all_current(harness.EXT)
+    assert rejections(proxy.store) == ()  # the old rejection blames the secrets no more
 
 
 def test_a_newer_push_replaces_a_waiting_one(proxy: Proxy) -> None:

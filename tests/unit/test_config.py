@@ -69,6 +69,7 @@ def test_every_interlock_key_is_read_into_its_typed_field() -> None:
         "tls_cert": "/certs/cert.pem", "tls_key": "/certs/key.pem", "allow_insecure": True,
         "poll_interval": 90.0, "endpoint_override": "10.0.0.1:9090", "control_sources": (),
         "acme_directory": None, "acme_email": None, "acme_ca_bundle": None,
+        "acme_max_hosts_per_service": 20, "acme_orders_per_hour": 50,
     }
     assert config.listen_port == 9090
     assert ext.model_dump(exclude={"config"}) == {
@@ -389,3 +390,9 @@ def test_acme_keys_are_read_typed_and_a_bad_one_is_one_line_with_its_key() -> No
         parse_config('ACMEEmail = "ops"\n' + base, source="t.toml")
     with pytest.raises(ConfigError, match=r"^t\.toml: ACMECABundle: "):
         parse_config('ACMECABundle = "relative.pem"\n' + base, source="t.toml")
+    limits = parse_config('ACMEMaxHostsPerService = 3\nACMEOrdersPerHour = 5\n' + base, source="t.toml")
+    assert (limits.acme_max_hosts_per_service, limits.acme_orders_per_hour) == (3, 5)
+    with pytest.raises(ConfigError, match=r"^t\.toml: ACMEMaxHostsPerService: expected an integer 1-100, got 0"):
+        parse_config('ACMEMaxHostsPerService = 0\n' + base, source="t.toml")
+    with pytest.raises(ConfigError, match=r"^t\.toml: ACMEOrdersPerHour: expected an integer 1-1000, got '9'"):
+        parse_config('ACMEOrdersPerHour = "9"\n' + base, source="t.toml")

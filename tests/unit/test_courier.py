@@ -9,7 +9,7 @@ from typing import Any, cast
 
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.ownership import CHANNEL_FINGERPRINT_LABEL, CHANNEL_SECRET_NAME
-from swarmgate.operator.planning.actions import CreateService, PublishProxyConfig, UpdateService
+from swarmgate.operator.planning.actions import CreateService, PublishProxyConfig, RemoveCourier, UpdateService
 from swarmgate.operator.planning.decide import Reported, decide_pass
 from swarmgate.operator.planning.desired import DesiredState, ExtensionDesired, build_desired
 from swarmgate.operator.planning.holds import record_attempts
@@ -40,14 +40,14 @@ def stored(spec: ServiceSpec, sid: str, *, version: int = 40) -> dict[str, Any]:
 
 
 def state(*services: dict[str, Any], secrets: tuple[str, ...], configs: tuple[dict[str, Any], ...] = (),
-          ) -> ObservedState:
+          extra_tasks: tuple[dict[str, Any], ...] = ()) -> ObservedState:
     demo = f.service("demo", {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"})
     routed = [s for s in services if s["Spec"]["Name"] == "secure"]
     nodes = [f.node("mgr-0", "198.18.0.11", role="manager"),
              f.node("lb-00", "198.18.0.12", labels={"nodetype": "loadbalancer"})]
     tasks = [f.task(s, "lb-00", ports={8080: 30001 + i}) for i, s in enumerate([demo, *routed])]
     return ObservedState.from_api(
-        services=[demo, *services], tasks=tasks, nodes=nodes, configs=configs,
+        services=[demo, *services], tasks=[*tasks, *extra_tasks], nodes=nodes, configs=configs,
         secrets=[f.swarm_secret(CHANNEL_SECRET_NAME, labels={CHANNEL_FINGERPRINT_LABEL: "ab" * 32}),
                  *(f.swarm_secret(n) for n in secrets)])
 
@@ -213,3 +213,46 @@ def test_a_verified_backends_ca_bundle_travels_by_courier_too() -> None:
     assert proxy_secrets == [CHANNEL_SECRET_NAME]
     assert f"proxy_ssl_trusted_certificate /run/swarmgate-certs/{ca}.pem;" in ext.rendered.text
     assert "/run/secrets/backend-ca.pem" not in ext.rendered.text
+
+
+def test_switching_to_plain_delivery_empties_the_courier_then_removes_it_once_its_tasks_dropped_their_files(
+) -> None:
+    plain = EXTRA + "  HitlessServiceUpdate = false\n"
+    hitless, ext = converged(("web.crt", "web.key"), "web.crt", "web.key")
+    switched = desired(hitless, extra=plain).extension("default")
+    assert switched.courier_spec is not None and courier_secrets(switched.courier_spec) == []
+    actions = plan(desired(hitless, extra=plain), hitless, published={})
+    courier_updates = [a for a in actions if isinstance(a, UpdateService) and a.role == "courier"]
+    assert len(courier_updates) == 1 and not any(isinstance(a, RemoveCourier) for a in actions)
+
+    def with_courier(spec: ServiceSpec, task_spec: ServiceSpec) -> ObservedState:
+        """The Swarm with the courier stored as `spec`, and one running courier task made from `task_spec`."""
+        assert ext.proxy_spec is not None
+        configs = tuple(f.swarm_config(c.name, c.data, labels=c.labels) for c in ext.configs)
+        return state(tls_service("web.crt", "web.key"), stored(ext.proxy_spec, "proxy1"), stored(spec, "courier1"),
+                     secrets=("web.crt", "web.key"), configs=configs,
+                     extra_tasks=(f.task(stored(task_spec, "courier1"), "lb-00"),))
+
+    # Emptied, but a task of the older spec (with its key files) still runs: not yet.
+    emptied = switched.courier_spec
+    assert emptied is not None and ext.courier_spec is not None
+    draining = with_courier(emptied, ext.courier_spec)
+    assert not any(isinstance(a, RemoveCourier) for a in plan(desired(draining, extra=plain), draining, published={}))
+    # Every running task has the empty spec: the courier goes.
+    drained = with_courier(emptied, emptied)
+    removes = [a for a in plan(desired(drained, extra=plain), drained, published={}) if isinstance(a, RemoveCourier)]
+    assert removes == [RemoveCourier("default", "courier1", "interlock-proxy-certs")]
+    # Hitless again: the courier is kept (and filled), never removed.
+    assert not any(isinstance(a, RemoveCourier) for a in plan(desired(drained), drained, published={}))
+
+
+def test_a_service_by_the_couriers_name_that_is_not_ours_is_never_emptied_or_removed() -> None:
+    theirs = f.service("interlock-proxy-certs", {})
+    theirs["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"] = [
+        {"SecretName": "web.key", "SecretID": secret_id("web.key"), "File": {"Name": "x"}}]
+    observed = state(tls_service("web.crt", "web.key"), theirs, secrets=("web.crt", "web.key"))
+    plain = desired(observed, extra=EXTRA + "  HitlessServiceUpdate = false\n")
+    assert plain.extension("default").courier_spec is None
+    actions = plan(plain, observed, published={})
+    assert not any(isinstance(a, RemoveCourier) or (isinstance(a, UpdateService) and a.role == "courier")
+                   for a in actions)

@@ -142,3 +142,34 @@ def test_event_during_resync_wait_starts_the_next_pass_early() -> None:
 def test_every_pass_result_maps_to_one_outcome(changed: bool, error: BaseException | None,
                                                expected: Outcome) -> None:
     assert classify(changed=changed, error=error) is expected
+
+
+def test_a_pass_that_asks_to_run_again_sooner_than_the_resync_is_requeued_then() -> None:
+    schedule = Schedule(resync=3600.0)
+    assert schedule.next_delay(X, requeue_after=120.0) == 0.25  # a change still polls fast
+    idle = Schedule(resync=3600.0)
+    assert idle.next_delay(Outcome.CONVERGED) == 3600.0
+    assert idle.next_delay(Outcome.CONVERGED, requeue_after=120.0) == 120.0  # a renewal due in 2 minutes
+    assert idle.next_delay(Outcome.CONVERGED, requeue_after=0.0) == 0.25  # due now: soon, not a spin
+    # Backing off after Docker errors, the backoff rules; the requeue waits for Docker to answer.
+    failing = Schedule(resync=3600.0, min_backoff=5.0)
+    assert failing.next_delay(T, requeue_after=1.0) == 5.0
+
+
+def test_the_loop_wakes_up_for_a_requeue_without_any_event() -> None:
+    stop = threading.Event()
+    calls: list[float] = []
+
+    def run_pass() -> bool:
+        calls.append(0.0)
+        if len(calls) == 2:
+            stop.set()
+        return False
+
+    thread = threading.Thread(target=run_loop, kwargs={
+        "run_pass": run_pass, "schedule": Schedule(resync=60.0, settle=0), "wakeup": Wakeup(), "stop": stop,
+        "health": DockerHealth(), "requeue_after": lambda: 0.05})
+    thread.start()
+    thread.join(timeout=5)
+    assert not thread.is_alive(), "no pass ran at the requeue time within the 60 s resync"
+    assert len(calls) == 2

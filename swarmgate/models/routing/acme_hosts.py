@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from swarmgate.models.routing.labels import OWN_PREFIX, PREFIX, ServiceRouting
+from swarmgate.models.settings.config import ACME_MAX_HOSTS_PER_SERVICE
 
 # Where the CA asks (RFC 8555 §8.3), and what a token may be: base64url, which the regex location of
 # the proxies' port-80 servers also accepts, so nothing else under the prefix is answered.
@@ -37,11 +38,13 @@ def issuable(host: str) -> bool:
 
 @dataclass(frozen=True)
 class AcmeRouting:
-    """What the route table needs to know about ACME: whether `ACMEDirectory` is configured, and per
-    host the Swarm secret of the certificate to serve (a host with none yet is served over HTTP only)."""
+    """What the route table needs to know about ACME: whether `ACMEDirectory` is configured, per
+    host the Swarm secret of the certificate to serve (a host with none yet is served over HTTP only),
+    and how many hosts one service may ask certificates for (`ACMEMaxHostsPerService`)."""
 
     configured: bool = False
     certs: Mapping[str, str] = field(default_factory=dict)
+    max_hosts: int = ACME_MAX_HOSTS_PER_SERVICE
 
 
 NO_ACME: Final = AcmeRouting()
@@ -58,4 +61,10 @@ def acme_problem(r: ServiceRouting, acme: AcmeRouting) -> str | None:
         return (f"label {OWN_PREFIX}acme=true: no certificate can be proved over HTTP-01 for "
                 f"{', '.join(refused[:3])}{' ...' if len(refused) > 3 else ''} (a lower-case DNS name is needed: "
                 f"no wildcard, IP address or .invalid name; remove it from {PREFIX}hosts or the label)")
+    if len(r.hosts) > acme.max_hosts:
+        # Each host is one order at the CA, on the account every service shares: one service's labels
+        # must not spend its rate limit for everyone. Set aside whole, so no host is picked arbitrarily.
+        return (f"label {OWN_PREFIX}acme=true on {len(r.hosts)} hosts, more than ACMEMaxHostsPerService "
+                f"({acme.max_hosts}): no certificate is ordered for any of them (split the service, or "
+                f"raise the limit)")
     return None

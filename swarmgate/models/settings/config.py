@@ -31,6 +31,7 @@ from swarmgate.errors import ConfigError
 from swarmgate.models.settings.duration import duration_in
 from swarmgate.models.settings.extension import Extension
 from swarmgate.models.settings.nginx_options import NginxOptions
+from swarmgate.models.settings.numbers import int_in
 from swarmgate.models.settings.text_rules import (
     absolute_path,
     acme_directory_url,
@@ -61,6 +62,10 @@ _NOT_APPLIED = {
     "SSLDefaultDHParam": "swarmgate does not generate DH parameters; give a file in SSLDefaultDHParamPath",
     "SSLVerify": "swarmgate does not verify client certificates (no label asks for it)",
 }
+# ACME's defaults: 20 hosts is more than most services name; 50 orders an hour is half of what Let's
+# Encrypt allows one account (300 new orders in 3 hours), so labels alone can never exhaust it.
+ACME_MAX_HOSTS_PER_SERVICE = 20
+ACME_ORDERS_PER_HOUR = 50
 _EXTENSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _LISTEN_ADDR = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]*\]|[A-Za-z0-9_.-]*)?:?(?P<port>\d{1,5})$")
 
@@ -108,6 +113,11 @@ class Config(BaseModel):
     acme_directory: Annotated[StrictStr, AfterValidator(acme_directory_url)] | None = Field(None, alias="ACMEDirectory")
     acme_email: Annotated[StrictStr, AfterValidator(email_address)] | None = Field(None, alias="ACMEEmail")
     acme_ca_bundle: Annotated[StrictStr, AfterValidator(absolute_path)] | None = Field(None, alias="ACMECABundle")
+    # Bounds on what labels can make the leader order (docs/labels.md#limits): one service's labels
+    # could otherwise name hundreds of hosts and spend the account's rate limit at the CA for everyone.
+    acme_max_hosts_per_service: Annotated[int, int_in(1, 100)] = Field(ACME_MAX_HOSTS_PER_SERVICE,
+                                                                       alias="ACMEMaxHostsPerService")
+    acme_orders_per_hour: Annotated[int, int_in(1, 1000)] = Field(ACME_ORDERS_PER_HOUR, alias="ACMEOrdersPerHour")
     notices: tuple[str, ...] = ()
 
     @model_validator(mode="before")

@@ -47,7 +47,7 @@ class AcmeWorker:
         self._issuer, self._timeout, self._on_outcome = issuer, timeout, on_outcome
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._lock = threading.Lock()
-        self._busy: set[str] = set()  # hosts queued or under way
+        self._busy: set[str] = set()  # hosts queued, under way, or whose outcome is not drained yet
         self._outcomes: list[Outcome] = []
         self._thread: threading.Thread | None = None
 
@@ -79,9 +79,11 @@ class AcmeWorker:
         return queued
 
     def drain(self) -> list[Outcome]:
-        """The outcomes since the last call, oldest first."""
+        """The outcomes since the last call, oldest first. Their hosts may be queued again from now:
+        the pass that drains them learns them before it submits anything."""
         with self._lock:
             out, self._outcomes = self._outcomes, []
+            self._busy.difference_update(o.host for o in out)
         return out
 
     def busy(self) -> frozenset[str]:
@@ -94,9 +96,11 @@ class AcmeWorker:
             if job is None:
                 return
             outcome = self._one(job)
+            # The host stays busy until a pass drains this outcome: a pass that drained before it came
+            # and submits after would otherwise order the host again, knowing neither the certificate
+            # nor the failure (seen on the lab: a failing host ordered twice, one second apart).
             with self._lock:
                 self._outcomes.append(outcome)
-                self._busy.discard(job.order.host)
             self._on_outcome()
 
     def _one(self, job: _Job) -> Outcome:

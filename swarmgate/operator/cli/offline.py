@@ -9,6 +9,7 @@ each extension over a sample route table. Each returns the process exit code thr
 
 from __future__ import annotations
 
+import datetime
 import sys
 from typing import TextIO
 
@@ -84,7 +85,8 @@ def cmd_render(config_path: str, state_path: str, extension: str | None = None, 
         config = load_config(config_path)
         chosen = _extensions(config, extension)
         with collection_paused():
-            desired = decide_pass(config, load_state_file(state_path)).desired
+            # The time of the run, as a live pass would judge certificates by (which one each host serves).
+            desired = decide_pass(config, load_state_file(state_path), now=datetime.datetime.now(datetime.UTC)).desired
         for ext in chosen:
             wanted = desired.extension(ext.name)
             if wanted.render_error is not None:
@@ -142,7 +144,7 @@ def format_route_table(ext: Extension, table: RouteTable, observed: ObservedStat
 
 
 def routes_text(config: Config, observed: ObservedState, desired: DesiredState | None = None) -> str:
-    desired = desired or decide_pass(config, observed).desired
+    desired = desired or decide_pass(config, observed, now=datetime.datetime.now(datetime.UTC)).desired
     text = "\n".join(format_route_table(ext, desired.extension(ext.name).route_table, observed)
                      for ext in _extensions(config, None))
     if desired.unclaimed:

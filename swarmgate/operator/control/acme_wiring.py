@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -55,6 +55,37 @@ def challenges_served(desired: DesiredState, reported: Reported, *, pushed: bool
                if e.hitless and e.problem is None)
 
 
+# How long orders wait for every proxy to serve the config with the challenge location. One proxy
+# task that never takes a push (its node partitioned, its agent stuck) must not stop issuance for
+# every host: after this, orders go ahead, and the CA may meet that proxy and fail the order, which
+# then backs off like any failed order.
+ORDER_WAIT_SECONDS = 60.0
+Gate = Literal["served", "overdue", "wait"]
+
+
+class ChallengeGate:
+    """When due orders may go to the worker: once every proxy serves the challenge location
+    (`served`), or once they have waited `wait` seconds for it (`overdue`)."""
+
+    def __init__(self, wait: float = ORDER_WAIT_SECONDS) -> None:
+        self.wait = wait
+        self._since: float | None = None
+
+    def check(self, *, pending: bool, served: bool, now: float) -> Gate:
+        if not pending or served:
+            self._since = None
+            return "served"
+        if self._since is None:
+            self._since = now
+        return "overdue" if now - self._since >= self.wait else "wait"
+
+
+def lagging_extensions(desired: DesiredState, reported: Reported) -> list[str]:
+    """The extensions not every proxy of which serves this pass's config (for the log)."""
+    return [e.name for e in desired.extensions if e.hitless and e.problem is None
+            and reported.served.get(e.name) != e.rendered.digest]
+
+
 def acme_status(config: Config, decision: PassDecision, now: datetime.datetime,
                 busy: frozenset[str], thumbprint: str | None = None) -> dict[str, Any]:
     """`/v1/status`'s `acme`: per host, what it serves, when it renews, and its failures in a row;
@@ -78,5 +109,8 @@ def acme_status(config: Config, decision: PassDecision, now: datetime.datetime,
             "retry_at": certificates.format_time(failure.retry_at) if failure else None,
         }
     next_due = decision.acme.next_due
+    budget = {"orders_per_hour": config.acme_orders_per_hour,
+              "placed_last_hour": len(decision.memory.acme.ledger.recent(now).placed),
+              "deferred": list(decision.acme.deferred)}
     return {"acme": {"directory": config.acme_directory, "account_thumbprint": thumbprint, "hosts": hosts,
-                     "next_due": certificates.format_time(next_due) if next_due else None}}
+                     "next_due": certificates.format_time(next_due) if next_due else None, "budget": budget}}

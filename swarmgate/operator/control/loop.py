@@ -79,8 +79,10 @@ def run_loop(
     stop: threading.Event,
     health: DockerHealth,
     on_outcome: Callable[[Outcome, float], None] | None = None,
+    requeue_after: Callable[[], float | None] = lambda: None,
 ) -> None:
-    """Run passes until `stop` is set; the retry and backoff policy lives in `schedule`."""
+    """Run passes until `stop` is set; the retry and backoff policy lives in `schedule`.
+    `requeue_after`: seconds within which the last pass wants the next one (None: no wish)."""
     while not stop.is_set():
         started = time.monotonic()
         changed, error = False, None
@@ -102,7 +104,7 @@ def run_loop(
             log.error("reconcile pass crashed", exc_info=error)
         if on_outcome is not None:
             on_outcome(outcome, took)
-        delay = schedule.next_delay(outcome, took=took)
+        delay = schedule.next_delay(outcome, took=took, requeue_after=requeue_after() if error is None else None)
         deadline = time.monotonic() + delay
         while not stop.is_set():
             remaining = deadline - time.monotonic()

@@ -106,7 +106,8 @@ class Operator:
             self.reconciler.acme.start()
         try:
             run_loop(self.run_pass, schedule=self.schedule, wakeup=self.wakeup, stop=self.stopping,
-                     health=self.readiness.health, on_outcome=self._on_outcome)
+                     health=self.readiness.health, on_outcome=self._on_outcome,
+                     requeue_after=self.reconciler.requeue_after)
         finally:
             self._shut_down(server)
 

@@ -20,7 +20,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from swarmgate.errors import TemporaryError
@@ -29,7 +29,13 @@ from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.port_memory import recall_ports
 from swarmgate.models.swarm.ports import PortBinding
 from swarmgate.operator.acme.worker import AcmeWorker
-from swarmgate.operator.control.acme_wiring import AcmeAccount, acme_status, challenges_served
+from swarmgate.operator.control.acme_wiring import (
+    AcmeAccount,
+    ChallengeGate,
+    acme_status,
+    challenges_served,
+    lagging_extensions,
+)
 from swarmgate.operator.control.gc_pause import collection_paused
 from swarmgate.operator.delivery.channel_holder import ChannelKeyHolder
 from swarmgate.operator.delivery.proxystate import ProxyState
@@ -88,6 +94,11 @@ class Reconciler:
     acme_account: AcmeAccount = field(default_factory=AcmeAccount)
     acme_metrics: AcmeMetrics = field(default_factory=AcmeMetrics)
     acme_findings: dict[str, Any] = field(default_factory=dict)
+    _deferred: ChangeLog[str] = field(default_factory=ChangeLog)
+    # Orders wait for the proxies to serve the challenge location, for a bounded time.
+    acme_gate: ChallengeGate = field(default_factory=ChallengeGate)
+    _overdue: ChangeLog[str] = field(default_factory=ChangeLog)
+    _next_due: datetime.datetime | None = None
 
     def reconcile_once(self) -> PassReport:
         with collection_paused():
@@ -107,6 +118,9 @@ class Reconciler:
                                verdict=self.nginx_gate.verdict, now=now,
                                acme_thumbprint=self.acme_account.thumbprint, outcomes=outcomes)
         self.memory = decision.memory
+        AcmeMetrics.deferred(len(decision.acme.deferred))
+        self._next_due = min((t for t in (decision.acme.next_due, decision.memory.undelivered.next_retry)
+                              if t is not None), default=None)
         self.acme_findings = acme_status(self.config, decision, now,
                                          self.acme.busy() if self.acme is not None else frozenset(),
                                          self.acme_account.thumbprint)
@@ -118,17 +132,56 @@ class Reconciler:
         result = apply(self.api, decision.actions, observed=observed, publisher=self.publisher, calls=self.calls,
                        reconcile_id=reconcile_id, keys=self.channel)
         self.memory = self.memory.after_apply(result.done)
-        self._order(decision, reported, key)
+        self._retry_undelivered(decision, reconcile_id)
+        self._order(decision, reported, key, now=now, reconcile_id=reconcile_id)
         if result.error is not None:
             raise TemporaryError(f"{result.error} ({len(result.done)} done, {len(result.not_done)} not done)")
         return PassReport(reconcile_id, decision.actions, result, decision.desired, observed, decision.routes_digest)
 
-    def _order(self, decision: PassDecision, reported: Reported, key: Any) -> None:
+    def _order(self, decision: PassDecision, reported: Reported, key: Any, *, now: datetime.datetime,
+               reconcile_id: str) -> None:
         """The leader hands due orders to the worker, once every proxy serves the config that answers
-        the challenges (before that, the CA would find no answer and the host would back off)."""
-        if self.acme is not None and key is not None and decision.acme.orders and challenges_served(
-                decision.desired, reported, pushed=self.proxies is not None):
-            self.acme.submit(decision.acme.orders, key)
+        the challenges (before that, the CA would find no answer and the host would back off). What
+        the worker queues is written in the budget's ledger."""
+        deferred = self._deferred.update(("budget",) if decision.acme.deferred else ())
+        if deferred.appeared:
+            log.warning("ACME order budget spent; orders wait", extra={
+                "reconcile_id": reconcile_id, "hosts": ",".join(decision.acme.deferred[:5]),
+                "waiting": len(decision.acme.deferred), "per_hour": self.config.acme_orders_per_hour})
+        elif deferred.ended:
+            log.info("ACME order budget available again", extra={"reconcile_id": reconcile_id})
+        if self.acme is None or key is None:
+            return
+        served = challenges_served(decision.desired, reported, pushed=self.proxies is not None)
+        gate = self.acme_gate.check(pending=bool(decision.acme.orders), served=served, now=self.clock())
+        if self._overdue.update(("overdue",) if gate == "overdue" else ()).appeared:
+            log.warning("ordering ACME certificates although some proxies do not serve the challenge location yet; "
+                        "an order the CA validates through one of them fails and backs off", extra={
+                            "reconcile_id": reconcile_id, "waited_s": self.acme_gate.wait,
+                            "extensions": ",".join(lagging_extensions(decision.desired, reported))})
+        if gate != "wait":
+            queued = self.acme.submit(decision.acme.orders, key)
+            self.memory = replace(self.memory, acme=self.memory.acme.placed(len(queued), now))
+
+    def requeue_after(self) -> float | None:
+        """Seconds until the last pass's next time: an ACME renewal, the end of a backoff or of the
+        order budget's hour, an undelivered secret's retry. The loop runs a pass then even if Docker
+        says nothing and the resync (`PollInterval`) is longer."""
+        if self._next_due is None:
+            return None
+        return max((self._next_due - self.wall_clock()).total_seconds(), 0.0)
+
+    def _retry_undelivered(self, decision: PassDecision, reconcile_id: str) -> None:
+        """Certificate secrets set aside as undelivered a while ago are tried again: the proxies that
+        rejected the config naming them may be pushed it once more (planning/undelivered.py)."""
+        retrying = decision.memory.undelivered.retrying_now
+        if not retrying or self.proxies is None:
+            return
+        log.info("trying undelivered certificate secrets again", extra={
+            "reconcile_id": reconcile_id, "secrets": ",".join(sorted(i[:12] for i in retrying))})
+        for ext in decision.desired.extensions:
+            if any(secret_id in ext.rendered.text for secret_id in retrying):
+                self.proxies.allow_repush(ext.rendered.digest)
 
     def _observe(self, reconcile_id: str) -> ObservedState:
         recalled = recall_ports(observe(self.api, self.calls), self._task_ports)

@@ -68,6 +68,9 @@ class ProxyState:
         # cluster is converged only when every one of them serves the current digest: a task not
         # heard from yet (just scheduled, still starting) holds convergence back.
         self._expected: dict[str, frozenset[str]] = {}
+        # Digests a task that rejected them may be pushed once more (planning/undelivered.py: a
+        # certificate file the courier brings late), and the tasks that have been.
+        self._repush: dict[str, set[str]] = {}
 
     # -- the reconciler's side ------------------------------------------------------------
     def publish(self, cluster: str, text: str, digest: str) -> None:
@@ -80,6 +83,21 @@ class ProxyState:
             self._configs[cluster] = PublishedConfig(cluster, digest, text, self._clock())
             self._note_convergence(cluster)
             self._changed.notify_all()
+
+    def allow_repush(self, digest: str) -> None:
+        """Each task that rejected `digest` may be pushed it once more (the reason has passed)."""
+        with self._changed:
+            self._repush[digest] = set()
+            self._changed.notify_all()
+
+    def take_repush(self, task: str, digest: str) -> bool:
+        """Whether `task` may be pushed `digest` again although it rejected it (once per allowance)."""
+        with self._changed:
+            done = self._repush.get(digest)
+            if done is None or task in done:
+                return False
+            done.add(task)
+            return True
 
     def current(self, cluster: str) -> PublishedConfig | None:
         with self._changed:

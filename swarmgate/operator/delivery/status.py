@@ -39,5 +39,7 @@ def status_document(store: ProxyState) -> dict[str, Any]:
 
 
 def rejections(store: ProxyState) -> tuple[Rejection, ...]:
-    """(extension, nginx -t message) of every proxy that rejected a config, as its status said."""
-    return tuple((p.cluster, p.last_error) for p in store.proxies() if p.rejected_digest and p.last_error)
+    """(extension, nginx -t message) of every proxy whose last push was rejected, as its status says
+    (a task that serves a later push no longer blames what it rejected before)."""
+    return tuple((p.cluster, p.last_error) for p in store.proxies()
+                 if p.rejected_digest and p.last_error and p.last_status == "error")

@@ -99,8 +99,10 @@ class TaskTender:
             # fence holds this leader's term again at once (the agent then only says "already serving").
             # A task that holds this digest for its certificate files is not pushed it again: a push
             # of the same digest would only say what the task already waits for.
+            # A digest it rejected is pushed again only when the store allows it once (a certificate
+            # file that came late: planning/undelivered.py).
             if config is None or (config.digest in (status.serving, status.rejected, status.waiting)
-                                  and not rekeyed):
+                                  and not rekeyed and not self._repush(target, status, config.digest)):
                 return
             term = self.may_push()
             if term is None:
@@ -139,6 +141,10 @@ class TaskTender:
         else:
             log.info("proxy task %s on %s serves config %s (%.2f s after the push)", target.task,
                      target.hostname or target.node, config.digest[:12], seconds)
+
+    def _repush(self, target: ProxyTarget, status: AgentStatus, digest: str) -> bool:
+        return (digest == status.rejected and digest not in (status.serving, status.waiting)
+                and self._store.take_repush(target.task, digest))
 
     def _client(self, target: ProxyTarget, key: ChannelKey) -> ControlClient:
         with self._lock:

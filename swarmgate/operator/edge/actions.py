@@ -36,6 +36,7 @@ from swarmgate.operator.planning.actions import (
     PublishProxyConfig,
     RemoveCertificateSecret,
     RemoveConfig,
+    RemoveCourier,
     UpdateService,
 )
 from swarmgate.operator.planning.report import ApplyResult
@@ -142,6 +143,9 @@ def _apply_one(api: docker.APIClient, action: Action, ids: _Ids, publisher: Publ
     elif isinstance(action, RemoveCertificateSecret):
         calls.count("remove_secret", write=True)
         api.remove_secret(action.secret_id)
+    elif isinstance(action, RemoveCourier):
+        calls.count("remove_service", write=True)
+        api.remove_service(action.service_id)
 
 
 def apply(

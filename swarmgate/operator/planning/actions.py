@@ -103,6 +103,19 @@ class RemoveConfig:
 
 
 @dataclass(frozen=True)
+class RemoveCourier:
+    """Remove an extension's certificate courier (an owned service) once plain delivery needs it no
+    more and its tasks have dropped their files."""
+
+    extension: str
+    service_id: str
+    name: str
+
+    def describe(self) -> str:
+        return f"remove service {self.name} (the certificate courier: {self.extension} now uses plain delivery)"
+
+
+@dataclass(frozen=True)
 class CreateCertificateSecret:
     """Store a certificate the ACME worker brought back in an owned secret (the chain, then its key).
 
@@ -157,5 +170,5 @@ class NoOp:
 
 
 Action = (CreateChannelSecret | CreateConfig | CreateService | UpdateService | PublishProxyConfig | RemoveConfig
-          | MountChannelSecret | CreateCertificateSecret | RemoveCertificateSecret | NoOp)
+          | MountChannelSecret | CreateCertificateSecret | RemoveCertificateSecret | RemoveCourier | NoOp)
 

@@ -23,10 +23,12 @@ from swarmgate.models.routing.tls_secrets import still_present, undelivered_secr
 from swarmgate.models.settings.config import Config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.operator.planning.acme_plan import AcmePlan, AcmeState, Outcome, acme_routing, plan_acme
+from swarmgate.operator.planning.acme_record import recorded_thumbprint
 from swarmgate.operator.planning.actions import Action, CreateCertificateSecret, NoOp, PublishProxyConfig
 from swarmgate.operator.planning.desired import DesiredState, compute_desired
 from swarmgate.operator.planning.holds import record_attempts, rejected_extensions
 from swarmgate.operator.planning.plan import plan
+from swarmgate.operator.planning.undelivered import Undelivered, from_ids, learn_undelivered
 
 Verdict = Callable[[str], str | None]  # nginx config text -> None if accepted, else nginx's message
 Rejection = tuple[str, str]  # (extension, nginx -t message) of a proxy that refused a config
@@ -51,8 +53,10 @@ class PassMemory:
 
     # IDs of secrets a proxy's nginx could not load, kept while the secret exists.
     unusable_secrets: frozenset[str] = frozenset()
-    # IDs of secrets whose courier file a proxy waited for in vain, kept while the secret exists.
+    # IDs of secrets whose courier file a proxy waited for in vain, kept while the secret exists;
+    # with the times each is tried again (planning/undelivered.py).
     undelivered_secrets: frozenset[str] = frozenset()
+    undelivered: Undelivered = field(default_factory=Undelivered)
     # Per extension, the spec digest this operator last wrote: what Swarm may roll back from.
     attempted: Mapping[str, str] = field(default_factory=dict)
     # Per extension, the digest this operator last published to the proxies.
@@ -95,13 +99,16 @@ def learn_unusable_secrets(config: Config, observed: ObservedState, known: Itera
     return still_present(learnt, observed.secrets)
 
 
-def learn_undelivered_secrets(observed: ObservedState, known: Iterable[str],
-                              rejections: Iterable[Rejection]) -> frozenset[str]:
-    """Secret IDs whose courier file a proxy's agent waited for in vain (its rejection names them)."""
-    learnt = set(known)
-    for _, message in rejections:
-        learnt |= undelivered_secret_ids(message)
-    return still_present(learnt, observed.secrets)
+def learn_undelivered_secrets(observed: ObservedState, memory: PassMemory, rejections: Iterable[Rejection],
+                              now: datetime.datetime | None) -> Undelivered:
+    """Secret IDs whose courier file a proxy's agent waited for in vain (its rejection names them),
+    each tried again a while later (planning/undelivered.py)."""
+    known = memory.undelivered
+    by_hand = memory.undelivered_secrets - known.ids - set(known.retried)
+    if by_hand:
+        known = replace(known, since={**known.since, **from_ids(by_hand, now).since})
+    named = {i for _, message in rejections for i in undelivered_secret_ids(message)}
+    return learn_undelivered(known, named, {s.id for s in observed.secrets}, now)
 
 
 def routes_digest(desired: DesiredState) -> str:
@@ -124,21 +131,26 @@ def decide_pass(
     the certificate that expires last), the account's `acme_thumbprint` (none: the proxies answer no
     challenge), and the worker's `outcomes` since the last pass."""
     unusable = learn_unusable_secrets(config, observed, memory.unusable_secrets, reported.rejections)
-    undelivered = learn_undelivered_secrets(observed, memory.undelivered_secrets, reported.rejections)
+    # Without the account's key (an offline command), the thumbprint the leader recorded in the Swarm.
+    thumbprint = acme_thumbprint or recorded_thumbprint(observed, config.acme_directory)
+    delivery = learn_undelivered_secrets(observed, memory, reported.rejections, now)
+    undelivered = delivery.ids
     desired = compute_desired(config, observed, unusable_secrets=unusable, undelivered_secrets=undelivered,
                               served=reported.served, acme=acme_routing(config, observed, now, unusable | undelivered),
-                              acme_thumbprint=acme_thumbprint)
+                              acme_thumbprint=thumbprint)
     rejected = rejected_extensions(desired, verdict) if verdict is not None else {}
     actions = plan(desired, observed, published={**memory.published, **reported.published}, rejected=rejected,
                    attempted=memory.attempted)
     state = memory.acme.learn(outcomes, now) if now is not None else memory.acme
     tables = [e.route_table for e in desired.extensions]
-    acme = plan_acme(config, observed, tables, state, now, serving={n for t in tables for n in t.secrets})
+    acme = plan_acme(config, observed, tables, state, now, serving={n for t in tables for n in t.secrets},
+                     thumbprint=acme_thumbprint)
     if acme.actions:
         # Certificates are stored first (the next pass serves them); obsolete ones go last.
         creates = [a for a in acme.actions if isinstance(a, CreateCertificateSecret)]
         removes = [a for a in acme.actions if not isinstance(a, CreateCertificateSecret)]
         actions = [*creates, *(a for a in actions if not (isinstance(a, NoOp) and a.hold is None)), *removes]
     return PassDecision(desired, actions, routes_digest(desired),
-                        replace(memory, unusable_secrets=unusable, undelivered_secrets=undelivered, acme=acme.state),
+                        replace(memory, unusable_secrets=unusable, undelivered_secrets=undelivered,
+                                undelivered=delivery, acme=acme.state),
                         acme)

@@ -169,6 +169,10 @@ def _extension_desired(
             by_id = {s.id: s for s in observed.secrets}
             courier = build_courier_spec(ext, (by_id[i] for i in ids),
                                          constraints=proxy_constraints(ext, user_constraints(current)))
+        elif running is not None and is_owned(running.labels) and mounted_ids(running):
+            # Plain delivery mounts the secrets into the proxy itself. The courier first mounts
+            # nothing, so its tasks delete the key files they wrote; then it goes (`plan.py`).
+            courier = build_courier_spec(ext, (), constraints=proxy_constraints(ext, user_constraints(current)))
     return ExtensionDesired(name=ext.name, route_table=table, rendered=rendered, hitless=hitless,
                             configs=configs, proxy_spec=spec, problem=problem, render_error=render_error,
                             courier_spec=courier)

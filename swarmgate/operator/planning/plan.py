@@ -17,6 +17,7 @@ from swarmgate.models.swarm.ownership import (
     KIND_AGENT,
     KIND_BOOTSTRAP,
     KIND_CHANNEL,
+    KIND_COURIER,
     KIND_LABEL,
     KIND_PROXY_CONFIG,
     is_owned,
@@ -30,8 +31,10 @@ from swarmgate.operator.planning.actions import (
     NoOp,
     PublishProxyConfig,
     RemoveConfig,
+    RemoveCourier,
     UpdateService,
 )
+from swarmgate.operator.planning.courier import mounted_ids
 from swarmgate.operator.planning.desired import DesiredState, ExtensionDesired
 from swarmgate.operator.planning.holds import rollback_hold
 from swarmgate.operator.planning.specdiff import diff_specs, merge_managed
@@ -63,6 +66,25 @@ def _plan_courier(ext: ExtensionDesired, observed: ObservedState) -> list[Action
                           role="courier")]
 
 
+def _retire_courier(ext: ExtensionDesired, observed: ObservedState) -> list[Action]:
+    """With plain delivery, the owned courier this extension had is removed once it mounts no secret
+    and every running task of it runs that spec (so each has deleted its key files)."""
+    if ext.hitless or ext.courier_spec is not None or ext.proxy_spec is None:
+        return []
+    courier = observed.service_named(f"{ext.proxy_spec['Name']}-certs")
+    if (courier is None or not is_owned(courier.labels) or courier.labels.get(KIND_LABEL) != KIND_COURIER
+            or courier.labels.get(EXTENSION_LABEL) != ext.name or mounted_ids(courier)):
+        return []
+    running = [t for t in observed.tasks_of(courier.id) if t.state == "running"]
+    if any(_mounts_secrets(t.template) for t in running):
+        return []  # a task of the older spec still runs, with its files
+    return [RemoveCourier(ext.name, courier.id, courier.name)]
+
+
+def _mounts_secrets(template: Mapping[str, Any] | None) -> bool:
+    return bool(((template or {}).get("ContainerSpec") or {}).get("Secrets"))
+
+
 def _plan_extension(ext: ExtensionDesired, observed: ObservedState, published: Mapping[str, str], *,
                     rejected: Mapping[str, str], attempted: Mapping[str, str]) -> list[Action]:
     if ext.proxy_spec is None:
@@ -74,7 +96,7 @@ def _plan_extension(ext: ExtensionDesired, observed: ObservedState, published: M
     actions: list[Action] = []
     existing = {c.name for c in observed.configs}
     actions += [CreateConfig(ext.name, c) for c in ext.configs if c.name not in existing]
-    actions += _plan_courier(ext, observed)
+    actions += _plan_courier(ext, observed) + _retire_courier(ext, observed)
     if ext.hitless and published.get(ext.name) != ext.rendered.digest:
         actions.append(PublishProxyConfig(ext.name, ext.rendered.digest, ext.rendered.text))
     current = observed.service_named(ext.proxy_spec["Name"])

@@ -64,9 +64,14 @@ class Schedule:
     _backoff: float | None = None
     _fast_left: int = 0
 
-    def next_delay(self, outcome: Outcome, *, took: float = 0.0) -> float:
+    def next_delay(self, outcome: Outcome, *, took: float = 0.0, requeue_after: float | None = None) -> float:
+        """`requeue_after`: the pass asked to run again within this many seconds (a certificate's
+        renewal time, the end of a backoff), with or without a Docker event; never sooner than `fast`."""
         delay = self._next_delay(outcome)
-        return delay if delay >= self.resync or self._backoff is not None else max(delay, took)
+        delay = delay if delay >= self.resync or self._backoff is not None else max(delay, took)
+        if requeue_after is not None and self._backoff is None:
+            delay = min(delay, max(requeue_after, self.fast))
+        return delay
 
     def _next_delay(self, outcome: Outcome) -> float:
         if outcome is Outcome.TEMPORARY_ERROR:

@@ -27,6 +27,10 @@ class AcmeMetrics:
         for outcome in outcomes:
             metrics.ACME_ORDERS_TOTAL.labels(result="issued" if outcome.issued is not None else "failed").inc()
 
+    @staticmethod
+    def deferred(count: int) -> None:
+        metrics.ACME_ORDERS_DEFERRED.set(count)
+
     def record(self, report: PassReport, state: AcmeState) -> None:
         by_secret = {c.secret_name: c for c in issued_certs(report.observed)}
         expiry: dict[tuple[str, str], float] = {}

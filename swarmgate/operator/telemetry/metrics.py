@@ -88,6 +88,9 @@ ACME_ORDERS_TOTAL = Counter(
 ACME_FAILURES = Gauge(
     "swarmgate_acme_consecutive_failures", "Failed ACME orders in a row, per host (0 after a success).",
     ["host"], registry=REGISTRY)
+ACME_ORDERS_DEFERRED = Gauge(
+    "swarmgate_acme_orders_deferred", "ACME orders due but held back by the order budget (ACMEOrdersPerHour).",
+    registry=REGISTRY)
 
 
 def record_pass(outcome: Outcome, seconds: float) -> None:
