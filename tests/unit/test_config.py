@@ -69,6 +69,7 @@ def test_every_interlock_key_is_read_into_its_typed_field() -> None:
         "tls_cert": "/certs/cert.pem", "tls_key": "/certs/key.pem", "allow_insecure": True,
         "poll_interval": 90.0, "endpoint_override": "10.0.0.1:9090", "control_sources": (),
         "acme_directory": None, "acme_email": None, "acme_ca_bundle": None,
+        "status_page": True, "status_page_addr": None, "grafana_dashboard_url": None,
     }
     assert config.listen_port == 9090
     assert ext.model_dump(exclude={"config"}) == {
