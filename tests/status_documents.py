@@ -76,10 +76,12 @@ def status(extra: int = 0, *, role: str = "leader", docker_reachable: bool = Tru
     observed = observed_state(extra)
     desired = decide_pass(config, observed).desired
     digest = desired.extension("default").rendered.digest
-    operator = {"role": role, "identity": "operator-0", "holder": "operator-0" if role == "leader" else "operator-1",
-                "reason": "holds the lease" if role == "leader" else "the lease is held by operator-1",
-                "ready": docker_reachable, "docker_reachable": docker_reachable,
-                "last_pass": "2026-12-07T12:00:00+00:00", "holds": []}
+    leading = role == "leader"
+    operator: dict[str, Any] = {
+        "role": role, "identity": "operator-0", "holder": "operator-0" if leading else "operator-1",
+        "reason": "holds the lease" if leading else "the lease is held by operator-1",
+        "ready": docker_reachable, "docker_reachable": docker_reachable,
+        "last_pass": "2026-12-07T12:00:00+00:00", "holds": []}
     return {**status_document(proxies(digest, rejected=rejected)), **route_findings(desired, observed),
             "routes": route_rows(desired),
             "leader": {**leader_summary(observed), "standbys": standbys(observed, None)},

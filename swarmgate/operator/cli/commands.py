@@ -48,8 +48,8 @@ from swarmgate.operator.planning import acme_account
 from swarmgate.operator.planning.actions import CreateChannelSecret, NoOp, PublishProxyConfig
 from swarmgate.operator.planning.decide import Reported, decide_pass
 from swarmgate.operator.planning.findings import findings_text, route_findings
-from swarmgate.operator.planning.route_rows import route_rows
 from swarmgate.operator.planning.leadership import leader_summary
+from swarmgate.operator.planning.route_rows import route_rows
 from swarmgate.operator.telemetry.calls import CallCounter
 from swarmgate.renderers.validate import NginxGate
 
