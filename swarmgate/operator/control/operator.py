@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from swarmgate.models.settings.config import Config
 from swarmgate.operator.acme.worker import AcmeWorker
 from swarmgate.operator.control.endpoint import EndpointServer, PageRoute, Route, json_answer, serve
+from swarmgate.operator.control.gc_pause import collection_paused
 from swarmgate.operator.control.loop import DockerHealth, Wakeup, run_loop, watch_events
 from swarmgate.operator.control.readiness import Readiness, max_pass_age
 from swarmgate.operator.control.reconcile import Reconciler
@@ -33,6 +34,7 @@ from swarmgate.operator.delivery.status_page import render_status_page
 from swarmgate.operator.delivery.wire import proxy_targets
 from swarmgate.operator.edge.election import LeaderElection, WithoutLeaseEvents
 from swarmgate.operator.edge.observe import Api, connect, own_container_id
+from swarmgate.operator.planning.desired import DesiredState
 from swarmgate.operator.planning.findings import route_findings
 from swarmgate.operator.planning.leadership import leader_summary, standbys
 from swarmgate.operator.planning.retry import Outcome, Schedule, resync_seconds
@@ -62,6 +64,10 @@ class Operator:
     # The last pass's route findings (for /v1/status) and routes digest (a change means "look again").
     findings: dict[str, Any] = field(default_factory=dict)
     last_digest: str | None = None
+    # The last pass's desired state, and its route rows: made when /v1/status or the page first asks
+    # after a pass, not by every pass (at 10,000 services they cost a few percent of one).
+    desired: DesiredState | None = None
+    _rows: tuple[DesiredState | None, list[dict[str, Any]]] = (None, [])
 
     @classmethod
     def build(cls, config: Config, channel_key_path: Path) -> Operator:
@@ -100,8 +106,17 @@ class Operator:
 
     def status(self) -> dict[str, Any]:
         """`/v1/status`: what the proxies say, the last pass's routes and findings, this operator now."""
-        return {**status_document(self.store), **self.findings,
+        return {**status_document(self.store), **self.findings, "routes": self.route_rows(),
                 "operator": {**self.election.document(), **self.readiness.document()}}
+
+    def route_rows(self) -> list[dict[str, Any]]:
+        made_for, rows = self._rows
+        if self.desired is not None and made_for is not self.desired:
+            desired = self.desired
+            with collection_paused():  # 10,000 rows: the collector would walk the whole snapshot meanwhile
+                rows = route_rows(desired)
+            self._rows = (desired, rows)
+        return rows
 
     def pages(self) -> dict[str, PageRoute]:
         """The status page, unless `StatusPage = false`: `/v1/status` as HTML (`delivery/status_page.py`)."""
@@ -143,10 +158,11 @@ class Operator:
         self.last_digest = report.routes_digest
         self.pass_metrics.record_pass_state(report, self.store)
         self.reconciler.acme_metrics.record(report, self.reconciler.memory.acme)
-        self.findings = {**route_findings(report.desired, report.observed), "routes": route_rows(report.desired),
+        self.findings = {**route_findings(report.desired, report.observed),
                          "leader": {**leader_summary(report.observed),
                                     "standbys": standbys(report.observed, self.reconciler.own_container_id)},
                          **self.reconciler.acme_findings}
+        self.desired = report.desired
         return changed
 
     def _on_outcome(self, outcome: Outcome, seconds: float) -> None:
