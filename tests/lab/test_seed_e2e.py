@@ -269,8 +269,9 @@ def test_status_page_shows_the_seed_deployment_in_a_browser(lab: Lab, swarm: doc
     client = swarm
     if not docker_api.running_tasks(client, DEMO):  # run alone: deploy the seed the seed's way
         Seed(lab).deploy()
-    ((address, port),) = wait_for(lambda: list(operator_endpoints(client, (OPERATOR,)).values()) or None,
-                                  timeout=60, what="the operator's published 8080")
+    # One running operator task (the one that mounts the channel key, after its bootstrap restart).
+    ((address, port),) = wait_for(lambda: (lambda found: found if len(found) == 1 else None)(
+        list(operator_endpoints(client, (OPERATOR,)).values())), timeout=60, what="the operator's published 8080")
     create_routed(client, SHOP, {"com.docker.lb.hosts": SHOP_HOST, "com.docker.lb.port": "http"})
 
     def settled() -> dict[str, Any] | None:

@@ -15,8 +15,11 @@ import pytest
 from swarmgate.errors import ConfigError
 from swarmgate.models.settings.config import parse_config
 from swarmgate.operator.control.endpoint import HTML_POLICY, serve
+from swarmgate.operator.control.loop import DockerHealth
+from swarmgate.operator.control.readiness import Readiness
 from swarmgate.operator.delivery.status_page import render_status_page
 from swarmgate.operator.delivery.status_view import PAGE_SIZE, label_to_fix, parse_query
+from swarmgate.operator.telemetry.holds import HoldReport
 from tests import html_check
 from tests import status_documents as docs
 
@@ -210,3 +213,15 @@ def test_status_page_keys_are_read() -> None:
                           f'GrafanaDashboardURL = "{DASHBOARD}"\n[Extensions.default]\n', source="c.toml")
     assert (config.status_page, config.status_page_addr, config.grafana_dashboard_url) == (
         False, "127.0.0.1:8081", DASHBOARD)
+
+
+def test_readiness_document_says_what_the_operator_knows_now() -> None:
+    health = DockerHealth()
+    readiness = Readiness(health, HoldReport(), max_age=30.0)
+    assert readiness.document() == {"ready": False, "docker_reachable": None, "last_pass": None, "holds": []}
+    health.ok()
+    assert readiness.document()["ready"] is True
+    health.failed("docker unreachable: ConnectionError")
+    document = readiness.document()
+    assert (document["ready"], document["docker_reachable"]) == (False, False)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", document["last_pass"])
