@@ -7,9 +7,10 @@
 # time: GNU time, the peak memory of `nginx -t` in `make bench`; wrk: the HTTP load client of
 # `make dataplane`; haproxy + caddy: the peers `make dataplane` measures swarmgate's proxy against
 # (bench/peers.py); tcpdump: the channel test captures pushes on the wire; pebble: a test ACME CA
-# (and its DNS, pebble-challtestsrv) for the ACME client's test.
+# (and its DNS, pebble-challtestsrv) for the ACME client's test; chromium: the headless browser that
+# opens the status page in the lab test (and screenshots it); tidy: the status page's markup check.
 set -euo pipefail
-pkgs=(docker.io nginx-light libnginx-mod-stream busybox-static iproute2 iptables util-linux prometheus curl openssl gcc libc6-dev python3.11-minimal libpython3.11-stdlib time wrk haproxy caddy tcpdump pebble)
+pkgs=(docker.io nginx-light libnginx-mod-stream busybox-static iproute2 iptables util-linux prometheus curl openssl gcc libc6-dev python3.11-minimal libpython3.11-stdlib time wrk haproxy caddy tcpdump pebble chromium tidy)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -7,33 +7,49 @@ port), pin its proxy by hand, deploy `demo`, then ask every LB node for `/ping` 
 Nothing here tells the operator where it is, and nothing of where it runs reaches the proxy: the
 operator pushes configs to its proxies, so the proxy's spec carries no address of the operator.
 
+Then the status page of that same deployment, in a real headless browser (second test; it reuses the
+first one's deployment, and deploys with scripts/demo.sh only when run alone).
+
 Works on any lab with at least two LB nodes; the seed's cluster is `make lab-up MANAGERS=3 WORKERS=5 LB=2`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 
-from tests import docker_api
-from tests.lab import http
+from tests import docker_api, html_check
+from tests.lab import browser, http
 from tests.lab.cluster import REPO, Lab
-from tests.lab.operator_fixture import CHANNEL_SECRET, PROXY, clean_swarm, wait_full_passes
+from tests.lab.operator_fixture import (
+    CHANNEL_SECRET,
+    PROXY,
+    clean_swarm,
+    create_routed,
+    operator_endpoints,
+    running_upstreams,
+    wait_full_passes,
+)
 from tests.lab.operator_fixture import _remove_when_unused as remove_when_unused
+from tests.lab.seed_deployment import Seed
 from tests.support import event_window, host_port, wait_for
 
 pytestmark = pytest.mark.lab
 
 OPERATOR = "interlock"
 DEMO = "demo"
+SHOP, SHOP_HOST = "shop", "shop.local"  # set aside by the status page's test: its port label is a word
+SCREENSHOT = REPO / "docs" / "images" / "status-page.png"
 CONFIG = "service.interlock.conf"
 PIN = "node.labels.nodetype==loadbalancer"
 
@@ -76,7 +92,7 @@ def remove_seed_objects(lab: Lab, client: docker.DockerClient) -> None:
         if svc.name == OPERATOR:
             docker_api.remove(svc)
     wait_for(lambda: not operator_containers(lab), timeout=60, what="the operator's container to stop")
-    clean_swarm(client, services=(DEMO,), lab=lab)
+    clean_swarm(client, services=(DEMO, SHOP), lab=lab)
     for cfg in client.configs.list(filters={"name": CONFIG}):
         if cfg.name == CONFIG:
             remove_when_unused(cfg.remove)
@@ -96,7 +112,7 @@ def operator_containers(lab: Lab, service: str = OPERATOR) -> list[str]:
     return found
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def swarm(lab: Lab) -> Iterator[docker.DockerClient]:
     assert len(lab.lb_nodes) >= 2, "the seed needs two load-balancer nodes"
     client = lab.manager_client()
@@ -243,3 +259,54 @@ def test_seed_scenario_routes_demo_through_every_lb_node(lab: Lab, swarm: docker
         assert body["metadata"] == "demo"
 
     print(f"\nseed e2e figures: {json.dumps(figures, sort_keys=True)}")
+
+
+def test_status_page_shows_the_seed_deployment_in_a_browser(lab: Lab, swarm: docker.DockerClient,
+                                                             tmp_path: Path) -> None:
+    """The operator's `/` in chromium, checked against the live Swarm: demo.local routed to its task,
+    a set-aside service with its reason, every proxy task current, and its host's 503 explained.
+    `SWARMGATE_UPDATE_SCREENSHOT=1` writes the screenshot to docs/images/ (the README shows it)."""
+    client = swarm
+    if not docker_api.running_tasks(client, DEMO):  # run alone: deploy the seed the seed's way
+        Seed(lab).deploy()
+    # One running operator task (the one that mounts the channel key, after its bootstrap restart).
+    ((address, port),) = wait_for(lambda: (lambda found: found if len(found) == 1 else None)(
+        list(operator_endpoints(client, (OPERATOR,)).values())), timeout=60, what="the operator's published 8080")
+    create_routed(client, SHOP, {"com.docker.lb.hosts": SHOP_HOST, "com.docker.lb.port": "http"})
+
+    def settled() -> dict[str, Any] | None:
+        status: dict[str, Any] = json.loads(http.get(address, "/v1/status", port=port).body)
+        ext = status.get("clusters", {}).get("default") or {}
+        shown = any(a["service"] == SHOP for a in status.get("set_aside", []))
+        return status if shown and ext.get("all_current") and len(ext["proxies"]) == len(lab.lb_nodes) else None
+
+    wait_for(settled, timeout=60, what=f"{SHOP} set aside and every proxy current in /v1/status")
+    for node in lab.lb_nodes:  # what the page must explain
+        assert http.get(lab.address(node), "/", host=SHOP_HOST).status == 503
+
+    base = f"http://{address}:{port}/"
+    assert html_check.problems(http.get(address, "/", port=port).body.decode()) == []
+    page = browser.dom(base)
+    routes = {r[0]: r for r in html_check.rows(page, "routes")[1:]}
+    assert routes["demo.local"][2] == DEMO
+    assert set(routes["demo.local"][3].split()) == running_upstreams(client, DEMO)
+    aside = {r[0]: r for r in html_check.rows(page, "set-aside")[1:]}
+    assert aside[f"{SHOP} (default)"][1:] == [f"{SHOP_HOST} 503",
+                                              "label com.docker.lb.port: expected an integer 1-65535, got 'http'",
+                                              "com.docker.lb.port"]
+    assert "Extension default: configuration" in html_check.text(page)
+    assert "every proxy current" in html_check.text(page)
+    nodes = {n["ID"]: n["Description"]["Hostname"] for n in client.api.nodes()}
+    live = {t["ID"]: nodes[t["NodeID"]] for t in docker_api.running_tasks(client, PROXY)}
+    assert {r[0]: (r[1], r[3]) for r in html_check.rows(page, "proxies")[1:]} == {
+        task: (node, "yes") for task, node in live.items()}
+    assert sorted(live.values()) == sorted(lab.lb_nodes)
+
+    explained = html_check.text(browser.dom(f"{base}?host={SHOP_HOST}"))
+    assert f"No route serves {SHOP_HOST}: every proxy answers it with 503." in explained
+    assert "label com.docker.lb.port: expected an integer 1-65535, got 'http'" in explained
+
+    shot = browser.screenshot(base, tmp_path / "status-page.png")
+    if os.environ.get("SWARMGATE_UPDATE_SCREENSHOT") == "1":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        SCREENSHOT.write_bytes(shot)

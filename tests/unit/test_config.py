@@ -70,6 +70,7 @@ def test_every_interlock_key_is_read_into_its_typed_field() -> None:
         "poll_interval": 90.0, "endpoint_override": "10.0.0.1:9090", "control_sources": (),
         "acme_directory": None, "acme_email": None, "acme_ca_bundle": None,
         "acme_max_hosts_per_service": 20, "acme_orders_per_hour": 50,
+        "status_page": True, "status_page_addr": None, "grafana_dashboard_url": None,
     }
     assert config.listen_port == 9090
     assert ext.model_dump(exclude={"config"}) == {

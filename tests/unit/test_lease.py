@@ -33,6 +33,7 @@ from swarmgate.operator.planning.leadership import (
     own_task,
     read_lease,
     release,
+    standbys,
 )
 from swarmgate.operator.planning.plan import plan
 from swarmgate.operator.planning.retry import resync_seconds
@@ -241,6 +242,25 @@ SUMMARIES = {
 @pytest.mark.parametrize(("observed", "expected"), SUMMARIES.values(), ids=SUMMARIES.keys())
 def test_leader_summary(observed: ObservedState, expected: dict[str, Any]) -> None:
     assert leader_summary(observed) == expected
+
+
+STANDBYS = {
+    "task-holder": (swarm(lease(OTHER)), None, [{"task": MINE, "node": "mgr-0"}]),
+    "holder-is-me": (swarm(lease(MINE)), None, [{"task": OTHER, "node": "mgr-1"}]),
+    "standby-not-running": (swarm(lease(MINE), other="starting"), None, []),
+    # A process holder has no service: this operator's own service's tasks stand by.
+    "process-holder": (swarm(lease(PEER_PROCESS)), "container-of-mine", [{"task": MINE, "node": "mgr-0"},
+                                                                         {"task": OTHER, "node": "mgr-1"}]),
+    "no-lease-no-task": (swarm(), None, []),
+}
+
+
+@pytest.mark.parametrize(("observed", "container", "expected"), STANDBYS.values(), ids=STANDBYS.keys())
+def test_standbys_are_the_other_running_tasks_of_the_operators_service(
+        observed: ObservedState, container: str | None, expected: list[dict[str, str]]) -> None:
+    if container is not None:  # the factory names each task's container after its service, slot and node
+        container = next(t.container_id for t in observed.tasks if t.id == MINE)
+    assert standbys(observed, container) == expected
 
 
 @pytest.mark.parametrize(("event", "expected"), [

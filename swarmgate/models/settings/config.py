@@ -37,6 +37,7 @@ from swarmgate.models.settings.text_rules import (
     acme_directory_url,
     control_character_at,
     control_source,
+    dashboard_url,
     docker_engine_url,
     email_address,
     endpoint_url,
@@ -118,6 +119,12 @@ class Config(BaseModel):
     acme_max_hosts_per_service: Annotated[int, int_in(1, 100)] = Field(ACME_MAX_HOSTS_PER_SERVICE,
                                                                        alias="ACMEMaxHostsPerService")
     acme_orders_per_hour: Annotated[int, int_in(1, 1000)] = Field(ACME_ORDERS_PER_HOUR, alias="ACMEOrdersPerHour")
+    # swarmgate's own keys: the read-only status page (`/` on ListenAddr, or on an address of its own,
+    # or off) and the Grafana dashboard each of its routes links to.
+    status_page: StrictBool = Field(True, alias="StatusPage")
+    status_page_addr: Annotated[StrictStr, AfterValidator(_listen_addr)] | None = Field(None, alias="StatusPageAddr")
+    grafana_dashboard_url: Annotated[StrictStr, AfterValidator(dashboard_url)] | None = Field(
+        None, alias="GrafanaDashboardURL")
     notices: tuple[str, ...] = ()
 
     @model_validator(mode="before")
@@ -200,6 +207,13 @@ class Config(BaseModel):
                 if "ingress" in (seen[1], ext.publish_mode) or seen[2] == placed:
                     raise ValueError(f"Extensions.{name}.{key}: port {port} is also published by extension "
                                      f"{seen[0]!r} on the same nodes; give it another port or other ProxyConstraints")
+        return self
+
+    @model_validator(mode="after")
+    def _status_page_has_its_own_port(self) -> Config:
+        if self.status_page_addr is not None and split_listen_addr(self.status_page_addr)[1] == self.listen_port:
+            raise ValueError(f"StatusPageAddr: {self.status_page_addr!r} has ListenAddr's port; leave StatusPageAddr "
+                             "out to serve the page on ListenAddr, or give it another port")
         return self
 
     @property

@@ -174,6 +174,19 @@ def acme_directory_url(value: str) -> str:
     return value
 
 
+# A dashboard's address is shown on the status page: no credentials before the host, nothing that
+# could leave an HTML attribute.
+_DASHBOARD_URL = re.compile(r"^https?://[^\s/?#@\"'<>]+(?:/[^\s#\"'<>]*)?$")
+
+
+def dashboard_url(value: str) -> str:
+    """A Grafana dashboard's http(s) URL, linked from the status page (so it may hold no user:password@)."""
+    if not _DASHBOARD_URL.match(value) or len(value) > 2048:
+        raise ValueError(f"expected a dashboard's http(s) URL without credentials, such as "
+                         f"'https://grafana.example.com/d/swarmgate/swarmgate', got {value!r}")
+    return value
+
+
 def email_address(value: str) -> str:
     """The contact address given to the ACME account (a plain address, no display name)."""
     if not _EMAIL.match(value) or len(value) > 254:

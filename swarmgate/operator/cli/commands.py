@@ -49,6 +49,7 @@ from swarmgate.operator.planning.actions import CreateChannelSecret, NoOp, Publi
 from swarmgate.operator.planning.decide import Reported, decide_pass
 from swarmgate.operator.planning.findings import findings_text, route_findings
 from swarmgate.operator.planning.leadership import leader_summary
+from swarmgate.operator.planning.route_rows import route_rows
 from swarmgate.operator.telemetry.calls import CallCounter
 from swarmgate.renderers.validate import NginxGate
 
@@ -161,7 +162,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         with collection_paused():
             desired = decide_pass(config, observed, **_acme_inputs(config, ring)).desired
         status = {**status_document(survey(config, observed, desired, ring)),
-                  **route_findings(desired)}
+                  **route_findings(desired, observed), "routes": route_rows(desired)}
         status["leader"] = leader_summary(observed)
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))

@@ -7,6 +7,8 @@ owns the state they show (`control/operator.py`): `/readyz` (`control/readiness.
 (`delivery/status.py` plus the last pass's findings), `/v1/leader`, `/metrics`.
 
 `GET /healthz` is 200 while the server runs; 404 for unknown paths, 405 for any method but GET.
+A page route (the status page) is also handed the query's parameters; every answer says `nosniff`,
+and an HTML one carries the page's Content-Security-Policy (no script, nothing from elsewhere).
 """
 
 import json
@@ -17,13 +19,16 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from swarmgate.errors import ConfigError
 
 log = logging.getLogger("swarmgate.endpoint")
 
 Route = Callable[[], tuple[int, str, bytes]]  # () -> (status, content type, body)
+PageRoute = Callable[[dict[str, str]], tuple[int, str, bytes]]  # (query parameters) -> the same
+HTML_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; "
+               "frame-ancestors 'none'")
 
 
 def json_answer(document: Any) -> tuple[int, str, bytes]:
@@ -60,12 +65,13 @@ class EndpointServer:
         self.thread.join(timeout=5)
 
 
-def serve(listen_addr: str, routes: Mapping[str, Route]) -> EndpointServer:
-    """Bind `listen_addr` and serve `routes` (GET, plus `/healthz`) in a daemon thread; returns once
-    the socket is listening."""
+def serve(listen_addr: str, routes: Mapping[str, Route],
+          pages: Mapping[str, PageRoute] | None = None) -> EndpointServer:
+    """Bind `listen_addr` and serve `routes` and `pages` (GET, plus `/healthz`) in a daemon thread;
+    returns once the socket is listening."""
     host, port = parse_listen_addr(listen_addr)
     table: dict[str, Route] = {"/healthz": lambda: (200, "text/plain", b"ok\n"), **routes}
-    httpd = ThreadingHTTPServer((host, port), _make_handler(table))
+    httpd = ThreadingHTTPServer((host, port), _make_handler(table, dict(pages or {})))
     httpd.daemon_threads = True
     # A short poll interval only bounds how long shutdown() waits for the serving loop.
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
@@ -75,12 +81,23 @@ def serve(listen_addr: str, routes: Mapping[str, Route]) -> EndpointServer:
     return EndpointServer(httpd, thread)
 
 
-def _make_handler(routes: dict[str, Route]) -> type[BaseHTTPRequestHandler]:
+def _make_handler(routes: dict[str, Route], pages: dict[str, PageRoute]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "swarmgate"
 
         def do_GET(self) -> None:
-            path = urlsplit(self.path).path
+            url = urlsplit(self.path)
+            path = url.path
+            if path in pages:
+                # The first value of each parameter; a malformed query is no query.
+                query: dict[str, str] = {}
+                try:
+                    for key, value in parse_qsl(url.query, max_num_fields=20):
+                        query.setdefault(key, value)
+                except ValueError:
+                    query = {}
+                code, ctype, body = pages[path](query)
+                return self._send(code, body, ctype)
             if path not in routes:
                 return self._send(404, b"unknown path\n")
             code, ctype, body = routes[path]()
@@ -95,6 +112,9 @@ def _make_handler(routes: dict[str, Route]) -> type[BaseHTTPRequestHandler]:
             self.send_response(code, HTTPStatus(code).phrase)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Content-Type-Options", "nosniff")
+            if ctype.startswith("text/html"):
+                self.send_header("Content-Security-Policy", HTML_POLICY)
             self.end_headers()
             try:
                 self.wfile.write(body)

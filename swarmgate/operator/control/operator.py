@@ -5,7 +5,8 @@ dependencies ask for: the Docker client, the election (whose term signs every pu
 keys, the proxy store and its pusher, the reconciler, the endpoint's routes. `run` starts the
 endpoint, the event watcher and the pusher, runs passes until `request_stop`, then stops them and
 hands the lease back. The last pass's route findings and routes digest are plain attributes, read
-by the endpoint's `/v1/status` and by the next pass.
+by the endpoint's `/v1/status` (and the status page at `/`, which shows that document) and by the
+next pass.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from swarmgate.models.settings.config import Config
 from swarmgate.operator.acme.worker import AcmeWorker
-from swarmgate.operator.control.endpoint import EndpointServer, Route, json_answer, serve
+from swarmgate.operator.control.endpoint import EndpointServer, PageRoute, Route, json_answer, serve
+from swarmgate.operator.control.gc_pause import collection_paused
 from swarmgate.operator.control.loop import DockerHealth, Wakeup, run_loop, watch_events
 from swarmgate.operator.control.readiness import Readiness, max_pass_age
 from swarmgate.operator.control.reconcile import Reconciler
@@ -28,11 +30,15 @@ from swarmgate.operator.delivery.channel_holder import ChannelKeyHolder
 from swarmgate.operator.delivery.proxystate import ProxyState
 from swarmgate.operator.delivery.pusher import Pusher
 from swarmgate.operator.delivery.status import status_document
+from swarmgate.operator.delivery.status_page import render_status_page
 from swarmgate.operator.delivery.wire import proxy_targets
 from swarmgate.operator.edge.election import LeaderElection, WithoutLeaseEvents
 from swarmgate.operator.edge.observe import Api, connect, own_container_id
+from swarmgate.operator.planning.desired import DesiredState
 from swarmgate.operator.planning.findings import route_findings
+from swarmgate.operator.planning.leadership import leader_summary, standbys
 from swarmgate.operator.planning.retry import Outcome, Schedule, resync_seconds
+from swarmgate.operator.planning.route_rows import route_rows
 from swarmgate.operator.telemetry import metrics, observability
 from swarmgate.operator.telemetry.calls import CallCounter
 from swarmgate.operator.telemetry.holds import HoldReport
@@ -58,6 +64,10 @@ class Operator:
     # The last pass's route findings (for /v1/status) and routes digest (a change means "look again").
     findings: dict[str, Any] = field(default_factory=dict)
     last_digest: str | None = None
+    # The last pass's desired state, and its route rows: made when /v1/status or the page first asks
+    # after a pass, not by every pass (at 10,000 services they cost a few percent of one).
+    desired: DesiredState | None = None
+    _rows: tuple[DesiredState | None, list[dict[str, Any]]] = (None, [])
 
     @classmethod
     def build(cls, config: Config, channel_key_path: Path) -> Operator:
@@ -90,13 +100,37 @@ class Operator:
             "/metrics": lambda: (200, CONTENT_TYPE_LATEST, metrics.exposition()),
             # /readyz lists what is held (a config nginx rejects, a spec Swarm rolled back).
             "/readyz": self.readiness.answer,
-            "/v1/status": lambda: json_answer({**status_document(self.store), **self.findings}),
+            "/v1/status": lambda: json_answer(self.status()),
             **self.election.routes(),
         }
 
+    def status(self) -> dict[str, Any]:
+        """`/v1/status`: what the proxies say, the last pass's routes and findings, this operator now."""
+        return {**status_document(self.store), **self.findings, "routes": self.route_rows(),
+                "operator": {**self.election.document(), **self.readiness.document()}}
+
+    def route_rows(self) -> list[dict[str, Any]]:
+        made_for, rows = self._rows
+        if self.desired is not None and made_for is not self.desired:
+            desired = self.desired
+            with collection_paused():  # 10,000 rows: the collector would walk the whole snapshot meanwhile
+                rows = route_rows(desired)
+            self._rows = (desired, rows)
+        return rows
+
+    def pages(self) -> dict[str, PageRoute]:
+        """The status page, unless `StatusPage = false`: `/v1/status` as HTML (`delivery/status_page.py`)."""
+        if not self.config.status_page:
+            return {}
+        return {"/": lambda query: (200, "text/html; charset=utf-8", render_status_page(
+            self.status(), query, dashboard_url=self.config.grafana_dashboard_url).encode())}
+
     def run(self) -> None:
         """Serve, watch and reconcile until `request_stop`; a pass is never cut half way."""
-        server = serve(self.config.listen_addr, self.routes())
+        page_addr = self.config.status_page_addr
+        servers = [serve(self.config.listen_addr, self.routes(), None if page_addr else self.pages())]
+        if page_addr and self.pages():
+            servers.append(serve(page_addr, {}, self.pages()))
         threading.Thread(target=watch_events, args=(self._events_client, self.wakeup, self.stopping),
                          name="events", daemon=True).start()
         log.info("swarmgate running", extra={"listen": self.config.listen_addr,
@@ -109,7 +143,7 @@ class Operator:
                      health=self.readiness.health, on_outcome=self._on_outcome,
                      requeue_after=self.reconciler.requeue_after)
         finally:
-            self._shut_down(server)
+            self._shut_down(servers)
 
     def request_stop(self) -> None:
         """Stop after the pass under way (safe from a signal handler)."""
@@ -125,7 +159,11 @@ class Operator:
         self.last_digest = report.routes_digest
         self.pass_metrics.record_pass_state(report, self.store)
         self.reconciler.acme_metrics.record(report, self.reconciler.memory.acme)
-        self.findings = {**route_findings(report.desired), **self.reconciler.acme_findings}
+        self.findings = {**route_findings(report.desired, report.observed),
+                         "leader": {**leader_summary(report.observed),
+                                    "standbys": standbys(report.observed, self.reconciler.own_container_id)},
+                         **self.reconciler.acme_findings}
+        self.desired = report.desired
         return changed
 
     def _on_outcome(self, outcome: Outcome, seconds: float) -> None:
@@ -136,9 +174,10 @@ class Operator:
         # Its own connection: the event stream blocks, and the passes must not wait behind it.
         return WithoutLeaseEvents(connect(self.config))
 
-    def _shut_down(self, server: EndpointServer) -> None:
+    def _shut_down(self, servers: list[EndpointServer]) -> None:
         self.pusher.stop()
         if self.reconciler.acme is not None:
             self.reconciler.acme.stop()
         self.election.release_on_exit()
-        server.shutdown()
+        for server in servers:
+            server.shutdown()

@@ -8,7 +8,9 @@ their operator.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
+from typing import Any
 
 from swarmgate.operator.control.loop import DockerHealth
 from swarmgate.operator.telemetry.holds import HoldReport
@@ -38,3 +40,11 @@ class Readiness:
         """The `/readyz` route: 200 or 503, and the body."""
         ready = self.ready()
         return (200 if ready else 503), "text/plain", readiness_body(ready, self.holds)
+
+    def document(self) -> dict[str, Any]:
+        """`/v1/status`'s view of the same facts, as they are now (not as the last pass saw them)."""
+        last = self.health.last_success
+        return {"ready": self.ready(), "docker_reachable": self.health.reachable,
+                "last_pass": None if last is None else
+                datetime.datetime.fromtimestamp(last, datetime.UTC).isoformat(timespec="seconds"),
+                "holds": self.holds.lines()}

@@ -3,24 +3,32 @@
 The same findings the live operator logs once per appearance (`reconcile._report_problems`) and
 offline `swarmgate routes` prints: route notices (an overruled setting on a shared host, an unknown
 or misspelt `com.docker.lb.*` label, a refused redirect, ...), per extension; the configuration's
-own notices under the empty name; and every service that is not routed, with its reason.
+own notices under the empty name; and every service that is not routed, with its reason (and,
+given the snapshot, the hosts its label asks for: those answer 503 while it is set aside).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.operator.planning.desired import DesiredState
+from swarmgate.operator.planning.route_rows import asked_hosts
 
 
-def route_findings(desired: DesiredState) -> dict[str, Any]:
+def route_findings(desired: DesiredState, observed: ObservedState | None = None) -> dict[str, Any]:
     notices: dict[str, list[str]] = {e.name: list(e.route_table.notices) for e in desired.extensions}
     if desired.notices:
         notices[""] = sorted(desired.notices)
-    set_aside = [{"extension": e.name, "service": a.service, "kind": a.kind, "reason": a.reason}
-                 for e in desired.extensions for a in e.route_table.set_aside]
+    set_aside: list[dict[str, Any]] = [{"extension": e.name, "service": a.service, "kind": a.kind,
+                                        "reason": a.reason}
+                                       for e in desired.extensions for a in e.route_table.set_aside]
     set_aside += [{"extension": "", "service": a.service, "kind": a.kind, "reason": a.reason}
                   for a in desired.unclaimed]
+    if observed is not None:
+        labels = {s.name: s.labels for s in observed.services}
+        for aside in set_aside:
+            aside["hosts"] = asked_hosts(labels.get(aside["service"], {}))
     return {"notices": notices, "set_aside": sorted(set_aside, key=lambda s: (s["extension"], s["service"]))}
 
 

@@ -256,3 +256,19 @@ def leader_summary(observed: ObservedState) -> dict[str, Any]:
     where = f" of service {service} on {node.hostname or node.id}" if task and node else ""
     return {"holder": lease.holder, "kind": "task", "alive": alive, "service": service,
             "node": node.hostname if node else None, "detail": f"task {lease.holder}{where}: {reason}"}
+
+
+def standbys(observed: ObservedState, container_id: str | None) -> list[dict[str, str]]:
+    """The other running tasks of the operators' service (the lease holder's, else this process's
+    own): the operators that stand by. A plain-process operator's peers are not in the snapshot."""
+    lease = read_lease(observed)
+    holder = lease.holder if lease else ""
+    anchor = next((t for t in observed.tasks if holder and t.id == holder), None) or own_task(observed, container_id)
+    if anchor is None:
+        return []
+    found = []
+    for task in observed.tasks:
+        if task.service_id == anchor.service_id and task.id != holder and task_liveness(observed, task.id)[0]:
+            node = observed.node(task.node_id)
+            found.append({"task": task.id, "node": (node.hostname or node.id) if node else task.node_id})
+    return sorted(found, key=lambda s: s["task"])
