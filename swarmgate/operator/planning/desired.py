@@ -156,6 +156,7 @@ def _extension_desired(
         spec = build_proxy_spec(
             ext,
             tls_secrets=table.secrets,
+            readable_secrets=table.readable_only_secrets,
             networks=proxy_networks(table.networks, current.networks if current is not None else ()),
             user_constraints=user_constraints(current),
             **names,
@@ -168,7 +169,9 @@ def _extension_desired(
         if hitless and (ids or running is not None):
             by_id = {s.id: s for s in observed.secrets}
             courier = build_courier_spec(ext, (by_id[i] for i in ids),
-                                         constraints=proxy_constraints(ext, user_constraints(current)))
+                                         constraints=proxy_constraints(ext, user_constraints(current)),
+                                         readable_ids=(by_name[n].id for n in table.readable_only_secrets
+                                                       if n in by_name))
     return ExtensionDesired(name=ext.name, route_table=table, rendered=rendered, hitless=hitless,
                             configs=configs, proxy_spec=spec, problem=problem, render_error=render_error,
                             courier_spec=courier)
