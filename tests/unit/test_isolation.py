@@ -195,7 +195,7 @@ CASES: list[Any] = [
     pytest.param({**lb(), "swarmgate.auth_secret": "swarmgate-channel"}, "forbidden_secret",
                  id="auth-file-is-the-channel-key"),
     pytest.param({**lb(), "swarmgate.auth_secret": "no-such-file"}, "missing_secret", id="auth-file-missing"),
-    pytest.param({**lb(), "swarmgate.rate_limit": "99999r/s", "swarmgate.rate_burst": "100000",
+    pytest.param({**lb(), "swarmgate.rate_limit": "99000r/s", "swarmgate.rate_burst": "100000",
                   "swarmgate.conn_limit": "65535"}, None, id="largest-limits"),
     pytest.param({**lb(), "swarmgate.conn_limit": "65536"}, "conn_limit", id="connection-limit-nginx-refuses"),
     pytest.param({**lb(), "swarmgate.rate_limit": "10r/s;limit_req_zone"}, "rate_limit", id="rate-with-a-directive"),

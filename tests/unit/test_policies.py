@@ -7,14 +7,18 @@ The golden config's extension also adds headers through `HTTPOptions`: every loc
 
 from __future__ import annotations
 
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from swarmgate.models.routing.labels import ServiceRouting, SetAside, parse_service_labels
 from swarmgate.models.routing.routes import RouteTable, build_route_table
+from swarmgate.models.routing.tls_secrets import SECRETS_DIR
 from swarmgate.models.settings.config import load_config
 from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.operator.planning.courier import COURIER_DIR, COURIER_SCRIPT, build_courier_spec
 from swarmgate.renderers.nginx import render_nginx
 from swarmgate.renderers.validate import nginx_check
 from tests.factories import node, service, swarm_config, swarm_secret, task
@@ -104,6 +108,7 @@ def routing(**own: str) -> ServiceRouting | SetAside | None:
     pytest.param({"rate_limit": "10r/h"}, "rate_limit", id="rate-per-hour"),
     pytest.param({"rate_limit": "0r/s"}, "rate_limit", id="rate-zero"),
     pytest.param({"rate_limit": "100001r/s"}, "rate_limit", id="rate-too-high"),
+    pytest.param({"rate_limit": "123r/s"}, "rate_limit", id="rate-with-three-significant-digits"),
     pytest.param({"rate_burst": "5"}, "rate_burst", id="burst-without-rate"),
     pytest.param({"conn_limit": "0"}, "conn_limit", id="no-connections"),
     pytest.param({"max_body_size": "65g"}, "max_body_size", id="body-too-large"),
@@ -163,3 +168,47 @@ def test_a_response_header_httpoptions_adds_cannot_be_added_again_by_a_label() -
                                       tasks=[], nodes=[])
     aside = build_route_table(observed, EXT).set_aside
     assert [s.kind for s in aside] == ["response_header"] and "HTTPOptions" in aside[0].reason
+
+
+def test_rates_have_two_significant_digits_so_all_services_make_fewer_than_a_thousand_zones() -> None:
+    spellings = {f"{a * 10 ** e}r/{unit}" for a in range(1, 100) for e in range(6) for unit in "sm"}
+    accepted = set()
+    for spelling in spellings:
+        parsed = routing(rate_limit=spelling)
+        if isinstance(parsed, ServiceRouting) and parsed.policies.route.rate is not None:
+            accepted.add(parsed.policies.route.rate.per_minute)
+    assert 700 < len(accepted) < 1000
+
+
+def test_an_htpasswd_secret_is_readable_by_nginx_unless_it_is_also_a_certificate() -> None:
+    observed = ObservedState.from_api(
+        services=[service("auth", lb("auth.local", auth_secret="users")),
+                  service("thief", lb("thief.local", auth_secret="site.key")),
+                  service("site", {**lb("site.local"), "com.docker.lb.ssl_cert": "site.crt",
+                                   "com.docker.lb.ssl_key": "site.key"})],
+        tasks=[], nodes=[], secrets=[swarm_secret(n) for n in ("users", "site.crt", "site.key")])
+    table = build_route_table(observed, EXT)
+    assert table.readable_secrets == ("site.key", "users") and table.readable_only_secrets == ("users",)
+    by_name = {s.name: s for s in observed.secrets}
+    spec = build_courier_spec(EXT, observed.secrets, constraints=[], readable_ids=[by_name["users"].id])
+    modes = {ref["SecretName"]: ref["File"]["Mode"] for ref in spec["TaskTemplate"]["ContainerSpec"]["Secrets"]}
+    assert modes == {"users": 0o444, "site.crt": 0o400, "site.key": 0o400}
+
+
+def test_the_courier_keeps_a_readable_mount_readable_and_every_other_file_root_only(tmp_path: Path) -> None:
+    secrets, certs = tmp_path / "secrets", tmp_path / "certs"
+    secrets.mkdir()
+    certs.mkdir()
+    (secrets / "htpasswdid").write_text("alice:x\n")
+    (secrets / "htpasswdid").chmod(0o444)
+    (secrets / "keyid").write_text("KEY\n")
+    (secrets / "keyid").chmod(0o400)
+    script = COURIER_SCRIPT.replace(SECRETS_DIR, f"{secrets}/").replace(f"dst={COURIER_DIR}", f"dst={certs}")
+    proc = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and "2 certificate files in place" in proc.stdout.readline()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in certs.iterdir()}
+    assert modes == {"htpasswdid.pem": 0o644, "keyid.pem": 0o600}

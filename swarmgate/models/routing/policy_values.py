@@ -89,12 +89,15 @@ def _whole(value: str, low: int, high: int, what: str) -> int:
 
 
 def parse_rate(value: str) -> int:
-    """`10r/s` or `600r/m` → requests per minute."""
+    """`10r/s` or `600r/m` → requests per minute, with at most two significant digits (`15r/s`,
+    `1200r/m`, not `123r/s`): nginx ties a rate to its zone, so the digits bound how many zones all
+    services together can make (about 900), whatever their number."""
     match = _RATE.fullmatch(value)
-    per_minute = (int(match.group(1)) * (60 if match.group(2) == "s" else 1)) if match else 0
-    if not 1 <= per_minute <= MAX_RATE_PER_SECOND * 60:
-        raise LabelValueError(f"expected a rate such as 10r/s or 600r/m (at most {MAX_RATE_PER_SECOND}r/s), "
-                              f"got {shown(value)}")
+    number = int(match.group(1)) if match else 0
+    per_minute = number * (60 if match and match.group(2) == "s" else 1)
+    if not 1 <= per_minute <= MAX_RATE_PER_SECOND * 60 or len(str(number).rstrip("0")) > 2:
+        raise LabelValueError(f"expected a rate such as 10r/s or 600r/m, with at most two significant digits "
+                              f"(15r/s, 1200r/m) and at most {MAX_RATE_PER_SECOND}r/s, got {shown(value)}")
     return per_minute
 
 

@@ -92,7 +92,7 @@ def _said(value: object) -> str:
     if isinstance(value, HSTS):
         return value.header
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
-        return f"{value[0]} ({value[1]})"
+        return str(value[0]) if value[1] == 302 else f"{value[0]} ({value[1]})"
     if isinstance(value, RoutePolicy):
         return "its own policy labels"
     return str(value)
