@@ -51,14 +51,17 @@ def policies_state() -> ObservedState:
     moved = service("moved", {**lb("moved.local", redirect_code="308"),
                               "com.docker.lb.redirects": "http://moved.local,https://new.local"}, created_at=OLD)
     down = service("down", lb("down.local", error_page_503="sorry.html"), created_at=OLD)
-    services = [guarded, stable, minor, main, beta, moved, down]
+    # The default backend answers unknown names in the default servers: its pages are named there.
+    fallback = service("fallback", {"com.docker.lb.default_backend": "true", "com.docker.lb.port": "8080",
+                                    "swarmgate.error_page_502": "sorry.html"}, created_at=OLD)
+    services = [guarded, stable, minor, main, beta, moved, down, fallback]
     return ObservedState.from_api(
         services=services,
         tasks=[task(guarded, "wrk-0", ports={8080: 30000}),
                task(stable, "wrk-0", slot=1, ports={8080: 30001}), task(stable, "wrk-1", slot=2, ports={8080: 30002}),
                task(stable, "wrk-1", slot=3, ports={8080: 30003}), task(minor, "wrk-0", ports={8080: 30004}),
                task(main, "wrk-0", ports={8080: 30005}), task(beta, "wrk-1", ports={8080: 30006}),
-               task(moved, "wrk-0", ports={8080: 30007})],
+               task(moved, "wrk-0", ports={8080: 30007}), task(fallback, "wrk-1", ports={8080: 30008})],
         nodes=[node("wrk-0", "10.1.0.10"), node("wrk-1", "10.1.0.11")],
         secrets=[swarm_secret("users.htpasswd")],
         configs=[swarm_config("sorry.html", PAGE, labels={"swarmgate.error-page": "true"})],

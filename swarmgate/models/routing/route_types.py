@@ -60,6 +60,11 @@ class PathRoute:
     canary_match: Canary | None = None
 
     @property
+    def error_pages(self) -> tuple[ErrorPage, ...]:
+        """The error pages the location names (each a named location of its server)."""
+        return self.policy.error_pages if self.policy else ()
+
+    @property
     def own_location(self) -> bool:
         """Whether the location needs more than a pool: a policy or a canary to choose by."""
         return self.policy is not None or self.canary is not None
