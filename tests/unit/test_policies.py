@@ -10,6 +10,7 @@ from __future__ import annotations
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,8 +104,8 @@ def test_httpoptions_headers_are_repeated_in_every_location_that_sets_its_own() 
     assert text.count("add_header x-request-id") == text.count("add_header X-Frame-Options DENY always;") - 1
 
 
-def routing(**own: str) -> ServiceRouting | SetAside | None:
-    return parse_service_labels("s", lb("s.local", **own))
+def routing(more: dict[str, str] | None = None, **own: str) -> ServiceRouting | SetAside | None:
+    return parse_service_labels("s", {**lb("s.local", **own), **(more or {})})
 
 
 @pytest.mark.parametrize(("own", "kind"), [
@@ -126,7 +127,9 @@ def routing(**own: str) -> ServiceRouting | SetAside | None:
     pytest.param({"canary": "cookie:session=1"}, "canary", id="canary-on-an-ordinary-cookie"),
     pytest.param({"canary": "header:X-Canary="}, "canary", id="canary-empty-value"),
     pytest.param({"canary": 'header:X-Canary=a"b'}, "canary", id="canary-with-a-quote"),
-    pytest.param({"redirect_code": "303"}, "redirect_code", id="redirect-303"),
+    pytest.param({"redirect_code": "303", "more": {"com.docker.lb.redirects": "http://s.local,https://t.local"}},
+                 "redirect_code", id="redirect-303"),
+    pytest.param({"redirect_code": "301"}, "redirect_code", id="redirect-code-without-redirects"),
     pytest.param({"connect_timeout": "76s"}, "connect_timeout", id="connect-beyond-nginx-cap"),
     pytest.param({"read_timeout": "2h"}, "read_timeout", id="read-too-long"),
     pytest.param({"fail_timeout": "500ms"}, "fail_timeout", id="fail-timeout-below-a-second"),
@@ -142,14 +145,15 @@ def routing(**own: str) -> ServiceRouting | SetAside | None:
     pytest.param({"response_header.X-A": "a\nb"}, "response_header", id="header-with-a-newline"),
     pytest.param({"response_header.X A": "b"}, "response_header", id="header-name-with-a-space"),
 ])
-def test_an_invalid_policy_label_sets_the_service_aside_naming_the_label(own: dict[str, str], kind: str) -> None:
+def test_an_invalid_policy_label_sets_the_service_aside_naming_the_label(own: dict[str, Any], kind: str) -> None:
     parsed = routing(**own)
     assert isinstance(parsed, SetAside) and parsed.kind == kind, parsed
 
 
 def test_policy_values_are_typed() -> None:
     parsed = routing(rate_limit="600r/m", rate_burst="20", max_body_size="10m", allow="10.1.2.3/8, ::1",
-                     read_timeout="2m", fail_timeout="1m", redirect_code="307", weight="10")
+                     read_timeout="2m", fail_timeout="1m", redirect_code="307", weight="10",
+                     more={"com.docker.lb.redirects": "http://s.local,https://t.local"})
     assert isinstance(parsed, ServiceRouting)
     route, member = parsed.policies.route, parsed.policies.member
     assert route.rate is not None

@@ -216,7 +216,8 @@ def _parse_labels(service_name: str, ours: tuple[tuple[str, str], ...]) -> Servi
             return SetAside(service_name, f"label {key}: {exc}", kind=name)
     policy: dict[str, object] = {name: values.pop(name) for name in POLICY_LABELS if name in values}
     try:
-        policies = build_policies(policy, parse_headers(headers, HEADER_PREFIX), OWN_PREFIX)
+        policies = build_policies(policy, parse_headers(headers, HEADER_PREFIX), OWN_PREFIX,
+                                  redirects="redirects" in values)
     except PolicyLabelError as exc:
         return SetAside(service_name, str(exc), kind=exc.kind)
     routing = ServiceRouting(service=service_name, notices=tuple(notices), policies=policies,

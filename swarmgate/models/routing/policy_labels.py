@@ -143,9 +143,13 @@ def parse_headers(headers: Mapping[str, str], prefix: str) -> tuple[tuple[str, s
     return tuple(out[key] for key in sorted(out))
 
 
-def build_policies(values: Mapping[str, object], headers: tuple[tuple[str, str], ...], prefix: str) -> ServicePolicies:
+def build_policies(values: Mapping[str, object], headers: tuple[tuple[str, str], ...], prefix: str, *,
+                   redirects: bool = False) -> ServicePolicies:
     """The typed policies from the parsed policy label values; PolicyLabelError on a label that
-    needs another one (a burst without a rate)."""
+    needs another one (a burst without a rate; a redirect code without `redirects`)."""
+    if "redirect_code" in values and not redirects:
+        raise PolicyLabelError("redirect_code", f"label {prefix}redirect_code needs com.docker.lb.redirects "
+                                                "(it is the status of those redirects)")
     if "rate_burst" in values and "rate_limit" not in values:
         raise PolicyLabelError("rate_burst", f"label {prefix}rate_burst needs {prefix}rate_limit (such as 10r/s)")
     if "canary" in values and "weight" in values:
