@@ -19,6 +19,7 @@ from swarmgate.models.routing.routes import RouteTable, build_route_table
 from swarmgate.models.routing.tls_secrets import SECRETS_DIR
 from swarmgate.models.settings.config import load_config
 from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.operator.cli.offline import format_route_table
 from swarmgate.operator.planning.courier import COURIER_DIR, COURIER_SCRIPT, build_courier_spec
 from swarmgate.renderers.nginx import render_nginx
 from swarmgate.renderers.validate import nginx_check
@@ -219,3 +220,14 @@ def test_the_courier_keeps_a_readable_mount_readable_and_every_other_file_root_o
         proc.wait(timeout=10)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in certs.iterdir()}
     assert modes == {"htpasswdid.pem": 0o644, "keyid.pem": 0o600}
+
+
+def test_routes_shows_each_locations_policy_its_canary_and_the_weights() -> None:
+    text = format_route_table(EXT, policies_table(), policies_state())
+    assert ("/ → guarded, basic auth (users.htpasswd), deny 10.0.0.66/32, allow only 10.0.0.0/8 198.18.0.0/24, "
+            "rate 5r/s burst 10, 4 connections, body at most 1024 bytes, headers Content-Security-Policy "
+            "X-Robots-Tag, error pages 502=sorry.html 503=sorry.html, timeouts connect 2000ms read 90000ms "
+            "send 500ms") in text
+    assert "    / canary (header X-Canary=beta) → beta\n" in text
+    assert "  minor task " in text and "  weight 10000\n" in text
+    assert "    redirect → https://new.local (308)\n" in text
