@@ -170,6 +170,7 @@ def test_a_denied_address_gets_403_and_the_rate_429(proxy: Proxy) -> None:
 def test_the_custom_503_page_keeps_its_status_and_text(proxy: Proxy) -> None:
     status, headers, body = ask(proxy, "down.local")
     assert (status, body) == (503, PAGE.replace("$", "&#36;")) and headers["content-type"] == "text/html"
+    assert headers["x-request-id"] and headers["x-server-info"] == INFO  # Interlock's headers, as on nginx's own
 
 
 def test_a_weighted_split_and_a_header_canary(proxy: Proxy) -> None:
