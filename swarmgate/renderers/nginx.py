@@ -35,8 +35,10 @@ from swarmgate.models.routing.nginx_sizes import server_names_hash_sizes
 from swarmgate.models.routing.route_types import HostRoute, RouteTable
 from swarmgate.models.settings.duration import format_seconds
 from swarmgate.models.settings.extension import Extension
+from swarmgate.models.settings.nginx_syntax import added_headers
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.renderers.passthrough import passthrough_context
+from swarmgate.renderers.policy_zones import header_value, limit_zones, page_text, zone_name
 
 TEMPLATES = Path(__file__).parent / "templates"
 _WORD = re.compile(r"^[A-Za-z0-9._~*:/\[\]-]+$")
@@ -102,6 +104,9 @@ def _environment(sandboxed: bool) -> jinja2.Environment:
     env.filters["tls_file"] = _tls_file
     env.filters["seconds"] = format_seconds
     env.filters["chomp"] = lambda text: str(text).rstrip("\n")
+    env.filters["header_value"] = header_value
+    env.filters["page_text"] = page_text
+    env.filters["zone_name"] = zone_name
     return env
 
 
@@ -144,7 +149,7 @@ def needs_own_server(host: HostRoute) -> bool:
     route = host.paths[0]
     # A verified TLS backend names its CA bundle in its location (nginx takes no variable there).
     verified = route.backend_tls is not None and route.backend_tls.ca is not None
-    return (route.path != "/" or bool(route.strip_prefix) or route.websocket or verified
+    return (route.path != "/" or bool(route.strip_prefix) or route.websocket or verified or route.own_location
             or host.host in _MAP_KEYWORDS)
 
 
@@ -196,6 +201,7 @@ def render_nginx(
                "acme": {"thumbprint": acme_thumbprint, "prefix": CHALLENGE_PREFIX, "token": TOKEN_PATTERN}
                if acme_thumbprint else None,
                "shared_hosts": shared, "own_hosts": [h for h in table.hosts if needs_own_server(h)],
+               "global_headers": added_headers(ext.config.http_options), "limit_zones": limit_zones(table),
                # Shared hosts whose tasks speak TLS: a second map picks the scheme.
                "shared_tls_backends": [h for h in shared if h.paths[0].backend_tls is not None],
                **passthrough}

@@ -8,6 +8,7 @@ runs on fewer.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tempfile
 from pathlib import Path
@@ -25,6 +26,7 @@ from swarmgate.models.routing.labels import (
     REASON_KINDS,
     parse_service_labels,
 )
+from swarmgate.models.routing.policy_labels import POLICY_LABELS
 from swarmgate.models.routing.routes import build_route_table
 from swarmgate.models.routing.tls_secrets import unusable_secret_names
 from swarmgate.models.settings.extension import Extension
@@ -34,7 +36,7 @@ from swarmgate.renderers.nginx import CONTROL_HOST as CONTROL_SERVER_NAME
 from swarmgate.renderers.nginx import control_server, render_nginx
 from swarmgate.renderers.passthrough import MODULES, TERMINATE_SOCKET
 from swarmgate.renderers.validate import nginx_check
-from tests.factories import node, service, swarm_secret, task
+from tests.factories import node, service, swarm_config, swarm_secret, task
 
 EXT = Extension(name="default", publish_mode="host")
 INFO = "swarmgate/0.1.0 linux/amd64"
@@ -68,12 +70,34 @@ PLAUSIBLE: dict[str, list[str]] = {
     "hsts_subdomains": ["true", "false"],
     "hsts_preload": ["true", "false"],
     "acme": ["true", "false"],
+    # policies (OWN_PREFIX too; `response_header` is a prefix: swarmgate.response_header.X-Test)
+    "allow": ["10.0.0.0/8", "127.0.0.1,::1"],
+    "deny": ["198.18.0.1", "2001:db8::/32"],
+    "auth_secret": ["demo.crt", "no-such-secret", "swarmgate-channel", "owned.pem"],
+    "rate_limit": ["10r/s", "600r/m", "99000r/s"],
+    "rate_burst": ["0", "20"],
+    "conn_limit": ["10", "65535"],
+    "max_body_size": ["1m", "0", "64g"],
+    "response_header": ["nosniff", "default-src 'self'; img-src *"],
+    "error_page_502": ["page.html", "no-such-page", "bare-config"],
+    "error_page_503": ["page.html"],
+    "error_page_504": ["page.html"],
+    "redirect_code": ["301", "308"],
+    "weight": ["10", "100"],
+    "canary": ["header:X-Canary=on", "cookie:canary=1"],
+    "max_fails": ["0", "3"],
+    "fail_timeout": ["10s", "1m"],
+    "connect_timeout": ["2s", "500ms"],
+    "read_timeout": ["60s"],
+    "send_timeout": ["1h"],
 }
-ALL_LABELS = (*KNOWN_LABELS, *OWN_LABELS)
+ALL_LABELS = (*KNOWN_LABELS, *OWN_LABELS, *POLICY_LABELS)
 
 
 def key(name: str) -> str:
-    return f"{OWN_PREFIX if name in OWN_LABELS else PREFIX}{name}"
+    if name == "response_header":
+        return f"{OWN_PREFIX}response_header.X-Test"
+    return f"{OWN_PREFIX if name in OWN_LABELS or name in POLICY_LABELS else PREFIX}{name}"
 # Pieces of nginx syntax and of the URL/host grammars, to splice into otherwise plausible values.
 FRAGMENTS = [";", "{", "}", "$host", "${x}", "\n", "\r", "#", "'", '"', " ", "\t", "\\", "/", ",", ":", "*",
              "..", "%00", "\x00", "é", "return 200", "= /", "~", "@", "?", "&", "include /etc/passwd"]
@@ -121,7 +145,12 @@ def snapshot(labels: dict[str, str]) -> ObservedState:
         tasks=[task(fuzzed, "wrk-0", ports={80: 30080, 8080: 30000}), task(control, "wrk-0", ports={8080: 30001})],
         nodes=[node("wrk-0", "10.2.0.10")],
         secrets=SECRETS,
+        configs=[swarm_config("page.html", PAGE.encode(), labels={"swarmgate.error-page": "true"}),
+                 swarm_config("bare-config", b"not for the internet")],
     )
+
+
+PAGE = '<p>"down" for $reasons; return 200 "x";</p>\n'
 
 
 def parsed(text: str) -> list[dict[str, Any]]:
@@ -152,7 +181,8 @@ TEMPLATE_DIRECTIVES = {
                 "server_names_hash_max_size", "map_hash_bucket_size", "map_hash_max_size",
                 "proxy_connect_timeout", "proxy_send_timeout", "proxy_read_timeout", "proxy_http_version",
                 "proxy_next_upstream", "map", "upstream", "server", "set_real_ip_from", "real_ip_header",
-                "proxy_ssl_server_name", "proxy_ssl_name", "proxy_ssl_session_reuse"},
+                "proxy_ssl_server_name", "proxy_ssl_name", "proxy_ssl_session_reuse", "limit_req_zone",
+                "limit_conn_zone"},
     # crossplane reads a map's keys as directives: `""`, and the host names of the shared server's pool map
     ("http", "map"): {"default", "", "hostnames"},
     ("http", "upstream"): {"zone", "hash", "ip_hash", "server"},
@@ -161,8 +191,13 @@ TEMPLATE_DIRECTIVES = {
     ("http", "server", "if"): {"return"},
     ("http", "server", "location"): {"proxy_pass", "proxy_set_header", "add_header", "return", "if", "stub_status",
                                      "access_log", "proxy_ssl_verify", "proxy_ssl_trusted_certificate",
-                                     "proxy_ssl_verify_depth"},
-    ("http", "server", "location", "if"): {"return"},
+                                     "proxy_ssl_verify_depth",
+                                     # policies
+                                     "allow", "deny", "auth_basic", "auth_basic_user_file", "set", "limit_req",
+                                     "limit_req_status", "limit_conn", "limit_conn_status", "client_max_body_size",
+                                     "proxy_connect_timeout", "proxy_read_timeout", "proxy_send_timeout",
+                                     "error_page", "default_type"},
+    ("http", "server", "location", "if"): {"return", "set"},
     # SSL passthrough: the SNI maps (keys are host names), the passthrough pools, the two servers.
     ("stream",): {"map_hash_bucket_size", "map_hash_max_size", "map", "upstream", "server"},
     ("stream", "map"): {"default", "hostnames"},
@@ -207,16 +242,24 @@ def assert_nothing_unasked(text: str, labels: dict[str, str]) -> None:
             (name,) = args
             assert name in ("_", CONTROL_HOST) or name in raw_hosts, name
             assert name != CONTROL_SERVER_NAME, "only swarmgate's control server may answer its name"
+        elif directive == "location" and args[0].startswith("@swarmgate_page_"):
+            assert any(asked[page] for page in ("error_page_502", "error_page_503", "error_page_504")), args
         elif directive == "location":
             path = args[-1].rstrip("/") or "/"
             assert path == "/" or path in raw_paths or args == ["=", "/nginx_status"], args
+        elif directive == "return" and len(args) == 2 and args[0] in ("502", "503", "504") and args[1] != "":
+            assert "&#36;reasons" in args[1] and "$" not in args[1], args  # an error page: no variable in it
+        elif directive in ("allow", "deny"):
+            assert args == ["all"] or ipaddress.ip_network(args[0]), args
+        elif directive == "auth_basic_user_file":
+            assert args == [f"/run/secrets/{asked['auth_secret']}"], args
         elif directive == "hash":
             assert args[0].removeprefix("$cookie_") in asked["sticky_session_cookie"], args
         elif directive in ("ssl_certificate", "ssl_certificate_key"):
             secret = args[0].removeprefix("/run/secrets/")
             assert secret in (asked["ssl_cert"], asked["ssl_key"]), args
         elif directive == "return":
-            assert args[0] == "503" or (args[0] == "302" and args[1].endswith("$request_uri")) \
+            assert args[0] == "503" or (args[0] in ("301", "302", "307", "308") and args[1].endswith("$request_uri")) \
                 or args == ["301", "https://$host$request_uri"], args
         elif directive == "if" and parents == ("http", "server"):
             assert args == ["$uri", "!~", "^/\\.well-known/acme-challenge/"], args  # ssl_only

@@ -28,6 +28,17 @@ from swarmgate.models.routing.label_values import (
     parse_swarm_name,
     shown,
 )
+from swarmgate.models.routing.policy_labels import (
+    HEADER_LABEL,
+    NO_POLICIES,
+    POLICY_LABELS,
+    POLICY_PARSERS,
+    PolicyLabelError,
+    PolicyLabelName,
+    ServicePolicies,
+    build_policies,
+    parse_headers,
+)
 
 PREFIX = "com.docker.lb."
 LabelName = Literal[
@@ -70,11 +81,14 @@ OtherKind = Literal[
     "other",
 ]
 OTHER_KINDS: tuple[OtherKind, ...] = get_args(OtherKind)
-ReasonKind = LabelName | OwnLabelName | OtherKind
+ReasonKind = LabelName | OwnLabelName | PolicyLabelName | OtherKind
 # Why a service is set aside, as a closed set fit for a metric label: the one list of them.
-REASON_KINDS: tuple[str, ...] = (*sorted(KNOWN_LABELS), *OWN_LABELS, *OTHER_KINDS)
-_LABEL_NAMES: dict[str, LabelName | OwnLabelName] = {
-    **{PREFIX + name: name for name in KNOWN_LABELS}, **{OWN_PREFIX + name: name for name in OWN_LABELS}}
+REASON_KINDS: tuple[str, ...] = (*sorted(KNOWN_LABELS), *OWN_LABELS, *POLICY_LABELS, *OTHER_KINDS)
+_LABEL_NAMES: dict[str, LabelName | OwnLabelName | PolicyLabelName] = {
+    **{PREFIX + name: name for name in KNOWN_LABELS}, **{OWN_PREFIX + name: name for name in OWN_LABELS},
+    **{OWN_PREFIX + name: name for name in POLICY_LABELS if name != HEADER_LABEL}}
+# `swarmgate.response_header.<Name>=<value>`: one label per header (policy_labels).
+HEADER_PREFIX = f"{OWN_PREFIX}{HEADER_LABEL}."
 # Each host and path of a service is an nginx location with its own upstream and shared-memory zone:
 # measured with nginx 1.22, 5000 of them cost `nginx -t` 1.7 s and 280 MB, on every proxy, at every
 # reload. One service's labels alone could otherwise ask for 1000 hosts with 101 paths each.
@@ -119,6 +133,7 @@ class ServiceRouting:
     redirects: tuple[tuple[str, str], ...] = ()
     backend_mode: Literal["task", "vip"] = "task"
     default_backend: bool = False
+    policies: ServicePolicies = NO_POLICIES  # swarmgate's per-route policy labels (policy_labels)
     notices: tuple[str, ...] = ()
 
 
@@ -131,7 +146,8 @@ def _backend_mode(value: str) -> Literal["task", "vip"]:
     raise LabelValueError(f"expected task, default or vip, got {shown(value)}")
 
 
-_PARSERS: dict[LabelName | OwnLabelName, Callable[[str], object]] = {
+_PARSERS: dict[str, Callable[[str], object]] = {
+    **POLICY_PARSERS,
     "hosts": parse_hostnames,
     "port": parse_port,
     "network": parse_swarm_name,
@@ -171,7 +187,7 @@ def parse_service_labels(service_name: str, labels: Mapping[str, str]) -> Servic
     if not is_routed(labels):
         return None
     ours = tuple(sorted((key, value) for key, value in labels.items()
-                        if key.startswith(PREFIX) or (key.startswith(OWN_PREFIX) and key in _LABEL_NAMES)))
+                        if key.startswith((PREFIX, HEADER_PREFIX)) or key in _LABEL_NAMES))
     return _parse_labels(service_name, ours)
 
 
@@ -182,8 +198,11 @@ def _parse_labels(service_name: str, ours: tuple[tuple[str, str], ...]) -> Servi
     labels = dict(ours)
     values: dict[str, object] = {}
     notices: list[str] = []
+    headers = {key[len(HEADER_PREFIX):]: value for key, value in labels.items() if key.startswith(HEADER_PREFIX)}
     for key in sorted(labels):
         name = _LABEL_NAMES.get(key)
+        if key.startswith(HEADER_PREFIX):
+            continue
         if name is None:
             close = difflib.get_close_matches(key[len(PREFIX):], KNOWN_LABELS, n=1, cutoff=0.7)
             hint = f" (did you mean {PREFIX}{close[0]}?)" if close else ""
@@ -195,7 +214,14 @@ def _parse_labels(service_name: str, ours: tuple[tuple[str, str], ...]) -> Servi
             values[name] = _PARSERS[name](labels[key])
         except LabelValueError as exc:
             return SetAside(service_name, f"label {key}: {exc}", kind=name)
-    routing = ServiceRouting(service=service_name, notices=tuple(notices), **values)  # type: ignore[arg-type]
+    policy: dict[str, object] = {name: values.pop(name) for name in POLICY_LABELS if name in values}
+    try:
+        policies = build_policies(policy, parse_headers(headers, HEADER_PREFIX), OWN_PREFIX,
+                                  redirects="redirects" in values)
+    except PolicyLabelError as exc:
+        return SetAside(service_name, str(exc), kind=exc.kind)
+    routing = ServiceRouting(service=service_name, notices=tuple(notices), policies=policies,
+                             **values)  # type: ignore[arg-type]
     problem = _missing(routing) or _https_problem(routing)
     if problem:
         return SetAside(service_name, problem[1], kind=problem[0])

@@ -5,8 +5,8 @@ disagree on a setting, the **oldest** service decides (Swarm `CreatedAt`, then n
 value is set or not, so a newly created service can never change what an existing one configured:
 
 * per pool (host + path): sticky_session_cookie, ip_hash, context_root_rewrite, ssl_backend (and its
-  verification);
-* per host: TLS cert/key, whether the whole host is a redirect, ssl_only, HSTS;
+  verification), the whole policy (`swarmgate.*` policy labels), a canary's match;
+* per host: TLS cert/key, whether the whole host is a redirect (and its code), ssl_only, HSTS;
 * per extension: which service is the default backend.
 
 Every overruled value is reported as a notice naming both services.
@@ -19,11 +19,13 @@ import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from swarmgate.models.routing.https_values import HSTS, BackendTLS
 from swarmgate.models.routing.labels import ServiceRouting
+from swarmgate.models.routing.policy_labels import RoutePolicy
+from swarmgate.models.routing.pool_weights import server_params
 from swarmgate.models.routing.route_types import HostRoute, PathRoute, TLSFiles, Upstream
 from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.services import Service
@@ -89,6 +91,10 @@ def _said(value: object) -> str:
         return f"TLS verified with {value.ca}" if value.ca else "TLS, not verified"
     if isinstance(value, HSTS):
         return value.header
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+        return str(value[0]) if value[1] == 302 else f"{value[0]} ({value[1]})"
+    if isinstance(value, RoutePolicy):
+        return "its own policy labels"
     return str(value)
 
 
@@ -113,7 +119,10 @@ def _under(path: str, root: str) -> bool:
 
 def path_route(host: str, path: str, members: Sequence[tuple[Routed, bool]], ext: Extension,
                notices: list[str]) -> PathRoute:
-    """One pool: `members` are the services asking for this host and path (and whether as websocket)."""
+    """One pool: `members` are the services asking for this host and path (and whether as websocket).
+
+    Services labelled `swarmgate.canary` form a second pool that takes only the requests their match
+    selects; the oldest canary's match decides. Without any other service there, a canary is the pool."""
     where = f"host {host} path {path}"
     sticky = oldest_decides("sticky_session_cookie", where,
                             [(m, m.routing.sticky_session_cookie) for m, _ in members], notices)
@@ -123,18 +132,38 @@ def path_route(host: str, path: str, members: Sequence[tuple[Routed, bool]], ext
         (m, m.routing.context_root if m.routing.context_root_rewrite and _under(path, m.routing.context_root)
          else None) for m, _ in members], notices)
     backend_tls = oldest_decides("ssl_backend", where, [(m, _backend_tls(m.routing)) for m, _ in members], notices)
-    return PathRoute(
-        path=path,
-        pool=pool_name(host, path),
-        services=tuple(sorted({m.name for m, _ in members})),
-        upstreams=tuple(sorted({u for m, _ in members for u in m.upstreams},
-                               key=lambda u: (u.address, u.port, u.task_id))),
-        strip_prefix=strip,
-        websocket=any(ws for _, ws in members),
-        sticky_cookie=sticky,
-        ip_hash=bool(ip_hash) or (ext.config.ip_hash and sticky is None),
-        backend_tls=backend_tls,
-    )
+    policy = oldest_decides("policy", where, [(m, _policy(m.routing)) for m, _ in members], notices)
+    canaries = [(m, ws) for m, ws in members if m.routing.policies.member.canary is not None]
+    stable = [(m, ws) for m, ws in members if m.routing.policies.member.canary is None]
+    match = oldest_decides("canary", where, [(m, m.routing.policies.member.canary) for m, _ in canaries], notices)
+    if canaries and not stable:
+        notices.append(f"{where}: only canaries ({', '.join(sorted({m.name for m, _ in canaries}))}) route it: "
+                       "they take every request")
+        stable, canaries, match = canaries, [], None
+    elif canaries and strip is not None:
+        # A canary's pool is chosen by a variable, and nginx then cannot replace the URI's prefix.
+        notices.append(f"{where}: the canary of {', '.join(sorted({m.name for m, _ in canaries}))} is not "
+                       "served: the location strips its context root (context_root_rewrite)")
+        canaries, match = [], None
+    canaries = [(m, ws) for m, ws in canaries if m.routing.policies.member.canary == match]
+
+    def pool(part: Sequence[tuple[Routed, bool]], name: str) -> PathRoute:
+        upstreams = tuple(sorted({u for m, _ in part for u in m.upstreams},
+                                 key=lambda u: (u.address, u.port, u.task_id)))
+        return PathRoute(
+            path=path, pool=name, services=tuple(sorted({m.name for m, _ in part})), upstreams=upstreams,
+            strip_prefix=strip, websocket=any(ws for _, ws in members), sticky_cookie=sticky,
+            ip_hash=bool(ip_hash) or (ext.config.ip_hash and sticky is None), backend_tls=backend_tls,
+            policy=policy, params=server_params([m for m, _ in part], upstreams))
+
+    route = pool(stable, pool_name(host, path))
+    if canaries and match is not None:
+        route = replace(route, canary=pool(canaries, pool_name(host, path + "#canary")), canary_match=match)
+    return route
+
+
+def _policy(r: ServiceRouting) -> RoutePolicy | None:
+    return None if r.policies.route == RoutePolicy() else r.policies.route
 
 
 def _backend_tls(r: ServiceRouting) -> BackendTLS | None:
@@ -181,7 +210,10 @@ def merge_hosts(routed: Sequence[Routed], ext: Extension, notices: list[str],
     for host in sorted(claimants):
         members = sorted(claimants[host].values(), key=lambda m: m.name)
         where = f"host {host}"
-        redirect = oldest_decides("redirect", where, [(m, redirects.get((host, m.name))) for m in members], notices)
+        redirect_with_code = oldest_decides("redirect", where, [
+            (m, (redirects[(host, m.name)], m.routing.policies.redirect_code) if (host, m.name) in redirects else None)
+            for m in members], notices)
+        redirect, code = redirect_with_code or (None, 302)
         routes_here = [m for m in members if host in m.routing.hosts]
         tls = oldest_decides("ssl_cert/ssl_key", where, [(m, _tls_files(m, host, acme_certs)) for m in routes_here],
                              notices)
@@ -196,7 +228,7 @@ def merge_hosts(routed: Sequence[Routed], ext: Extension, notices: list[str],
             notices.append(f"{where}: redirected to {redirect}; its routes ({served}) are not served")
             paths = ()
         # A redirect to HTTPS where the host has no TLS would lead nowhere (labels.py refuses it per service).
-        hosts.append(HostRoute(host=host, paths=paths, tls=tls, redirect=redirect,
+        hosts.append(HostRoute(host=host, paths=paths, tls=tls, redirect=redirect, redirect_code=code,
                                ssl_only=bool(ssl_only) and tls is not None, hsts=hsts))
     return tuple(hosts)
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from swarmgate.models.routing.https_values import HSTS, BackendTLS
 from swarmgate.models.routing.labels import SetAside
 from swarmgate.models.routing.nginx_sizes import upstream_zone_kb
+from swarmgate.models.routing.policy_labels import ErrorPage, RoutePolicy
+from swarmgate.models.routing.policy_values import Canary
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,16 @@ class TLSFiles:
 
 
 @dataclass(frozen=True)
+class ServerParams:
+    """nginx's per-`server` parameters of one upstream, from its service's labels: its share of the
+    pool's requests (`weight`) and when it is skipped as failing (`max_fails`, `fail_timeout` s)."""
+
+    weight: int | None = None
+    max_fails: int | None = None
+    fail_timeout: int | None = None
+
+
+@dataclass(frozen=True)
 class PathRoute:
     """One location of a host and the pool of upstreams behind it."""
 
@@ -42,6 +54,20 @@ class PathRoute:
     sticky_cookie: str | None = None
     ip_hash: bool = False
     backend_tls: BackendTLS | None = None  # the proxy speaks TLS to these tasks (`ssl_backend`)
+    policy: RoutePolicy | None = None  # what the location enforces (`swarmgate.*` policy labels)
+    params: tuple[ServerParams, ...] = ()  # per upstream, in order; empty when no service sets any
+    canary: PathRoute | None = None  # the pool that takes the requests `canary_match` selects
+    canary_match: Canary | None = None
+
+    @property
+    def error_pages(self) -> tuple[ErrorPage, ...]:
+        """The error pages the location names (each a named location of its server)."""
+        return self.policy.error_pages if self.policy else ()
+
+    @property
+    def own_location(self) -> bool:
+        """Whether the location needs more than a pool: a policy or a canary to choose by."""
+        return self.policy is not None or self.canary is not None
 
     @property
     def zone_kb(self) -> int:
@@ -62,6 +88,13 @@ class HostRoute:
     redirect: str | None = None
     ssl_only: bool = False
     hsts: HSTS | None = None
+    redirect_code: int = 302  # of `redirect` (`swarmgate.redirect_code`; Interlock's 302 by default)
+
+    @property
+    def error_pages(self) -> tuple[ErrorPage, ...]:
+        """The distinct error pages the host's locations name (each a named location of its server)."""
+        pages = {(page.code, page.digest): page for p in self.paths if p.policy for page in p.policy.error_pages}
+        return tuple(pages[key] for key in sorted(pages))
 
 
 @dataclass(frozen=True)
@@ -92,11 +125,26 @@ class RouteTable:
         verify its TLS backends."""
         names = {n for h in self.hosts if h.tls for n in (h.tls.cert, h.tls.key) if n}
         names |= {p.backend_tls.ca for p in self.pools if p.backend_tls and p.backend_tls.ca}
-        return tuple(sorted(names))
+        return tuple(sorted(names | set(self.readable_secrets)))
+
+    @property
+    def readable_secrets(self) -> tuple[str, ...]:
+        """The secrets nginx's workers read at each request (htpasswd files of basic auth): delivered
+        readable to them, where certificates and keys stay root's (nginx's master reads those)."""
+        return tuple(sorted({p.policy.auth_secret for p in self.pools if p.policy and p.policy.auth_secret}))
+
+    @property
+    def readable_only_secrets(self) -> tuple[str, ...]:
+        """The readable secrets that are no certificate, key or CA bundle of this table too: one named
+        both ways stays root's (the htpasswd use then fails closed), so a service naming another's key
+        as its htpasswd file never makes that key readable."""
+        private = {n for h in self.hosts if h.tls for n in (h.tls.cert, h.tls.key) if n}
+        private |= {p.backend_tls.ca for p in self.pools if p.backend_tls and p.backend_tls.ca}
+        return tuple(n for n in self.readable_secrets if n not in private)
 
     @property
     def pools(self) -> tuple[PathRoute, ...]:
         routes = [p for h in self.hosts for p in h.paths]
         if self.default_backend is not None:
             routes.append(self.default_backend)
-        return tuple(routes)
+        return tuple(routes) + tuple(p.canary for p in routes if p.canary is not None)

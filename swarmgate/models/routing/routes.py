@@ -46,6 +46,7 @@ from swarmgate.models.routing.acme_hosts import NO_ACME, AcmeRouting, acme_probl
 from swarmgate.models.routing.backend_ca import ca_problem
 from swarmgate.models.routing.label_values import LabelValueError, parse_swarm_name, shown
 from swarmgate.models.routing.labels import PREFIX, ReasonKind, ServiceRouting, SetAside, parse_service_labels
+from swarmgate.models.routing.policy_checks import policy_problem
 from swarmgate.models.routing.route_merge import Routed, default_backend, merge_hosts, pool_name
 from swarmgate.models.routing.route_types import (
     HostRoute,
@@ -57,6 +58,7 @@ from swarmgate.models.routing.route_types import (
 )
 from swarmgate.models.routing.tls_secrets import secret_problem
 from swarmgate.models.settings.extension import Extension
+from swarmgate.models.settings.nginx_syntax import added_headers
 from swarmgate.models.swarm.nodes import Node
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.services import Service
@@ -159,6 +161,8 @@ def _classify(
     acme: AcmeRouting,
 ) -> tuple[list[Routed], list[SetAside], list[str], set[str]]:
     secrets = {secret.name: secret for secret in observed.secrets}
+    configs = {config.name: config for config in observed.configs}
+    global_headers = {name for name, _ in added_headers(ext.config.http_options)}
     networks: set[str] = set()
     routed: list[Routed] = []
     aside: list[SetAside] = []
@@ -179,9 +183,12 @@ def _classify(
                        or (("acme", refused) if refused else None)
                        or secret_problem(parsed, secrets, unusable_secrets, undelivered_secrets)
                        or ca_problem(parsed, secrets, unusable_secrets, undelivered_secrets))
-        if unsupported:
-            aside.append(SetAside(service.name, unsupported[1], kind=unsupported[0]))
+        checked = unsupported or policy_problem(parsed, secrets=secrets, configs=configs, global_headers=global_headers,
+                                                unusable=unusable_secrets, undelivered=undelivered_secrets)
+        if isinstance(checked, tuple):
+            aside.append(SetAside(service.name, checked[1], kind=checked[0]))
             continue
+        parsed = checked
         if isinstance(network, str):
             networks.add(network)
             upstreams = _overlay_upstreams(observed, service, parsed, network)

@@ -212,3 +212,15 @@ def log_format(value: str) -> str:
                                                     for p in LOG_VARIABLE_PREFIXES):
             raise ValueError(f"unknown nginx variable ${name}")
     return value
+
+
+def added_headers(entries: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(lower-cased header name, entry) of each top-level `add_header` entry. nginx inherits
+    `add_header` only into blocks that set none of their own, and every location swarmgate renders
+    sets its own: the template repeats these there, so they reach every response."""
+    out = []
+    for entry in entries:
+        toks = tokens(entry)
+        if len(toks) >= 3 and not toks[0].quoted and toks[0].text == "add_header":
+            out.append((toks[1].text.lower(), entry))
+    return tuple(out)

@@ -14,7 +14,7 @@ import sys
 from typing import TextIO
 
 from swarmgate.errors import ConfigError, RenderError
-from swarmgate.models.routing.route_types import RouteTable
+from swarmgate.models.routing.route_types import PathRoute, RouteTable
 from swarmgate.models.settings.config import Config, load_config
 from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
@@ -114,7 +114,8 @@ def format_route_table(ext: Extension, table: RouteTable, observed: ObservedStat
         https = "".join([", http → https" if host.ssl_only else "", f", hsts {host.hsts.header}" if host.hsts else ""])
         lines.append(f"  {host.host}{tls}{https}")
         if host.redirect:
-            lines.append(f"    redirect → {host.redirect}")
+            code = f" ({host.redirect_code})" if host.redirect_code != 302 else ""
+            lines.append(f"    redirect → {host.redirect}{code}")
         for route in host.paths:
             extras = [f"strip {route.strip_prefix}" if route.strip_prefix else "",
                       "websocket" if route.websocket else "",
@@ -122,13 +123,21 @@ def format_route_table(ext: Extension, table: RouteTable, observed: ObservedStat
                       "ip_hash" if route.ip_hash else "",
                       (f"tls to tasks, verified with {route.backend_tls.ca}" if route.backend_tls.ca
                        else "tls to tasks") if route.backend_tls else ""]
-            extra = "".join(f", {e}" for e in extras if e)
+            extra = "".join(f", {e}" for e in [*extras, *_policy_words(route)] if e)
             lines.append(f"    {route.path} → {', '.join(route.services)}{extra}")
-            if not route.upstreams:
-                lines.append("      (no running task: 503)")
-            for up in route.upstreams:
-                lines.append(f"      {up.address}:{up.port}  {up.service} "
-                             f"task {up.task_id[:12]} on {where(up.node_id)}")
+            pools = [route] if route.canary is None or route.canary_match is None else [route, route.canary]
+            for pool in pools:
+                if pool is route.canary and route.canary_match is not None:
+                    match = route.canary_match
+                    lines.append(f"    {route.path} canary ({match.kind} {match.name}={match.value}) → "
+                                 f"{', '.join(pool.services)}")
+                if not pool.upstreams:
+                    lines.append("      (no running task: 503)")
+                for index, up in enumerate(pool.upstreams):
+                    weight = pool.params[index].weight if pool.params else None
+                    lines.append(f"      {up.address}:{up.port}  {up.service} "
+                                 f"task {up.task_id[:12]} on {where(up.node_id)}"
+                                 + (f"  weight {weight}" if weight is not None else ""))
     if table.default_backend is not None:
         d = table.default_backend
         lines.append(f"  (default backend) → {', '.join(d.services)}")
@@ -141,6 +150,23 @@ def format_route_table(ext: Extension, table: RouteTable, observed: ObservedStat
         lines.append("  notices:")
         lines.extend(f"    {n}" for n in table.notices)
     return "\n".join(lines) + "\n"
+
+
+def _policy_words(route: PathRoute) -> list[str]:
+    """What a location enforces, in a few words (`swarmgate.*` policy labels)."""
+    p = route.policy
+    if p is None:
+        return []
+    timeouts = [f"{name} {ms}ms" for name, ms in (("connect", p.connect_timeout_ms), ("read", p.read_timeout_ms),
+                                                  ("send", p.send_timeout_ms)) if ms is not None]
+    return [f"basic auth ({p.auth_secret})" if p.auth_secret else "",
+            f"deny {' '.join(p.deny)}" if p.deny else "", f"allow only {' '.join(p.allow)}" if p.allow else "",
+            f"rate {p.rate.nginx_rate} burst {p.rate.burst}" if p.rate else "",
+            f"{p.connections} connections" if p.connections else "",
+            f"body at most {p.max_body} bytes" if p.max_body is not None else "",
+            f"headers {' '.join(name for name, _ in p.headers)}" if p.headers else "",
+            f"error pages {' '.join(f'{e.code}={e.config}' for e in p.error_pages)}" if p.error_pages else "",
+            f"timeouts {' '.join(timeouts)}" if timeouts else ""]
 
 
 def routes_text(config: Config, observed: ObservedState, desired: DesiredState | None = None) -> str:

@@ -35,7 +35,8 @@ COURIER_DIR = "/certs"
 
 # The courier's whole program. The copy is atomic per file (a reader sees the old file or the new,
 # never half), files of IDs no longer mounted go, then it sleeps until told to stop: TERM ends the
-# wait at once, so an update of the courier takes a moment.
+# wait at once, so an update of the courier takes a moment. A file is root's alone (0600) unless its
+# mount is readable by all (`readable_ids`: htpasswd files, which nginx's workers read per request).
 COURIER_SCRIPT = f"""set -u
 umask 077
 dst={COURIER_DIR}
@@ -44,7 +45,9 @@ n=0
 for src in {SECRETS_DIR}*; do
   [ -f "$src" ] || continue
   id=${{src##*/}}
-  cat "$src" >"$dst/.$id.tmp" && chmod 600 "$dst/.$id.tmp" && mv "$dst/.$id.tmp" "$dst/$id.pem" || exit 1
+  mode=600
+  [ -n "$(find "$src" -perm -004)" ] && mode=644
+  cat "$src" >"$dst/.$id.tmp" && chmod $mode "$dst/.$id.tmp" && mv "$dst/.$id.tmp" "$dst/$id.pem" || exit 1
   keep="$keep$id "
   n=$((n + 1))
 done
@@ -91,11 +94,15 @@ def courier_secret_ids(needed: Iterable[str], mounted: Iterable[str], *, all_cur
     return tuple(sorted(keep & set(existing)))
 
 
-def build_courier_spec(ext: Extension, secrets: Iterable[SwarmSecret], *, constraints: list[str]) -> ServiceSpec:
+def build_courier_spec(ext: Extension, secrets: Iterable[SwarmSecret], *, constraints: list[str],
+                       readable_ids: Iterable[str] = ()) -> ServiceSpec:
     """The courier's `ServiceSpec`: global on the proxy's placement (`constraints`, as the proxy's
-    spec has them), the proxy's image (it has `sh`), each secret mounted under its ID."""
+    spec has them), the proxy's image (it has `sh`), each secret mounted under its ID; those of
+    `readable_ids` readable by all, which the courier keeps in its copy (see COURIER_SCRIPT)."""
+    readable = set(readable_ids)
     refs: list[SecretReference] = [
-        {"File": {"Name": f"{SECRETS_DIR}{s.id}", "UID": "0", "GID": "0", "Mode": 0o400}, "SecretName": s.name}
+        {"File": {"Name": f"{SECRETS_DIR}{s.id}", "UID": "0", "GID": "0", "Mode": 0o444 if s.id in readable else 0o400},
+         "SecretName": s.name}
         for s in sorted(secrets, key=lambda s: s.id)
     ]
     # Stop-first, all at once: a courier serves no traffic, and two courier tasks on one node would

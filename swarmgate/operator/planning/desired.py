@@ -156,6 +156,7 @@ def _extension_desired(
         spec = build_proxy_spec(
             ext,
             tls_secrets=table.secrets,
+            readable_secrets=table.readable_only_secrets,
             networks=proxy_networks(table.networks, current.networks if current is not None else ()),
             user_constraints=user_constraints(current),
             **names,
@@ -168,7 +169,9 @@ def _extension_desired(
         if hitless and (ids or running is not None):
             by_id = {s.id: s for s in observed.secrets}
             courier = build_courier_spec(ext, (by_id[i] for i in ids),
-                                         constraints=proxy_constraints(ext, user_constraints(current)))
+                                         constraints=proxy_constraints(ext, user_constraints(current)),
+                                         readable_ids=(by_name[n].id for n in table.readable_only_secrets
+                                                       if n in by_name))
         elif running is not None and is_owned(running.labels) and mounted_ids(running):
             # Plain delivery mounts the secrets into the proxy itself. The courier first mounts
             # nothing, so its tasks delete the key files they wrote; then it goes (`plan.py`).

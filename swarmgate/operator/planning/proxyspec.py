@@ -88,6 +88,7 @@ def build_proxy_spec(
     proxy_config: str | None,
     channel_secret: str | None,
     tls_secrets: Iterable[str] = (),
+    readable_secrets: Iterable[str] = (),
     networks: Iterable[str] = (),
     user_constraints: Iterable[str] = (),
     user_labels: dict[str, str] | None = None,
@@ -124,8 +125,10 @@ def build_proxy_spec(
         mounts.append(proxy_certs_mount(ext))
     elif proxy_config is not None:
         configs.append({"File": _file(ext.proxy_config_path, mode=0o444), "ConfigName": proxy_config})
+        readable = set(readable_secrets)  # htpasswd files: nginx's workers read them at each request
         for name in sorted(set(tls_secrets)):
-            secrets.append({"File": _file(f"/run/secrets/{name}", mode=0o400), "SecretName": name})
+            secrets.append({"File": _file(f"/run/secrets/{name}", mode=0o444 if name in readable else 0o400),
+                            "SecretName": name})
     else:
         raise ValueError("a proxy spec needs either the agent or a rendered proxy config")
 
