@@ -68,6 +68,7 @@ PLAUSIBLE: dict[str, list[str]] = {
     "hsts_subdomains": ["true", "false"],
     "hsts_preload": ["true", "false"],
     "acme": ["true", "false"],
+    "backend_idle_timeout": ["2s", "0", "500ms", "1.5", "3600s"],
 }
 ALL_LABELS = (*KNOWN_LABELS, *OWN_LABELS)
 
@@ -155,7 +156,7 @@ TEMPLATE_DIRECTIVES = {
                 "proxy_ssl_server_name", "proxy_ssl_name", "proxy_ssl_session_reuse"},
     # crossplane reads a map's keys as directives: `""`, and the host names of the shared server's pool map
     ("http", "map"): {"default", "", "hostnames"},
-    ("http", "upstream"): {"zone", "hash", "ip_hash", "server"},
+    ("http", "upstream"): {"zone", "hash", "ip_hash", "server", "keepalive", "keepalive_timeout"},
     ("http", "server"): {"listen", "server_name", "ssl_reject_handshake", "ssl_protocols", "ssl_ciphers",
                          "ssl_certificate", "ssl_certificate_key", "location", "add_header", "if"},
     ("http", "server", "if"): {"return"},

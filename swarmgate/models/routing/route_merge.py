@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from swarmgate.models.routing.https_values import HSTS, BackendTLS
+from swarmgate.models.routing.keepalive import shortest_idle
 from swarmgate.models.routing.labels import ServiceRouting
 from swarmgate.models.routing.route_types import HostRoute, PathRoute, TLSFiles, Upstream
 from swarmgate.models.settings.extension import Extension
@@ -134,6 +135,7 @@ def path_route(host: str, path: str, members: Sequence[tuple[Routed, bool]], ext
         sticky_cookie=sticky,
         ip_hash=bool(ip_hash) or (ext.config.ip_hash and sticky is None),
         backend_tls=backend_tls,
+        backend_idle_timeout=shortest_idle(m.routing.backend_idle_timeout for m, _ in members),
     )
 
 

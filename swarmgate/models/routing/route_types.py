@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from swarmgate.models.routing.https_values import HSTS, BackendTLS
+from swarmgate.models.routing.keepalive import pool_idle_timeout
 from swarmgate.models.routing.labels import SetAside
 from swarmgate.models.routing.nginx_sizes import upstream_zone_kb
 
@@ -42,6 +43,12 @@ class PathRoute:
     sticky_cookie: str | None = None
     ip_hash: bool = False
     backend_tls: BackendTLS | None = None  # the proxy speaks TLS to these tasks (`ssl_backend`)
+    backend_idle_timeout: float | None = None  # the shortest its services declare (`keepalive.py`)
+
+    def keepalive_timeout(self, default: float) -> float | None:
+        """nginx's idle timeout for this pool's connections (`default`: UpstreamKeepaliveTimeout); None
+        when the pool keeps none (its tasks declared `swarmgate.backend_idle_timeout=0`)."""
+        return pool_idle_timeout(default, self.backend_idle_timeout)
 
     @property
     def zone_kb(self) -> int:

@@ -210,18 +210,33 @@ class NginxOptions(BaseModel):
         "1.1", alias="HTTPVersion"
     )
     # Not Interlock's: idle connections each worker keeps open to each pool's tasks (0: none, as
-    # Interlock; every request then opens a connection to its task). On the lab, 64 took one proxy
-    # from 4,711 to 13,055 req/s (bench/dataplane.md). Off by default: a backend that closes an idle
-    # connection races nginx reusing it, and a POST that loses the race is a 502 (nginx retries only
-    # idempotent requests elsewhere); the idle timeout must stay below the backends' own (Node's
-    # http server: 5 s).
-    upstream_keepalive: Annotated[int, int_in(0, 4096)] = Field(0, alias="UpstreamKeepalive")
+    # Interlock; every request then opens a connection to its task). On by default: on loopback it takes
+    # swarmgate's render from a third of a minimal nginx proxy's throughput to 0.86 of it
+    # (docs/benchmarks/data-plane.md). nginx reserves the idle slots per upstream block when it loads the
+    # config (about 150 bytes each), so 32 rather than 64 keeps a 10,000-service config smaller.
+    upstream_keepalive: Annotated[int, int_in(0, 4096)] = Field(32, alias="UpstreamKeepalive")
+    # The race it must not lose: a backend closes a connection at its own idle timeout while nginx sends
+    # a request on it; nginx retries an idempotent request, never a POST (rightly), which is then a 502.
+    # nginx closes its idle connections after this, so it closes first wherever the backend's idle
+    # timeout is longer; the shortest common one is gunicorn's 2 s (Node, uvicorn, Apache: 5 s). A
+    # service whose tasks close sooner says so with `swarmgate.backend_idle_timeout`.
     upstream_keepalive_timeout: Annotated[float, duration_in(0.001, NGINX_MAX_SECONDS)] = Field(
-        4.0, alias="UpstreamKeepaliveTimeout"
+        1.5, alias="UpstreamKeepaliveTimeout"
     )
     global_options: Annotated[Options, _options("GlobalOptions")] = Field((), alias="GlobalOptions")
     http_options: Annotated[Options, _options("HTTPOptions")] = Field((), alias="HTTPOptions")
     tcp_options: Annotated[Options, _options("TCPOptions")] = Field((), alias="TCPOptions")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_default_keepalive_with_http_1_0(cls, data: object) -> object:
+        # Keep-alive is on by default, and HTTP/1.0 closes every upstream connection: an Interlock
+        # config that asks for 1.0 keeps working, without keep-alive, unless it also asks for that.
+        if isinstance(data, dict) and not {"UpstreamKeepalive", "upstream_keepalive"} & data.keys():
+            version = data.get("HTTPVersion", data.get("http_version"))
+            if version is not None and _version(version) != "1.1":
+                return {**data, "UpstreamKeepalive": 0}
+        return data
 
     @model_validator(mode="after")
     def _keepalive_needs_http_1_1(self) -> NginxOptions:
