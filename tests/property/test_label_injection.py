@@ -145,7 +145,7 @@ def walk(block: list[dict[str, Any]], parents: tuple[str, ...] = ()) -> list[tup
 # Everything the default template can write, per context: any other directive came from an input.
 TEMPLATE_DIRECTIVES = {
     (): {"user", "worker_processes", "worker_rlimit_nofile", "pid", "error_log", "events", "http", "include",
-         "stream"},
+         "stream", "worker_shutdown_timeout"},
     ("events",): {"worker_connections"},
     ("http",): {"log_format", "access_log", "server_tokens", "client_max_body_size", "client_body_buffer_size",
                 "client_header_buffer_size", "large_client_header_buffers", "client_body_timeout",

@@ -223,6 +223,11 @@ class NginxOptions(BaseModel):
     upstream_keepalive_timeout: Annotated[float, duration_in(0.001, NGINX_MAX_SECONDS)] = Field(
         1.5, alias="UpstreamKeepaliveTimeout"
     )
+    # Not Interlock's: how long an old worker may serve its open connections after a reload before
+    # nginx closes them (0: as long as they last, nginx's own default). A websocket can stay open for
+    # hours, and each reload would otherwise leave a worker generation (and its copy of the config)
+    # behind; ingress-nginx uses 240 s. A `worker_shutdown_timeout` in GlobalOptions takes its place.
+    worker_shutdown_timeout: NginxDuration = Field(240.0, alias="WorkerShutdownTimeout")
     global_options: Annotated[Options, _options("GlobalOptions")] = Field((), alias="GlobalOptions")
     http_options: Annotated[Options, _options("HTTPOptions")] = Field((), alias="HTTPOptions")
     tcp_options: Annotated[Options, _options("TCPOptions")] = Field((), alias="TCPOptions")
@@ -237,6 +242,16 @@ class NginxOptions(BaseModel):
             if version is not None and _version(version) != "1.1":
                 return {**data, "UpstreamKeepalive": 0}
         return data
+
+    def global_sets(self, directive: str) -> bool:
+        """Whether a `GlobalOptions` entry is that directive (the template then leaves out its own)."""
+        return any(entry.split(None, 1)[0].rstrip(";") == directive for entry in self.global_options if entry.strip())
+
+    @model_validator(mode="after")
+    def _one_worker_shutdown_timeout(self) -> NginxOptions:
+        if "worker_shutdown_timeout" in self.model_fields_set and self.global_sets("worker_shutdown_timeout"):
+            raise ValueError("WorkerShutdownTimeout and a worker_shutdown_timeout in GlobalOptions: keep one")
+        return self
 
     @model_validator(mode="after")
     def _keepalive_needs_http_1_1(self) -> NginxOptions:
