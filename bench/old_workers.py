@@ -139,7 +139,7 @@ async def client(proxy: Proxy, stop: asyncio.Event, open_count: list[int]) -> No
     while not stop.is_set():
         try:
             reader, writer = await handshake(proxy.port)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             proxy.ws["failed"] += 1
             await asyncio.sleep(0.2)
             continue
