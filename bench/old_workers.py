@@ -14,7 +14,8 @@ here with gcc), the others routed to addresses never sent a request:
 
 Every `--interval` seconds, each proxy gets a route change (one service's host name changes; the
 config is re-rendered, then nginx reloads), after 5 new websocket clients connected through it: each
-completes the handshake, has a message echoed, and then waits. A client whose connection ends counts
+completes the handshake, has a message echoed, and then sends one every 10 s, as a live client does
+(the demo backend closes a websocket idle for 30 s). A client whose connection ends counts
 how it ended (EOF, the clean TCP close nginx makes, or a reset) and reconnects at once; a reconnect
 counts only once its own echo came back. After each change: nginx's worker processes and the RSS and
 PSS of the master and its workers. Results: bench/old-workers.md and .json.
@@ -52,6 +53,7 @@ from tests.support import free_port, wait_for  # noqa: E402
 OUT = REPO / "bench" / "old-workers"
 SERVICES = 20
 NEW_CLIENTS = 5  # per change, as in the issue's measurement
+HEARTBEAT = 10.0  # seconds between a client's messages
 
 
 def log(msg: str) -> None:
@@ -124,13 +126,18 @@ async def handshake(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWrit
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
     if not head.startswith(b"HTTP/1.1 101"):
         raise OSError(f"no upgrade: {head[:40]!r}")
+    await echo(reader, writer)
+    return reader, writer
+
+
+async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One masked text frame out, its echo back (OSError if it does not come)."""
     mask = os.urandom(4)
     payload = b"hello"
     writer.write(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
     echoed = await asyncio.wait_for(reader.readexactly(2 + len(payload)), timeout=10)
     if echoed[2:] != payload:
         raise OSError("no echo")
-    return reader, writer
 
 
 async def client(proxy: Proxy, stop: asyncio.Event, open_count: list[int]) -> None:
@@ -146,9 +153,17 @@ async def client(proxy: Proxy, stop: asyncio.Event, open_count: list[int]) -> No
         proxy.ws["opened" if first else "reconnected"] += 1
         first = False
         open_count[0] += 1
-        waiting = asyncio.ensure_future(reader.read(1))
         stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        while True:  # a message every HEARTBEAT s, as a live client sends (the demo drops a 30 s idle one)
+            waiting = asyncio.ensure_future(reader.read(1))
+            await asyncio.wait({waiting, stopping}, timeout=HEARTBEAT, return_when=asyncio.FIRST_COMPLETED)
+            if waiting.done() or stopping.done():
+                break
+            waiting.cancel()
+            try:
+                await echo(reader, writer)
+            except (TimeoutError, OSError, asyncio.IncompleteReadError):
+                break
         open_count[0] -= 1
         stopping.cancel()
         if waiting.done():
@@ -156,6 +171,8 @@ async def client(proxy: Proxy, stop: asyncio.Event, open_count: list[int]) -> No
                 proxy.ws["eof" if waiting.result() == b"" else "reset"] += 1
             except OSError:
                 proxy.ws["reset"] += 1
+        elif not stop.is_set():
+            proxy.ws["reset"] += 1  # the heartbeat's echo did not come back
         else:
             waiting.cancel()
         writer.close()
