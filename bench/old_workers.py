@@ -154,27 +154,27 @@ async def client(proxy: Proxy, stop: asyncio.Event, open_count: list[int]) -> No
         first = False
         open_count[0] += 1
         stopping = asyncio.ensure_future(stop.wait())
-        while True:  # a message every HEARTBEAT s, as a live client sends (the demo drops a 30 s idle one)
+        ended = ""
+        while not ended:  # a message every HEARTBEAT s, as a live client sends (the demo drops a 30 s idle one)
             waiting = asyncio.ensure_future(reader.read(1))
             await asyncio.wait({waiting, stopping}, timeout=HEARTBEAT, return_when=asyncio.FIRST_COMPLETED)
-            if waiting.done() or stopping.done():
+            if waiting.done():
+                try:
+                    ended = "eof" if waiting.result() == b"" else "reset"
+                except OSError:
+                    ended = "reset"
                 break
             waiting.cancel()
+            if stopping.done():
+                break
             try:
                 await echo(reader, writer)
-            except (TimeoutError, OSError, asyncio.IncompleteReadError):
-                break
+            except (OSError, TimeoutError, asyncio.IncompleteReadError):
+                ended = "reset"  # the heartbeat's echo did not come back
         open_count[0] -= 1
         stopping.cancel()
-        if waiting.done():
-            try:
-                proxy.ws["eof" if waiting.result() == b"" else "reset"] += 1
-            except OSError:
-                proxy.ws["reset"] += 1
-        elif not stop.is_set():
-            proxy.ws["reset"] += 1  # the heartbeat's echo did not come back
-        else:
-            waiting.cancel()
+        if ended:
+            proxy.ws[ended] += 1
         writer.close()
 
 
