@@ -33,7 +33,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-
 # `issuable` lives with the route table, which sets aside the hosts it refuses.
 from swarmgate.models.routing.acme_hosts import issuable
 from swarmgate.models.swarm.ownership import KIND_LABEL, is_owned, owned_labels
