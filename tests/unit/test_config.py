@@ -122,7 +122,7 @@ def test_nginx_options_default_to_interlocks_documented_values() -> None:
         "main_log_format": DEFAULT_MAIN_LOG_FORMAT, "trace_log_format": DEFAULT_TRACE_LOG_FORMAT,
         "http_version": "1.1", "global_options": (), "http_options": (), "tcp_options": (),
         # swarmgate's own: upstream keep-alive, idle for less than the common backends' own timeouts
-        "upstream_keepalive": 32, "upstream_keepalive_timeout": 1.5, "worker_shutdown_timeout": 240.0,
+        "upstream_keepalive": 16, "upstream_keepalive_timeout": 1.5, "worker_shutdown_timeout": 240.0,
     }
 
 

@@ -296,14 +296,14 @@ def test_upstream_keepalive_is_on_by_default_below_the_tasks_idle_timeout_and_of
     for upstream in find(parsed, "upstream"):
         directives = {d["directive"]: d["args"] for d in upstream["block"]}
         kept[upstream["args"][0].split("_", 1)[1]] = (directives.get("keepalive"), directives.get("keepalive_timeout"))
-    # Every pool keeps 32 idle connections for 1.5 s (below gunicorn's 2 s), but the app's tasks
+    # Every pool keeps 16 idle connections for 1.5 s (below gunicorn's 2 s), but the app's tasks
     # close theirs after 2 s (half that, 1 s) and legacy's keep none (`swarmgate.backend_idle_timeout`).
     assert kept == {
-        "default": (["32"], ["1500ms"]), "api_local": (None, None),
-        "demo_local": (["32"], ["1500ms"]), "demo_local_app": (["32"], ["1s"]),
-        "demo_local_app_live": (["32"], ["1s"]), "shop_local": (["32"], ["1500ms"]),
-        "www_shop_local": (["32"], ["1500ms"]), "secure_local": (["32"], ["1500ms"]),
-        "tls_tasks_local": (["32"], ["1500ms"])}
+        "default": (["16"], ["1500ms"]), "api_local": (None, None),
+        "demo_local": (["16"], ["1500ms"]), "demo_local_app": (["16"], ["1s"]),
+        "demo_local_app_live": (["16"], ["1s"]), "shop_local": (["16"], ["1500ms"]),
+        "www_shop_local": (["16"], ["1500ms"]), "secure_local": (["16"], ["1500ms"]),
+        "tls_tasks_local": (["16"], ["1500ms"])}
     proxied = [loc for loc in find(parsed, "location") if find(loc["block"], "proxy_pass")]
     for loc in proxied:
         connection = [d["args"][1] for d in loc["block"]

@@ -213,8 +213,9 @@ class NginxOptions(BaseModel):
     # Interlock; every request then opens a connection to its task). On by default: on loopback it takes
     # swarmgate's render from a third of a minimal nginx proxy's throughput to 0.86 of it
     # (docs/benchmarks/data-plane.md). nginx reserves the idle slots per upstream block when it loads the
-    # config (about 150 bytes each), so 32 rather than 64 keeps a 10,000-service config smaller.
-    upstream_keepalive: Annotated[int, int_in(0, 4096)] = Field(32, alias="UpstreamKeepalive")
+    # config (about 150 bytes each, in every worker generation): at 10,000 services, 16 took `nginx -t`
+    # from 119 to 144 MiB, 32 to 167 MiB.
+    upstream_keepalive: Annotated[int, int_in(0, 4096)] = Field(16, alias="UpstreamKeepalive")
     # The race it must not lose: a backend closes a connection at its own idle timeout while nginx sends
     # a request on it; nginx retries an idempotent request, never a POST (rightly), which is then a 502.
     # nginx closes its idle connections after this, so it closes first wherever the backend's idle
