@@ -210,11 +210,11 @@ class NginxOptions(BaseModel):
         "1.1", alias="HTTPVersion"
     )
     # Not Interlock's: idle connections each worker keeps open to each pool's tasks (0: none, as
-    # Interlock; every request then opens a connection to its task). On by default: on loopback it takes
-    # swarmgate's render from a third of a minimal nginx proxy's throughput to 0.86 of it
-    # (docs/benchmarks/data-plane.md). nginx reserves the idle slots per upstream block when it loads the
-    # config (about 150 bytes each, in every worker generation): at 10,000 services, 16 took `nginx -t`
-    # from 119 to 144 MiB, 32 to 167 MiB.
+    # Interlock; every request then opens a connection to its task). On by default: in the loopback
+    # peers benchmark, 64 took swarmgate's render from 0.28x a minimal nginx proxy's throughput to
+    # 0.74x (docs/benchmarks/data-plane.md). nginx reserves the idle slots per upstream block when it
+    # loads the config (about 150 bytes each, in every worker generation): at 10,000 services, 16 took
+    # `nginx -t` from 119 to 144 MiB, 32 to 167 MiB.
     upstream_keepalive: Annotated[int, int_in(0, 4096)] = Field(16, alias="UpstreamKeepalive")
     # The race it must not lose: a backend closes a connection at its own idle timeout while nginx sends
     # a request on it; nginx retries an idempotent request, never a POST (rightly), which is then a 502.
