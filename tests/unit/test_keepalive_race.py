@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(shutil.which("nginx") is None or shutil.which("o
 RACY = Case("racy", "nginx's own idle timeout", 1.0, keepalive_timeout="60s")
 DEFAULT = Case("default", "swarmgate's defaults, a gunicorn-like backend", 2.0)
 LABELLED = Case("labelled", "a backend that closes after 1 s, and says so", 1.0, label="1s")
-OVER = 0.3  # seconds past the backend's idle timeout at which the next request goes
+OVER = 0.5  # seconds past the backend's idle timeout at which the next request goes (a busy machine fires timers late)
 
 
 async def idle_then(port: int, case: Case, methods: Sequence[str]) -> list[int]:
