@@ -98,10 +98,16 @@ rolls: deps
 # DATAPLANE_ARGS=--variants, which also tries config changes on one proxy). Both go to
 # bench/dataplane.md and bench/dataplane.json. DATAPLANE_ARGS=--no-lab runs only the peers (and brings
 # up no lab), --no-peers only the lab part. On a shared lab: `flock /tmp/swarmgate-lab.lock make dataplane`.
+# Then, on loopback: upstream keep-alive against backends that close idle connections (bench/keepalive_race.py,
+# 3 min), old workers under reloads and websockets (bench/old_workers.py, 2 min), `swarmgate render` at
+# 10,000 services beside `json.load` (bench/offline_render.py, 2 min); each to its own bench/*.md and .json.
 DATAPLANE_ARGS ?=
 dataplane: deps
 	$(if $(findstring --no-lab,$(DATAPLANE_ARGS)),,$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2)
 	$(BIN)/python bench/dataplane.py $(DATAPLANE_ARGS)
+	$(BIN)/python bench/keepalive_race.py
+	$(BIN)/python bench/old_workers.py
+	$(BIN)/python bench/offline_render.py
 
 # Stop the lab and remove the venv and the tools' caches.
 clean: lab-down

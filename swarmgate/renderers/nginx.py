@@ -103,6 +103,7 @@ def _environment(sandboxed: bool) -> jinja2.Environment:
     env.filters["word_list"] = _word_list
     env.filters["tls_file"] = _tls_file
     env.filters["seconds"] = format_seconds
+    env.filters["seconds_or_none"] = lambda seconds: None if seconds is None else format_seconds(seconds)
     env.filters["chomp"] = lambda text: str(text).rstrip("\n")
     env.filters["header_value"] = header_value
     env.filters["page_text"] = page_text

@@ -213,8 +213,11 @@ def test_raw_entries_are_refused_in_one_line_or_become_exactly_the_directives_th
     ext = config.extensions["default"]
     table = sample_route_table()
     parsed = directives(render_nginx(ext, table, server_info=INFO).text)
+    # A `worker_shutdown_timeout` entry takes the place of the template's own (WorkerShutdownTimeout).
+    replaced = 0.0 if ext.config.global_sets("worker_shutdown_timeout") else ext.config.worker_shutdown_timeout
     plain = directives(render_nginx(ext.model_copy(update={"config": ext.config.model_copy(update={
-        "global_options": (), "http_options": (), "ssl_opts": ()})}), table, server_info=INFO).text)
+        "global_options": (), "http_options": (), "ssl_opts": (), "worker_shutdown_timeout": replaced})}),
+        table, server_info=INFO).text)
     fields = {"GlobalOptions": ext.config.global_options, "HTTPOptions": ext.config.http_options,
               "SSLOpts": ext.config.ssl_opts}
     for key, entries in fields.items():

@@ -90,6 +90,7 @@ PLAUSIBLE: dict[str, list[str]] = {
     "connect_timeout": ["2s", "500ms"],
     "read_timeout": ["60s"],
     "send_timeout": ["1h"],
+    "backend_idle_timeout": ["2s", "0", "500ms", "1.5", "3600s"],
 }
 ALL_LABELS = (*KNOWN_LABELS, *OWN_LABELS, *POLICY_LABELS)
 
@@ -173,7 +174,7 @@ def walk(block: list[dict[str, Any]], parents: tuple[str, ...] = ()) -> list[tup
 # Everything the default template can write, per context: any other directive came from an input.
 TEMPLATE_DIRECTIVES = {
     (): {"user", "worker_processes", "worker_rlimit_nofile", "pid", "error_log", "events", "http", "include",
-         "stream"},
+         "stream", "worker_shutdown_timeout"},
     ("events",): {"worker_connections"},
     ("http",): {"log_format", "access_log", "server_tokens", "client_max_body_size", "client_body_buffer_size",
                 "client_header_buffer_size", "large_client_header_buffers", "client_body_timeout",
@@ -185,7 +186,7 @@ TEMPLATE_DIRECTIVES = {
                 "limit_conn_zone"},
     # crossplane reads a map's keys as directives: `""`, and the host names of the shared server's pool map
     ("http", "map"): {"default", "", "hostnames"},
-    ("http", "upstream"): {"zone", "hash", "ip_hash", "server"},
+    ("http", "upstream"): {"zone", "hash", "ip_hash", "server", "keepalive", "keepalive_timeout"},
     ("http", "server"): {"listen", "server_name", "ssl_reject_handshake", "ssl_protocols", "ssl_ciphers",
                          "ssl_certificate", "ssl_certificate_key", "location", "add_header", "if"},
     ("http", "server", "if"): {"return"},

@@ -102,7 +102,8 @@ def test_every_interlock_key_is_read_into_its_typed_field() -> None:
         "hide_info_headers": True, "access_log_path": "/var/log/nginx/access.log",
         "error_log_path": "/var/log/nginx/error.log", "main_log_format": "$remote_addr $status",
         "trace_log_format": "$remote_addr $request_id", "http_version": "1.0",
-        "upstream_keepalive": 0, "upstream_keepalive_timeout": 4.0,  # swarmgate's own keys, not set here
+        # swarmgate's own keys, not set here: keep-alive is off where HTTPVersion = "1.0" says so
+        "upstream_keepalive": 0, "upstream_keepalive_timeout": 1.5, "worker_shutdown_timeout": 240.0,
         "global_options": ("worker_shutdown_timeout 10s;",), "http_options": ("gzip on;",),
         "tcp_options": (),
     }
@@ -122,8 +123,8 @@ def test_nginx_options_default_to_interlocks_documented_values() -> None:
         "hide_info_headers": False, "access_log_path": "/dev/stdout", "error_log_path": "/dev/stdout",
         "main_log_format": DEFAULT_MAIN_LOG_FORMAT, "trace_log_format": DEFAULT_TRACE_LOG_FORMAT,
         "http_version": "1.1", "global_options": (), "http_options": (), "tcp_options": (),
-        # swarmgate's own: no upstream keep-alive, as Interlock
-        "upstream_keepalive": 0, "upstream_keepalive_timeout": 4.0,
+        # swarmgate's own: upstream keep-alive, idle for less than the common backends' own timeouts
+        "upstream_keepalive": 16, "upstream_keepalive_timeout": 1.5, "worker_shutdown_timeout": 240.0,
     }
 
 
@@ -363,9 +364,24 @@ def test_check_config_runs_nginx_t_on_what_the_raw_options_render_to(tmp_path: P
 def test_upstream_keepalive_is_refused_with_http_1_0_and_read_with_its_timeout() -> None:
     with pytest.raises(ConfigError, match=r'UpstreamKeepalive needs HTTPVersion = "1.1"'):
         parse_config('[Extensions.default.Config]\nUpstreamKeepalive = 16\nHTTPVersion = "1.0"\n', source="c.toml")
+    # On by default, but an Interlock config that asks for HTTP/1.0 still loads, without keep-alive.
+    for version in ('"1.0"', "1.0"):
+        options = parse_config(f"[Extensions.default.Config]\nHTTPVersion = {version}\n",
+                               source="c.toml").extensions["default"].config
+        assert (options.http_version, options.upstream_keepalive) == ("1.0", 0)
     options = parse_config('[Extensions.default.Config]\nUpstreamKeepalive = 16\nUpstreamKeepaliveTimeout = "2s"\n',
                            source="c.toml").extensions["default"].config
     assert (options.upstream_keepalive, options.upstream_keepalive_timeout) == (16, 2.0)
+
+
+def test_worker_shutdown_timeout_is_240s_unless_global_options_set_it_and_both_is_an_error() -> None:
+    assert NginxOptions().worker_shutdown_timeout == 240.0
+    options = parse_config('[Extensions.default.Config]\nGlobalOptions = ["worker_shutdown_timeout 10s;"]\n',
+                           source="c.toml").extensions["default"].config
+    assert options.global_sets("worker_shutdown_timeout") and not options.global_sets("worker_processes")
+    with pytest.raises(ConfigError, match="WorkerShutdownTimeout and a worker_shutdown_timeout in GlobalOptions"):
+        parse_config('[Extensions.default.Config]\nWorkerShutdownTimeout = "30s"\n'
+                     'GlobalOptions = ["worker_shutdown_timeout 10s;"]\n', source="c.toml")
 
 
 def test_control_sources_are_normalized_networks_and_a_bad_one_is_one_line_with_its_key() -> None:

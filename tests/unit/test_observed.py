@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,3 +132,27 @@ def test_two_host_mode_publishes_of_one_port_are_each_reached_on_their_ipv4_bind
     assert once.host_ports(80, publishes=2) == (30001, 30002)
     # A count that fits neither shape: the first ones only, never a port that might be an IPv6 twin's.
     assert t.host_ports(80) == (30001,)
+
+
+def _task_shapes() -> list[Any]:
+    svc = service("web", {"com.docker.lb.hosts": "a.local"})
+    plain = task(svc, "n1", ports={8080: 30001, 9090: 30002}, ipv6_ports={8080: 30003})
+    return [
+        pytest.param(plain, id="host-ports"),
+        pytest.param(task(svc, "n1", slot=2, state="starting", desired="shutdown"), id="no-ports-stopping"),
+        pytest.param({**plain, "Slot": True, "Spec": None}, id="bool-slot-no-spec"),
+        pytest.param({**plain, "Status": {**plain["Status"], "ContainerStatus": {"ContainerID": ""}}},
+                     id="no-container"),
+        pytest.param({k: v for k, v in plain.items() if k not in ("NodeID", "DesiredState", "Status")}, id="sparse"),
+    ]
+
+
+@pytest.mark.parametrize("raw", _task_shapes())
+def test_a_well_formed_task_reads_the_same_fast_and_field_by_field(raw: dict[str, Any],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from swarmgate.models.swarm import engine_json
+
+    fast = engine_json.tasks_from_api([raw])
+    monkeypatch.setattr(engine_json, "well_formed_task", lambda obj: None)
+    slow = engine_json.tasks_from_api([raw])
+    assert fast == slow and fast[0].template == slow[0].template

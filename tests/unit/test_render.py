@@ -45,12 +45,14 @@ def features_state(cluster: str | None = None) -> ObservedState:
     extra = {"service_cluster": cluster} if cluster else {}
     demo = service("demo", lb("demo.local", **extra), created_at="2026-01-01T00:00:00Z")
     canary = service("demo-canary", lb("demo.local", **extra), created_at="2026-02-01T00:00:00Z")
-    app = service("app", lb("demo.local", context_root="/app", context_root_rewrite="true",
-                            websocket_endpoints="/app/live", **extra))
+    # Tasks that close idle connections after 2 s (gunicorn) and one that keeps none.
+    app = service("app", {**lb("demo.local", context_root="/app", context_root_rewrite="true",
+                               websocket_endpoints="/app/live", **extra), "swarmgate.backend_idle_timeout": "2s"})
     shop = service("shop", lb("shop.local,www.shop.local", ssl_cert="shop.crt", ssl_key="shop.key",
                               sticky_session_cookie="shop_session", **extra))
-    legacy = service("legacy", lb("api.local,old.local", ip_hash="true", redirects="http://old.local,https://api.local",
-                                  **extra))
+    legacy = service("legacy", {**lb("api.local,old.local", ip_hash="true",
+                                     redirects="http://old.local,https://api.local", **extra),
+                                "swarmgate.backend_idle_timeout": "0"})
     empty = service("empty", lb("empty.local", **extra))
     fallback = service("fallback", {"com.docker.lb.default_backend": "true", "com.docker.lb.port": "8080",
                                     **({"com.docker.lb.service_cluster": cluster} if cluster else {})})
@@ -285,15 +287,23 @@ def test_long_or_many_host_names_still_give_a_config_nginx_accepts(length: int, 
     nginx_check(render_nginx(SEED, table, server_info=INFO).text)
 
 
-def test_upstream_keepalive_keeps_connections_to_every_pool_and_clears_connection_only_off_websockets(
+def test_upstream_keepalive_is_on_by_default_below_the_tasks_idle_timeout_and_off_on_request(
         tmp_path: Path) -> None:
-    kept = SEED.model_copy(update={"config": SEED.config.model_copy(update={"upstream_keepalive": 32})})
-    text = render_nginx(kept, build_route_table(features_state(), kept), server_info=INFO).text
+    text = render_nginx(SEED, build_route_table(features_state(), SEED), server_info=INFO).text
     nginx_check(text)  # keepalive_timeout inside upstream needs nginx 1.15.3; this is the proxy's nginx
     parsed = parse(text, tmp_path)
+    kept = {}
     for upstream in find(parsed, "upstream"):
         directives = {d["directive"]: d["args"] for d in upstream["block"]}
-        assert directives["keepalive"] == ["32"] and directives["keepalive_timeout"] == ["4s"], upstream["args"]
+        kept[upstream["args"][0].split("_", 1)[1]] = (directives.get("keepalive"), directives.get("keepalive_timeout"))
+    # Every pool keeps 16 idle connections for 1.5 s (below gunicorn's 2 s), but the app's tasks
+    # close theirs after 2 s (half that, 1 s) and legacy's keep none (`swarmgate.backend_idle_timeout`).
+    assert kept == {
+        "default": (["16"], ["1500ms"]), "api_local": (None, None),
+        "demo_local": (["16"], ["1500ms"]), "demo_local_app": (["16"], ["1s"]),
+        "demo_local_app_live": (["16"], ["1s"]), "shop_local": (["16"], ["1500ms"]),
+        "www_shop_local": (["16"], ["1500ms"]), "secure_local": (["16"], ["1500ms"]),
+        "tls_tasks_local": (["16"], ["1500ms"])}
     proxied = [loc for loc in find(parsed, "location") if find(loc["block"], "proxy_pass")]
     for loc in proxied:
         connection = [d["args"][1] for d in loc["block"]
@@ -302,8 +312,9 @@ def test_upstream_keepalive_keeps_connections_to_every_pool_and_clears_connectio
         # connection ("" drops nginx's default `Connection: close`).
         websocket = loc["args"][-1].rstrip("/") == "/app/live"
         assert connection == (["$swarmgate_connection_upgrade"] if websocket else [""]), loc["args"]
-    default = render_nginx(SEED, build_route_table(features_state(), SEED), server_info=INFO).text
-    assert "keepalive " not in default.replace("keepalive_timeout", "")  # off unless asked for, as Interlock
+    off = SEED.model_copy(update={"config": SEED.config.model_copy(update={"upstream_keepalive": 0})})
+    plain = render_nginx(off, build_route_table(features_state(), off), server_info=INFO).text
+    assert "keepalive " not in plain.replace("keepalive_timeout", "")  # `UpstreamKeepalive = 0`: Interlock's way
 
 
 def test_the_control_server_names_its_peers_for_the_agent_and_nginx_accepts_it() -> None:

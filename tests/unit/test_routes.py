@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from swarmgate.models.routing.keepalive import pool_idle_timeout, shortest_idle
 from swarmgate.models.routing.labels import SetAside
 from swarmgate.models.routing.routes import (
     HostRoute,
@@ -380,3 +381,16 @@ def test_pool_names_carry_64_bits_of_digest_so_labels_cannot_be_made_to_collide(
     # A duplicate upstream name makes nginx reject the whole config.
     name = pool_name("demo.local", "/")
     assert name.endswith("_demo_local") and len(name.split("_", 1)[0]) == 16
+
+
+@pytest.mark.parametrize(("declared", "expected"), [
+    pytest.param((None, None), 1.5, id="none-declared-the-default"),
+    pytest.param((None, 5.0), 1.5, id="longer-than-the-default-keeps-it"),
+    pytest.param((2.0, None), 1.0, id="gunicorn-half"),
+    pytest.param((2.0, 0.5), 0.25, id="pooled-the-shortest-counts"),
+    pytest.param((2.0, 0.0), None, id="zero-keeps-none"),
+    pytest.param((0.0015,), None, id="under-a-millisecond-keeps-none"),
+])
+def test_a_pool_idles_half_its_shortest_declared_backend_idle_timeout(
+        declared: tuple[float | None, ...], expected: float | None) -> None:
+    assert pool_idle_timeout(1.5, shortest_idle(declared)) == expected

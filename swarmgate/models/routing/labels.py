@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 from swarmgate.models.routing.https_values import parse_hsts_max_age, parse_tls_verify
+from swarmgate.models.routing.keepalive import parse_backend_idle_timeout
 from swarmgate.models.routing.label_values import (
     LabelValueError,
     parse_bool,
@@ -65,7 +66,7 @@ KNOWN_LABELS: tuple[LabelName, ...] = get_args(LabelName)
 # swarmgate's own labels, for what Interlock had no label for. Other `swarmgate.*` labels (such as
 # `swarmgate.managed-by` on the operator's own objects) are not routing labels and are not read here.
 OWN_PREFIX = "swarmgate."
-OwnLabelName = Literal["acme", "hsts", "hsts_preload", "hsts_subdomains", "ssl_backend_ca"]
+OwnLabelName = Literal["acme", "backend_idle_timeout", "hsts", "hsts_preload", "hsts_subdomains", "ssl_backend_ca"]
 OWN_LABELS: tuple[OwnLabelName, ...] = get_args(OwnLabelName)
 # Reasons that are not one rejected label. Metrics, logs and the CLI all take kinds from here.
 OtherKind = Literal[
@@ -126,6 +127,7 @@ class ServiceRouting:
     hsts_subdomains: bool = False
     hsts_preload: bool = False
     acme: bool = False  # `swarmgate.acme=true`: each host gets a certificate from ACMEDirectory
+    backend_idle_timeout: float | None = None  # seconds the tasks keep an idle connection (keepalive.py)
     websocket_endpoints: tuple[str, ...] = ()
     service_cluster: str = ""
     sticky_session_cookie: str | None = None
@@ -172,6 +174,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "hsts_subdomains": parse_bool,
     "hsts_preload": parse_bool,
     "acme": parse_bool,
+    "backend_idle_timeout": parse_backend_idle_timeout,
 }
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from swarmgate.models.routing.https_values import HSTS, BackendTLS
+from swarmgate.models.routing.keepalive import shortest_idle
 from swarmgate.models.routing.labels import ServiceRouting
 from swarmgate.models.routing.policy_labels import RoutePolicy
 from swarmgate.models.routing.pool_weights import server_params
@@ -154,7 +155,8 @@ def path_route(host: str, path: str, members: Sequence[tuple[Routed, bool]], ext
             path=path, pool=name, services=tuple(sorted({m.name for m, _ in part})), upstreams=upstreams,
             strip_prefix=strip, websocket=any(ws for _, ws in members), sticky_cookie=sticky,
             ip_hash=bool(ip_hash) or (ext.config.ip_hash and sticky is None), backend_tls=backend_tls,
-            policy=policy, params=server_params([m for m, _ in part], upstreams))
+            policy=policy, params=server_params([m for m, _ in part], upstreams),
+            backend_idle_timeout=shortest_idle(m.routing.backend_idle_timeout for m, _ in part))
 
     route = pool(stable, pool_name(host, path))
     if canaries and match is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from swarmgate.models.routing.https_values import HSTS, BackendTLS
+from swarmgate.models.routing.keepalive import pool_idle_timeout
 from swarmgate.models.routing.labels import SetAside
 from swarmgate.models.routing.nginx_sizes import upstream_zone_kb
 from swarmgate.models.routing.policy_labels import ErrorPage, RoutePolicy
@@ -68,6 +69,12 @@ class PathRoute:
     def own_location(self) -> bool:
         """Whether the location needs more than a pool: a policy or a canary to choose by."""
         return self.policy is not None or self.canary is not None
+    backend_idle_timeout: float | None = None  # the shortest its services declare (`keepalive.py`)
+
+    def keepalive_timeout(self, default: float) -> float | None:
+        """nginx's idle timeout for this pool's connections (`default`: UpstreamKeepaliveTimeout); None
+        when the pool keeps none (its tasks declared `swarmgate.backend_idle_timeout=0`)."""
+        return pool_idle_timeout(default, self.backend_idle_timeout)
 
     @property
     def zone_kb(self) -> int:

@@ -210,18 +210,49 @@ class NginxOptions(BaseModel):
         "1.1", alias="HTTPVersion"
     )
     # Not Interlock's: idle connections each worker keeps open to each pool's tasks (0: none, as
-    # Interlock; every request then opens a connection to its task). On the lab, 64 took one proxy
-    # from 4,711 to 13,055 req/s (bench/dataplane.md). Off by default: a backend that closes an idle
-    # connection races nginx reusing it, and a POST that loses the race is a 502 (nginx retries only
-    # idempotent requests elsewhere); the idle timeout must stay below the backends' own (Node's
-    # http server: 5 s).
-    upstream_keepalive: Annotated[int, int_in(0, 4096)] = Field(0, alias="UpstreamKeepalive")
+    # Interlock; every request then opens a connection to its task). On by default: in the loopback
+    # peers benchmark, 64 took swarmgate's render from 0.28x a minimal nginx proxy's throughput to
+    # 0.74x (docs/benchmarks/data-plane.md). nginx reserves the idle slots per upstream block when it
+    # loads the config (about 150 bytes each, in every worker generation): at 10,000 services, 16 took
+    # `nginx -t` from 119 to 144 MiB, 32 to 167 MiB.
+    upstream_keepalive: Annotated[int, int_in(0, 4096)] = Field(16, alias="UpstreamKeepalive")
+    # The race it must not lose: a backend closes a connection at its own idle timeout while nginx sends
+    # a request on it; nginx retries an idempotent request, never a POST (rightly), which is then a 502.
+    # nginx closes its idle connections after this, so it closes first wherever the backend's idle
+    # timeout is longer; the shortest common one is gunicorn's 2 s (Node, uvicorn, Apache: 5 s). A
+    # service whose tasks close sooner says so with `swarmgate.backend_idle_timeout`.
     upstream_keepalive_timeout: Annotated[float, duration_in(0.001, NGINX_MAX_SECONDS)] = Field(
-        4.0, alias="UpstreamKeepaliveTimeout"
+        1.5, alias="UpstreamKeepaliveTimeout"
     )
+    # Not Interlock's: how long an old worker may serve its open connections after a reload before
+    # nginx closes them (0: as long as they last, nginx's own default). A websocket can stay open for
+    # hours, and each reload would otherwise leave a worker generation (and its copy of the config)
+    # behind; ingress-nginx uses 240 s. A `worker_shutdown_timeout` in GlobalOptions takes its place.
+    worker_shutdown_timeout: NginxDuration = Field(240.0, alias="WorkerShutdownTimeout")
     global_options: Annotated[Options, _options("GlobalOptions")] = Field((), alias="GlobalOptions")
     http_options: Annotated[Options, _options("HTTPOptions")] = Field((), alias="HTTPOptions")
     tcp_options: Annotated[Options, _options("TCPOptions")] = Field((), alias="TCPOptions")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_default_keepalive_with_http_1_0(cls, data: object) -> object:
+        # Keep-alive is on by default, and HTTP/1.0 closes every upstream connection: an Interlock
+        # config that asks for 1.0 keeps working, without keep-alive, unless it also asks for that.
+        if isinstance(data, dict) and not {"UpstreamKeepalive", "upstream_keepalive"} & data.keys():
+            version = data.get("HTTPVersion", data.get("http_version"))
+            if version is not None and _version(version) != "1.1":
+                return {**data, "UpstreamKeepalive": 0}
+        return data
+
+    def global_sets(self, directive: str) -> bool:
+        """Whether a `GlobalOptions` entry is that directive (the template then leaves out its own)."""
+        return any(entry.split(None, 1)[0].rstrip(";") == directive for entry in self.global_options if entry.strip())
+
+    @model_validator(mode="after")
+    def _one_worker_shutdown_timeout(self) -> NginxOptions:
+        if "worker_shutdown_timeout" in self.model_fields_set and self.global_sets("worker_shutdown_timeout"):
+            raise ValueError("WorkerShutdownTimeout and a worker_shutdown_timeout in GlobalOptions: keep one")
+        return self
 
     @model_validator(mode="after")
     def _keepalive_needs_http_1_1(self) -> NginxOptions:

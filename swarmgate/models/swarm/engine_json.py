@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -20,6 +19,7 @@ from swarmgate.models.swarm.nodes import Node
 from swarmgate.models.swarm.objects import SwarmConfig, SwarmNetwork, SwarmSecret
 from swarmgate.models.swarm.ports import PortBinding
 from swarmgate.models.swarm.services import Service, UpdateStatus, VirtualIP
+from swarmgate.models.swarm.task_json import binding, port_key, well_formed_task
 from swarmgate.models.swarm.tasks import NetworkAttachment, Task
 
 
@@ -92,40 +92,23 @@ class _Reader:
 def _ports(raw: list[Any], where: str) -> tuple[PortBinding, ...]:
     """A service's ports, each once (Docker 20.10 lists each host-mode port twice), sorted."""
     seen = dict.fromkeys(_port_keys(raw, where))
-    return tuple(_binding(*key) for key in sorted(seen)) if len(seen) > 1 else tuple(_binding(*k) for k in seen)
+    return tuple(binding(*key) for key in sorted(seen)) if len(seen) > 1 else tuple(binding(*k) for k in seen)
 
 
 def _task_ports(raw: list[Any], where: str) -> tuple[PortBinding, ...]:
     """A task's `PortStatus`, every entry in Swarm's order: that order is how the IPv4 binding of a
     host-mode publish is told from its IPv6 one (`Task.host_ports`), so nothing is merged or sorted."""
-    return tuple(_binding(*key) for key in _port_keys(raw, where))
+    return tuple(binding(*key) for key in _port_keys(raw, where))
 
 
 def _port_keys(raw: list[Any], where: str) -> Iterator[tuple[int, int, str, str]]:
     for i, item in enumerate(raw):
-        key = _port_key(item)
+        key = port_key(item)
         if key is None:  # not the usual shape: read it again, naming what is wrong
             r = _Reader(item, f"{where}[{i}]")
             key = (r.number("TargetPort"), r.number("PublishedPort", 0), r.text("Protocol", "tcp"),
                    r.text("PublishMode", "ingress"))
         yield key
-
-
-def _port_key(item: object) -> tuple[int, int, str, str] | None:
-    """(target, published, protocol, mode) of a well-formed binding, else None."""
-    if type(item) is not dict:
-        return None
-    target, published = item.get("TargetPort"), item.get("PublishedPort", 0)
-    protocol, mode = item.get("Protocol", "tcp"), item.get("PublishMode", "ingress")
-    if type(target) is int and type(published) is int and type(protocol) is str and type(mode) is str:
-        return target, published, protocol, mode
-    return None
-
-
-@functools.lru_cache(maxsize=65536)
-def _binding(target: int, published: int, protocol: str, mode: str) -> PortBinding:
-    # Bindings are values: tasks that share one share the object (30,000 tasks, a few ports each).
-    return PortBinding(target_port=target, published_port=published, protocol=protocol, mode=mode)
 
 
 def _address(cidr: object, where: str) -> str:
@@ -177,6 +160,11 @@ def _node(r: _Reader) -> Node:
 
 
 def _task(r: _Reader) -> Task:
+    return well_formed_task(r.obj) or task_fields(r)
+
+
+def task_fields(r: _Reader) -> Task:
+    """A task read field by field, naming the path of any value of the wrong type."""
     status = r.sub("Status")
     slot = r.obj.get("Slot")
     container = status.sub("ContainerStatus").obj.get("ContainerID")

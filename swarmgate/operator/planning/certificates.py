@@ -33,9 +33,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 # `issuable` lives with the route table, which sets aside the hosts it refuses.
 from swarmgate.models.routing.acme_hosts import issuable
 from swarmgate.models.swarm.ownership import KIND_LABEL, is_owned, owned_labels
@@ -144,6 +141,11 @@ def labels_for(cert: IssuedCert) -> dict[str, str]:
 
 def describe(host: str, chain_pem: str, directory: str) -> IssuedCert:
     """The `IssuedCert` of a chain just issued for `host`: the leaf (first certificate) decides."""
+    # Imported here: only an issued chain needs it, and a pass or `swarmgate render` otherwise would
+    # pay for loading cryptography's X.509 at every start.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     chain = x509.load_pem_x509_certificates(chain_pem.encode())
     leaf = chain[0]
     sha = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()

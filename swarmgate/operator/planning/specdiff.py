@@ -38,11 +38,12 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from deepdiff import DeepDiff
-from deepdiff.helper import notpresent
-from deepdiff.model import DiffLevel
+# deepdiff is imported when a diff is first made: importing it costs about as much CPU as reading a
+# 1,000-service state file, and the offline commands that never diff (`render`, `routes`) skip it.
+if TYPE_CHECKING:
+    from deepdiff.model import DiffLevel
 
 # Every field of a proxy ServiceSpec the operator sets, derived from the typed spec it writes
 # (`service_spec.ServiceSpec`): what is compared is what is written. Anything else is left as found.
@@ -130,6 +131,8 @@ def essence(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 def _omitted(value: Any, _path: str = "") -> bool:
     """Go's `omitempty`: what Docker leaves out of its JSON, an object of only such values included."""
+    from deepdiff.helper import notpresent
+
     if value is notpresent or value is None or value is False:
         return True
     if isinstance(value, Mapping):
@@ -153,6 +156,8 @@ def _path_text(parts: list[Any]) -> str:
 
 
 def _change(level: DiffLevel) -> Change:
+    from deepdiff.helper import notpresent
+
     parts = list(level.path(output_format="list"))
     if len(parts) >= 2 and isinstance(parts[-1], int) and parts[-2] in _SETS:
         parts.pop()  # a member of a set: its position means nothing
@@ -164,6 +169,8 @@ def _change(level: DiffLevel) -> Change:
 
 
 def diff_specs(observed: Mapping[str, Any], desired: Mapping[str, Any]) -> SpecDiff:
+    from deepdiff import DeepDiff
+
     found = DeepDiff(
         essence(observed),
         essence(desired),
