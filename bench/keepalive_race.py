@@ -47,6 +47,7 @@ if str(REPO) not in sys.path:
 
 from bench import peer_configs as pc  # noqa: E402
 from bench.peers import Running, commit, nginx_argv, servers, start, throwaway_tls, two_ports  # noqa: E402
+from bench.report import write_report  # noqa: E402
 from swarmgate.operator.cli.offline import cmd_render  # noqa: E402
 from tests import factories as f  # noqa: E402
 from tests.support import free_port, wait_for  # noqa: E402
@@ -249,8 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     results = run(args.seconds, args.fin_delay)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(results))
+    write_report(args.out, results, markdown)
     log(f"wrote {args.out.with_suffix('.md')} and .json")
     return 0
 

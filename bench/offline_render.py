@@ -31,6 +31,7 @@ if str(REPO) not in sys.path:
 
 from bench import peer_configs as pc  # noqa: E402
 from bench.peers import commit  # noqa: E402
+from bench.report import write_report  # noqa: E402
 
 OUT = REPO / "bench" / "offline-render"
 SERVICES = 10000
@@ -106,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     results = run(args.runs, args.baseline)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(results))
+    write_report(args.out, results, markdown)
     print(markdown(results))
     return 0
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import os
 import pwd
 import signal
@@ -47,6 +46,7 @@ if str(REPO) not in sys.path:
 from bench import peer_configs as pc  # noqa: E402
 from bench.keepalive_race import render_here  # noqa: E402
 from bench.peers import Running, _children, commit, nginx_argv, servers, start, throwaway_tls, two_ports  # noqa: E402
+from bench.report import write_report  # noqa: E402
 from tests import factories as f  # noqa: E402
 from tests.support import free_port, wait_for  # noqa: E402
 
@@ -261,8 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     results = run(args.changes, args.interval, args.timeout)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(results))
+    write_report(args.out, results, markdown)
     log(f"wrote {args.out.with_suffix('.md')} and .json")
     return 0
 
