@@ -100,7 +100,8 @@ def test_every_interlock_key_is_read_into_its_typed_field() -> None:
         "hide_info_headers": True, "access_log_path": "/var/log/nginx/access.log",
         "error_log_path": "/var/log/nginx/error.log", "main_log_format": "$remote_addr $status",
         "trace_log_format": "$remote_addr $request_id", "http_version": "1.0",
-        "upstream_keepalive": 0, "upstream_keepalive_timeout": 4.0,  # swarmgate's own keys, not set here
+        # swarmgate's own keys, not set here
+        "upstream_keepalive": 0, "upstream_keepalive_timeout": 4.0, "lua_balancer": False,
         "global_options": ("worker_shutdown_timeout 10s;",), "http_options": ("gzip on;",),
         "tcp_options": (),
     }
@@ -121,7 +122,7 @@ def test_nginx_options_default_to_interlocks_documented_values() -> None:
         "main_log_format": DEFAULT_MAIN_LOG_FORMAT, "trace_log_format": DEFAULT_TRACE_LOG_FORMAT,
         "http_version": "1.1", "global_options": (), "http_options": (), "tcp_options": (),
         # swarmgate's own: no upstream keep-alive, as Interlock
-        "upstream_keepalive": 0, "upstream_keepalive_timeout": 4.0,
+        "upstream_keepalive": 0, "upstream_keepalive_timeout": 4.0, "lua_balancer": False,
     }
 
 

@@ -65,7 +65,8 @@
 # or `user 0`; after each reload no worker may run as uid 0, else the last good config comes back),
 # may not set `master_process`, must include the agent's control file exactly once, must not name
 # swarmgate-control other than in that server's server_name, nor this directory other than in that
-# include, nor the swarmgate-channel secret. So a push changes routes, never the channel.
+# include, nor the swarmgate-channel secret, and carries Lua only as swarmgate's balancer (lua_policy).
+# So a push changes routes, never the channel.
 # Certificates: a config names its TLS files as `$CERTS/<secret ID>.pem`, which the certificate courier
 # (another service, on the same node) copies from Swarm secrets; the operator updates the courier and
 # pushes the config in the same pass. So, before `nginx -t`, a push waits until every such file it names
@@ -128,6 +129,12 @@ CONTROL=$DIR/control
 MIN_BODY=33554432 # 32 MiB: the smallest push size limit (it grows with the config served)
 ADMIT_CAP=16      # the dead-man rule admits at most this many addresses beyond the pushed peers
 PEERS_MARK="# swarmgate channel peers: "
+# LuaBalancer: the one piece of Lua a config may carry, between these marker lines, by its sha256 (its
+# init_by_lua runs in nginx's master, as root); tests/unit/test_lua_balancer.py keeps it the renderer's.
+LUA_BEGIN="    # swarmgate lua: begin"
+LUA_END="    # swarmgate lua: end"
+LUA_SHA256=d2be632a23e015bbddf0b943cc7f03eb223fa170710d315a42df73a9c0838ef3
+LUA_BALANCER_LINE='        balancer_by_lua_block { require("swarmgate_balancer").balance() }'
 
 log() { echo "swarmgate-agent: $*" >&2; }
 pause() { sleep "$1" & wait $!; } # a trapped signal ends the wait at once
@@ -605,6 +612,7 @@ policy() {
 		echo "content policy: the config must not set master_process"
 		return 1
 	fi
+	lua_policy "$1" || return 1
 	# `user root;`, `user "0" group;`...: on each line, and once more with comments (from a `#` that
 	# starts a word) dropped and all whitespace joined, for a directive split across lines. What slips
 	# through (an include, quoting tricks) is caught after the reload, when no worker may be root.
@@ -616,6 +624,22 @@ policy() {
 	fi
 	peers_of "$1" # sets p_peers: the control server's address filter this config asks for
 } >"$WORK/message"
+
+# lua_policy FILE: Lua only as the admitted balancer: its section (if any) is the known code, and
+# elsewhere `lua` occurs only in whole-line comments, `load_module` lines and the one balancer line.
+lua_policy() {
+	grep -q -i -F -e lua "$1" || return 0
+	sum=$(sed -n "/^$LUA_BEGIN\$/,/^$LUA_END\$/p" "$1" | sha256sum) || return 1
+	if [ "${sum%% *}" != "$LUA_SHA256" ] && grep -q -x -F -e "$LUA_BEGIN" "$1"; then
+		echo "content policy: the Lua between '$LUA_BEGIN' and '$LUA_END' is not swarmgate's balancer"
+		return 1
+	fi
+	if sed "/^$LUA_BEGIN\$/,/^$LUA_END\$/d" "$1" | grep -v -x -F -e "$LUA_BALANCER_LINE" |
+		grep -v -E -e '^[[:space:]]*(#|load_module[[:space:]]+[^;[:space:]]+;[[:space:]]*$)' | grep -q -i -F -e lua; then
+		echo "content policy: Lua is admitted only as swarmgate's balancer (LuaBalancer)"
+		return 1
+	fi
+}
 
 check() { # check: nginx -t on the file at the live path (relative includes resolve as they will)
 	"$NGINX" -t -q -c "$CONF" -g 'daemon off;' >"$WORK/message" 2>&1
