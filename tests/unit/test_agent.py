@@ -631,6 +631,8 @@ POLICY_BREAKS: dict[str, tuple[dict[str, Any], str]] = {
                                      "    # swarmgate lua: end"}, "is not swarmgate's balancer"),
     "lua-section-unended": ({"extra": "\n    # swarmgate lua: begin\n    init_by_lua_block { }"},
                             "is not swarmgate's balancer"),
+    "lua-quoted-directive": ({"extra": "server { listen 127.0.0.1:5; location / { 'content_by_lua_block' { } } }"},
+                             "Lua is admitted only as swarmgate's"),
 }
 
 
