@@ -436,10 +436,12 @@ def operator_image() -> Image:
         for d in ("var/lib/nginx", "var/log/nginx", "usr/lib/nginx/modules", "etc/nginx"):
             (rootfs / d).mkdir(parents=True, exist_ok=True)
         _stream_module(rootfs)
+        _lua_module(rootfs)  # LuaBalancer's configs need it for that `nginx -t` too
 
     layers = [
         cached_layer("pyruntime-" + _digest_files([PYTHON, BUSYBOX, ASSETS / "wget.sh", Path(__file__)]), runtime),
-        cached_layer("opnginx-" + _digest_files([NGINX, OPENSSL, STREAM_MODULE, Path(__file__)]), nginx_check),
+        cached_layer("opnginx-" + _digest_files([NGINX, OPENSSL, STREAM_MODULE, *LUA_MODULES, Path(__file__)]),
+                     nginx_check),
         cached_layer("pydeps-" + _digest_files([Path(__file__)], extra=repr(sorted(deps))), dependencies),
         cached_layer("swarmgate-" + operator_source_hash(), package),
     ]
