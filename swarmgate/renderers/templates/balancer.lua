@@ -37,7 +37,7 @@ local function peers_of(text)
     return peers
 end
 
--- The agent's file: its stamp on the first line, then the peers map's lines (`POOL "PEERS";`).
+-- The agent's file: its stamp on the first line, then the peers map's lines (`POOL "PEERS";  # tasks`).
 local function refresh(premature)
     if premature then
         return
@@ -53,7 +53,7 @@ local function refresh(premature)
     end
     local pools = {}
     for line in f:lines() do
-        local pool, text = line:match('^%s*(%S+) "([^"]*)";$')
+        local pool, text = line:match('^%s*(%S+) "([^"]*)";')
         if pool ~= nil then
             pools[pool] = text
         end
