@@ -89,12 +89,12 @@ def run_mode(work: Path, *, lua: bool, services: int, changes: int) -> dict[str,
         f"worker_processes 1;\npid {work}/backends.pid;\nerror_log {work}/backends.log;\nevents {{}}\n"
         f"http {{ access_log off; server {{ listen 127.0.0.1:{a}; return 200 \"a\\n\"; }}\n"
         f"server {{ listen 127.0.0.1:{b}; return 200 \"b\\n\"; }} }}\n")
-    backends = start("backends", nginx_argv(work, work / "backends.conf"), work)
     mode = work / ("balancer" if lua else "stock")
     proxy = Proxy(mode, free_port(), free_port(), env={"SWARMGATE_PEERS_FILE": str(mode / "peers")})
     proxy.tmp.mkdir(mode=0o755)
     texts = {name: rendered(proxy, services=services, backend=port, lua=lua) for name, port in (("a", a), ("b", b))}
     rows: list[dict[str, Any]] = []
+    backends = start("backends", nginx_argv(work, work / "backends.conf"), work)  # stopped below, whatever happens
     try:
         proxy.start_agent()
         wait_for(lambda: proxy.get() == (503, "bootstrap"), timeout=30, what="the bootstrap")
