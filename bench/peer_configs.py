@@ -115,14 +115,17 @@ def caddy_json(port: int, backend: int, data_dir: Path) -> str:
 # -- swarmgate's render
 
 
-def seed_toml(seed_text: str, *, upstream_keepalive: int | None = None) -> str:
-    """The seed's configuration, with `UpstreamKeepalive` added to its nginx options when given."""
-    if upstream_keepalive is None:
+def seed_toml(seed_text: str, *, upstream_keepalive: int | None = None, lua_balancer: bool = False) -> str:
+    """The seed's configuration, with `UpstreamKeepalive` and `LuaBalancer` added to its nginx options
+    when given."""
+    added = ([f"UpstreamKeepalive = {upstream_keepalive}"] if upstream_keepalive is not None else []) + (
+        ["LuaBalancer = true"] if lua_balancer else [])
+    if not added:
         return seed_text
     marker = "[Extensions.default.Config]"
     if marker not in seed_text:
         raise ValueError(f"the seed's configuration has no {marker} table")
-    return seed_text.replace(marker, f"{marker}\n      UpstreamKeepalive = {upstream_keepalive}", 1)
+    return seed_text.replace(marker, marker + "".join(f"\n      {line}" for line in added), 1)
 
 
 def state_document(services: int, backend: int) -> dict[str, list[Any]]:
@@ -150,12 +153,15 @@ _PID = re.compile(r"^(\s*)pid\s+[^;]+;", re.M)
 # `listen [address:]port [options];`: the port is what the proxy task publishes on the node.
 _LISTEN = re.compile(r"^(\s*)listen\s+(?:(\S+):)?(\d+)((?:\s+[^;\s]+)*)\s*;", re.M)
 _CONTROL_INCLUDE = re.compile(r"^(\s*)include\s+/var/lib/swarmgate/control/\*\.conf;", re.M)
+# Debian's dynamic modules (LuaBalancer's lua-nginx-module): `load_module modules/...`, relative to the prefix.
+_MODULES_INCLUDE = re.compile(r"^(\s*)include\s+/etc/nginx/modules-enabled/\*\.conf;", re.M)
+MODULES_DIR = Path("/usr/lib/nginx/modules")
 # A log written to a file (not /dev/stdout or /dev/stderr): the file lives in the proxy's container.
 _LOG_FILE = re.compile(r"^(\s*)(error_log|access_log)\s+(/(?!dev/)[^;\s]+)", re.M)
 # Machine-bound lines this rewrite has no place for here: a template that adds them needs it extended.
 _UNPLACED = re.compile(r"^\s*(?:ssl_certificate|ssl_certificate_key|ssl_dhparam|ssl_trusted_certificate|"
                        r"ssl_client_certificate)\s+/run/secrets/\S*;|^\s*listen\s+\[|^\s*include\s+(?!/var/lib/"
-                       r"swarmgate/control/)", re.M)
+                       r"swarmgate/control/|/etc/nginx/modules-enabled/)", re.M)
 
 
 def loopback_rewrite(text: str, *, ports: Mapping[int, int], prefix: Path, tls: tuple[Path, Path], user: str) -> str:
@@ -169,7 +175,10 @@ def loopback_rewrite(text: str, *, ports: Mapping[int, int], prefix: Path, tls: 
     * `include /var/lib/swarmgate/control/*.conf;` → a throwaway certificate pair: that file is the
       agent's (the control server's TLS and locations) and exists only in a proxy task; nginx needs a
       certificate to start a TLS listener, and no request is sent there;
-    * an `error_log`/`access_log` to a file (not `/dev/...`) → the same name under `<prefix>/logs/`.
+    * an `error_log`/`access_log` to a file (not `/dev/...`) → the same name under `<prefix>/logs/`;
+    * `include /etc/nginx/modules-enabled/*.conf;` stays, and `<prefix>/modules` becomes a link to
+      Debian's modules folder, which the included `load_module modules/...` lines name relative to
+      the prefix (as in the proxy image).
 
     Everything else runs as rendered: workers, events, upstreams, maps, servers, locations, headers,
     and logs to /dev/stdout (the runner points nginx's stdout at /dev/null, so a logged request costs
@@ -180,6 +189,9 @@ def loopback_rewrite(text: str, *, ports: Mapping[int, int], prefix: Path, tls: 
     unplaced = _UNPLACED.search(text)
     if unplaced is not None:
         raise ValueError(f"the loopback rewrite does not know how to run this line here: {unplaced.group(0).strip()}")
+    if _MODULES_INCLUDE.search(text) and not (prefix / "modules").exists():
+        prefix.mkdir(parents=True, exist_ok=True)
+        (prefix / "modules").symlink_to(MODULES_DIR)
     out = _USER.sub(lambda m: f"{m.group(1)}user {user};", text)
     out = _PID.sub(lambda m: f"{m.group(1)}pid {prefix / 'nginx.pid'};", out)
 

@@ -13,7 +13,9 @@ On 127.0.0.1, each on a free port, no lab needed:
   only what ties it to the proxy's container (listen ports, paths, the user, the agent's include);
 * `swarmgate-keepalive64`: the same with `UpstreamKeepalive = 64`;
 * `swarmgate-10k`: the same route, rendered among 10,000 routed services (the flat cost of a big
-  config: `swarmgate` is its 1-service baseline).
+  config: `swarmgate` is its 1-service baseline);
+* `swarmgate-lua`, `swarmgate-lua-10k`: the same two with `LuaBalancer = true` (one Lua balancer
+  instead of an `upstream` block per pool; needs Debian's libnginx-mod-http-lua, else skipped).
 
 The client is `wrk` (bench/wrkclient.py): one thread, 16 connections, `Host: demo.local`, R rounds of
 S seconds, every target once per round in an order that rotates from round to round; every figure is
@@ -71,7 +73,12 @@ TARGETS: dict[str, str] = {
     "swarmgate": "swarmgate's render of the seed's config (1 service)",
     "swarmgate-keepalive64": "the same with `UpstreamKeepalive = 64`",
     "swarmgate-10k": f"the same route in a {BIG:,}-service render",
+    "swarmgate-lua": "swarmgate's render with `LuaBalancer = true` (1 service)",
+    "swarmgate-lua-10k": f"the same with `LuaBalancer = true`, in a {BIG:,}-service render",
 }
+# The balancer's targets need lua-nginx-module (Debian's libnginx-mod-http-lua) in this machine's nginx.
+LUA_TARGETS = ("swarmgate-lua", "swarmgate-lua-10k")
+LUA_MODULE = Path("/usr/lib/nginx/modules/ngx_http_lua_module.so")
 BEGIN, END = "<!-- peers: begin (bench/peers.py) -->", "<!-- peers: end -->"
 
 
@@ -289,7 +296,7 @@ class Goal:
     text: str
     limit: float
     at_least: bool  # the figure must be >= limit (else <=)
-    figure: Callable[[Mapping[str, Mapping[str, Any]], Mapping[int, Mapping[str, float]]], float | None]
+    figure: Callable[[Mapping[str, Mapping[str, Any]], Mapping[str, Mapping[str, float]]], float | None]
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -301,7 +308,7 @@ def _get(rows: Mapping[str, Mapping[str, Any]], target: str, key: str) -> float 
     return None if row is None else float(row[key])
 
 
-def _nginx_t(t: Mapping[int, Mapping[str, float]], size: int, key: str) -> float | None:
+def _nginx_t(t: Mapping[str, Mapping[str, float]], size: str, key: str) -> float | None:
     row = t.get(size)
     return None if row is None else float(row[key])
 
@@ -314,14 +321,21 @@ GOALS = (
     Goal(f"the same route from a {BIG:,}-service config: throughput ≥ 0.9x from a 1-service config", 0.9, True,
          lambda s, t: _ratio(_get(s, "swarmgate-10k", "rps"), _get(s, "swarmgate", "rps"))),
     Goal("`nginx -t` at 10,000 services ≤ 12x its time at 1,000", 12.0, False,
-         lambda s, t: _ratio(_nginx_t(t, 10000, "seconds"), _nginx_t(t, 1000, "seconds"))),
+         lambda s, t: _ratio(_nginx_t(t, "10000", "seconds"), _nginx_t(t, "1000", "seconds"))),
     Goal("`nginx -t` at 10,000 services: peak RSS ≤ 160 MiB", 160.0, False,
-         lambda s, t: _nginx_t(t, 10000, "max_rss_mib")),
+         lambda s, t: _nginx_t(t, "10000", "max_rss_mib")),
+    Goal(f"`LuaBalancer`: the same route from a {BIG:,}-service config: throughput ≥ 0.9x from a 1-service "
+         "config", 0.9, True,
+         lambda s, t: _ratio(_get(s, "swarmgate-lua-10k", "rps"), _get(s, "swarmgate-lua", "rps"))),
+    Goal("`LuaBalancer`: `nginx -t` at 10,000 services ≤ 12x its time at 1,000", 12.0, False,
+         lambda s, t: _ratio(_nginx_t(t, "lua 10000", "seconds"), _nginx_t(t, "lua 1000", "seconds"))),
+    Goal("`LuaBalancer`: `nginx -t` at 10,000 services: peak RSS ≤ 160 MiB", 160.0, False,
+         lambda s, t: _nginx_t(t, "lua 10000", "max_rss_mib")),
 )
 
 
 def goal_checks(summary: Sequence[Mapping[str, Any]],
-                nginx_t_rows: Mapping[int, Mapping[str, float]]) -> list[dict[str, Any]]:
+                nginx_t_rows: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
     """Each goal with its figure from this run and `meets`, `misses` or `not measured`."""
     rows = {r["target"]: r for r in summary}
     out = []
@@ -390,8 +404,9 @@ def peers_markdown(p: Mapping[str, Any]) -> str:
     if p.get("nginx_t"):
         lines += ["", "`nginx -t` of swarmgate's render (seed's config, loopback rewrite), median of 3:", "",
                   "| services | config | wall time | peak RSS |", "|---|---|---|---|"]
-        for size, t in sorted(p["nginx_t"].items(), key=lambda kv: int(kv[0])):
-            lines.append(f"| {int(size):,} | {t['config_bytes'] / 1e6:.1f} MB | {t['seconds']:.3f} s | "
+        for size, t in p["nginx_t"].items():  # "1000", "10000", then "lua 1000", "lua 10000"
+            shown = f"{int(size.split()[-1]):,}" + (" (`LuaBalancer`)" if size.startswith("lua") else "")
+            lines.append(f"| {shown} | {t['config_bytes'] / 1e6:.1f} MB | {t['seconds']:.3f} s | "
                          f"{t['max_rss_mib']:.1f} MiB |")
     lines += ["", "| goal | limit | this run | verdict |", "|---|---|---|---|"]
     for g in p["goals"]:
@@ -431,8 +446,8 @@ def print_table(p: Mapping[str, Any]) -> None:
     for r in p["summary"]:
         print(f"{r['target']:24}{r['rps']:>10,.0f}{_x(r['rps_ratio']):>7}{r['p50_ms']:>8.2f}{r['p99_ms']:>8.2f}"
               f"{_x(r['p99_ratio']):>7}{r['host_idle']:>6.0%}{r.get('others_cores', 0):>8.2f}")
-    for size, t in sorted(p.get("nginx_t", {}).items(), key=lambda kv: int(kv[0])):
-        print(f"nginx -t at {int(size):,} services: {t['seconds']:.3f} s, {t['max_rss_mib']:.1f} MiB")
+    for size, t in p.get("nginx_t", {}).items():
+        print(f"nginx -t at {size} services: {t['seconds']:.3f} s, {t['max_rss_mib']:.1f} MiB")
     for g in p["goals"]:
         print(f"{g['verdict']:>12}: {g['goal']} ({g['figure']})")
 
@@ -496,10 +511,15 @@ def run(rounds: int, seconds: int, only: Sequence[str] | None = None, *, time_ng
 
         seed = SEED_TOML.read_text()
         tls = throwaway_tls(work)
-        nginx_t_rows: dict[int, dict[str, float]] = {}
+        nginx_t_rows: dict[str, dict[str, float]] = {}
+        if not LUA_MODULE.exists() and any(t in wanted for t in LUA_TARGETS):
+            log(f"no {LUA_MODULE} (Debian's libnginx-mod-http-lua): skipping {', '.join(LUA_TARGETS)}")
+            wanted = [t for t in wanted if t not in LUA_TARGETS]
+        lua_toml = pc.seed_toml(seed, lua_balancer=True)
         for name, toml, services in (("swarmgate", pc.seed_toml(seed), 1),
                                      ("swarmgate-keepalive64", pc.seed_toml(seed, upstream_keepalive=64), 1),
-                                     ("swarmgate-10k", pc.seed_toml(seed), BIG)):
+                                     ("swarmgate-10k", pc.seed_toml(seed), BIG),
+                                     ("swarmgate-lua", lua_toml, 1), ("swarmgate-lua-10k", lua_toml, BIG)):
             if name not in wanted:
                 continue
             log(f"{name}: rendering {services:,} service(s) with python -m swarmgate render")
@@ -511,19 +531,21 @@ def run(rounds: int, seconds: int, only: Sequence[str] | None = None, *, time_ng
             conf.write_text(pc.loopback_rewrite(text, ports={80: port, 443: tls_port}, prefix=prefix, tls=tls,
                                                  user=user))
             (prefix / "rendered.conf").write_text(text)
-            if time_nginx_t and name == "swarmgate-10k":
-                nginx_t_rows[BIG] = {"config_bytes": len(text), **nginx_t(conf, prefix)}
+            if time_nginx_t and services == BIG:
+                # `nginx -t` at 10k and at 1k, of the same configuration (the stock one or the balancer's).
+                label = "lua " if name.startswith("swarmgate-lua") else ""
+                nginx_t_rows[f"{label}{BIG}"] = {"config_bytes": len(text), **nginx_t(conf, prefix)}
+                small = work / f"nginx-t-1000-{name}"
+                (small / "logs").mkdir(parents=True)
+                text_1k = render(toml, pc.state_document(1000, backend), work, f"nginx-t-1000-{name}")
+                conf_1k = small / "nginx.conf"
+                conf_1k.write_text(pc.loopback_rewrite(text_1k, ports=dict(zip((80, 443), two_ports(), strict=True)),
+                                                       prefix=small, tls=tls, user=user))
+                nginx_t_rows[f"{label}1000"] = {"config_bytes": len(text_1k), **nginx_t(conf_1k, small)}
+                for size in (f"{label}1000", f"{label}{BIG}"):
+                    row = nginx_t_rows[size]
+                    log(f"nginx -t at {size} services: {row['seconds']} s, {row['max_rss_mib']} MiB")
             launch(name, nginx_argv(prefix, conf), port, upstream=f"{pc.LOOPBACK}:{backend}")
-        if time_nginx_t and BIG in nginx_t_rows:
-            prefix = work / "nginx-t-1000"
-            (prefix / "logs").mkdir(parents=True)
-            text = render(pc.seed_toml(seed), pc.state_document(1000, backend), work, "nginx-t-1000")
-            conf = prefix / "nginx.conf"
-            conf.write_text(pc.loopback_rewrite(text, ports=dict(zip((80, 443), two_ports(), strict=True)),
-                                                prefix=prefix, tls=tls, user=user))
-            nginx_t_rows[1000] = {"config_bytes": len(text), **nginx_t(conf, prefix)}
-            for size, row in sorted(nginx_t_rows.items()):
-                log(f"nginx -t at {size:,} services: {row['seconds']} s, {row['max_rss_mib']} MiB")
 
         own = {pid for server in started for pid in (server.proc.pid, *_children(server.proc.pid))}
         runs = measure(ports, rounds, seconds, own)
@@ -532,7 +554,7 @@ def run(rounds: int, seconds: int, only: Sequence[str] | None = None, *, time_ng
                 raise SystemExit(f"{server.name} died during the run: {server.why_not()}")
     results["runs"] = [asdict(r) for r in runs]
     results["summary"] = summarize(runs, list(TARGETS))
-    results["nginx_t"] = {str(k): v for k, v in sorted(nginx_t_rows.items())}
+    results["nginx_t"] = dict(nginx_t_rows)
     results["goals"] = goal_checks(results["summary"], nginx_t_rows)
     return results
 

@@ -246,11 +246,32 @@ def _stream_module(rootfs: Path) -> None:
     (enabled / "50-mod-stream.conf").write_text("load_module modules/ngx_stream_module.so;\n")
 
 
+# LuaBalancer's lua-nginx-module: Debian's libnginx-mod-http-lua (with the NDK module it needs), LuaJIT,
+# and the Lua libraries it loads at start (lua-resty-core, lua-resty-lrucache); enabled as Debian does.
+LUA_MODULES = (Path("/usr/lib/nginx/modules/ndk_http_module.so"), Path("/usr/lib/nginx/modules/ngx_http_lua_module.so"))
+LUA_LIBRARIES = (Path("/usr/share/lua/5.1"), *sorted(Path("/usr/share").glob("luajit-2.1*")))
+
+
+def _lua_module(rootfs: Path) -> None:
+    for module in LUA_MODULES:
+        _copy_file(rootfs, module)
+    for lib in _libraries(LUA_MODULES):
+        _copy_file(rootfs, lib)
+    for tree in LUA_LIBRARIES:
+        for src in sorted(tree.rglob("*")):
+            if src.is_file():
+                _copy_file(rootfs, src)
+    enabled = rootfs / "etc/nginx/modules-enabled"
+    enabled.mkdir(parents=True, exist_ok=True)
+    (enabled / "10-mod-http-ndk.conf").write_text("load_module modules/ndk_http_module.so;\n")
+    (enabled / "50-mod-http-lua.conf").write_text("load_module modules/ngx_http_lua_module.so;\n")
+
+
 def nginx_image() -> Image:
     nginx = Path("/usr/sbin/nginx")
     conf = ASSETS / "nginx"
-    inputs = [nginx, STREAM_MODULE, BUSYBOX, ASSETS / "wget.sh", Path("/etc/nginx/mime.types"), *conf.rglob("*"),
-              Path(__file__)]
+    inputs = [nginx, STREAM_MODULE, *LUA_MODULES, BUSYBOX, ASSETS / "wget.sh", Path("/etc/nginx/mime.types"),
+              *conf.rglob("*"), *(f for tree in LUA_LIBRARIES for f in tree.rglob("*") if f.is_file()), Path(__file__)]
 
     def populate(rootfs: Path) -> None:
         _base(rootfs, users="nginx:x:101:101:nginx:/nonexistent:/bin/false\n")
@@ -258,6 +279,7 @@ def nginx_image() -> Image:
         for lib in _libraries([nginx]):
             _copy_file(rootfs, lib)
         _stream_module(rootfs)
+        _lua_module(rootfs)
         etc = rootfs / "etc/nginx"
         (etc / "conf.d").mkdir(parents=True)
         shutil.copy2("/etc/nginx/mime.types", etc / "mime.types")
@@ -414,10 +436,12 @@ def operator_image() -> Image:
         for d in ("var/lib/nginx", "var/log/nginx", "usr/lib/nginx/modules", "etc/nginx"):
             (rootfs / d).mkdir(parents=True, exist_ok=True)
         _stream_module(rootfs)
+        _lua_module(rootfs)  # LuaBalancer's configs need it for that `nginx -t` too
 
     layers = [
         cached_layer("pyruntime-" + _digest_files([PYTHON, BUSYBOX, ASSETS / "wget.sh", Path(__file__)]), runtime),
-        cached_layer("opnginx-" + _digest_files([NGINX, OPENSSL, STREAM_MODULE, Path(__file__)]), nginx_check),
+        cached_layer("opnginx-" + _digest_files([NGINX, OPENSSL, STREAM_MODULE, *LUA_MODULES, Path(__file__)]),
+                     nginx_check),
         cached_layer("pydeps-" + _digest_files([Path(__file__)], extra=repr(sorted(deps))), dependencies),
         cached_layer("swarmgate-" + operator_source_hash(), package),
     ]

@@ -32,7 +32,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from swarmgate.errors import ConfigError, RenderError
 from swarmgate.models.routing.acme_hosts import CHALLENGE_PREFIX, THUMBPRINT, TOKEN_PATTERN
 from swarmgate.models.routing.nginx_sizes import server_names_hash_sizes
-from swarmgate.models.routing.route_types import HostRoute, RouteTable
+from swarmgate.models.routing.route_types import HostRoute, PathRoute, RouteTable
 from swarmgate.models.settings.duration import format_seconds
 from swarmgate.models.settings.extension import Extension
 from swarmgate.models.settings.nginx_syntax import added_headers
@@ -112,6 +112,8 @@ def _environment(sandboxed: bool) -> jinja2.Environment:
 
 
 _DEFAULT_ENV = _environment(sandboxed=False)
+# The code of `LuaBalancer`'s balancer, written into the config's `init_by_lua_block` as it is here.
+LUA_BALANCER = (TEMPLATES / "balancer.lua").read_text(encoding="utf-8")
 _SANDBOX_ENV = _environment(sandboxed=True)
 
 
@@ -154,6 +156,38 @@ def needs_own_server(host: HostRoute) -> bool:
             or host.host in _MAP_KEYWORDS)
 
 
+def balanced_by_lua(route: PathRoute) -> bool:
+    """Whether `LuaBalancer` may serve this pool: plain round robin over running tasks. A pool that
+    hashes (a sticky cookie, ip_hash), weighs its tasks or sets their failure knobs (`params`), keeps
+    its tasks' idle timeout (`swarmgate.backend_idle_timeout`) or splits for a canary keeps an
+    `upstream` block of its own, where nginx does what the balancer does not."""
+    return (bool(route.upstreams) and route.sticky_cookie is None and not route.ip_hash and not route.params
+            and route.backend_idle_timeout is None and route.canary is None)
+
+
+@dataclass(frozen=True)
+class LuaBalancer:
+    """What the template needs for `LuaBalancer`: the balancer's code (package data, admitted by the
+    agent by its sha256) and the pools it serves, by name."""
+
+    code: str
+    pools: tuple[PathRoute, ...]
+    names: frozenset[str]
+
+
+def lua_balancer(ext: Extension, table: RouteTable) -> LuaBalancer | None:
+    """The balancer of this config; None when `LuaBalancer` is off or would serve no pool (the config
+    is then what stock nginx runs, and the bootstrap config never changes)."""
+    if not ext.config.lua_balancer:
+        return None
+    # A canary's pool is chosen by a variable that names its `upstream` block (policy.j2's canary_pass).
+    canaries = {route.canary.pool for route in table.pools if route.canary is not None}
+    pools = tuple(route for route in table.pools if balanced_by_lua(route) and route.pool not in canaries)
+    if not pools:
+        return None
+    return LuaBalancer(code=LUA_BALANCER.rstrip("\n"), pools=pools, names=frozenset(r.pool for r in pools))
+
+
 def control_server(ext: Extension, *, control_dir: str = CONTROL_DIR, listen: str | None = None,
                    peers: Sequence[str] = ()) -> str:
     """The control server's `server` block, indented for the `http` block: on the TLS listener
@@ -189,7 +223,14 @@ def render_nginx(
             f"server_info must be printable words (like 'swarmgate/0.1.0 linux/amd64'): {server_info!r}"
         )
     bucket, max_size = server_names_hash(table, ext.config.server_names_hash_bucket_size)
-    shared = [h for h in table.hosts if not needs_own_server(h)]
+    lua = lua_balancer(ext, table)
+    # With the balancer, a host shares the server only if the balancer serves its pool (or it has no task).
+    shared = [h for h in table.hosts if not needs_own_server(h)
+              and (lua is None or not h.paths[0].upstreams or h.paths[0].pool in lua.names)]
+    shared_names = {h.host for h in shared}
+    # The map of pools to peers holds pool names: its buckets must fit them as well as the host names.
+    map_bucket, map_max = (bucket, max_size) if lua is None else server_names_hash_sizes(
+        [*(h.host for h in table.hosts), *(r.pool for r in table.pools)], ext.config.server_names_hash_bucket_size)
     passthrough = passthrough_context(ext, table)
     # Only a proxy run by the agent has the control server (hitless delivery, which needs host-mode
     # publishing: `planning.delivery_mode.delivers_in_place`). Elsewhere nothing would give it its TLS.
@@ -201,8 +242,10 @@ def render_nginx(
                "swarmgate_control": control, "tls_paths": dict(tls_paths or {}),
                "acme": {"thumbprint": acme_thumbprint, "prefix": CHALLENGE_PREFIX, "token": TOKEN_PATTERN}
                if acme_thumbprint else None,
-               "shared_hosts": shared, "own_hosts": [h for h in table.hosts if needs_own_server(h)],
+               "shared_hosts": shared, "own_hosts": [h for h in table.hosts if h.host not in shared_names],
                "global_headers": added_headers(ext.config.http_options), "limit_zones": limit_zones(table),
+               "lua": lua, "map_hash_bucket_size": map_bucket, "map_hash_max_size": map_max,
+               "upstream_pools": [r for r in table.pools if r.upstreams and (lua is None or r.pool not in lua.names)],
                # Shared hosts whose tasks speak TLS: a second map picks the scheme.
                "shared_tls_backends": [h for h in shared if h.paths[0].backend_tls is not None],
                **passthrough}

@@ -39,6 +39,8 @@ from tests.support import wait_for
 
 UPDATING = ("updating", "rollback_started")
 TASK_LINE = re.compile(r"server (\S+);\s+# (\S+) task (\S+)")
+# With LuaBalancer, a pool's tasks are one line of the peers map: `POOL "PEERS";  # SVC task ID, ...`.
+PEERS_LINE = re.compile(r'^\s+\S+ "[^"]*";\s+# (.+)$', re.M)
 # Where the proxy agent (swarmgate/operator/planning/agent.sh) keeps the live config and its status.
 # The status is `status` under the channel key's generation 0, `status-gN` after a rotation to N.
 CONFIG_PATH, STATUS_PATH = "/etc/nginx/nginx.conf", "/var/lib/swarmgate/status*"
@@ -171,7 +173,10 @@ class Backend:
         # swarmgate/3 status TASK ok DIGEST TERM SEQ
         if len(words) != 7 or words[3] != b"ok" or words[4].decode() != hashlib.sha256(config).hexdigest():
             return set()
-        return {m.group(3) for m in TASK_LINE.finditer(config.decode(errors="replace")) if m.group(2) == self.name}
+        text = config.decode(errors="replace")
+        balanced = {task for m in PEERS_LINE.finditer(text) for svc, _, task in
+                    (entry.partition(" task ") for entry in m.group(1).split(", ")) if svc == self.name}
+        return balanced | {m.group(3) for m in TASK_LINE.finditer(text) if m.group(2) == self.name}
 
     def routed(self, replicas: int) -> bool:
         """`replicas` tasks run, Swarm is done with the service, and every LB node's proxy serves

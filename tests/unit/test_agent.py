@@ -38,14 +38,17 @@ from typing import Any
 
 import pytest
 
+from swarmgate.models.routing.routes import build_route_table
 from swarmgate.models.settings.extension import Extension
+from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.operator.delivery import wire
 from swarmgate.operator.delivery.channel_key import ChannelKey
 from swarmgate.operator.delivery.proxystate import ProxyRecord, ProxyState
 from swarmgate.operator.delivery.pusher import Pusher
 from swarmgate.operator.delivery.wire import AgentStatus, ForgedStatus, ProxyTarget
 from swarmgate.operator.planning.runtime import AGENT_SCRIPT
-from swarmgate.renderers.nginx import CONTROL_HOST, control_server
+from swarmgate.renderers.nginx import CONTROL_HOST, control_server, render_nginx
+from tests.factories import node, service, task
 from tests.support import free_port, wait_for
 
 BUSYBOX = Path("/bin/busybox")
@@ -622,6 +625,14 @@ POLICY_BREAKS: dict[str, tuple[dict[str, Any], str]] = {
                   "must occur once, in the control server's include (2 found)"),
     "channel-secret": ({"extra": "server { listen 127.0.0.1:4; location / { alias /run/secrets/swarmgate-channel; } }"},
                        "must not name the swarmgate-channel secret"),
+    # init_by_lua runs in nginx's master, as root: only swarmgate's balancer, byte for byte.
+    "lua-elsewhere": ({"extra": "init_by_lua_block { os.execute('id') }"}, "Lua is admitted only as swarmgate's"),
+    "lua-in-the-section": ({"extra": "\n    # swarmgate lua: begin\n    init_by_lua_block { os.execute('id') }\n"
+                                     "    # swarmgate lua: end"}, "is not swarmgate's balancer"),
+    "lua-section-unended": ({"extra": "\n    # swarmgate lua: begin\n    init_by_lua_block { }"},
+                            "is not swarmgate's balancer"),
+    "lua-quoted-directive": ({"extra": "server { listen 127.0.0.1:5; location / { 'content_by_lua_block' { } } }"},
+                             "Lua is admitted only as swarmgate's"),
 }
 
 
@@ -636,6 +647,22 @@ def test_a_config_against_the_content_policy_is_rejected_and_the_old_one_serves(
     assert status.message.startswith("content policy: ") and why in status.message
     assert (status.term, status.seq) == (1, 2)
     assert plain.get() == (200, "good") and (plain.tmp / "nginx.conf").read_text() == plain.conf("good")
+
+
+def test_swarmgates_lua_balancer_is_admitted_and_loads(plain: Proxy) -> None:
+    lua = Extension.model_validate({"Config": {"LuaBalancer": True}})
+    demo = service("demo", {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"})
+    observed = ObservedState.from_api(services=[demo], tasks=[task(demo, "n0", ports={8080: 30000})],
+                                      nodes=[node("n0", "127.0.0.1")])
+    rendered = render_nginx(lua, build_route_table(observed, lua), server_info="swarmgate/0.1.0 linux/amd64").text
+    begin, end = rendered.index("    # swarmgate lua: begin"), rendered.index("    }\n    # Each pool's running tasks")
+    modules = "\n".join(f"load_module /usr/lib/nginx/modules/{m}.so;"
+                         for m in ("ndk_http_module", "ngx_http_lua_module"))
+    plain.push("good", term=1, seq=1)
+    plain.push("balanced", term=1, seq=2, main=modules, extra="\n" + rendered[begin:end + 6])
+    status = plain.status()
+    assert status.rejected == "", status.message
+    assert plain.get() == (200, "balanced")
 
 
 def test_workers_that_run_as_root_after_a_reload_are_rolled_back(plain: Proxy) -> None:

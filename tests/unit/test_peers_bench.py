@@ -138,21 +138,30 @@ def row(target: str, rps: float, p99: float) -> dict[str, Any]:
     return {"target": target, "rps": rps, "p99_ms": p99}
 
 
-def verdicts(summary: list[dict[str, Any]], nginx_t: dict[int, dict[str, float]]) -> list[str]:
+def verdicts(summary: list[dict[str, Any]], nginx_t: dict[str, dict[str, float]]) -> list[str]:
     return [g["verdict"] for g in peers.goal_checks(summary, nginx_t)]
 
 
 def test_the_goals_are_computed_from_the_figures() -> None:
     minimal = row("nginx-minimal", 50000, 0.5)
-    t = {1000: {"seconds": 0.1, "max_rss_mib": 20.0}, 10000: {"seconds": 1.2, "max_rss_mib": 160.0}}
+    t = {size: {"seconds": seconds, "max_rss_mib": rss} for size, seconds, rss in (
+        ("1000", 0.1, 20.0), ("10000", 1.2, 160.0), ("lua 1000", 0.1, 10.0), ("lua 10000", 1.2, 160.0))}
     # exactly at every limit: meets
-    assert verdicts([minimal, row("swarmgate", 45000, 0.6), row("swarmgate-10k", 40500, 9.0)], t) == ["meets"] * 5
-    slow = {1000: {"seconds": 0.1, "max_rss_mib": 20.0}, 10000: {"seconds": 1.21, "max_rss_mib": 160.1}}
-    assert verdicts([minimal, row("swarmgate", 44999, 0.61), row("swarmgate-10k", 40000, 0.7)], slow) == \
-        ["misses"] * 5
+    assert verdicts([minimal, row("swarmgate", 45000, 0.6), row("swarmgate-10k", 40500, 9.0),
+                     row("swarmgate-lua", 45000, 0.6), row("swarmgate-lua-10k", 40500, 9.0)], t) == ["meets"] * 8
+    slow = {size: {"seconds": seconds, "max_rss_mib": rss} for size, seconds, rss in (
+        ("1000", 0.1, 20.0), ("10000", 1.21, 160.1), ("lua 1000", 0.1, 10.0), ("lua 10000", 1.21, 160.1))}
+    assert verdicts([minimal, row("swarmgate", 44999, 0.61), row("swarmgate-10k", 40000, 0.7),
+                     row("swarmgate-lua", 45000, 0.6), row("swarmgate-lua-10k", 40000, 0.7)], slow) == ["misses"] * 8
     checks = peers.goal_checks([minimal, row("swarmgate", 25000, 1.0)], {})
-    assert [g["verdict"] for g in checks] == ["misses", "misses", "not measured", "not measured", "not measured"]
+    assert [g["verdict"] for g in checks] == ["misses", "misses"] + ["not measured"] * 6
     assert [g["figure"] for g in checks[:2]] == [0.5, 2.0]
+
+
+def test_debians_modules_include_stays_and_their_folder_is_linked_under_the_prefix(tmp_path: Path) -> None:
+    text = "include /etc/nginx/modules-enabled/*.conf;\nhttp {\n}\n"
+    assert pc.loopback_rewrite(text, ports=PORTS, prefix=tmp_path, tls=TLS, user="u") == text
+    assert (tmp_path / "modules").resolve() == pc.MODULES_DIR.resolve()
 
 
 def test_summary_ratios_are_to_the_minimal_proxy() -> None:

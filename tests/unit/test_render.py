@@ -34,6 +34,7 @@ GOLDEN = Path(__file__).parent.parent / "golden"
 INFO = "swarmgate/0.1.0 linux/amd64"
 SEED = load_config(GOLDEN / "seed-config.toml").extensions["default"]
 EDGE = load_config(GOLDEN / "options.toml").extensions["edge"]
+LUA = SEED.model_copy(update={"config": SEED.config.model_copy(update={"lua_balancer": True})})
 
 
 def lb(hosts: str, **more: str) -> dict[str, str]:
@@ -90,6 +91,9 @@ def golden_cases() -> list[Any]:
                                                           server_info=INFO), id="every-label-feature"),
         pytest.param("options.conf", lambda: render_nginx(EDGE, build_route_table(features_state("edge"), EDGE),
                                                          server_info=INFO), id="every-nginx-option"),
+        # LuaBalancer: round-robin pools through one Lua balancer (needs Debian's libnginx-mod-http-lua).
+        pytest.param("features-lua.conf", lambda: render_nginx(LUA, build_route_table(features_state(), LUA),
+                                                              server_info=INFO), id="lua-balancer"),
     ]
 
 

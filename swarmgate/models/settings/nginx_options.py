@@ -229,6 +229,12 @@ class NginxOptions(BaseModel):
     # hours, and each reload would otherwise leave a worker generation (and its copy of the config)
     # behind; ingress-nginx uses 240 s. A `worker_shutdown_timeout` in GlobalOptions takes its place.
     worker_shutdown_timeout: NginxDuration = Field(240.0, alias="WorkerShutdownTimeout")
+    # Not Interlock's: round-robin pools are served by one Lua balancer (`balancer_by_lua`, from
+    # lua-nginx-module: Debian's libnginx-mod-http-lua, or OpenResty) instead of one `upstream` block
+    # each. Stock nginx finds an upstream chosen at run time by scanning every upstream block, so the
+    # cost of a request grows with the number of services; the balancer's is flat. The proxy image
+    # must carry the module (nginx -t rejects the config otherwise, and the last good one stays).
+    lua_balancer: StrictBool = Field(False, alias="LuaBalancer")
     global_options: Annotated[Options, _options("GlobalOptions")] = Field((), alias="GlobalOptions")
     http_options: Annotated[Options, _options("HTTPOptions")] = Field((), alias="HTTPOptions")
     tcp_options: Annotated[Options, _options("TCPOptions")] = Field((), alias="TCPOptions")

@@ -20,6 +20,7 @@
 #   SWARMGATE_CERTS_DIR       the certificate courier's files, `<secret ID>.pem` (a read-only volume)
 #                             [/run/swarmgate-certs]
 #   SWARMGATE_CERT_WAIT       seconds a push may wait for the courier's files it names (below) [120]
+#   SWARMGATE_PEERS_FILE      LuaBalancer's peers, for a change of peers only (below) [/var/run/swarmgate-peers]
 #
 # Protocol swarmgate/3. The key file (one Swarm secret) is `swarmgate/3 channel-key HMACHEX` and then
 # a self-signed certificate and its private key (PEM; nginx skips the first line). The control server
@@ -54,6 +55,14 @@
 #                             rekey: signed again by the agent with the new key, term 0 seq 0).
 #   $STATE/fence              the signed header line of the newest authentic push accepted here.
 #   $STATE/key                the last rekey accepted here, as PUT (0600, root): the current key.
+#   $PEERS_FILE               (LuaBalancer) the peers of a config applied without a reload: /proc/uptime
+#                             when written, then its lines between the peers markers (0644: workers read it).
+#
+# A change of peers only (LuaBalancer): when a config differs from the one served only between the
+# lines `# swarmgate peers: begin` and `end` (a scale, a roll, a task restarted), and both run
+# swarmgate's balancer, the agent runs nginx -t, installs it and writes $PEERS_FILE, and does not
+# signal nginx: every worker started before that file reads it within 0.5 s (balancer.lua); a worker
+# started later (a reload, a restart) has the same peers in its own config.
 #
 # A push is applied only if, in this order: its header parses; its MAC is right; it names this task;
 # its (TERM, SEQ) is greater than the fence; the text's sha256 is DIGEST. Anything else is refused:
@@ -65,7 +74,8 @@
 # or `user 0`; after each reload no worker may run as uid 0, else the last good config comes back),
 # may not set `master_process`, must include the agent's control file exactly once, must not name
 # swarmgate-control other than in that server's server_name, nor this directory other than in that
-# include, nor the swarmgate-channel secret. So a push changes routes, never the channel.
+# include, nor the swarmgate-channel secret, and carries Lua only as swarmgate's balancer (lua_policy).
+# So a push changes routes, never the channel.
 # Certificates: a config names its TLS files as `$CERTS/<secret ID>.pem`, which the certificate courier
 # (another service, on the same node) copies from Swarm secrets; the operator updates the courier and
 # pushes the config in the same pass. So, before `nginx -t`, a push waits until every such file it names
@@ -128,6 +138,17 @@ CONTROL=$DIR/control
 MIN_BODY=33554432 # 32 MiB: the smallest push size limit (it grows with the config served)
 ADMIT_CAP=16      # the dead-man rule admits at most this many addresses beyond the pushed peers
 PEERS_MARK="# swarmgate channel peers: "
+# LuaBalancer: the one piece of Lua a config may carry, between these marker lines, by its sha256 (its
+# init_by_lua runs in nginx's master, as root); tests/unit/test_lua_balancer.py keeps it the renderer's.
+LUA_BEGIN="    # swarmgate lua: begin"
+LUA_END="    # swarmgate lua: end"
+LUA_SHA256=4ffe344f700e44a4b004604bf9db5e2edf490ea83dadf54ceed2e3dec5cc4d8c
+LUA_BALANCER_LINE='        balancer_by_lua_block { require("swarmgate_balancer").balance() }'
+# A change of the pools' peers only (the lines between these markers) is applied without a reload: the
+# balancer's workers read the new lines from PEERS_FILE (see balancer.lua), stamped with /proc/uptime.
+PEERS_BEGIN="    # swarmgate peers: begin"
+PEERS_END="    # swarmgate peers: end"
+PEERS_FILE=${SWARMGATE_PEERS_FILE:-/var/run/swarmgate-peers}
 
 log() { echo "swarmgate-agent: $*" >&2; }
 pause() { sleep "$1" & wait $!; } # a trapped signal ends the wait at once
@@ -605,6 +626,7 @@ policy() {
 		echo "content policy: the config must not set master_process"
 		return 1
 	fi
+	lua_policy "$1" || return 1
 	# `user root;`, `user "0" group;`...: on each line, and once more with comments (from a `#` that
 	# starts a word) dropped and all whitespace joined, for a directive split across lines. What slips
 	# through (an include, quoting tricks) is caught after the reload, when no worker may be root.
@@ -616,6 +638,24 @@ policy() {
 	fi
 	peers_of "$1" # sets p_peers: the control server's address filter this config asks for
 } >"$WORK/message"
+
+# lua_policy FILE: Lua only as the admitted balancer: its section (if any) is the known code, and no
+# other word of the config (split at blanks, quotes and ;{}) outside whole-line comments is one of
+# lua-nginx-module's directives, but in the one balancer line. Host and pool names can never be one.
+LUA_DIRECTIVE='lua_[a-z_]+|(init|init_worker|exit_worker|set|content|rewrite|server_rewrite|access|header_filter|body_filter|log|balancer|ssl_certificate|ssl_client_hello|ssl_session_fetch|ssl_session_store)_by_lua[a-z_]*'
+lua_policy() {
+	grep -q -F -e _lua "$1" || grep -q -F -e lua_ "$1" || return 0
+	sum=$(sed -n "/^$LUA_BEGIN\$/,/^$LUA_END\$/p" "$1" | sha256sum) || return 1
+	if [ "${sum%% *}" != "$LUA_SHA256" ] && grep -q -x -F -e "$LUA_BEGIN" "$1"; then
+		echo "content policy: the Lua between '$LUA_BEGIN' and '$LUA_END' is not swarmgate's balancer"
+		return 1
+	fi
+	if sed "/^$LUA_BEGIN\$/,/^$LUA_END\$/d" "$1" | grep -v -x -F -e "$LUA_BALANCER_LINE" |
+		grep -v -E -e '^[[:space:]]*#' | tr -s " \t;{}\"'" '\n' | grep -q -x -E -e "$LUA_DIRECTIVE"; then
+		echo "content policy: Lua is admitted only as swarmgate's balancer (LuaBalancer)"
+		return 1
+	fi
+}
 
 check() { # check: nginx -t on the file at the live path (relative includes resolve as they will)
 	"$NGINX" -t -q -c "$CONF" -g 'daemon off;' >"$WORK/message" 2>&1
@@ -767,8 +807,57 @@ retry_pending() { # the waiting push: applied once its files are there, rejected
 	fi
 }
 
+# peers_only FILE: 0 when FILE differs from the config served only between the peers markers, and
+# both run swarmgate's balancer (so the workers can take the new peers without a reload).
+peers_only() {
+	grep -q -x -F -e "$LUA_BEGIN" "$1" && grep -q -x -F -e "$PEERS_BEGIN" "$1" &&
+		grep -q -x -F -e "$LUA_BEGIN" "$CONF" && grep -q -x -F -e "$PEERS_BEGIN" "$CONF" || return 1
+	sed "/^$PEERS_BEGIN\$/,/^$PEERS_END\$/d" "$1" >"$WORK/rest.new" &&
+		sed "/^$PEERS_BEGIN\$/,/^$PEERS_END\$/d" "$CONF" >"$WORK/rest.served" &&
+		cmp -s "$WORK/rest.new" "$WORK/rest.served"
+}
+
+# install_peers DIGEST FILE: the candidate changes peers only: checked, installed for the next start
+# or reload, and handed to the running workers in PEERS_FILE; nginx is not signalled.
+install_peers() {
+	digest=$1
+	cp "$CONF" "$WORK/last-good" || return
+	prev_peers=$peers prev_admitted=$admitted # the control server's list is the same (peers_only)
+	if ! { cp "$WORK/candidate" "$CONF.new" && mv "$CONF.new" "$CONF"; }; then
+		restore
+		echo "cannot install the config at $CONF" >"$WORK/message"
+		reject "$digest" "$WORK/message"
+		return
+	fi
+	if ! check; then
+		restore
+		reject "$digest" "$WORK/message"
+		return
+	fi
+	stamp=""
+	read -r stamp _ </proc/uptime
+	if ! { { echo "${stamp:-0}" && sed -n "/^$PEERS_BEGIN\$/,/^$PEERS_END\$/p" "$CONF"; } >"$PEERS_FILE.new" &&
+		chmod 644 "$PEERS_FILE.new" && mv "$PEERS_FILE.new" "$PEERS_FILE"; }; then
+		rm -f "$PEERS_FILE.new"
+		restore
+		echo "cannot write the new peers to $PEERS_FILE" >"$WORK/message"
+		reject "$digest" "$WORK/message"
+		return
+	fi
+	serving=$digest
+	uptime_now
+	last_ok=$now heard="" cap_told=0 # a push is a listed peer at work: the dead-man rule starts over
+	cp "$2" "$STATE/config.new" && mv "$STATE/config.new" "$STATE/config" || log "cannot save to $STATE"
+	status_ok
+	log "serving $serving (term $fterm seq $fseq): peers only, no reload"
+}
+
 install() { # install DIGEST FILE: the config in $WORK/candidate (it kept to the policy) is served
 	digest=$1
+	if peers_only "$WORK/candidate"; then
+		install_peers "$@"
+		return
+	fi
 	cp "$CONF" "$WORK/last-good" || return
 	# The candidate's peers replace the served ones and whatever the dead-man rule admitted.
 	prev_peers=$peers prev_admitted=$admitted
