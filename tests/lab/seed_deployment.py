@@ -27,7 +27,7 @@ import docker.errors
 from tests import docker_api
 from tests.lab import http
 from tests.lab.cluster import REPO, Lab, load_lab
-from tests.support import wait_for
+from tests.support import events_between, wait_for
 
 OPERATOR = "interlock"
 PROXY = "interlock-proxy"
@@ -199,14 +199,13 @@ class Seed:
 
     def owned_writes(self, since: float, until: float, *, ignore: tuple[str, ...] = ("fault-",)) -> list[str]:
         """Docker's record of writes to services, configs and secrets in [since, until], without the
-        harness's own objects. Blocks until `until` has passed: the window is read as it happens."""
-        events = self.client().api.events(since=int(since), until=int(until) + 1, decode=True,
-                                          filters={"type": ["service", "config", "secret"]})
+        harness's own objects. Blocks until `until` has passed: the window is read as it happens. The
+        bounds go to the API to the nanosecond, so the read ends when the window does."""
+        events = events_between(self.client(), int(since * 10**9), int(until * 10**9), ("service", "config", "secret"))
         out = []
         for e in events:
             name = (e.get("Actor", {}).get("Attributes") or {}).get("name", "")
-            if e.get("Action") in {"create", "update", "remove"} and not name.startswith(ignore) \
-                    and e.get("time", 0) >= int(since):
+            if e.get("Action") in {"create", "update", "remove"} and not name.startswith(ignore):
                 out.append(f"{e['Type']} {e['Action']} {name}")
         return out
 
