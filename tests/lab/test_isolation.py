@@ -25,6 +25,7 @@ from tests import docker_api
 from tests.lab import http
 from tests.lab.cluster import REPO, Lab
 from tests.lab.operator_fixture import PROXY, create_routed, operator_endpoints, running_upstreams, wait_full_passes
+from tests.lab.seed_deployment import Seed
 from tests.support import event_window, wait_for
 
 pytestmark = pytest.mark.lab
@@ -56,7 +57,9 @@ def seed(lab: Lab) -> Iterator[docker.DockerClient]:
     assert len(lab.lb_nodes) >= 2, "the seed needs two load-balancer nodes"
     client = lab.manager_client()
     remove_service(client, BAD)
-    demo_sh(lab, "up")
+    deployment = Seed(lab, log=lambda msg: print(f"[isolation] {msg}", flush=True))
+    deployment.deploy()  # scripts/demo.sh up, then converged: the proxy is not rolling any more
+    deployment.close()
     try:
         yield client
     finally:
