@@ -105,7 +105,8 @@ def test_a_service_naming_a_missing_secret_does_not_stall_a_rolling_update_of_an
     for node in lab.lb_nodes:
         assert routed_to(lab, node, before), f"{node} stopped routing demo.local once the bad service was there"
 
-    subprocess.run(["docker", "service", "update", "--force", "--detach=false", DEMO], env=lab.env,
+    # Detached: the wait below for demo's rolled task is the proof; the CLI's 5-second watch adds nothing.
+    subprocess.run(["docker", "service", "update", "--force", "--detach", DEMO], env=lab.env,
                    capture_output=True, text=True, timeout=300, check=True)
     after = wait_for(lambda: (lambda ups: ups if ups and not ups & before else None)(running_upstreams(client, DEMO)),
                      timeout=120, what="demo's rolled task to run")
