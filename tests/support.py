@@ -4,8 +4,8 @@ against a golden file, and a window over Docker's event stream.
 A test that must show something did *not* happen (the operator wrote nothing, left a service alone)
 does not sleep and look: it opens an `EventWindow` on Docker's own record of writes, lets the
 operator do a counted amount of work (passes it reports, not seconds), and reads what the window
-saw. Docker stamps every event with `timeNano`; the window keeps exactly the events between its
-opening and its closing, whatever the one-second resolution of the API's `since`/`until`.
+saw. Docker stamps every event with `timeNano`; the window asks the API for exactly the span between
+its opening and its closing (`since`/`until` take nanoseconds) and keeps the events stamped inside it.
 """
 
 from __future__ import annotations
@@ -83,6 +83,20 @@ def check_golden(path: Path, actual: str) -> None:
     assert actual == path.read_text(), f"{path.name} changed; regenerate with {GOLDEN_SWITCH}=1 and review the diff"
 
 
+def events_between(client: docker.DockerClient, opened_ns: int, closed_ns: int,
+                   types: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Docker's events of `types` stamped (`timeNano`) in [opened_ns, closed_ns], oldest first; blocks
+    until `closed_ns` has passed. The API takes `seconds.nanoseconds` bounds (the SDK's stub says int,
+    and a datetime it would cut to whole seconds): whole seconds would make `until` wait up to two
+    seconds past the window. The stamps are checked all the same."""
+    def bound(ns: int) -> str:
+        return f"{ns // 10**9}.{ns % 10**9:09d}"
+
+    stream = client.api.events(since=bound(opened_ns), until=bound(closed_ns),  # type: ignore[call-overload]
+                               decode=True, filters={"type": list(types)})
+    return [e for e in stream if opened_ns <= int(e.get("timeNano", 0)) <= closed_ns]
+
+
 @dataclass
 class EventWindow:
     """Docker's events of some object types between `opened_ns` and `closed_ns` (Unix nanoseconds)."""
@@ -99,11 +113,7 @@ class EventWindow:
     def events(self) -> list[dict[str, Any]]:
         """Every event in the window, oldest first. The window must be closed."""
         assert self.closed_ns is not None, "read the window once it is closed"
-        # The API's bounds are whole seconds (and `until` waits for its second to pass): ask for the
-        # seconds around the window, then keep what Docker stamped inside it.
-        stream = self.client.api.events(since=self.opened_ns // 10**9, until=self.closed_ns // 10**9 + 1,
-                                        decode=True, filters={"type": list(self.types)})
-        return [e for e in stream if self.opened_ns <= int(e.get("timeNano", 0)) <= self.closed_ns]
+        return events_between(self.client, self.opened_ns, self.closed_ns, self.types)
 
     def writes(self) -> list[dict[str, Any]]:
         """Creations, updates and removals in the window."""

@@ -187,7 +187,7 @@ def _forget_served_config(lab: Lab, name: str, volume: str = STATE_VOLUME) -> No
             except docker.errors.NotFound:
                 return
             except docker.errors.APIError:
-                time.sleep(0.5)
+                time.sleep(0.1)  # a stopping proxy lets go of it any moment
     finally:
         node.close()
 
@@ -203,7 +203,7 @@ def _remove_when_unused(remove: Callable[[], Any]) -> None:
         except docker.errors.APIError:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(0.5)
+            time.sleep(0.1)  # the tasks that mount it go any moment
 
 
 @contextmanager

@@ -27,7 +27,7 @@ import docker.errors
 from tests import docker_api
 from tests.lab import http
 from tests.lab.cluster import REPO, Lab, load_lab
-from tests.support import wait_for
+from tests.support import events_between, wait_for
 
 OPERATOR = "interlock"
 PROXY = "interlock-proxy"
@@ -160,19 +160,23 @@ class Seed:
     # -- deployment
 
     def deploy(self, timeout: float = 180) -> None:
-        """`scripts/demo.sh up`. Its `service create` of the operator waits for a running task, so an
-        operator that cannot start would hold it forever: bounded, and its process group killed."""
+        """`scripts/demo.sh up`, then `converged()`. With DEMO_DETACH=1 the script skips the CLI's
+        5-second watch of each service's tasks (three of them: ~15 s a deployment); the proof of a
+        deployment here is `converged()` (and, in the fault and roll runs, a quiet event window).
+        Bounded all the same, and its process group killed: an operator that cannot start would
+        hold the script's wait for its proxy."""
         t0 = time.monotonic()
-        self._demo_sh("up", timeout)
-        self.log(f"seed deployed (scripts/demo.sh up) in {time.monotonic() - t0:.1f} s")
+        self._demo_sh("up", timeout, env={"DEMO_DETACH": "1"})
+        wait_for(self.converged, timeout=120, what="the seed deployment converged")
+        self.log(f"seed deployed (scripts/demo.sh up) and converged in {time.monotonic() - t0:.1f} s")
 
     def undeploy(self) -> None:
         with contextlib.suppress(RuntimeError):
             self._demo_sh("down", 180, check=False)
 
-    def _demo_sh(self, verb: str, timeout: float, *, check: bool = True) -> None:
+    def _demo_sh(self, verb: str, timeout: float, *, check: bool = True, env: dict[str, str] | None = None) -> None:
         proc = subprocess.Popen([str(DEMO_SH), verb], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+                                start_new_session=True, env={**os.environ, **(env or {})})
         try:
             _, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -199,14 +203,13 @@ class Seed:
 
     def owned_writes(self, since: float, until: float, *, ignore: tuple[str, ...] = ("fault-",)) -> list[str]:
         """Docker's record of writes to services, configs and secrets in [since, until], without the
-        harness's own objects. Blocks until `until` has passed: the window is read as it happens."""
-        events = self.client().api.events(since=int(since), until=int(until) + 1, decode=True,
-                                          filters={"type": ["service", "config", "secret"]})
+        harness's own objects. Blocks until `until` has passed: the window is read as it happens. The
+        bounds go to the API to the nanosecond, so the read ends when the window does."""
+        events = events_between(self.client(), int(since * 10**9), int(until * 10**9), ("service", "config", "secret"))
         out = []
         for e in events:
             name = (e.get("Actor", {}).get("Attributes") or {}).get("name", "")
-            if e.get("Action") in {"create", "update", "remove"} and not name.startswith(ignore) \
-                    and e.get("time", 0) >= int(since):
+            if e.get("Action") in {"create", "update", "remove"} and not name.startswith(ignore):
                 out.append(f"{e['Type']} {e['Action']} {name}")
         return out
 

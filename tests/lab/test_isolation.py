@@ -25,6 +25,7 @@ from tests import docker_api
 from tests.lab import http
 from tests.lab.cluster import REPO, Lab
 from tests.lab.operator_fixture import PROXY, create_routed, operator_endpoints, running_upstreams, wait_full_passes
+from tests.lab.seed_deployment import Seed
 from tests.support import event_window, wait_for
 
 pytestmark = pytest.mark.lab
@@ -56,7 +57,9 @@ def seed(lab: Lab) -> Iterator[docker.DockerClient]:
     assert len(lab.lb_nodes) >= 2, "the seed needs two load-balancer nodes"
     client = lab.manager_client()
     remove_service(client, BAD)
-    demo_sh(lab, "up")
+    deployment = Seed(lab, log=lambda msg: print(f"[isolation] {msg}", flush=True))
+    deployment.deploy()  # scripts/demo.sh up, then converged: the proxy is not rolling any more
+    deployment.close()
     try:
         yield client
     finally:
@@ -102,7 +105,8 @@ def test_a_service_naming_a_missing_secret_does_not_stall_a_rolling_update_of_an
     for node in lab.lb_nodes:
         assert routed_to(lab, node, before), f"{node} stopped routing demo.local once the bad service was there"
 
-    subprocess.run(["docker", "service", "update", "--force", "--detach=false", DEMO], env=lab.env,
+    # Detached: the wait below for demo's rolled task is the proof; the CLI's 5-second watch adds nothing.
+    subprocess.run(["docker", "service", "update", "--force", "--detach", DEMO], env=lab.env,
                    capture_output=True, text=True, timeout=300, check=True)
     after = wait_for(lambda: (lambda ups: ups if ups and not ups & before else None)(running_upstreams(client, DEMO)),
                      timeout=120, what="demo's rolled task to run")
