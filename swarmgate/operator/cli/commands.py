@@ -151,8 +151,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.endpoint:
         status = _get_json(f"{args.endpoint.rstrip('/')}/v1/status")
-        with contextlib.suppress(SwarmgateError):  # an operator from before leader election has no /v1/leader
-            status["operator"] = _get_json(f"{args.endpoint.rstrip('/')}/v1/leader")
+        # An operator's /v1/status carries its election and readiness under "operator"; one from before
+        # the status page has only /v1/leader, and one from before leader election neither.
+        if "operator" not in status:
+            with contextlib.suppress(SwarmgateError):
+                status["operator"] = _get_json(f"{args.endpoint.rstrip('/')}/v1/leader")
     else:
         # Straight from the proxies: what each running proxy task says it serves, against the
         # config this pipeline computes (the operator's, by construction).
