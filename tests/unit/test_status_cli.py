@@ -56,7 +56,8 @@ def _status_json(url: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]
 
 
 def test_status_keeps_the_operator_document_of_v1_status(capsys: pytest.CaptureFixture[str]) -> None:
-    pages = {"/v1/status": {"clusters": {}, "operator": FULL_OPERATOR}, "/v1/leader": LEADER}
+    pages: dict[str, dict[str, Any]] = {"/v1/status": {"clusters": {}, "operator": FULL_OPERATOR},
+                                       "/v1/leader": LEADER}
     with endpoint(pages) as url:
         assert _status_json(url, capsys)["operator"] == FULL_OPERATOR
 
