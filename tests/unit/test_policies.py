@@ -7,6 +7,7 @@ The golden config's extension also adds headers through `HTTPOptions`: every loc
 
 from __future__ import annotations
 
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -231,3 +232,19 @@ def test_routes_shows_each_locations_policy_its_canary_and_the_weights() -> None
     assert "    / canary (header X-Canary=beta) → beta\n" in text
     assert "  minor task " in text and "  weight 10000\n" in text
     assert "    redirect → https://new.local (308)\n" in text
+
+
+def test_with_the_lua_balancer_weighted_and_canary_pools_keep_their_upstream_blocks() -> None:
+    """The balancer takes a pool's tasks in plain turn: weights, failure knobs and a canary's split are
+    nginx's, so those pools keep their `upstream` blocks, and the config still passes nginx -t."""
+    lua = EXT.model_copy(update={"config": EXT.config.model_copy(update={"lua_balancer": True})})
+    table = build_route_table(policies_state(), lua)
+    text = render_nginx(lua, table, server_info=INFO).text
+    hosts = {h.host: h.paths[0] for h in table.hosts if h.paths}
+    split, canary, guarded = hosts["split.local"], hosts["canary.local"], hosts["guarded.local"]
+    assert canary.canary is not None
+    upstreams = set(re.findall(r"^    upstream (\S+) \{", text, re.M))
+    assert {split.pool, canary.pool, canary.canary.pool, "swarmgate_balancer"} <= upstreams
+    assert guarded.pool not in upstreams
+    assert f"set $swarmgate_pool {guarded.pool};" in text
+    nginx_check(text)
