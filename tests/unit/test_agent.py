@@ -402,12 +402,13 @@ def test_a_replaced_task_starts_from_what_its_node_served_and_needs_no_push(prox
 
 
 def test_a_saved_config_that_no_longer_passes_nginx_t_gives_way_to_the_bootstrap(proxy: Proxy) -> None:
-    proxy.publish("needs-a-file", extra=f"include {proxy.tmp}/extra.conf;")
-    (proxy.tmp / "extra.conf").write_text("")
+    # A log in a directory (the policy admits no `include` of a test file): nginx -t opens it.
+    proxy.publish("needs-a-file", extra=f"access_log {proxy.tmp}/logs/access.log;")
+    (proxy.tmp / "logs").mkdir()
     proxy.push_round()
     assert proxy.get() == (200, "needs-a-file")
     proxy.stop_agent()
-    (proxy.tmp / "extra.conf").unlink()  # as a TLS secret the new task no longer mounts
+    shutil.rmtree(proxy.tmp / "logs")  # as a TLS secret the new task no longer mounts
     proxy.start_agent(task="task2")
     wait_for(lambda: proxy.get() == (503, "bootstrap"), timeout=10, what="the bootstrap")
 
@@ -667,9 +668,9 @@ def test_swarmgates_lua_balancer_is_admitted_and_loads(plain: Proxy) -> None:
 
 def test_workers_that_run_as_root_after_a_reload_are_rolled_back(plain: Proxy) -> None:
     plain.push("good", term=1, seq=1)
-    # No `user root` in the text: an include brings it, which only the running workers reveal.
-    (plain.tmp / "user.conf").write_text("user root;\n")
-    sneaky = plain.conf("root", user="", main=f"include {plain.tmp}/user.conf;")
+    # A quoted directive name slips past the policy's look for `user root`: only the running workers
+    # reveal it (an `include` could bring it too, but the policy admits none of a test's files).
+    sneaky = plain.conf("root", user="", main='"user" root;')
     plain.put(plain.signed(sneaky, term=1, seq=2))
     status = plain.status()
     assert status.rejected == digest_of(sneaky)

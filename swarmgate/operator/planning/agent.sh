@@ -75,7 +75,13 @@
 # may not set `master_process`, must include the agent's control file exactly once, must not name
 # swarmgate-control other than in that server's server_name, nor this directory other than in that
 # include, nor the swarmgate-channel secret, and carries Lua only as swarmgate's balancer (lua_policy).
-# So a push changes routes, never the channel.
+# Nor may it turn what the proxy writes (PUT bodies, logs, temp files) into code its root master loads
+# (directives_policy, reading the config as nginx does): `include` names only the control file and
+# /etc/nginx/modules-enabled/*.conf, `load_module` only /usr/{lib,share}/nginx/modules/NAME.so; no Perl,
+# njs, `ssl_engine` or `engine:` key, `env` sets nothing; logs, pid and lock files only under /var/log,
+# /var/cache, /tmp or /run (or stdout, stderr, syslog), temp and cache directories under /var/cache or
+# /tmp, none in this directory, $STATE, $CERTS or $PEERS_FILE; nothing stores request bodies.
+# So a push changes routes, never the channel, and runs no code but nginx's own.
 # Certificates: a config names its TLS files as `$CERTS/<secret ID>.pem`, which the certificate courier
 # (another service, on the same node) copies from Swarm secrets; the operator updates the courier and
 # pushes the config in the same pass. So, before `nginx -t`, a push waits until every such file it names
@@ -627,6 +633,11 @@ policy() {
 		return 1
 	fi
 	lua_policy "$1" || return 1
+	if tr -d '\000' <"$1" | cmp -s - "$1"; then :; else
+		echo "content policy: the config has a NUL byte"
+		return 1
+	fi
+	directives_policy "$1" || return 1
 	# `user root;`, `user "0" group;`...: on each line, and once more with comments (from a `#` that
 	# starts a word) dropped and all whitespace joined, for a directive split across lines. What slips
 	# through (an include, quoting tricks) is caught after the reload, when no worker may be root.
@@ -656,6 +667,181 @@ lua_policy() {
 		return 1
 	fi
 }
+
+# directives_policy FILE: what nginx's master (root) would load as code, and where nginx would write,
+# read as nginx reads a config (ngx_conf_read_token: quotes with backslash escapes, `${`, `#` comments
+# that start a word, `;` `{` `}`), statement by statement; swarmgate's Lua section and balancer line
+# (lua_policy checked them) are skipped whole. A push may not turn a file the proxy writes (a PUT in
+# the inbox, a log, a temp or stored body, the peers file, the courier's files) into config or code:
+# * `include` only the control file and `/etc/nginx/modules-enabled/*.conf` (nginx's own image files);
+#   inside `map`, `geo`, `types`... only `include` is a directive, everything else is a key.
+# * `load_module` only /usr/lib/nginx/modules/NAME.so or /usr/share/nginx/modules/NAME.so; no Lua, Perl
+#   or njs directive (lua_policy admits the balancer), no `ssl_engine`, no `engine:`/`store:` key (OpenSSL
+#   loads a shared object for them), `env` passes a variable through and sets none.
+# * what nginx writes (its master creates log, pid and lock files as root, and makes temp and cache
+#   directories its workers'): logs to /dev/stdout, /dev/stderr, syslog or a file under /var/log,
+#   /var/cache, /tmp or /run; pid and lock files there too; temp, cache and working directories under
+#   /var/cache or /tmp; never this agent's directory, its state, the courier's files or the peers file;
+#   absolute, without `.`, `..`, `//` or a variable; unix sockets under /run or /tmp (a socket left
+#   where a glob includes would break every later config). No directive that stores request bodies
+#   (`proxy_store`, `dav_methods`, `client_body_in_file_only`...) but `off`.
+# Where nginx's reading would fail (an unbalanced quote or brace...), the config is refused here: this
+# reading must never lag behind nginx's. Busybox awk reads a 4 MB config (10,000 routes) in about 3 s.
+directives_policy() {
+	awk -v control="$CONTROL/*.conf" -v modules="/etc/nginx/modules-enabled/*.conf" -v dir="$DIR" \
+		-v state="$STATE" -v certs="$CERTS" -v peers="$PEERS_FILE" -v lua_begin="$LUA_BEGIN" \
+		-v lua_end="$LUA_END" -v lua_line="$LUA_BALANCER_LINE" -f /dev/stdin "$1" <<'EOF'
+function fail(why) { gsub(/[^ -~]/, "?", why); print "content policy: " why " (line " NR ")"; bad = 1; exit 1 }
+function short(s) { return length(s) > 64 ? substr(s, 1, 64) "..." : s }
+function under(p, root) { return p == root || index(p, root "/") == 1 }
+function run(p) { return index(p "/", "/var/run/") == 1 ? substr(p, 5) : p } # /var/run is /run
+function own(p) { p = run(p); return under(p, run(dir)) || under(p, run(state)) || under(p, run(certs)) || under(p, run(peers)) }
+function writable(p, roots,   k, r, i) {
+	if (p !~ /^\/[A-Za-z0-9_.\/-]+$/ || p ~ /\/\// || p ~ /\/\.\.?(\/|$)/ || own(p)) return 0
+	k = split(roots, r, " ")
+	for (i = 1; i <= k; i++) if (index(p, r[i]) == 1 && length(p) > length(r[i])) return 1
+	return 0
+}
+function word() { n++; w[n] = cur; cur = ""; inword = 0 }
+function statement(block,   name, a, i, kv) {
+	name = w[1]; a = w[2]
+	kv = depth > 0 && blk[depth] ~ /^(map|geo|split_clients|types|charset_map|match)$/
+	if (name == "include") {
+		if (n != 2 || (a != control && a != modules))
+			fail("include names only '" control "' and '" modules "', not '" short(a) "'")
+	} else if (kv) {
+		if (block) fail("a block inside '" blk[depth] "'")
+	} else if (name == "load_module") {
+		if (a !~ /^\/usr\/(lib|share)\/nginx\/modules\/[A-Za-z0-9_][A-Za-z0-9_.-]*\.so$/)
+			fail("load_module loads only /usr/lib/nginx/modules/NAME.so or /usr/share/nginx/modules/NAME.so, not '" short(a) "'")
+	} else if (name ~ /^(lua_[a-z_]+|[a-z_]+_by_lua[a-z_]*)$/) {
+		fail("Lua is admitted only as swarmgate's balancer (LuaBalancer)")
+	} else if (name ~ /^(perl|perl_[a-z_]+|js_[a-z_]+|ssl_engine)$/) {
+		fail("'" name "' loads code into nginx")
+	} else if (name == "env" && index(a, "=")) {
+		fail("env may pass a variable through, not set one: '" short(a) "'")
+	} else if (name ~ /^(access_log|error_log|pid|lock_file|google_perftools_profiles)$/) {
+		if (!(name == "access_log" && a == "off") && a != "/dev/stdout" && a != "/dev/stderr" &&
+		    !(name == "error_log" && (a == "stderr" || a ~ /^memory:/)) && !(name ~ /_log$/ && a ~ /^syslog:/) &&
+		    !writable(a, "/var/log/ /var/cache/ /tmp/ /run/ /var/run/"))
+			fail(name " writes only under /var/log, /var/cache, /tmp or /run, and not to the agent's or the courier's files, nor the peers file: '" short(a) "'")
+	} else if (name ~ /_(temp|cache)_path$/ || name == "working_directory") {
+		if (!writable(a, "/var/cache/ /tmp/"))
+			fail(name " must be a directory under /var/cache or /tmp (nginx's master makes it its workers'), not '" short(a) "'")
+	} else if (name ~ /^((proxy|fastcgi|uwsgi|scgi)_store|dav_methods|client_body_in_file_only)$/) {
+		if (n != 2 || a != "off") fail("'" name "' writes request bodies to files: only 'off'")
+	} else if (name == "listen" && index(a, "unix:") == 1) {
+		if (!writable(substr(a, 6), "/var/run/ /run/ /tmp/"))
+			fail("a unix socket nginx listens on is made under /run or /tmp only, not '" short(a) "'")
+	} else if (name ~ /certificate(_key)?$/) {
+		for (i = 2; i <= n; i++) if (w[i] ~ /^(engine|store):/) fail("'" name "' may not load an OpenSSL engine or store")
+	}
+	if (block) blk[++depth] = name
+	n = 0
+}
+BEGIN {
+	sq = sprintf("%c", 39); dq = "\""
+	slow = "[\"" sq "#\\\\]"
+	dqre = "^([^\"\\\\]|\\\\.)*\""; sqre = "^([^" sq "\\\\]|\\\\.)*" sq
+}
+{
+	if (skip) {
+		if ($0 == lua_end) skip = 0
+		next
+	}
+	if (q == "" && !inword && !needspace) {
+		# swarmgate's Lua (its sha256 checked by lua_policy): at a statement's start, skipped
+		if (n == 0 && ($0 == lua_begin || $0 == lua_line)) {
+			skip = $0 == lua_begin
+			next
+		}
+		# Most lines: no quote, escape, comment or `${` (a fast path, the same tokens): words split
+		# at blanks, `;` and `{` on their own, `}` only at a word's start.
+		if (index($0, "${") == 0 && $0 !~ slow) {
+			s = $0
+			gsub(/[;{]/, " & ", s)
+			k = split(s, f, /[ \t\r]+/)
+			for (i = 1; i <= k; i++) {
+				t = f[i]
+				if (t == ";" || t == "{") {
+					if (n == 0) fail("unexpected '" t "'")
+					statement(t == "{")
+				} else {
+					while (substr(t, 1, 1) == "}") {
+						if (n != 0 || depth == 0) fail("unexpected '}'")
+						depth--
+						t = substr(t, 2)
+					}
+					if (t != "") w[++n] = t
+				}
+			}
+			next
+		}
+	}
+}
+{
+	s = $0
+	while (1) {
+		if (q != "") {
+			if (match(s, q == dq ? dqre : sqre)) {
+				cur = cur substr(s, 1, RLENGTH - 1); s = substr(s, RLENGTH + 1); q = ""; word(); needspace = 1
+			} else { cur = cur s "\n"; break }
+			continue
+		}
+		if (inword) {
+			if (match(s, /^[^ \t\r;{\\$]+/)) { cur = cur substr(s, 1, RLENGTH); s = substr(s, RLENGTH + 1) }
+			c = substr(s, 1, 1)
+			if (c == "\\") { if (length(s) == 1) { cur = cur "\\\n"; s = ""; esc = 1; break } cur = cur substr(s, 1, 2); s = substr(s, 3); continue }
+			if (c == "$") { if (substr(s, 2, 1) == "{") { cur = cur "${"; s = substr(s, 3) } else { cur = cur "$"; s = substr(s, 2) } continue }
+			word()
+			if (s == "") break
+			continue
+		}
+		if (needspace) {
+			c = substr(s, 1, 1)
+			if (c == "") break
+			if (c ~ /[ \t\r]/) needspace = 0
+			else if (c == ")") needspace = 0
+			else if (c != ";" && c != "{") fail("unexpected '" c "' after a quoted string")
+		}
+		sub(/^[ \t\r]+/, "", s)
+		if (s == "") break
+		c = substr(s, 1, 1)
+		if (c == ";" || c == "{") {
+			if (n == 0) fail("unexpected '" c "'")
+			needspace = 0; statement(c == "{"); s = substr(s, 2)
+		} else if (c == "}") {
+			if (n != 0) fail("unexpected '}'")
+			if (depth == 0) fail("unexpected '}'")
+			depth--; s = substr(s, 2)
+		} else if (c == "#") {
+			break
+		} else if (c == dq || c == sq) {
+			q = c; cur = ""; s = substr(s, 2)
+		} else {
+			inword = 1; cur = ""
+		}
+	}
+	# the end of the line: whitespace, unless escaped or inside quotes
+	if (esc) esc = 0
+	else { if (inword) word(); needspace = 0 }
+}
+END {
+	if (bad) exit 1
+	if (q != "" || inword || n != 0 || depth != 0 || skip) fail("the config ends inside a directive or block")
+}
+EOF
+}
+
+# SWARMGATE_POLICY_CHECK=FILE: the content policy on FILE alone (why on stdout; exit status 0 or 1),
+# for the renderer's configs (tests/unit/test_agent_policy.py); nothing else runs.
+if [ -n "${SWARMGATE_POLICY_CHECK:-}" ]; then
+	mkdir -p "$WORK" || exit 2
+	policy "$SWARMGATE_POLICY_CHECK"
+	checked=$?
+	cat "$WORK/message"
+	exit "$checked"
+fi
 
 check() { # check: nginx -t on the file at the live path (relative includes resolve as they will)
 	"$NGINX" -t -q -c "$CONF" -g 'daemon off;' >"$WORK/message" 2>&1
