@@ -147,10 +147,11 @@ def clean_swarm(client: docker.DockerClient, *, services: tuple[str, ...] = (), 
     """Remove the proxies, the given services, every owned config and the token secret; with `lab`,
     also each proxy's state volume on each LB node, so the next proxy starts from the bootstrap."""
     # Each proxy's certificate courier (`<proxy>-certs`) goes with it.
+    # One listing, not one per name (the scale test names 300 services).
+    present = {svc.name: svc for svc in client.services.list()}
     for name in (*services, *proxies, *(f"{p}-certs" for p in proxies)):
-        for svc in client.services.list(filters={"name": name}):
-            if svc.name == name:
-                docker_api.remove(svc)
+        if name in present:
+            docker_api.remove(present[name])
     # A config stays "in use" until the service that mounts it is gone; removal retries until then.
     for cfg in client.configs.list(filters=OWNED):
         _remove_when_unused(cfg.remove)

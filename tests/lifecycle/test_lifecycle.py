@@ -108,7 +108,10 @@ def wait_dead(pids: list[int], timeout: float = 15) -> None:
 
 
 def test_down_leaves_nothing_and_up_recovers_from_a_killed_lab() -> None:
-    assert lab("up", *SIZE).returncode == 0
+    # The suite's own lab when a healthy one runs (any size: `make test`'s 8 nodes): `down` is proven on
+    # it as well as on a fresh one, without first rebuilding it at this test's size.
+    if lab("status").returncode != 0:
+        assert lab("up", *SIZE).returncode == 0
 
     # 1. A clean `down` removes every process, namespace, link, rule, cgroup and file.
     before = snapshot()
