@@ -40,6 +40,8 @@ REFUSED: dict[str, tuple[str, str, str]] = {
     "include-quoted": ("extra", '"include" "/tmp/nonexistent-x.conf";', "include names only"),
     "include-in-a-map": ("extra", "map $host $swarmgate_x { include /tmp/nonexistent-x.conf; }",
                          "include names only"),
+    # The traffic log nginx's workers write (the agent aggregates it): written, never read as config.
+    "include-the-traffic-log": ("extra", "include /var/run/swarmgate-traffic;", "include names only"),
     "load-module-from-tmp": ("main", "load_module /tmp/nonexistent-evil.so;", "load_module loads only"),
     "load-module-dot-dot": ("main", "load_module /usr/lib/nginx/modules/../../../../tmp/nonexistent-evil.so;",
                             "load_module loads only"),
@@ -134,6 +136,19 @@ def test_every_rendered_golden_keeps_to_the_content_policy(golden: str, tmp_path
     config.write_text(text)
     done = policy_check(config, agent_dir)
     assert (done.returncode, done.stdout) == (0, ""), done.stdout + done.stderr
+
+
+def test_logs_go_where_nothing_reads_them_as_config(workdir: Path) -> None:
+    """Checked only (nginx would write these paths on this machine): stdout, syslog, /var/log, the
+    traffic log under /run, a pid under /run, temp files under /var/cache."""
+    proxy = Proxy(workdir, 1, 2)
+    extra = ("access_log /var/run/swarmgate-traffic combined buffer=64k flush=1s;\n"
+             "  access_log syslog:server=unix:/dev/log;\n  access_log /var/log/nginx/access.log;\n"
+             "  proxy_temp_path /var/cache/nginx/proxy_temp 1 2;")
+    config = workdir / "candidate.conf"
+    config.write_text(proxy.conf("ok", extra=extra).replace(f"pid {proxy.tmp}/nginx.pid;", "pid /run/nginx.pid;"))
+    done = policy_check(config, proxy.dir, proxy.state)
+    assert (done.returncode, done.stdout) == (0, ""), done.stdout
 
 
 def test_the_policy_check_mode_says_why(tmp_path: Path) -> None:
