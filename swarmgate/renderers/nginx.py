@@ -141,6 +141,22 @@ def server_names_hash(table: RouteTable, configured: int) -> tuple[int, int]:
 # Words a `map` block reads as its own directives rather than as a host name.
 _MAP_KEYWORDS = frozenset({"default", "hostnames", "include", "volatile"})
 
+# proxy_connect_timeout of a pool of two or more overlay tasks (`PathRoute.fails_over_fast`), in ms.
+# A connect that completes on the first SYN or on TCP's first retry (at 1 s) is untouched; one that
+# would wait for the second retry (at 3 s) goes to another task at 1.5 s instead (nothing was sent
+# yet, so for any method: proxy_next_upstream's `timeout`), within a 2 s client's patience.
+FAILOVER_CONNECT_MS = 1500
+
+
+def failover_connect_ms(ext: Extension, route: PathRoute) -> int | None:
+    """The connect timeout the route's location sets for fast failover, or None: not such a pool,
+    a canary beside it, or the service's own `swarmgate.connect_timeout` (which wins)."""
+    if not route.fails_over_fast or route.canary is not None:
+        return None
+    if route.policy is not None and route.policy.connect_timeout_ms is not None:
+        return None
+    return min(FAILOVER_CONNECT_MS, ext.config.connect_timeout * 1000)
+
 
 def needs_own_server(host: HostRoute) -> bool:
     """Whether a host needs a `server` block of its own: TLS, a redirect, a path other than `/`, a
@@ -228,6 +244,12 @@ def render_nginx(
     shared = [h for h in table.hosts if not needs_own_server(h)
               and (lua is None or not h.paths[0].upstreams or h.paths[0].pool in lua.names)]
     shared_names = {h.host for h in shared}
+    # Shared hosts whose pool fails over fast get a second shared server (the same map picks the pool):
+    # nginx takes no variable in proxy_connect_timeout.
+    fast = [h for h in shared if failover_connect_ms(ext, h.paths[0]) is not None]
+    shared_servers = [(hosts, ms) for hosts, ms in (([h for h in shared if h not in fast], None),
+                                                   (fast, min(FAILOVER_CONNECT_MS, ext.config.connect_timeout * 1000)))
+                      if hosts]
     # The map of pools to peers holds pool names: its buckets must fit them as well as the host names.
     map_bucket, map_max = (bucket, max_size) if lua is None else server_names_hash_sizes(
         [*(h.host for h in table.hosts), *(r.pool for r in table.pools)], ext.config.server_names_hash_bucket_size)
@@ -242,7 +264,9 @@ def render_nginx(
                "swarmgate_control": control, "tls_paths": dict(tls_paths or {}),
                "acme": {"thumbprint": acme_thumbprint, "prefix": CHALLENGE_PREFIX, "token": TOKEN_PATTERN}
                if acme_thumbprint else None,
-               "shared_hosts": shared, "own_hosts": [h for h in table.hosts if h.host not in shared_names],
+               "shared_hosts": shared, "shared_servers": shared_servers,
+               "failover_connect_ms": lambda route: failover_connect_ms(ext, route),
+               "own_hosts": [h for h in table.hosts if h.host not in shared_names],
                "global_headers": added_headers(ext.config.http_options), "limit_zones": limit_zones(table),
                "lua": lua, "map_hash_bucket_size": map_bucket, "map_hash_max_size": map_max,
                "upstream_pools": [r for r in table.pools if r.upstreams and (lua is None or r.pool not in lua.names)],

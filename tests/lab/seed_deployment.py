@@ -128,15 +128,16 @@ class Seed:
             raise RuntimeError(f"no container of {service} runs on {node}")
         return ids[0]
 
-    def agent_serves_host(self, node: str, host: str) -> bool:
+    def agent_serves_host(self, node: str, host: str, *more: str) -> bool:
         """The proxy's agent on `node` says it serves (new workers only) the live config, which names
-        `host`: until then a request may still meet an old worker of the last reload."""
+        `host` (and `more`): until then a request may still meet an old worker of the last reload."""
         out = self.cli("exec", self.container_on(node, PROXY), "sh", "-c",
                        "cat /var/lib/swarmgate/status* && echo '--' && cat /etc/nginx/nginx.conf", node=node)
         status, _, config = out.partition("\n--\n")
         words = status.split("\n", 1)[0].split()  # swarmgate/3 status TASK ok DIGEST TERM SEQ
         digest = hashlib.sha256((config + "\n").encode()).hexdigest()
-        return len(words) == 7 and words[3] == "ok" and words[4] == digest and f" {host}" in config
+        named = all(f" {h}" in config for h in (host, *more))
+        return len(words) == 7 and words[3] == "ok" and words[4] == digest and named
 
     def why_not(self, node: str, host: str, *, metadata: str | None = None) -> str:
         """'' when `node` answers 200 for `host` (from `metadata`'s task), else what it did instead."""

@@ -355,6 +355,13 @@ def test_redirect_context_root_sticky_session_and_canary_through_every_lb_node(s
 
     def all_routed() -> bool:
         for node in seed.lab.lb_nodes:
+            # A 200 alone is not enough: for 100 ms or more after a reload (nginx's master pauses
+            # before it stops the old workers) the old workers still accept, and answer from the config
+            # before the route (a 503 for root.parity.local right after a 200, once). The agent
+            # reports the digest only once the old workers are gone.
+            if not seed.agent_serves_host(node, "root.parity.local", "old.parity.local", "sticky.parity.local",
+                                          "canary.parity.local"):
+                return False
             address = seed.lab.address(node)
             root = http.get(address, "/app/ping", host="root.parity.local", timeout=2)
             sticky = http.get(address, "/ping", host="sticky.parity.local", timeout=2)

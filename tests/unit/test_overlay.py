@@ -39,8 +39,9 @@ def one(host: str, svc: dict[str, Any], *upstreams: Upstream) -> HostRoute:
                                       upstreams=tuple(upstreams)),))
 
 
-def at(svc: dict[str, Any], t: dict[str, Any], address: str, port: int = 8080) -> Upstream:
-    return Upstream(address=address, port=port, task_id=t["ID"], node_id=t["NodeID"], service=svc["Spec"]["Name"])
+def at(svc: dict[str, Any], t: dict[str, Any], address: str, port: int = 8080, *, overlay: bool = True) -> Upstream:
+    return Upstream(address=address, port=port, task_id=t["ID"], node_id=t["NodeID"], service=svc["Spec"]["Name"],
+                    overlay=overlay)
 
 
 def scenarios() -> list[Any]:
@@ -91,7 +92,7 @@ def scenarios() -> list[Any]:
     b0 = task(both, "wrk-0", ports={8080: 30040}, addresses={F: "198.19.1.41"})
     out.append(pytest.param(
         state(both, b0),
-        RouteTable(cluster="", hosts=(one("both.local", both, at(both, b0, "198.18.0.16", 30040)),)),
+        RouteTable(cluster="", hosts=(one("both.local", both, at(both, b0, "198.18.0.16", 30040, overlay=False)),)),
         id="host-mode-port-and-no-network-label-stays-host-mode"))
 
     ambiguous = service("amb", lb("amb.local"), host_ports=(), networks={F: "198.19.1.50", B: "198.19.2.50"})

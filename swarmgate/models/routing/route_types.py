@@ -22,6 +22,7 @@ class Upstream:
     task_id: str
     node_id: str
     service: str
+    overlay: bool = False  # a task at its own address on an overlay network (task mode)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,14 @@ class PathRoute:
     params: tuple[ServerParams, ...] = ()  # per upstream, in order; empty when no service sets any
     canary: PathRoute | None = None  # the pool that takes the requests `canary_match` selects
     canary_match: Canary | None = None
+
+    @property
+    def fails_over_fast(self) -> bool:
+        """Two or more tasks, each at its address on an overlay network: a connect that has not
+        completed in a short time goes to another task (the renderer's `FAILOVER_CONNECT_MS`). A task
+        Swarm has just started can be unknown for a moment to one LB node's overlay, and TCP's SYN
+        retries (1 s, then 3 s) would hold the request past a client's patience."""
+        return len(self.upstreams) >= 2 and all(u.overlay for u in self.upstreams)
 
     @property
     def error_pages(self) -> tuple[ErrorPage, ...]:

@@ -95,7 +95,7 @@ def _overlay_upstreams(observed: ObservedState, service: Service, r: ServiceRout
     for task, node, stopping in _serving_tasks(observed, service):
         for address in task.addresses_on(network_id)[:1]:
             found[stopping].setdefault(address, Upstream(address=address, port=r.port, task_id=task.id,
-                                                         node_id=node.id, service=service.name))
+                                                         node_id=node.id, service=service.name, overlay=True))
     return tuple(sorted((found[0] or found[1]).values(), key=lambda u: (u.address, u.task_id)))
 
 
