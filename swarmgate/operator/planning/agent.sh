@@ -1282,6 +1282,14 @@ fi
 
 # -- start --------------------------------------------------------------------------------------
 case $CERT_WAIT in "" | *[!0-9]* | 0?*) CERT_WAIT=120 ;; esac
+case $TRAFFIC_TICK in
+[1-9] | [1-9][0-9] | [0-9].[0-9] | [0-9].[0-9][0-9]) [ "$TRAFFIC_TICK" != 0.0 ] && [ "$TRAFFIC_TICK" != 0.00 ] ||
+	TRAFFIC_TICK=2 ;;
+*)
+	log "SWARMGATE_TRAFFIC_TICK must be seconds such as 2 or 0.5: using 2"
+	TRAFFIC_TICK=2
+	;;
+esac
 # The certs dir as an extended regular expression (its dots are literal).
 CERTS_RE=$(printf '%s' "$CERTS" | sed 's/[.[\*^$()+?{|]/\\&/g')
 case $GRACE in "" | *[!0-9]* | 0?*) GRACE=bad ;; esac
