@@ -169,7 +169,7 @@ PEERS_BEGIN="    # swarmgate peers: begin"
 PEERS_END="    # swarmgate peers: end"
 PEERS_FILE=${SWARMGATE_PEERS_FILE:-/var/run/swarmgate-peers}
 # Per-route traffic (below): nginx's traffic log, the aggregator's tick, and the fastest awk at hand
-# (mawk counts a line in ~0.5 µs of CPU, busybox's awk in ~2 µs: bench/peers.py).
+# (mawk needs a quarter of the CPU busybox's awk takes: docs/benchmarks/data-plane.md).
 TRAFFIC=${SWARMGATE_TRAFFIC_DIR:-/var/run/swarmgate-traffic}
 TRAFFIC_TICK=${SWARMGATE_TRAFFIC_TICK:-2}
 AWK=awk
