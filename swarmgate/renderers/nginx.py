@@ -32,7 +32,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from swarmgate.errors import ConfigError, RenderError
 from swarmgate.models.routing.acme_hosts import CHALLENGE_PREFIX, THUMBPRINT, TOKEN_PATTERN
 from swarmgate.models.routing.nginx_sizes import server_names_hash_sizes
-from swarmgate.models.routing.route_types import HostRoute, PathRoute, RouteTable
+from swarmgate.models.routing.route_types import PathRoute, RouteTable
 from swarmgate.models.routing.traffic_key import DEFAULT_KEY, traffic_key
 from swarmgate.models.settings.duration import format_seconds
 from swarmgate.models.settings.extension import Extension
@@ -40,6 +40,12 @@ from swarmgate.models.settings.nginx_syntax import added_headers
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.renderers.passthrough import passthrough_context
 from swarmgate.renderers.policy_zones import header_value, limit_zones, page_text, zone_name
+from swarmgate.renderers.server_layout import (
+    FAILOVER_CONNECT_MS,
+    balanced_by_lua,
+    failover_connect_ms,
+    needs_own_server,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 _WORD = re.compile(r"^[A-Za-z0-9._~*:/\[\]-]+$")
@@ -141,49 +147,6 @@ def server_names_hash(table: RouteTable, configured: int) -> tuple[int, int]:
     """`server_names_hash_bucket_size` and `_max_size` big enough for every host in the table (and the
     control server's name): a single long host name must not make nginx reject the whole config."""
     return server_names_hash_sizes([*(h.host for h in table.hosts), CONTROL_HOST], configured)
-
-
-# Words a `map` block reads as its own directives rather than as a host name.
-_MAP_KEYWORDS = frozenset({"default", "hostnames", "include", "volatile"})
-
-# proxy_connect_timeout of a pool of two or more overlay tasks (`PathRoute.fails_over_fast`), in ms.
-# A connect that completes on the first SYN or on TCP's first retry (at 1 s) is untouched; one that
-# would wait for the second retry (at 3 s) goes to another task at 1.5 s instead (nothing was sent
-# yet, so for any method: proxy_next_upstream's `timeout`), within a 2 s client's patience.
-FAILOVER_CONNECT_MS = 1500
-
-
-def failover_connect_ms(ext: Extension, route: PathRoute) -> int | None:
-    """The connect timeout the route's location sets for fast failover, or None: not such a pool,
-    a canary beside it, or the service's own `swarmgate.connect_timeout` (which wins)."""
-    if not route.fails_over_fast or route.canary is not None:
-        return None
-    if route.policy is not None and route.policy.connect_timeout_ms is not None:
-        return None
-    return min(FAILOVER_CONNECT_MS, ext.config.connect_timeout * 1000)
-
-
-def needs_own_server(host: HostRoute) -> bool:
-    """Whether a host needs a `server` block of its own: TLS, a redirect, a path other than `/`, a
-    context root to strip or websocket headers. Every other host is one name of a shared server whose
-    pool a `map` of the host name picks: 10,000 server blocks cost nginx ~400 MiB and seconds of
-    `nginx -t`, one shared server almost nothing."""
-    if host.tls is not None or host.redirect is not None or len(host.paths) != 1:
-        return True
-    route = host.paths[0]
-    # A verified TLS backend names its CA bundle in its location (nginx takes no variable there).
-    verified = route.backend_tls is not None and route.backend_tls.ca is not None
-    return (route.path != "/" or bool(route.strip_prefix) or route.websocket or verified or route.own_location
-            or host.host in _MAP_KEYWORDS)
-
-
-def balanced_by_lua(route: PathRoute) -> bool:
-    """Whether `LuaBalancer` may serve this pool: plain round robin over running tasks. A pool that
-    hashes (a sticky cookie, ip_hash), weighs its tasks or sets their failure knobs (`params`), keeps
-    its tasks' idle timeout (`swarmgate.backend_idle_timeout`) or splits for a canary keeps an
-    `upstream` block of its own, where nginx does what the balancer does not."""
-    return (bool(route.upstreams) and route.sticky_cookie is None and not route.ip_hash and not route.params
-            and route.backend_idle_timeout is None and route.canary is None)
 
 
 @dataclass(frozen=True)
