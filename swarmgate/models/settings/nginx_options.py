@@ -205,8 +205,8 @@ class NginxOptions(BaseModel):
     access_log_path: Annotated[StrictStr, AfterValidator(absolute_path)] = Field("/dev/stdout", alias="AccessLogPath")
     # Not Interlock's: the access log is written in chunks of up to this size, at least every
     # AccessLogFlush ("0": a write(2) per request, as Interlock). In the proxy task the log is a pipe
-    # Docker reads, and a write per request cost the loopback benchmark's nginx worker about a fifth
-    # more CPU per request (bench/peers-defaults.md). 4k is the pipe's PIPE_BUF: each chunk of whole
+    # Docker reads, and a write per request cost the loopback benchmark's nginx 14% more CPU per
+    # request (bench/render-ablation.md). 4k is the pipe's PIPE_BUF: each chunk of whole
     # lines reaches the pipe in one piece, so lines of several workers never interleave.
     access_log_buffer: Annotated[StrictStr, _size(0, 4096, units="k")] = Field("4k", alias="AccessLogBuffer")
     access_log_flush: Annotated[float, duration_in(0.001, 60.0)] = Field(1.0, alias="AccessLogFlush")
