@@ -80,10 +80,40 @@ def swap_config(seed: Seed, old: str, new: str) -> None:
     wait_for(seed.converged, timeout=120, what="the seed converged after the config swap")
 
 
+def _ppid(pid: int) -> int:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return int(text[text.rindex(")") + 2:].split()[1])
+
+
+def host_pid(seed: Seed, node: str, node_pid: int) -> int:
+    """The host's pid of a process `node`'s engine knows as `node_pid`: each lab node has its own pid
+    namespace (lab/cluster.py), so the engine's `State.Pid` is the second of the process's `NSpid`s,
+    and the process descends from that node's init (the parent of its dockerd)."""
+    sock = seed.lab.node(node).sock.removeprefix("unix://").encode()
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    node_init = None
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if cmdline.startswith(b"/usr/sbin/dockerd") and sock in cmdline:
+                node_init = _ppid(pid)
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            nspid = next(line.split()[1:] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                         if line.startswith("NSpid:"))
+            if len(nspid) >= 2 and int(nspid[1]) == node_pid:
+                ancestor = pid
+                while ancestor > 1 and ancestor != node_init:
+                    ancestor = _ppid(ancestor)
+                if ancestor == node_init:
+                    return pid
+    raise RuntimeError(f"no process of {node} is pid {node_pid} in its namespace")
+
+
 def nginx_processes(seed: Seed, node: str) -> tuple[int, list[int]]:
     """The proxy task's nginx master on `node` and its workers (every generation), as pids of this host."""
     container = seed.container_on(node, PROXY)
-    init = int(seed.cli("inspect", "-f", "{{.State.Pid}}", container, node=node).strip())
+    init = host_pid(seed, node, int(seed.cli("inspect", "-f", "{{.State.Pid}}", container, node=node).strip()))
     todo, masters = [init], []
     while todo:  # the agent is the task's PID 1; nginx's master is its child
         pid = todo.pop()
