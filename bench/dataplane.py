@@ -215,7 +215,7 @@ def variant_config(rendered: str, variant: str) -> str:
         out = re.sub(r"^(\s*upstream\s+\S+\s*\{\n)", r"\1        keepalive 64;\n", out, flags=re.M)
         out = re.sub(r"^(\s*proxy_pass [^;]+;\n)", r'\1            proxy_set_header Connection "";\n', out, flags=re.M)
     if variant in ("no access log", "all three"):
-        out = re.sub(r"^(\s*)access_log\s+\S+\s+main;", r"\1access_log off;", out, flags=re.M)
+        out = re.sub(r"^(\s*)access_log\s+\S+\s+main[^;]*;", r"\1access_log off;", out, flags=re.M)
     if variant in ("two workers", "all three"):
         out = re.sub(r"^worker_processes\s+\S+;", "worker_processes 2;", out, flags=re.M)
     if out == rendered:

@@ -37,7 +37,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -86,6 +86,8 @@ class Proxy:
     samples: list[dict[str, float]] = field(default_factory=list)
     ws: dict[str, int] = field(default_factory=lambda: {"opened": 0, "eof": 0, "reset": 0, "reconnected": 0,
                                                          "failed": 0})
+    address: str = pc.LOOPBACK  # where the websocket clients connect, with `Host: host`
+    host: str = pc.DEMO_HOST
 
     def write(self, backend: int, change: int) -> None:
         text = render_here(self.toml, state(backend, change), self.prefix)
@@ -118,10 +120,20 @@ def sample(proxy: Proxy, change: int, clients: int) -> dict[str, float]:
     return row
 
 
-async def handshake(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection(pc.LOOPBACK, port)
+class WsTarget(Protocol):
+    """Where websocket clients connect (`Proxy` here; an LB node's proxy in bench/old_workers_lab.py)
+    and the tally of how their connections went."""
+
+    address: str
+    port: int
+    host: str
+    ws: dict[str, int]
+
+
+async def handshake(target: WsTarget) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(target.address, target.port)
     key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(f"GET /ws HTTP/1.1\r\nHost: {pc.DEMO_HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    writer.write(f"GET /ws HTTP/1.1\r\nHost: {target.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
     if not head.startswith(b"HTTP/1.1 101"):
@@ -140,12 +152,12 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         raise OSError("no echo")
 
 
-async def client(proxy: Proxy, stop: asyncio.Event, open_count: list[int]) -> None:
+async def client(proxy: WsTarget, stop: asyncio.Event, open_count: list[int]) -> None:
     """One websocket client: connect, echo, wait for the end, reconnect; until `stop`."""
     first = True
     while not stop.is_set():
         try:
-            reader, writer = await handshake(proxy.port)
+            reader, writer = await handshake(proxy)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             proxy.ws["failed"] += 1
             await asyncio.sleep(0.2)

@@ -183,8 +183,8 @@ def loopback_rewrite(text: str, *, ports: Mapping[int, int], prefix: Path, tls: 
       the prefix (as in the proxy image).
 
     Everything else runs as rendered: workers, events, upstreams, maps, servers, locations, headers,
-    and logs to /dev/stdout (the runner points nginx's stdout at /dev/null, so a logged request costs
-    nginx the formatting and the write(2), as in the proxy task, where Docker reads the pipe). A line
+    and logs to /dev/stdout (the runner makes nginx's stdout a pipe that another process reads, so a
+    logged request costs nginx what it costs in the proxy task, where Docker reads the pipe). A line
     bound to the proxy's machine that this function cannot place (TLS secrets, an IPv6 listener,
     other includes) raises `ValueError`, so a template change is noticed rather than measured wrong.
     """

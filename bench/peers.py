@@ -10,7 +10,8 @@ On 127.0.0.1, each on a free port, no lab needed:
 * `swarmgate`: the proxy config swarmgate renders for the seed's configuration (`lab/seed-config.toml`)
   and one routed service, `demo.local`, whose task is the backend; rendered by the offline renderer
   (`python -m swarmgate render`) and run by the machine's nginx after `loopback_rewrite`, which changes
-  only what ties it to the proxy's container (listen ports, paths, the user, the agent's include);
+  only what ties it to the proxy's container (listen ports, paths, the user, the agent's include), its
+  stdout a pipe another process reads, as Docker reads the proxy task's;
 * `swarmgate-keepalive64`: the same with `UpstreamKeepalive = 64`;
 * `swarmgate-metrics-off`: the same with `TrafficMetrics = false` (no traffic log, nothing counted);
   `swarmgate` itself writes the traffic log and has it counted, as in a proxy task, by the agent's
@@ -105,6 +106,8 @@ class Running:
     proc: subprocess.Popen[bytes]
     stderr: Path
     children: list[int] = field(default_factory=list)
+    # What reads the server's stdout when it is a pipe (see `start`), stopped after the server.
+    reader: subprocess.Popen[bytes] | None = None
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -125,6 +128,12 @@ class Running:
         for pid in self.children:  # a worker whose master was killed would linger
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        if self.reader is not None:  # its pipe closed with the server: it ends by itself
+            try:
+                self.reader.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.reader.kill()
+                self.reader.wait(timeout=10)
 
 
 def _children(pid: int) -> list[int]:
@@ -137,12 +146,21 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def start(name: str, argv: Sequence[str], workdir: Path, *, env: Mapping[str, str] | None = None) -> Running:
+def start(name: str, argv: Sequence[str], workdir: Path, *, env: Mapping[str, str] | None = None,
+          stdout_pipe: bool = False) -> Running:
+    """`stdout_pipe`: the server's stdout is a pipe that another process (`cat`) reads and drops, as a
+    proxy task's stdout is a pipe Docker reads: a log line to /dev/stdout then costs what it costs there
+    (a write to a pipe, and waking its reader), not a write to /dev/null."""
     stderr = workdir / f"{name}.stderr"
     with stderr.open("wb") as err:
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE if stdout_pipe else subprocess.DEVNULL, stderr=err,
                                 cwd=workdir, env={**os.environ, **(env or {})}, start_new_session=True)
-    return Running(name, proc, stderr)
+    reader = None
+    if proc.stdout is not None:
+        reader = subprocess.Popen(["cat"], stdin=proc.stdout, stdout=subprocess.DEVNULL, start_new_session=True)
+        proc.stdout.close()  # the reader holds the read end now
+    return Running(name, proc, stderr, reader=reader)
 
 
 def two_ports() -> tuple[int, int]:
@@ -275,7 +293,7 @@ class PeerRun:
     # CPU microseconds per request of the target's own processes: nginx's master and workers, and the
     # traffic aggregator with the awk runs it waited for. A contention-proof cost: a busy machine
     # slows everything down, but a request still costs the proxy the same CPU.
-    proxy_cpu_us: float = 0.0
+    proxy_us: float = 0.0
 
 
 def cpu_seconds(roots: Collection[int]) -> float:
@@ -314,7 +332,7 @@ def measure(ports: Mapping[str, int], rounds: int, seconds: int, own: Collection
             runs.append(run)
             log(f"round {r + 1}/{rounds} {name:22} {run.rps:9.0f} req/s p50 {run.p50_ms:6.2f} ms "
                 f"p99 {run.p99_ms:6.2f} ms errors {run.errors} host idle {run.host_idle:.0%} "
-                f"others {run.others_cores:.2f} cores proxy CPU {run.proxy_cpu_us:.1f} µs/request")
+                f"others {run.others_cores:.2f} cores proxy CPU {run.proxy_us:.1f} µs/request")
     return runs
 
 
@@ -335,12 +353,12 @@ def summarize(runs: Sequence[PeerRun], order: Sequence[str]) -> list[dict[str, A
             "host_idle_min": round(min(r.host_idle for r in rs), 3),
             "others_cores": round(statistics.median(r.others_cores for r in rs), 2),
             "others_cores_max": round(max(r.others_cores for r in rs), 2),
-            "proxy_cpu_us": round(statistics.median(r.proxy_cpu_us for r in rs), 2),
+            "proxy_us": round(statistics.median(r.proxy_us for r in rs), 2),
             "rps_all": [round(r.rps) for r in rs]}
         rows.append(row)
     base = next((r for r in rows if r["target"] == BASELINE), None)
     for row in rows:
-        for key, ratio in (("rps", "rps_ratio"), ("p99_ms", "p99_ratio")):
+        for key, ratio in (("rps", "rps_ratio"), ("p99_ms", "p99_ratio"), ("proxy_us", "proxy_us_ratio")):
             figure = _ratio(row[key], base[key] if base else None)
             row[ratio] = None if figure is None else round(figure, 3)
     return rows
@@ -381,11 +399,11 @@ GOALS = (
     Goal("per-route traffic metrics (busybox awk): throughput ≥ 0.9x with `TrafficMetrics = false`", 0.9, True,
          lambda s, t: _ratio(_get(s, "swarmgate-busybox-awk", "rps"), _get(s, "swarmgate-metrics-off", "rps"))),
     Goal("per-route traffic metrics (mawk): the proxy's CPU per request ≤ 1.1x with `TrafficMetrics = false`", 1.1,
-         False, lambda s, t: _ratio(_get(s, "swarmgate", "proxy_cpu_us"), _get(s, "swarmgate-metrics-off",
-                                                                             "proxy_cpu_us"))),
+         False, lambda s, t: _ratio(_get(s, "swarmgate", "proxy_us"), _get(s, "swarmgate-metrics-off",
+                                                                             "proxy_us"))),
     Goal("per-route traffic metrics (busybox awk): the proxy's CPU per request ≤ 1.1x with `TrafficMetrics = false`",
-         1.1, False, lambda s, t: _ratio(_get(s, "swarmgate-busybox-awk", "proxy_cpu_us"),
-                                         _get(s, "swarmgate-metrics-off", "proxy_cpu_us"))),
+         1.1, False, lambda s, t: _ratio(_get(s, "swarmgate-busybox-awk", "proxy_us"),
+                                         _get(s, "swarmgate-metrics-off", "proxy_us"))),
     Goal(f"the same route from a {BIG:,}-service config: throughput ≥ 0.9x from a 1-service config", 0.9, True,
          lambda s, t: _ratio(_get(s, "swarmgate-10k", "rps"), _get(s, "swarmgate", "rps"))),
     Goal("`nginx -t` at 10,000 services ≤ 12x its time at 1,000", 12.0, False,
@@ -458,20 +476,22 @@ def peers_markdown(p: Mapping[str, Any]) -> str:
              f"127.0.0.1 and proxies to the same nginx backend (`return 200`); client `wrk`, {p['threads']} thread, "
              f"{p['connections']} connections, `Host: {pc.DEMO_HOST}`; medians over {p['rounds']} rounds of "
              f"{p['seconds']} s, the targets' order rotating each round. Ratios are to the minimal nginx proxy. "
-             "`wrk CPU`: the client's cores; `others`: the cores the rest of the machine (neither wrk nor the "
+             "`proxy CPU/req`: the CPU the target's own processes used per request (median; it moves less than "
+             "req/s when the machine is busy); `wrk CPU`: the client's cores; `others`: the cores the rest of "
+             "the machine (neither wrk nor the "
              "servers started here) used during the run, median and highest; `host idle`: the share of all "
-             "cores left idle (client, proxy and backend can fill 2 cores by themselves); `proxy CPU`: the CPU "
-             "time swarmgate's nginx (master and workers) and, where it counts traffic, its aggregator (with "
-             "the awk runs it waited for) spent per request, median. The machine is shared, so compare the "
-             "ratios side by side.", "",
-             "| target | req/s | x minimal | p50 | p99 | p99 x minimal | errors | wrk CPU | others (max) | host idle "
-             "| proxy CPU |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "cores left idle (client, proxy and backend can fill 2 cores by themselves). Where swarmgate "
+             "counts traffic, its proxy CPU includes the aggregator and the awk runs it waited for. The machine is "
+             "shared, so compare the ratios side by side.", "",
+             "| target | req/s | x minimal | p50 | p99 | p99 x minimal | proxy CPU/req | x minimal | errors | wrk CPU "
+             "| others (max) | host idle |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in p["summary"]:
         lines.append(f"| {TARGETS.get(r['target'], r['target'])} | {r['rps']:,.0f} | {_x(r['rps_ratio'])} | "
-                     f"{r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {_x(r['p99_ratio'])} | {r['errors']} of "
+                     f"{r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {_x(r['p99_ratio'])} | "
+                     f"{r.get('proxy_us', 0):.1f} µs | {_x(r.get('proxy_us_ratio'))} | {r['errors']} of "
                      f"{r['requests']:,} | {r['client_cpu']:.2f} | {r.get('others_cores', 0):.2f} "
-                     f"({r.get('others_cores_max', 0):.2f}) | {r['host_idle']:.0%} | "
-                     f"{(str(r['proxy_cpu_us']) + ' µs') if r.get('proxy_cpu_us') else ''} |")
+                     f"({r.get('others_cores_max', 0):.2f}) | {r['host_idle']:.0%} |")
     if p.get("nginx_t"):
         lines += ["", "`nginx -t` of swarmgate's render (seed's config, loopback rewrite), median of 3:", "",
                   "| services | config | wall time | peak RSS |", "|---|---|---|---|"]
@@ -490,7 +510,8 @@ def peers_markdown(p: Mapping[str, Any]) -> str:
     lines += ["", "swarmgate's render runs as rendered but for `loopback_rewrite` (bench/peer_configs.py): "
               "its listen ports become free loopback ports, its `user`, `pid` and log files move to the "
               "machine and a temp dir, and the agent's control include becomes a throwaway certificate. Its "
-              "access log (`/dev/stdout` in the proxy task, read by Docker) goes to /dev/null here.", END]
+              "logs go to `/dev/stdout` as in the proxy task, where that is a pipe Docker reads: here a pipe "
+              "that `cat` reads and drops.", END]
     return "\n".join(lines) + "\n"
 
 
@@ -517,10 +538,12 @@ def merge_report(out: Path, peers: dict[str, Any]) -> None:
 
 def print_table(p: Mapping[str, Any]) -> None:
     print(f"peers on loopback, {p['date']}, {p['commit']}: {p['rounds']} x {p['seconds']} s, wrk -t1 -c16")
-    print(f"{'target':24}{'req/s':>10}{'x min':>7}{'p50 ms':>8}{'p99 ms':>8}{'x min':>7}{'idle':>6}{'others':>8}")
+    print(f"{'target':24}{'req/s':>10}{'x min':>7}{'p50 ms':>8}{'p99 ms':>8}{'x min':>7}{'us/req':>8}{'x min':>7}"
+          f"{'idle':>6}{'others':>8}")
     for r in p["summary"]:
         print(f"{r['target']:24}{r['rps']:>10,.0f}{_x(r['rps_ratio']):>7}{r['p50_ms']:>8.2f}{r['p99_ms']:>8.2f}"
-              f"{_x(r['p99_ratio']):>7}{r['host_idle']:>6.0%}{r.get('others_cores', 0):>8.2f}")
+              f"{_x(r['p99_ratio']):>7}{r.get('proxy_us', 0):>8.1f}{_x(r.get('proxy_us_ratio')):>7}"
+              f"{r['host_idle']:>6.0%}{r.get('others_cores', 0):>8.2f}")
     for size, t in p.get("nginx_t", {}).items():
         print(f"nginx -t at {size} services: {t['seconds']:.3f} s, {t['max_rss_mib']:.1f} MiB")
     for g in p["goals"]:
@@ -559,8 +582,8 @@ def run(rounds: int, seconds: int, only: Sequence[str] | None = None, *, time_ng
         aggregators: dict[str, Path] = {}
 
         def launch(name: str, argv: Sequence[str], port: int, *, upstream: str | None = None,
-                   env: Mapping[str, str] | None = None) -> None:
-            started.append(start(name, argv, work, env=env))
+                   env: Mapping[str, str] | None = None, stdout_pipe: bool = False) -> None:
+            started.append(start(name, argv, work, env=env, stdout_pipe=stdout_pipe))
             wait_ready(started[-1], port, upstream=upstream)
             ports[name] = port
             log(f"{name} answers on {pc.LOOPBACK}:{port}")
@@ -623,7 +646,8 @@ def run(rounds: int, seconds: int, only: Sequence[str] | None = None, *, time_ng
                 for size in (f"{label}1000", f"{label}{BIG}"):
                     row = nginx_t_rows[size]
                     log(f"nginx -t at {size} services: {row['seconds']} s, {row['max_rss_mib']} MiB")
-            launch(name, nginx_argv(prefix, conf), port, upstream=f"{pc.LOOPBACK}:{backend}")
+            # Its logs go to /dev/stdout: a pipe, as in the proxy task.
+            launch(name, nginx_argv(prefix, conf), port, upstream=f"{pc.LOOPBACK}:{backend}", stdout_pipe=True)
             if TRAFFIC_LOG in text:
                 started.append(start_aggregator(name, started[-1].proc.pid, prefix))
                 aggregators[name] = prefix / "agent" / "traffic"
@@ -632,7 +656,8 @@ def run(rounds: int, seconds: int, only: Sequence[str] | None = None, *, time_ng
             wrk_once(name, ports[name], 1, -1)
         time.sleep(6)  # the aggregators count the warm-up
         served_before = {name: counted_requests(path) for name, path in aggregators.items()}
-        own = {pid for server in started for pid in (server.proc.pid, *_children(server.proc.pid))}
+        own = ({pid for server in started for pid in (server.proc.pid, *_children(server.proc.pid))}
+               | {server.reader.pid for server in started if server.reader is not None})
         roots = {name: [s.proc.pid for s in started if s.name in (name, f"{name}-aggregator")]
                  for name in ports if name.startswith("swarmgate")}
         runs = measure(ports, rounds, seconds, own, roots)

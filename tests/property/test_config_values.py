@@ -123,6 +123,8 @@ OPTIONS: dict[str, st.SearchStrategy[Any]] = {
     "SSLProtocols": protocols,
     "SSLDefaultDHParamPath": paths,
     "AccessLogPath": paths,
+    "AccessLogBuffer": sizes("0", "1", "4k", "4096", "4097", "5k", "1m"),
+    "AccessLogFlush": durations,
     "ErrorLogPath": paths,
     "MainLogFormat": log_formats,
     "TraceLogFormat": log_formats,

@@ -100,6 +100,7 @@ def test_every_interlock_key_is_read_into_its_typed_field() -> None:
         "ssl_opts": ("ssl_session_cache shared:SSL:10m;",), "ssl_default_dh_param": 2048,
         "ssl_default_dh_param_path": "/etc/nginx/dhparam.pem", "ssl_verify": "optional",
         "hide_info_headers": True, "access_log_path": "/var/log/nginx/access.log",
+        "access_log_buffer": "4k", "access_log_flush": 1.0,
         "error_log_path": "/var/log/nginx/error.log", "main_log_format": "$remote_addr $status",
         "trace_log_format": "$remote_addr $request_id", "http_version": "1.0",
         # swarmgate's own keys, not set here: keep-alive is off where HTTPVersion = "1.0" says so
@@ -122,6 +123,8 @@ def test_nginx_options_default_to_interlocks_documented_values() -> None:
         "ip_hash": False, "ssl_ciphers": "HIGH:!aNULL:!MD5", "ssl_protocols": "TLSv1.2", "ssl_opts": (),
         "ssl_default_dh_param": 1024, "ssl_default_dh_param_path": "", "ssl_verify": "required",
         "hide_info_headers": False, "access_log_path": "/dev/stdout", "error_log_path": "/dev/stdout",
+        # swarmgate's own: the access log written in PIPE_BUF chunks, at least every second
+        "access_log_buffer": "4k", "access_log_flush": 1.0,
         "main_log_format": DEFAULT_MAIN_LOG_FORMAT, "trace_log_format": DEFAULT_TRACE_LOG_FORMAT,
         "http_version": "1.1", "global_options": (), "http_options": (), "tcp_options": (),
         # swarmgate's own: upstream keep-alive, idle for less than the common backends' own timeouts

@@ -138,7 +138,7 @@ def test_a_line_it_cannot_place_on_loopback_is_an_error(line: str, tmp_path: Pat
 
 
 def row(target: str, rps: float, p99: float, cpu: float = 0.0) -> dict[str, Any]:
-    return {"target": target, "rps": rps, "p99_ms": p99, "proxy_cpu_us": cpu}
+    return {"target": target, "rps": rps, "p99_ms": p99, "proxy_us": cpu}
 
 
 def verdicts(summary: list[dict[str, Any]], nginx_t: dict[str, dict[str, float]]) -> list[str]:

@@ -15,7 +15,7 @@ import pytest
 from swarmgate.errors import ConfigError, RenderError
 from swarmgate.models.routing.route_types import HostRoute, PathRoute, RouteTable, Upstream
 from swarmgate.models.routing.routes import build_route_table
-from swarmgate.models.settings.config import load_config
+from swarmgate.models.settings.config import load_config, parse_config
 from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.models.swarm.state_file import load_state_file
@@ -319,6 +319,25 @@ def test_upstream_keepalive_is_on_by_default_below_the_tasks_idle_timeout_and_of
     off = SEED.model_copy(update={"config": SEED.config.model_copy(update={"upstream_keepalive": 0})})
     plain = render_nginx(off, build_route_table(features_state(), off), server_info=INFO).text
     assert "keepalive " not in plain.replace("keepalive_timeout", "")  # `UpstreamKeepalive = 0`: Interlock's way
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    ({}, "access_log /dev/stdout main buffer=4k flush=1s;"),
+    ({"AccessLogBuffer": "1k", "AccessLogFlush": "250ms"}, "access_log /dev/stdout main buffer=1k flush=250ms;"),
+    ({"AccessLogBuffer": "0"}, "access_log /dev/stdout main;"),
+], ids=["default-pipe-buf-chunks", "smaller-and-sooner", "unbuffered-as-interlock"])
+def test_the_access_log_is_written_in_chunks_unless_access_log_buffer_is_0(options: dict[str, str],
+                                                                           expected: str) -> None:
+    toml = "[Extensions.default.Config]\n" + "".join(f'{k} = "{v}"\n' for k, v in options.items())
+    ext = parse_config(toml, source="c.toml").extensions["default"]
+    text = render_nginx(ext, build_route_table(features_state(), ext), server_info=INFO).text
+    nginx_check(text)
+    assert [line.strip() for line in text.splitlines() if line.strip().startswith("access_log /")] == [expected]
+
+
+def test_access_log_buffer_above_pipe_buf_is_refused_in_one_line() -> None:
+    with pytest.raises(ConfigError, match=r"c.toml: .*AccessLogBuffer.*from 0 to 4k, got '8k'"):
+        parse_config('[Extensions.default.Config]\nAccessLogBuffer = "8k"\n', source="c.toml")
 
 
 def test_the_control_server_names_its_peers_for_the_agent_and_nginx_accepts_it() -> None:
