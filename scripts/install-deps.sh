@@ -3,7 +3,7 @@
 # docker.io: the engines of the lab; nginx: `nginx -t` of rendered configs and the lab's proxy image
 # (libnginx-mod-stream: its stream module, for SSL passthrough; libnginx-mod-http-lua and lua-resty-core:
 # lua-nginx-module, for LuaBalancer);
-# busybox-static: shell and wget inside the lab images; prometheus: the observability proof;
+# busybox-static: shell and wget inside the lab images; mawk: the agent's traffic counting in the lab's proxy image (as in Debian's nginx images); prometheus: the observability proof;
 # gcc + libc6-dev: the lab demo backend is a small static C program (lab/images/demo.c);
 # time: GNU time, the peak memory of `nginx -t` in `make bench`; wrk: the HTTP load client of
 # `make dataplane`; haproxy + caddy: the peers `make dataplane` measures swarmgate's proxy against
@@ -11,7 +11,7 @@
 # (and its DNS, pebble-challtestsrv) for the ACME client's test; chromium: the headless browser that
 # opens the status page in the lab test (and screenshots it); tidy: the status page's markup check.
 set -euo pipefail
-pkgs=(docker.io nginx-light libnginx-mod-stream libnginx-mod-http-lua lua-resty-core busybox-static iproute2 iptables util-linux prometheus curl openssl gcc libc6-dev python3.11-minimal libpython3.11-stdlib time wrk haproxy caddy tcpdump pebble chromium tidy)
+pkgs=(docker.io nginx-light libnginx-mod-stream libnginx-mod-http-lua lua-resty-core busybox-static mawk iproute2 iptables util-linux prometheus curl openssl gcc libc6-dev python3.11-minimal libpython3.11-stdlib time wrk haproxy caddy tcpdump pebble chromium tidy)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
