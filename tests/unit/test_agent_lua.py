@@ -108,3 +108,30 @@ def test_a_change_of_peers_only_is_served_without_a_reload(lua_proxy: Proxy) -> 
     lua_proxy.push("routes changed", term=1, seq=3, main=f"{MODULES}\nenv SWARMGATE_PEERS_FILE;", extra=extra)
     assert lua_proxy.get() == (200, "routes changed") and front_answer() == "a"
     assert not before & workers(master)
+
+
+def test_a_change_of_peers_only_still_keeps_to_the_content_policy(lua_proxy: Proxy) -> None:
+    """The agent reads only the peers of a peers-only change (the rest is the config it serves): an
+    `include` slipped into the peers' map, which nginx would read as config, is refused all the same."""
+    backend, front = free_port(), free_port()
+    evil = "/var/run/swarmgate-traffic/traffic.log"  # nginx writes it: never to be read as config
+
+    part, pool = balancer_part(backend)
+
+    def config(part: str) -> tuple[str, str]:
+        extra = (f"\n{part}  server {{ listen 127.0.0.1:{backend}; return 200 \"a\\n\"; }}\n"
+                 f"  server {{ listen 127.0.0.1:{front}; location / {{ "
+                 f"set $swarmgate_pool {pool}; proxy_pass http://swarmgate_balancer; }} }}\n")
+        return f"{MODULES}\nenv SWARMGATE_PEERS_FILE;", extra
+
+    main, extra = config(part)
+    lua_proxy.push("routes", term=1, seq=1, main=main, extra=extra)
+    assert lua_proxy.status().serving == digest_of(lua_proxy.conf("routes", main=main, extra=extra))
+    sneaked = part.replace('        default "";\n', f'        default "";\n        include {evil};\n', 1)
+    assert sneaked != part
+    main, bad = config(sneaked)
+    lua_proxy.push("routes", term=1, seq=2, main=main, extra=bad)
+    status = lua_proxy.status()
+    assert status.rejected == digest_of(lua_proxy.conf("routes", main=main, extra=bad))
+    assert status.message.startswith("content policy: ") and "include" in status.message, status.message
+    assert lua_proxy.get() == (200, "routes")

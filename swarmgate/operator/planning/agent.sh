@@ -679,7 +679,15 @@ policy() {
 		echo "content policy: the config has a NUL byte"
 		return 1
 	fi
-	directives_policy "$1" || return 1
+	if [ -z "${SWARMGATE_POLICY_CHECK:-}" ] && peers_only "$1"; then
+		# Only the peers differ from the config served, which kept to this policy when it was admitted:
+		# read that part alone (at 10,000 pools: 1.0 s instead of 2.8 s on the whole config). The check
+		# mode (below) serves nothing, so it reads every line.
+		sed -n "/^$PEERS_BEGIN\$/,/^$PEERS_END\$/p" "$1" >"$WORK/peers.part" &&
+			directives_policy "$WORK/peers.part" || return 1
+	else
+		directives_policy "$1" || return 1
+	fi
 	# `user root;`, `user "0" group;`...: on each line, and once more with comments (from a `#` that
 	# starts a word) dropped and all whitespace joined, for a directive split across lines. What slips
 	# through (an include, quoting tricks) is caught after the reload, when no worker may be root.
