@@ -165,7 +165,9 @@ def _pool(path: str, part: Sequence[tuple[Routed, bool]], members: Sequence[tupl
           ext: Extension, *, sticky: str | None, ip_hash: bool | None, strip: str | None,
           backend_tls: BackendTLS | None, policy: RoutePolicy | None) -> PathRoute:
     """The pool of `part` (the stable services, or the canaries) of a location all `members` share."""
-    upstreams = tuple(sorted({u for m, _ in part for u in m.upstreams}, key=lambda u: (u.address, u.port, u.task_id)))
+    # One service's upstreams are distinct already (routes.py keys them by address and port): no set to hash.
+    found = part[0][0].upstreams if len(part) == 1 else {u for m, _ in part for u in m.upstreams}
+    upstreams = tuple(sorted(found, key=lambda u: (u.address, u.port, u.task_id)))
     return PathRoute(
         path=path, pool=name, services=tuple(sorted({m.name for m, _ in part})), upstreams=upstreams,
         strip_prefix=strip, websocket=any(ws for _, ws in members), sticky_cookie=sticky,
