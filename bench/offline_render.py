@@ -37,15 +37,41 @@ OUT = REPO / "bench" / "offline-render"
 SERVICES = 10000
 
 
-def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall and CPU seconds (the child's user + system) of one process, its output discarded."""
+def timed(argv: list[str], env: dict[str, str], *, output: list[bytes] | None = None) -> tuple[float, float]:
+    """Wall and CPU seconds (the child's user + system) of one process; its output is discarded, or
+    appended to `output`. It runs in the temp directory: `python -m` puts the working directory first
+    on sys.path, so run from a checkout it would import that checkout whatever PYTHONPATH says (the
+    baseline row measured this checkout's code until this was fixed)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL if output is None else subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, cwd=tempfile.gettempdir())
+    if output is not None and proc.stdout is not None:
+        output.append(proc.stdout.read())
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{argv[:3]} failed: {proc.stderr.read().decode() if proc.stderr else ''}")
     return wall, usage.ru_utime + usage.ru_stime
+
+
+STAGES = {"start": "interpreter start", "imports": "imports", "read": "reading the file", "json": "`json.loads`",
+          "snapshot": "Engine JSON → snapshot (and dropping the JSON)", "route_table": "route table",
+          "render": "jinja2 render (config + bootstrap)", "decide_rest": "rest of `decide_pass`",
+          "rest": "output, freeing the pass", "exit": "interpreter exit"}
+
+
+def stages(runs: int, config: Path, state: Path, env: dict[str, str]) -> dict[str, float]:
+    """Median CPU seconds of each stage of `render` (bench/offline_stages.py), `runs` processes."""
+    seen: dict[str, list[float]] = {name: [] for name in STAGES}
+    argv = [sys.executable, str(REPO / "bench" / "offline_stages.py"), str(config), str(state)]
+    for _ in range(runs):
+        output: list[bytes] = []
+        _, cpu = timed(argv, env, output=output)
+        spent = json.loads(output[0])
+        spent["exit"] = cpu - sum(spent.values())
+        for name in STAGES:
+            seen[name].append(spent[name])
+    return {name: round(statistics.median(values), 3) for name, values in seen.items()}
 
 
 def run(runs: int, baseline: Path | None) -> dict[str, Any]:
@@ -69,6 +95,7 @@ def run(runs: int, baseline: Path | None) -> dict[str, Any]:
             print(f"[offline-render] run {i + 1}/{runs}: " + ", ".join(
                 f"{n} {t[-1][0]:.2f} s ({t[-1][1]:.2f} CPU)" for n, t in times.items()), file=sys.stderr, flush=True)
         size = state.stat().st_size
+        breakdown = stages(runs, config, state, commands["render"][1])
     rows = {name: {"wall_s": round(statistics.median(w for w, _ in t), 3),
                    "cpu_s": round(statistics.median(c for _, c in t), 3),
                    "wall_all": [round(w, 2) for w, _ in t], "cpu_all": [round(c, 2) for _, c in t]}
@@ -79,7 +106,9 @@ def run(runs: int, baseline: Path | None) -> dict[str, Any]:
         row["cpu_ratio"] = round(row["cpu_s"] / base["cpu_s"], 2)
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(), "runs": runs,
             "services": SERVICES, "state_bytes": size, "baseline": str(baseline) if baseline else None,
-            "baseline_commit": _head(baseline) if baseline else None, "rows": rows}
+            "baseline_commit": _head(baseline) if baseline else None, "rows": rows, "stages": breakdown,
+            "bytecode": "not written (PYTHONDONTWRITEBYTECODE)" if os.environ.get("PYTHONDONTWRITEBYTECODE")
+            else "written and reused"}
 
 
 def _head(repo: Path) -> str:
@@ -97,6 +126,11 @@ def markdown(r: dict[str, Any]) -> str:
     for name, row in r["rows"].items():
         lines.append(f"| {name} | {row['wall_s']:.2f} s | {row['wall_ratio']:.2f} | {row['cpu_s']:.2f} s | "
                      f"{row['cpu_ratio']:.2f} |")
+    lines += ["", f"Where `render`'s CPU goes (`bench/offline_stages.py`, the same command with timers; median "
+              f"of {r['runs']} processes; Python's bytecode: {r['bytecode']}):", "",
+              "| stage | CPU |", "|---|---|"]
+    lines += [f"| {STAGES[name]} | {seconds:.3f} s |" for name, seconds in r["stages"].items()]
+    lines.append(f"| **sum** | {sum(r['stages'].values()):.3f} s |")
     return "\n".join(lines) + "\n"
 
 

@@ -38,6 +38,7 @@ from swarmgate.models.settings.duration import format_seconds
 from swarmgate.models.settings.extension import Extension
 from swarmgate.models.settings.nginx_syntax import added_headers
 from swarmgate.models.swarm.observed import ObservedState
+from swarmgate.renderers.code_cache import TemplateCodeCache
 from swarmgate.renderers.passthrough import passthrough_context
 from swarmgate.renderers.policy_zones import header_value, limit_zones, page_text, zone_name
 from swarmgate.renderers.server_layout import (
@@ -103,6 +104,7 @@ def _word_list(value: object) -> str:
 def _environment(sandboxed: bool) -> jinja2.Environment:
     env = (SandboxedEnvironment if sandboxed else jinja2.Environment)(
         loader=None if sandboxed else jinja2.FileSystemLoader(TEMPLATES),
+        bytecode_cache=None if sandboxed else TemplateCodeCache(),  # compiled once per template, not per process
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).parent.parent.parent / "swarmgate"
 
 # Lowest first. A module belongs to the longest prefix listed here.
 LAYERS: list[tuple[str, ...]] = [
-    ("swarmgate", "swarmgate.errors"),
+    ("swarmgate", "swarmgate.errors", "swarmgate.models.quick_init"),
     ("swarmgate.models.settings",),
     ("swarmgate.models.swarm",),
     ("swarmgate.models.routing",),

@@ -156,3 +156,45 @@ def test_a_well_formed_task_reads_the_same_fast_and_field_by_field(raw: dict[str
     monkeypatch.setattr(engine_json, "well_formed_task", lambda obj: None)
     slow = engine_json.tasks_from_api([raw])
     assert fast == slow and fast[0].template == slow[0].template
+
+
+def _service_shapes() -> list[Any]:
+    full = service("web", {"com.docker.lb.hosts": "a.local", "b": "1"}, host_ports=(8080, 9090, 8080),
+                   env=("A=1",), constraints=("node.role==worker",), config_names=("c1", "c2"),
+                   networks={"net1": "10.0.1.2", "net0": "10.0.0.2"})
+    captured = json.loads(CAPTURED.read_text())["services"]
+    return [
+        pytest.param(full, id="every-lifted-field"),
+        pytest.param({**full, "UpdateStatus": {"State": "rollback_completed", "Message": "m"},
+                      "PreviousSpec": full["Spec"]}, id="update-and-previous-spec"),
+        pytest.param({**full, "Endpoint": {"VirtualIPs": [{"NetworkID": "n", "Addr": ""}]}, "Version": None},
+                     id="vip-being-allocated"),
+        pytest.param({"ID": "s", "Spec": {"Name": "bare"}}, id="sparse"),
+        *(pytest.param(raw, id=f"captured-{i}") for i, raw in enumerate(captured)),
+    ]
+
+
+@pytest.mark.parametrize("raw", _service_shapes())
+def test_a_well_formed_service_reads_the_same_fast_and_field_by_field(raw: dict[str, Any],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from swarmgate.models.swarm import engine_json, service_json
+
+    assert service_json.well_formed_service(raw) is not None
+    fast = engine_json.services_from_api([raw])
+    monkeypatch.setattr(engine_json, "well_formed_service", lambda obj: None)
+    assert fast == engine_json.services_from_api([raw])
+
+
+@pytest.mark.parametrize("raw", [
+    {"ID": "s", "Spec": {"Name": "x", "Labels": {"a": 1}}},
+    {"ID": "s", "Spec": {"Name": "x"}, "Version": {"Index": True}},
+    {"ID": "s", "Spec": {"Name": "x", "TaskTemplate": {"Networks": [{"Target": 3}]}}},
+    {"ID": "s", "Spec": {"Name": "x"}, "Endpoint": {"VirtualIPs": [{"NetworkID": "n", "Addr": 5}]}},
+    {"ID": "s", "Spec": {"Name": "x"}, "PreviousSpec": []},
+], ids=["label-not-text", "bool-version", "network-not-text", "vip-not-text", "previous-spec-not-object"])
+def test_an_unusual_service_is_left_to_the_reader_that_names_the_bad_value(raw: dict[str, Any]) -> None:
+    from swarmgate.models.swarm import service_json
+
+    assert service_json.well_formed_service(raw) is None
+    with pytest.raises(ConfigError, match=r"^s\.json: services\[0\]\."):
+        parse_state(json.dumps({"services": [raw], "tasks": [], "nodes": []}), source="s.json")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
+from swarmgate.models.quick_init import quick_init
 from swarmgate.models.routing.https_values import parse_hsts_max_age, parse_tls_verify
 from swarmgate.models.routing.keepalive import parse_backend_idle_timeout
 from swarmgate.models.routing.label_values import (
@@ -106,6 +107,7 @@ class SetAside:
     kind: ReasonKind = "other"
 
 
+@quick_init
 @dataclass(frozen=True)
 class ServiceRouting:
     """What one service's labels ask for, every value typed and validated."""

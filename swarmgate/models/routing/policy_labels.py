@@ -156,6 +156,8 @@ def build_policies(values: Mapping[str, object], headers: tuple[tuple[str, str],
         raise PolicyLabelError("weight", f"label {prefix}weight: a canary ({prefix}canary) takes only the requests "
                                          "that match it, so it has no weight in the pool")
 
+    if not values and not headers:  # most services set no policy label: the defaults, shared
+        return NO_POLICIES
     pages = tuple(ErrorPage(code, _str(values, f"error_page_{code}") or "") for code in ERROR_CODES
                   if f"error_page_{code}" in values)
     per_minute = _int(values, "rate_limit")

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from swarmgate.models.quick_init import quick_init
 from swarmgate.models.routing.https_values import HSTS, BackendTLS
 from swarmgate.models.routing.keepalive import shortest_idle
 from swarmgate.models.routing.labels import ServiceRouting
@@ -34,6 +35,7 @@ from swarmgate.models.swarm.services import Service
 T = TypeVar("T")
 
 
+@quick_init
 @dataclass(frozen=True)
 class Routed:
     """A service that is routed: its labels, typed, and its upstreams."""
@@ -124,14 +126,17 @@ def path_route(host: str, path: str, members: Sequence[tuple[Routed, bool]], ext
 
     Services labelled `swarmgate.canary` form a second pool that takes only the requests their match
     selects; the oldest canary's match decides. Without any other service there, a canary is the pool."""
+    if len(members) == 1 and members[0][0].routing.policies.member.canary is None:
+        # One service and no canary, as in most pools: its own values, with nothing to overrule.
+        only = members[0][0]
+        return _pool(path, members, members, pool_name(host, path), ext, sticky=only.routing.sticky_session_cookie,
+                     ip_hash=only.routing.ip_hash, strip=_strip(only.routing, path),
+                     backend_tls=_backend_tls(only.routing), policy=_policy(only.routing))
     where = f"host {host} path {path}"
     sticky = oldest_decides("sticky_session_cookie", where,
                             [(m, m.routing.sticky_session_cookie) for m, _ in members], notices)
     ip_hash = oldest_decides("ip_hash", where, [(m, m.routing.ip_hash) for m, _ in members], notices)
-    # A context root strips its prefix for its own location and for websocket endpoints below it.
-    strip = oldest_decides("context_root_rewrite", where, [
-        (m, m.routing.context_root if m.routing.context_root_rewrite and _under(path, m.routing.context_root)
-         else None) for m, _ in members], notices)
+    strip = oldest_decides("context_root_rewrite", where, [(m, _strip(m.routing, path)) for m, _ in members], notices)
     backend_tls = oldest_decides("ssl_backend", where, [(m, _backend_tls(m.routing)) for m, _ in members], notices)
     policy = oldest_decides("policy", where, [(m, _policy(m.routing)) for m, _ in members], notices)
     canaries = [(m, ws) for m, ws in members if m.routing.policies.member.canary is not None]
@@ -147,21 +152,34 @@ def path_route(host: str, path: str, members: Sequence[tuple[Routed, bool]], ext
                        "served: the location strips its context root (context_root_rewrite)")
         canaries, match = [], None
     canaries = [(m, ws) for m, ws in canaries if m.routing.policies.member.canary == match]
-
-    def pool(part: Sequence[tuple[Routed, bool]], name: str) -> PathRoute:
-        upstreams = tuple(sorted({u for m, _ in part for u in m.upstreams},
-                                 key=lambda u: (u.address, u.port, u.task_id)))
-        return PathRoute(
-            path=path, pool=name, services=tuple(sorted({m.name for m, _ in part})), upstreams=upstreams,
-            strip_prefix=strip, websocket=any(ws for _, ws in members), sticky_cookie=sticky,
-            ip_hash=bool(ip_hash) or (ext.config.ip_hash and sticky is None), backend_tls=backend_tls,
-            policy=policy, params=server_params([m for m, _ in part], upstreams),
-            backend_idle_timeout=shortest_idle(m.routing.backend_idle_timeout for m, _ in part))
-
-    route = pool(stable, pool_name(host, path))
+    route = _pool(path, stable, members, pool_name(host, path), ext, sticky=sticky, ip_hash=ip_hash, strip=strip,
+                  backend_tls=backend_tls, policy=policy)
     if canaries and match is not None:
-        route = replace(route, canary=pool(canaries, pool_name(host, path + "#canary")), canary_match=match)
+        canary = _pool(path, canaries, members, pool_name(host, path + "#canary"), ext, sticky=sticky,
+                       ip_hash=ip_hash, strip=strip, backend_tls=backend_tls, policy=policy)
+        route = replace(route, canary=canary, canary_match=match)
     return route
+
+
+def _pool(path: str, part: Sequence[tuple[Routed, bool]], members: Sequence[tuple[Routed, bool]], name: str,
+          ext: Extension, *, sticky: str | None, ip_hash: bool | None, strip: str | None,
+          backend_tls: BackendTLS | None, policy: RoutePolicy | None) -> PathRoute:
+    """The pool of `part` (the stable services, or the canaries) of a location all `members` share."""
+    # One service's upstreams are distinct already (routes.py keys them by address and port): no set to hash.
+    found = part[0][0].upstreams if len(part) == 1 else {u for m, _ in part for u in m.upstreams}
+    upstreams = tuple(sorted(found, key=lambda u: (u.address, u.port, u.task_id)))
+    return PathRoute(
+        path=path, pool=name, services=tuple(sorted({m.name for m, _ in part})), upstreams=upstreams,
+        strip_prefix=strip, websocket=any(ws for _, ws in members), sticky_cookie=sticky,
+        ip_hash=bool(ip_hash) or (ext.config.ip_hash and sticky is None), backend_tls=backend_tls,
+        policy=policy, params=server_params([m for m, _ in part], upstreams),
+        backend_idle_timeout=shortest_idle(m.routing.backend_idle_timeout for m, _ in part))
+
+
+def _strip(r: ServiceRouting, path: str) -> str | None:
+    """The prefix a location strips: a context root strips it for its own location and for websocket
+    endpoints below it."""
+    return r.context_root if r.context_root_rewrite and _under(path, r.context_root) else None
 
 
 def _policy(r: ServiceRouting) -> RoutePolicy | None:

@@ -18,6 +18,7 @@ from swarmgate.errors import DocumentError
 from swarmgate.models.swarm.nodes import Node
 from swarmgate.models.swarm.objects import SwarmConfig, SwarmNetwork, SwarmSecret
 from swarmgate.models.swarm.ports import PortBinding
+from swarmgate.models.swarm.service_json import well_formed_service
 from swarmgate.models.swarm.services import Service, UpdateStatus, VirtualIP
 from swarmgate.models.swarm.task_json import binding, port_key, well_formed_task
 from swarmgate.models.swarm.tasks import NetworkAttachment, Task
@@ -183,6 +184,11 @@ def task_fields(r: _Reader) -> Task:
 
 
 def _service(r: _Reader) -> Service:
+    return well_formed_service(r.obj) or service_fields(r)
+
+
+def service_fields(r: _Reader) -> Service:
+    """A service read field by field, naming the path of any value of the wrong type."""
     spec = r.sub("Spec")
     template = spec.sub("TaskTemplate")
     container = template.sub("ContainerSpec")

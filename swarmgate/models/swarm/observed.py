@@ -74,7 +74,15 @@ class ObservedState:
         return self._nodes_by_id.get(node_id)
 
     def service_named(self, name: str) -> Service | None:
-        return next((s for s in self.services if s.name == name), None)
+        return self._services_by_name.get(name)
+
+    @functools.cached_property
+    def _services_by_name(self) -> dict[str, Service]:
+        # Swarm keeps service names unique; were two listed, the first by ID would answer, as a scan did.
+        out: dict[str, Service] = {}
+        for s in self.services:
+            out.setdefault(s.name, s)
+        return out
 
     def tasks_of(self, service_id: str) -> tuple[Task, ...]:
         return self._tasks_by_service.get(service_id, ())

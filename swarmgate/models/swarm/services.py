@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from swarmgate.models.quick_init import quick_init
 from swarmgate.models.swarm.ports import PortBinding
 
 
@@ -42,6 +43,7 @@ class UpdateStatus:
         return self.state in PAUSED_STATES
 
 
+@quick_init
 @dataclass(frozen=True)
 class Service:
     id: str

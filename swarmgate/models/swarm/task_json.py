@@ -33,6 +33,12 @@ def binding(target: int, published: int, protocol: str, mode: str) -> PortBindin
     return PortBinding(target_port=target, published_port=published, protocol=protocol, mode=mode)
 
 
+@functools.lru_cache(maxsize=65536)
+def bindings(keys: tuple[tuple[int, int, str, str], ...]) -> tuple[PortBinding, ...]:
+    # A task's whole `PortStatus` at once: the tasks of a service (and services alike) share it.
+    return tuple(binding(*key) for key in keys)
+
+
 def dict_or_empty(value: object) -> dict[str, Any] | None:
     """What `_Reader.sub` reads for a value: {} for a missing one, None (read it the slow way) for a
     value that is not an object."""
@@ -59,7 +65,7 @@ def well_formed_task(obj: dict[str, Any]) -> Task | None:
     raw_ports = port_status.get("Ports") or []
     if type(raw_ports) is not list:
         return None
-    keys = [port_key(item) for item in raw_ports]
+    keys = tuple([port_key(item) for item in raw_ports])
     if None in keys:
         return None
     slot, container = obj.get("Slot"), container_status.get("ContainerID")
@@ -68,6 +74,6 @@ def well_formed_task(obj: dict[str, Any]) -> Task | None:
         slot=slot if isinstance(slot, int) and not isinstance(slot, bool) else None,
         desired_state=desired, state=state,
         container_id=container if isinstance(container, str) and container else None,
-        ports=tuple(binding(*key) for key in keys),  # type: ignore[misc]
+        ports=bindings(keys),
         networks=(), template=spec,
     )

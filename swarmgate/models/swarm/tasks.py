@@ -6,9 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from swarmgate.models.quick_init import quick_init
 from swarmgate.models.swarm.ports import PortBinding
 
 
+@quick_init
 @dataclass(frozen=True)
 class NetworkAttachment:
     """A task's place on one network (`Task.NetworksAttachments[]`): the network and the task's
@@ -20,6 +22,7 @@ class NetworkAttachment:
     ingress: bool = False  # the routing mesh's network, which no service joins by name
 
 
+@quick_init
 @dataclass(frozen=True)
 class Task:
     id: str
