@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from swarmgate import __version__
 from swarmgate.operator.planning.retry import Outcome
+from swarmgate.operator.telemetry.traffic_metrics import TrafficCollector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -91,6 +92,11 @@ ACME_FAILURES = Gauge(
 ACME_ORDERS_DEFERRED = Gauge(
     "swarmgate_acme_orders_deferred", "ACME orders due but held back by the order budget (ACMEOrdersPerHour).",
     registry=REGISTRY)
+
+# Per-route traffic, read from the proxies by the leader (`delivery/traffic_poller.py`): requests by
+# status class, request and upstream time histograms, bytes (`telemetry/traffic_metrics.py`).
+ROUTE_TRAFFIC = TrafficCollector()
+REGISTRY.register(ROUTE_TRAFFIC)
 
 
 def record_pass(outcome: Outcome, seconds: float) -> None:
