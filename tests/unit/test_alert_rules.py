@@ -18,7 +18,7 @@ def test_the_rules_name_declared_metrics_only() -> None:
     # Each rule is `- alert: NAME` followed by its `expr:` line (the file's own layout).
     exprs = dict(re.findall(r"- alert: (\w+)\n\s+expr: (.+)", RULES.read_text()))
     assert set(exprs) == {"SwarmgateCertificateExpiresSoon", "SwarmgateAcmeOrdersFailing", "SwarmgateRoute5xxRatioHigh"}
-    declared = {m.name for m in metrics.REGISTRY.collect()}
+    declared = {m.name for m in metrics.declared()}
     assert "swarmgate_certificate_expiry_timestamp_seconds" in declared
     assert "swarmgate_acme_consecutive_failures" in declared
     assert "swarmgate_certificate_expiry_timestamp_seconds" in exprs["SwarmgateCertificateExpiresSoon"]

@@ -31,7 +31,7 @@ def declared_series() -> set[str]:
     """Every series name the registry can expose, labelled families with no sample yet included."""
     suffixes = {"histogram": ("_bucket", "_count", "_sum"), "counter": ("_total",), "info": ("_info",)}
     names = set()
-    for family in metrics.REGISTRY.collect():
+    for family in metrics.declared():
         names |= {family.name, *(family.name + s for s in suffixes.get(family.type, ()))}
     return names
 

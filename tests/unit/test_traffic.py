@@ -282,3 +282,30 @@ def test_the_collector_exports_each_proxy_tasks_series_with_cumulative_buckets()
         ("swarmgate_route_response_bytes_total", route, 710),
         ("swarmgate_route_request_bytes_total", route, 75),
     ]
+
+
+def test_metrics_writes_the_same_families_as_the_collector_gives_prometheus_client() -> None:
+    ledger = TrafficLedger()
+    odd = 'we"ird\\host'  # a KEY the table does not know, with characters the text format escapes
+    ledger.record("default", traffic("e", 1, f"c demo.local/ {DEMO} 2xx 7 700 70", f"c {odd}/x - 4xx 2 20 10",
+                                     f"h demo.local/ {DEMO} request 2 3 0 0 0 0 0 0 0 0 0 3 30.5",
+                                     f"h {odd}/x - request 1 {'0 ' * 11}0.001",
+                                     f"h demo.local/ {DEMO} upstream 8 {'0 ' * 11}0.01"), traffic_names(table()))
+    ledger.record("default", traffic("e", 1, f"c demo.local/ {DEMO} 2xx 7 700 70", task="proxytask2"),
+                  traffic_names(table()))
+    collector = TrafficCollector()
+    collector.attach(ledger)
+    registry = CollectorRegistry()
+    registry.register(collector)
+
+    def families(text: str) -> list[tuple[str, str, str, list[tuple[str, list[tuple[str, str]], float]]]]:
+        return [(f.name, f.type, f.documentation,
+                 sorted((s.name, sorted(s.labels.items()), s.value) for s in f.samples))
+                for f in text_string_to_metric_families(text)]
+
+    written = collector.exposition()
+    assert len(families(written.decode())) == 5 and sum(len(f[3]) for f in families(written.decode())) == 51
+    assert families(written.decode()) == families(generate_latest(registry).decode())
+    assert collector.exposition() is written  # kept until the ledger changes
+    ledger.retain(["proxytask2"])
+    assert collector.exposition() != written

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from swarmgate.operator.delivery.traffic_file import BUCKETS, TrafficFile
+from swarmgate.operator.delivery.traffic_file import BUCKETS, CountLine, HistogramLine, TrafficFile
 from swarmgate.operator.planning.traffic_names import TrafficNames
 
 RouteId = tuple[str, str, str]  # extension, host, path
@@ -58,7 +58,11 @@ class _Interval:
 @dataclass
 class _Proxy:
     extension: str
-    last: TrafficFile
+    epoch: str = ""
+    uptime: float = 0.0
+    # The last file's lines, by what they count: the next file's increments are taken against them.
+    counts: dict[tuple[str, str, str], CountLine] = field(default_factory=dict)
+    histograms: dict[tuple[str, str, str], HistogramLine] = field(default_factory=dict)
     series: dict[SeriesId, RouteCounters] = field(default_factory=dict)
     interval: dict[RouteId, _Interval] = field(default_factory=dict)
     seconds: float = 0.0  # the last interval's length; 0 before the second file of an EPOCH
@@ -77,25 +81,27 @@ class TrafficLedger:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proxies: dict[str, _Proxy] = {}
+        self.version = 0  # grows with every change of the counters or the tasks kept (the scrape's cache)
 
     def record(self, extension: str, traffic: TrafficFile, names: TrafficNames) -> None:
         """Add what this file counts beyond the task's previous one (the whole file after a new EPOCH)."""
         with self._lock:
             proxy = self._proxies.get(traffic.task)
             if proxy is None or proxy.extension != extension:
-                proxy = self._proxies[traffic.task] = _Proxy(extension, TrafficFile(traffic.task, "", 0.0))
-            same_epoch = proxy.last.epoch == traffic.epoch
-            advanced = same_epoch and traffic.uptime > proxy.last.uptime
-            if same_epoch and not advanced:
-                if traffic != proxy.last:  # written again within the same UPTIME: counts only grow
-                    _add(proxy, traffic, before=proxy.last, names=names, interval=None)
-                    proxy.last = traffic
-                return
-            interval: dict[RouteId, _Interval] = {}
-            _add(proxy, traffic, before=proxy.last if same_epoch else None, names=names, interval=interval)
-            proxy.interval = interval if advanced else {}
-            proxy.seconds = traffic.uptime - proxy.last.uptime if advanced else 0.0
-            proxy.last = traffic
+                proxy = self._proxies[traffic.task] = _Proxy(extension)
+            same_epoch = proxy.epoch == traffic.epoch
+            advanced = same_epoch and traffic.uptime > proxy.uptime
+            # Written again within the same UPTIME (or read twice): only what changed counts, and the
+            # last interval stays what it was.
+            interval: dict[RouteId, _Interval] | None = {} if advanced else None
+            if not same_epoch:
+                proxy.counts, proxy.histograms = {}, {}
+            if _add(proxy, traffic, names=names, interval=interval):
+                self.version += 1
+            if advanced or not same_epoch:
+                proxy.interval = interval or {}
+                proxy.seconds = traffic.uptime - proxy.uptime if advanced else 0.0
+            proxy.epoch, proxy.uptime = traffic.epoch, max(traffic.uptime, proxy.uptime if same_epoch else 0.0)
 
     def retain(self, tasks: Iterable[str]) -> None:
         """Forget every task but these (the proxy tasks that run now)."""
@@ -103,9 +109,12 @@ class TrafficLedger:
         with self._lock:
             for task in [t for t in self._proxies if t not in keep]:
                 del self._proxies[task]
+                self.version += 1
 
     def clear(self) -> None:
         with self._lock:
+            if self._proxies:
+                self.version += 1
             self._proxies.clear()
 
     def series(self) -> list[tuple[str, SeriesId, RouteCounters]]:
@@ -138,16 +147,22 @@ class TrafficLedger:
                 for route, t in sorted(totals.items())}
 
 
-def _add(proxy: _Proxy, traffic: TrafficFile, *, before: TrafficFile | None, names: TrafficNames,
-         interval: dict[RouteId, _Interval] | None) -> None:
-    old_counts = {(c.key, c.upstream, c.code): c for c in before.counts} if before else {}
-    old_histograms = {(h.key, h.upstream, h.kind): h for h in before.histograms} if before else {}
+def _add(proxy: _Proxy, traffic: TrafficFile, *, names: TrafficNames,
+         interval: dict[RouteId, _Interval] | None) -> bool:
+    """Add the file's increments over `proxy`'s last lines (none after a new EPOCH) to the series its
+    names say, and to `interval`; keep its lines for the next file. Whether any counter grew."""
+    grew = False
     for c in traffic.counts:
-        old = old_counts.get((c.key, c.upstream, c.code))
+        ident = (c.key, c.upstream, c.code)
+        old = proxy.counts.get(ident)
+        if old == c:
+            continue  # most lines of a large table do not change between two reads
+        proxy.counts[ident] = c
         delta = (c.requests, c.bytes_sent, c.bytes_received)
         if old is not None and old.requests <= c.requests and old.bytes_sent <= c.bytes_sent \
                 and old.bytes_received <= c.bytes_received:
             delta = (c.requests - old.requests, c.bytes_sent - old.bytes_sent, c.bytes_received - old.bytes_received)
+        grew = True
         host, path = names.route(c.key)
         counters = proxy.series.setdefault((proxy.extension, host, path, names.service(c.upstream)), RouteCounters())
         counters.requests[c.code] = counters.requests.get(c.code, 0) + delta[0]
@@ -158,11 +173,16 @@ def _add(proxy: _Proxy, traffic: TrafficFile, *, before: TrafficFile | None, nam
             seen.requests += delta[0]
             seen.errors += delta[0] if c.code == "5xx" else 0
     for h in traffic.histograms:
-        previous = old_histograms.get((h.key, h.upstream, h.kind))
+        ident = (h.key, h.upstream, h.kind)
+        previous = proxy.histograms.get(ident)
+        if previous == h:
+            continue
+        proxy.histograms[ident] = h
         buckets, total = h.buckets, h.total
         if previous is not None and all(a <= b for a, b in zip(previous.buckets, h.buckets, strict=True)):
             buckets = tuple(b - a for a, b in zip(previous.buckets, h.buckets, strict=True))
             total = max(0.0, h.total - previous.total)
+        grew = True
         host, path = names.route(h.key)
         counters = proxy.series.setdefault((proxy.extension, host, path, names.service(h.upstream)), RouteCounters())
         if h.kind == "request":
@@ -175,6 +195,7 @@ def _add(proxy: _Proxy, traffic: TrafficFile, *, before: TrafficFile | None, nam
             counters.upstream_buckets = [a + b for a, b in zip(counters.upstream_buckets or _NO_BUCKETS, buckets,
                                                                strict=True)]
             counters.upstream_sum += total
+    return grew
 
 
 def quantile(q: float, buckets: list[int] | tuple[int, ...]) -> float | None:

@@ -8,6 +8,7 @@ controller-runtime's reconcile metrics. Label values are closed sets or names th
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
 from swarmgate import __version__
 from swarmgate.operator.planning.retry import Outcome
@@ -94,9 +95,9 @@ ACME_ORDERS_DEFERRED = Gauge(
     registry=REGISTRY)
 
 # Per-route traffic, read from the proxies by the leader (`delivery/traffic_poller.py`): requests by
-# status class, request and upstream time histograms, bytes (`telemetry/traffic_metrics.py`).
+# status class, request and upstream time histograms, bytes (`telemetry/traffic_metrics.py`). Not in
+# REGISTRY: /metrics writes its families itself, after REGISTRY's (see `exposition`).
 ROUTE_TRAFFIC = TrafficCollector()
-REGISTRY.register(ROUTE_TRAFFIC)
 
 
 def record_pass(outcome: Outcome, seconds: float) -> None:
@@ -109,4 +110,9 @@ def record_pass(outcome: Outcome, seconds: float) -> None:
 
 
 def exposition() -> bytes:
-    return generate_latest(REGISTRY)
+    return generate_latest(REGISTRY) + ROUTE_TRAFFIC.exposition()
+
+
+def declared() -> list[Metric]:
+    """Every metric family /metrics can show, those with no sample yet included."""
+    return [*REGISTRY.collect(), *ROUTE_TRAFFIC.describe()]
