@@ -33,6 +33,7 @@ from swarmgate.errors import ConfigError, RenderError
 from swarmgate.models.routing.acme_hosts import CHALLENGE_PREFIX, THUMBPRINT, TOKEN_PATTERN
 from swarmgate.models.routing.nginx_sizes import server_names_hash_sizes
 from swarmgate.models.routing.route_types import HostRoute, PathRoute, RouteTable
+from swarmgate.models.routing.traffic_key import DEFAULT_KEY, traffic_key
 from swarmgate.models.settings.duration import format_seconds
 from swarmgate.models.settings.extension import Extension
 from swarmgate.models.settings.nginx_syntax import added_headers
@@ -45,6 +46,10 @@ _WORD = re.compile(r"^[A-Za-z0-9._~*:/\[\]-]+$")
 _SERVER_INFO = re.compile(r"^[A-Za-z0-9 ._/()+:-]{1,120}$")
 # Where the agent keeps its inbox, status and auth include inside a proxy task (agent.sh's DIR).
 CONTROL_DIR = "/var/lib/swarmgate"
+# Where nginx writes the per-route traffic log that the agent counts (agent.sh's TRAFFIC): outside
+# CONTROL_DIR, which a pushed config may name only in the control server's include.
+TRAFFIC_DIR = "/var/run/swarmgate-traffic"
+TRAFFIC_LOG = "traffic.log"
 # The reserved server name of the control server; `.invalid` can never be a real host (RFC 2606).
 CONTROL_HOST = "swarmgate-control.invalid"
 
@@ -210,12 +215,14 @@ def render_nginx(
     control_peers: Sequence[str] = (),
     tls_paths: Mapping[str, str] | None = None,
     acme_thumbprint: str | None = None,
+    traffic_dir: str = TRAFFIC_DIR,
 ) -> RenderedConfig:
     """The whole nginx.conf of one extension's proxy for one route table; `control_peers`: who may
     reach its control server (none given: every holder of the channel key, as in the bootstrap);
     `tls_paths`: per TLS secret name, the file nginx reads (none given: `/run/secrets/NAME`);
     `acme_thumbprint`: the ACME account's (RFC 7638), given when ACME is configured: every port-80
-    server then answers HTTP-01 challenges itself (`token.thumbprint`), with no per-challenge push."""
+    server then answers HTTP-01 challenges itself (`token.thumbprint`), with no per-challenge push.
+    `traffic_dir`: where the agent counts the traffic log (TrafficMetrics, only where an agent runs)."""
     if acme_thumbprint is not None and not THUMBPRINT.fullmatch(acme_thumbprint):
         raise RenderError("an ACME account thumbprint is 43 base64url characters")
     if not _SERVER_INFO.fullmatch(server_info):
@@ -237,6 +244,8 @@ def render_nginx(
     pushed = ext.hitless_service_update and ext.publish_mode == "host"
     control = control_server(ext, control_dir=control_dir, listen=str(passthrough["tls_listen"]),
                              peers=control_peers) if pushed else ""
+    # The agent counts and rotates the traffic log; without it (plain delivery) the log would only grow.
+    traffic_log = f"{_word(traffic_dir)}/{TRAFFIC_LOG}" if pushed and ext.config.traffic_metrics else None
     context = {"ext": ext, "o": ext.config, "table": table, "server_info": server_info,
                "server_names_hash_bucket_size": bucket, "server_names_hash_max_size": max_size,
                "swarmgate_control": control, "tls_paths": dict(tls_paths or {}),
@@ -248,6 +257,8 @@ def render_nginx(
                "upstream_pools": [r for r in table.pools if r.upstreams and (lua is None or r.pool not in lua.names)],
                # Shared hosts whose tasks speak TLS: a second map picks the scheme.
                "shared_tls_backends": [h for h in shared if h.paths[0].backend_tls is not None],
+               "traffic_log_path": traffic_log, "traffic_key": traffic_key, "default_key": DEFAULT_KEY,
+               "route_keys": traffic_log is not None or ext.config.access_log_format == "json",
                **passthrough}
     try:
         if template_text is None:

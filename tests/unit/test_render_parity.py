@@ -64,7 +64,9 @@ def test_without_passthrough_the_tls_port_stays_with_the_http_servers() -> None:
 def test_nginx_status_is_on_the_default_server_as_in_interlock() -> None:
     text = render_nginx(HOST, build_route_table(parity_state(), HOST), server_info="swarmgate/0.1.0 linux/amd64").text
     default = text.split("listen 80 default_server;", 1)[1].split("    }\n    server {", 1)[0]
-    assert "location = /nginx_status {\n            stub_status;\n            access_log off;" in default
+    # Interlock logs nothing of it; swarmgate counts it (its route is `-`, the default server's).
+    assert ("location = /nginx_status {\n            stub_status;\n            access_log "
+            "/var/run/swarmgate-traffic/traffic.log swarmgate_traffic buffer=64k flush=1s;") in default
 
 
 def test_proxy_args_in_hitless_mode_are_reported_not_dropped_silently() -> None:

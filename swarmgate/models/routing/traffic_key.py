@@ -1,18 +1,17 @@
-"""The name a route's traffic is counted under in the proxies' traffic log (pure).
+"""The key a route's traffic is counted under (pure).
 
-The KEY is fixed by the rendered configuration, never taken from the request: an attacker's random
-Host header must not add a series. It is the route's host and path (`demo.local/ping`,
-`demo.local/`); a host served without paths (a whole-host redirect) counts under its host and `/`;
-the default server (unknown hosts, `nginx_status`, ACME challenges, the default backend) under
-`DEFAULT_KEY`. The renderer writes it into the log (`$swarmgate_route`); the operator reads it back
-from the traffic file to name each series.
+The proxy logs one key per request and the operator turns keys back into labels, so both sides
+compute it here. The key is fixed by the config, never taken from the request: a client's random
+Host header must not add a series.
 """
 
 from __future__ import annotations
 
+# The default server: unknown hosts, nginx_status and ACME challenges of no route.
 DEFAULT_KEY = "-"
 
 
 def traffic_key(host: str, path: str | None) -> str:
-    """The KEY of the route serving `path` (None: the whole host) of `host`."""
-    return host + (path if path is not None else "/")
+    """`HOST + PATH` of a route (`demo.local/ping`); a host's root, or a host without paths (redirects
+    only), is `HOST/`."""
+    return host + (path or "/")

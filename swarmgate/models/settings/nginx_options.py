@@ -235,6 +235,13 @@ class NginxOptions(BaseModel):
     # cost of a request grows with the number of services; the balancer's is flat. The proxy image
     # must carry the module (nginx -t rejects the config otherwise, and the last good one stays).
     lua_balancer: StrictBool = Field(False, alias="LuaBalancer")
+    # Not Interlock's: per-route requests, bytes and latency. nginx writes a compact, buffered second
+    # access log that the agent counts (agent.sh); the operator fetches the counts over the channel.
+    # Only where the agent runs (hitless delivery). Measured in bench/peers.py (metrics on vs off).
+    traffic_metrics: StrictBool = Field(True, alias="TrafficMetrics")
+    # Not Interlock's: the access log's format, Interlock's `main` (MainLogFormat) or one JSON object a
+    # line (`escape=json`) with the request id, the route's key, the upstream and the timings.
+    access_log_format: Literal["main", "json"] = Field("main", alias="AccessLogFormat")
     global_options: Annotated[Options, _options("GlobalOptions")] = Field((), alias="GlobalOptions")
     http_options: Annotated[Options, _options("HTTPOptions")] = Field((), alias="HTTPOptions")
     tcp_options: Annotated[Options, _options("TCPOptions")] = Field((), alias="TCPOptions")
