@@ -2,8 +2,9 @@
 
 Only the leader reads them, through the clients the pusher uses (same channel, same pinning, the key
 generation each task showed last): a standby's ledger is emptied, so it exports nothing. A round runs
-every `interval` seconds in its own thread, off the reconcile loop and the pusher's rounds, with one
-request in flight per task at most, so a slow proxy delays only its own counters.
+every `interval` seconds (longer when parsing and counting took more than a fifth of it) in its own
+thread, off the reconcile loop and the pusher's rounds, with one request in flight per task at most,
+so a slow proxy delays only its own counters.
 
 A proxy whose control server has no traffic location (an agent from before traffic metrics: 404) is
 skipped, logged once; a file the parser refuses is logged once per reason and counts nothing.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -25,6 +27,7 @@ from swarmgate.operator.planning.traffic_names import TrafficNames, traffic_name
 
 log = logging.getLogger("swarmgate.traffic")
 
+BUSY_SHARE_INVERSE = 5
 Clients = Callable[[], "list[tuple[ProxyTarget, ControlClient | None]] | None"]
 
 
@@ -45,6 +48,7 @@ class TrafficPoller:
         self._in_flight: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
         self._said: dict[str, str] = {}  # task → what was last logged about it (logged once per change)
+        self._busy = 0.0  # seconds of parsing and counting since the last pause
 
     def follow(self, tables: Mapping[str, RouteTable]) -> None:
         """The route tables of the last pass, per extension: they name the next counters read."""
@@ -78,11 +82,18 @@ class TrafficPoller:
         self._in_flight.clear()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stop.wait(self._pause()):
             try:
                 self.round()
             except Exception:
                 log.exception("reading the proxies' traffic counters failed")
+
+    def _pause(self) -> float:
+        """`interval`, or longer when parsing and counting took more than a fifth of it (thousands of
+        busy routes): the reads then take at most about a fifth of one core, beside the passes."""
+        with self._lock:
+            busy, self._busy = self._busy, 0.0
+        return max(self._interval, BUSY_SHARE_INVERSE * busy)
 
     def round(self) -> list[Future[None]]:
         """Start a read of every task that has none in flight; forget tasks that no longer run."""
@@ -111,7 +122,9 @@ class TrafficPoller:
     def read(self, target: ProxyTarget, client: ControlClient) -> None:
         """Fetch, parse and record one task's counters."""
         try:
-            traffic = parse_traffic(client.traffic())
+            text = client.traffic()
+            started = time.thread_time()  # this thread's CPU, not the wait for the proxy's answer
+            traffic = parse_traffic(text)
         except NoTrafficLocation:
             self._say(target, "none", logging.INFO, "proxy task %s on %s serves no traffic counters (an agent "
                       "from before traffic metrics): its traffic is not exported")
@@ -127,6 +140,8 @@ class TrafficPoller:
             log.debug("traffic at %s:%d names task %s, not %s", target.addr, target.port, traffic.task, target.task)
             return
         self._ledger.record(target.extension, traffic, self.names(target.extension))
+        with self._lock:
+            self._busy += time.thread_time() - started
         self._say(target, "ok", logging.DEBUG, "proxy task %s on %s: traffic counters read")
 
     def _say(self, target: ProxyTarget, state: str, level: int, message: str, *more: str) -> None:
