@@ -162,8 +162,9 @@ class Operator:
 
     def run_pass(self) -> bool:
         report = self.reconciler.reconcile_once()
-        self.pusher.track(proxy_targets(self.config, report.observed))
+        # The tables first: a task the pusher tracks is read with the names of its own pass.
         self.traffic.follow({ext.name: ext.route_table for ext in report.desired.extensions})
+        self.pusher.track(proxy_targets(self.config, report.observed))
         # "Changed" also when the routes moved without a Docker write (a task came or went): tasks
         # elsewhere may still be moving, so the loop keeps looking quickly for a while.
         changed = report.wrote or report.routes_digest != self.last_digest
