@@ -153,7 +153,11 @@ def run(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                                        ' and on() sum(swarmgate_proxy_config_current) > 0'),
                          timeout=90, what=f"prometheus to see {replicas} upstream(s), every proxy current")
                 figures[f"step {step}: {replicas} upstream(s) seen, s"] = round(time.monotonic() - started, 1)
-            traffic = traffic_through_both_lb_nodes(lab, prom, figures)
+            try:
+                traffic = traffic_through_both_lb_nodes(lab, prom, figures)
+            except TimeoutError:
+                print("\n".join(line for line in op.log_text().splitlines() if "traffic" in line)[-3000:])
+                raise
             time.sleep(3)  # a few more scrapes of the settled state
             yield Run(lab, op, prom, client, figures, traffic)
     finally:
@@ -198,8 +202,7 @@ def settled_counts(prom: Prometheus, want: int) -> dict[tuple[str, ...], float] 
     """Prometheus's request counts once every series of the load is seen on `want` proxy tasks each
     and two reads 4 s apart agree (the agent's write, the operator's read and a scrape have passed)."""
     first = request_counts(prom)
-    wanted = set(SERIES.values())
-    if len({k[:4] for k in first if k[:4] in wanted}) < len(wanted) or len({k[4] for k in first}) < want:
+    if sum(1 for k in first if k[:4] in SERIES.values()) < len(SERIES) * want:  # each series on each proxy
         return None
     time.sleep(4)
     return first if request_counts(prom) == first else None
@@ -210,7 +213,8 @@ def traffic_through_both_lb_nodes(lab: Lab, prom: Prometheus, figures: dict[str,
     then the counts Prometheus scraped once they settle."""
     send(lab, times=0)
     proxies = len(lab.lb_nodes)
-    before = wait_for(partial(settled_counts, prom, proxies), timeout=60, what="the warm-up's counts in prometheus")
+    before = wait_for(partial(settled_counts, prom, proxies), timeout=60,
+                      what=lambda: f"the warm-up's counts in prometheus: {request_counts(prom)}")
     started = time.monotonic()
     send(lab)
     figures["load: requests sent"] = sum(LOAD.values()) * proxies

@@ -25,6 +25,7 @@ MAX_STATUS_BYTES = 8192
 # A traffic file has a few lines per route, upstream and status class: ~40 MiB would be 10,000 routes
 # with 20 upstreams each. A larger one is refused whole, never read in part.
 MAX_TRAFFIC_BYTES = 64 * 1024 * 1024
+READ_CHUNK = 1024 * 1024
 
 
 class PushError(Exception):
@@ -75,9 +76,13 @@ class ControlClient:
             response = conn.getresponse()
             if whole_up_to is None:
                 return response.status, response.read(MAX_STATUS_BYTES)
-            data = response.read(whole_up_to + 1)
-            if len(data) > whole_up_to:
+            if (response.length or 0) > whole_up_to:
                 raise PushError(f"{method} {path}: the answer is larger than {whole_up_to} bytes")
+            data = b""
+            while chunk := response.read(READ_CHUNK):  # never a buffer of the limit's size
+                data += chunk
+                if len(data) > whole_up_to:
+                    raise PushError(f"{method} {path}: the answer is larger than {whole_up_to} bytes")
             return response.status, data
         except ssl.SSLCertVerificationError as exc:
             raise WrongKey(f"{method} {path}: the task shows another certificate ({exc.verify_message})") from None
