@@ -115,11 +115,13 @@ def caddy_json(port: int, backend: int, data_dir: Path) -> str:
 # -- swarmgate's render
 
 
-def seed_toml(seed_text: str, *, upstream_keepalive: int | None = None, lua_balancer: bool = False) -> str:
-    """The seed's configuration, with `UpstreamKeepalive` and `LuaBalancer` added to its nginx options
-    when given."""
+def seed_toml(seed_text: str, *, upstream_keepalive: int | None = None, lua_balancer: bool = False,
+              traffic_metrics: bool | None = None) -> str:
+    """The seed's configuration, with `UpstreamKeepalive`, `LuaBalancer` and `TrafficMetrics` added to its
+    nginx options when given."""
     added = ([f"UpstreamKeepalive = {upstream_keepalive}"] if upstream_keepalive is not None else []) + (
-        ["LuaBalancer = true"] if lua_balancer else [])
+        ["LuaBalancer = true"] if lua_balancer else []) + (
+        [f"TrafficMetrics = {str(traffic_metrics).lower()}"] if traffic_metrics is not None else [])
     if not added:
         return seed_text
     marker = "[Extensions.default.Config]"

@@ -12,6 +12,10 @@ On 127.0.0.1, each on a free port, no lab needed:
   (`python -m swarmgate render`) and run by the machine's nginx after `loopback_rewrite`, which changes
   only what ties it to the proxy's container (listen ports, paths, the user, the agent's include);
 * `swarmgate-keepalive64`: the same with `UpstreamKeepalive = 64`;
+* `swarmgate-metrics-off`: the same with `TrafficMetrics = false` (no traffic log, nothing counted);
+  `swarmgate` itself writes the traffic log and has it counted, as in a proxy task, by the agent's
+  aggregator (`agent.sh traffic PID` under busybox `sh`, with the machine's mawk), and
+  `swarmgate-busybox-awk` by the same aggregator with busybox's awk (an image without mawk);
 * `swarmgate-10k`: the same route, rendered among 10,000 routed services (the flat cost of a big
   config: `swarmgate` is its 1-service baseline);
 * `swarmgate-lua`, `swarmgate-lua-10k`: the same two with `LuaBalancer = true` (one Lua balancer
@@ -55,6 +59,7 @@ if str(REPO) not in sys.path:
 
 from bench import peer_configs as pc  # noqa: E402
 from bench.wrkclient import run_wrk  # noqa: E402
+from swarmgate.operator.planning.runtime import AGENT_SCRIPT  # noqa: E402
 from tests.support import free_port, wait_for  # noqa: E402
 
 SEED_TOML = REPO / "lab" / "seed-config.toml"
@@ -70,8 +75,10 @@ TARGETS: dict[str, str] = {
     "nginx-minimal": "a minimal nginx proxy (`keepalive 64`, no access log)",
     "haproxy": "HAProxy, its defaults",
     "caddy": "Caddy `reverse_proxy`, its defaults",
-    "swarmgate": "swarmgate's render of the seed's config (1 service)",
+    "swarmgate": "swarmgate's render of the seed's config (1 service; traffic counted with mawk)",
     "swarmgate-keepalive64": "the same with `UpstreamKeepalive = 64`",
+    "swarmgate-metrics-off": "the same with `TrafficMetrics = false`",
+    "swarmgate-busybox-awk": "the same, its traffic counted with busybox's awk",
     "swarmgate-10k": f"the same route in a {BIG:,}-service render",
     "swarmgate-lua": "swarmgate's render with `LuaBalancer = true` (1 service)",
     "swarmgate-lua-10k": f"the same with `LuaBalancer = true`, in a {BIG:,}-service render",
@@ -216,6 +223,36 @@ def nginx_t(conf: Path, prefix: Path, repeats: int = 3) -> dict[str, float]:
     return {"seconds": round(statistics.median(seconds), 3), "max_rss_mib": round(statistics.median(peaks), 1)}
 
 
+# -- the traffic aggregator
+
+TRAFFIC_LOG = "/var/run/swarmgate-traffic/traffic.log"
+BUSYBOX = Path("/usr/bin/busybox")
+
+
+def start_aggregator(name: str, master: int, prefix: Path) -> Running:
+    """The agent's traffic aggregator for the nginx whose master is `master`, as a proxy task runs it
+    (busybox `sh`), counting the log `loopback_rewrite` moved to `<prefix>/logs/`. For
+    `swarmgate-busybox-awk` its PATH holds busybox's applets only, else the machine's (mawk)."""
+    path = os.environ.get("PATH", "/usr/bin:/bin")
+    if name == "swarmgate-busybox-awk":
+        applets = prefix / "busybox-bin"
+        applets.mkdir()
+        for applet in subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True,
+                                     check=True).stdout.split():
+            (applets / applet).symlink_to(BUSYBOX)
+        path = str(applets)
+    env = {"PATH": path, "SWARMGATE_TASK_ID": "bench", "SWARMGATE_DIR": str(prefix / "agent"),
+           "SWARMGATE_TRAFFIC_DIR": str(prefix / "logs")}
+    return start(f"{name}-aggregator", [str(BUSYBOX), "sh", str(AGENT_SCRIPT), "traffic", str(master)], prefix,
+                 env=env)
+
+
+def counted_requests(served: Path) -> int:
+    """Every request the aggregator's served file counts."""
+    lines = served.read_text().splitlines()[1:] if served.exists() else []
+    return sum(int(line.split(" ")[4]) for line in lines if line.startswith("c "))
+
+
 # -- the client
 
 
@@ -235,29 +272,49 @@ class PeerRun:
     # hypervisor's steal; not wrk, not the servers started here). Client, proxy and backend alone can
     # keep both cores busy, so the idle share says little about the noise; this says how much there was.
     others_cores: float = 0.0
+    # CPU microseconds per request of the target's own processes: nginx's master and workers, and the
+    # traffic aggregator with the awk runs it waited for. A contention-proof cost: a busy machine
+    # slows everything down, but a request still costs the proxy the same CPU.
+    proxy_cpu_us: float = 0.0
 
 
-def wrk_once(target: str, port: int, seconds: int, round_: int, own: Collection[int] = ()) -> PeerRun:
+def cpu_seconds(roots: Collection[int]) -> float:
+    """CPU seconds used so far by these processes, their live children and the children they reaped."""
+    total = 0.0
+    for pid in {p for root in roots for p in (root, *_children(root))}:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = Path(f"/proc/{pid}/stat").read_text()
+            fields = text[text.rindex(")") + 2:].split()
+            total += sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+    return total
+
+
+def wrk_once(target: str, port: int, seconds: int, round_: int, own: Collection[int] = (),
+             roots: Collection[int] = ()) -> PeerRun:
     cmd = ["wrk", "--latency", "-t", str(THREADS), "-c", str(CONNECTIONS), "-d", f"{seconds}s", "--timeout", "5s",
            "-H", f"Host: {pc.DEMO_HOST}", f"http://{pc.LOOPBACK}:{port}/"]
+    cpu = cpu_seconds(roots)
     m = run_wrk(cmd, timeout=seconds + 30, own=own)
+    if len(roots) > 1:
+        time.sleep(2.5)  # the aggregator's next tick counts what the run logged
+    cpu = cpu_seconds(roots) - cpu
     return PeerRun(target, round_, m.requests, m.rps, m.p50_ms, m.p99_ms, m.errors, m.client_cpu, m.host_idle,
-                   m.cpu_by, round(max(m.busy_cores - m.own_cores, 0.0), 2))
+                   m.cpu_by, round(max(m.busy_cores - m.own_cores, 0.0), 2),
+                   round(cpu * 1e6 / m.requests, 2) if m.requests and roots else 0.0)
 
 
-def measure(ports: Mapping[str, int], rounds: int, seconds: int, own: Collection[int] = ()) -> list[PeerRun]:
+def measure(ports: Mapping[str, int], rounds: int, seconds: int, own: Collection[int] = (),
+            roots: Mapping[str, Collection[int]] | None = None) -> list[PeerRun]:
     names = list(ports)
-    for name in names:  # warm-up: every path served once under load, not recorded
-        wrk_once(name, ports[name], 1, -1)
     runs = []
     for r in range(rounds):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            run = wrk_once(name, ports[name], seconds, r, own)
+            run = wrk_once(name, ports[name], seconds, r, own, (roots or {}).get(name, ()))
             runs.append(run)
             log(f"round {r + 1}/{rounds} {name:22} {run.rps:9.0f} req/s p50 {run.p50_ms:6.2f} ms "
                 f"p99 {run.p99_ms:6.2f} ms errors {run.errors} host idle {run.host_idle:.0%} "
-                f"others {run.others_cores:.2f} cores")
+                f"others {run.others_cores:.2f} cores proxy CPU {run.proxy_cpu_us:.1f} µs/request")
     return runs
 
 
@@ -278,6 +335,7 @@ def summarize(runs: Sequence[PeerRun], order: Sequence[str]) -> list[dict[str, A
             "host_idle_min": round(min(r.host_idle for r in rs), 3),
             "others_cores": round(statistics.median(r.others_cores for r in rs), 2),
             "others_cores_max": round(max(r.others_cores for r in rs), 2),
+            "proxy_cpu_us": round(statistics.median(r.proxy_cpu_us for r in rs), 2),
             "rps_all": [round(r.rps) for r in rs]}
         rows.append(row)
     base = next((r for r in rows if r["target"] == BASELINE), None)
@@ -318,6 +376,16 @@ GOALS = (
          lambda s, t: _ratio(_get(s, "swarmgate", "rps"), _get(s, BASELINE, "rps"))),
     Goal("swarmgate's default: p99 ≤ 1.2x the minimal nginx proxy's", 1.2, False,
          lambda s, t: _ratio(_get(s, "swarmgate", "p99_ms"), _get(s, BASELINE, "p99_ms"))),
+    Goal("per-route traffic metrics (mawk): throughput ≥ 0.9x with `TrafficMetrics = false`", 0.9, True,
+         lambda s, t: _ratio(_get(s, "swarmgate", "rps"), _get(s, "swarmgate-metrics-off", "rps"))),
+    Goal("per-route traffic metrics (busybox awk): throughput ≥ 0.9x with `TrafficMetrics = false`", 0.9, True,
+         lambda s, t: _ratio(_get(s, "swarmgate-busybox-awk", "rps"), _get(s, "swarmgate-metrics-off", "rps"))),
+    Goal("per-route traffic metrics (mawk): the proxy's CPU per request ≤ 1.1x with `TrafficMetrics = false`", 1.1,
+         False, lambda s, t: _ratio(_get(s, "swarmgate", "proxy_cpu_us"), _get(s, "swarmgate-metrics-off",
+                                                                             "proxy_cpu_us"))),
+    Goal("per-route traffic metrics (busybox awk): the proxy's CPU per request ≤ 1.1x with `TrafficMetrics = false`",
+         1.1, False, lambda s, t: _ratio(_get(s, "swarmgate-busybox-awk", "proxy_cpu_us"),
+                                         _get(s, "swarmgate-metrics-off", "proxy_cpu_us"))),
     Goal(f"the same route from a {BIG:,}-service config: throughput ≥ 0.9x from a 1-service config", 0.9, True,
          lambda s, t: _ratio(_get(s, "swarmgate-10k", "rps"), _get(s, "swarmgate", "rps"))),
     Goal("`nginx -t` at 10,000 services ≤ 12x its time at 1,000", 12.0, False,
@@ -392,15 +460,18 @@ def peers_markdown(p: Mapping[str, Any]) -> str:
              f"{p['seconds']} s, the targets' order rotating each round. Ratios are to the minimal nginx proxy. "
              "`wrk CPU`: the client's cores; `others`: the cores the rest of the machine (neither wrk nor the "
              "servers started here) used during the run, median and highest; `host idle`: the share of all "
-             "cores left idle (client, proxy and backend can fill 2 cores by themselves). The machine is "
-             "shared, so compare the ratios side by side.", "",
-             "| target | req/s | x minimal | p50 | p99 | p99 x minimal | errors | wrk CPU | others (max) | host idle |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "cores left idle (client, proxy and backend can fill 2 cores by themselves); `proxy CPU`: the CPU "
+             "time swarmgate's nginx (master and workers) and, where it counts traffic, its aggregator (with "
+             "the awk runs it waited for) spent per request, median. The machine is shared, so compare the "
+             "ratios side by side.", "",
+             "| target | req/s | x minimal | p50 | p99 | p99 x minimal | errors | wrk CPU | others (max) | host idle "
+             "| proxy CPU |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in p["summary"]:
         lines.append(f"| {TARGETS.get(r['target'], r['target'])} | {r['rps']:,.0f} | {_x(r['rps_ratio'])} | "
                      f"{r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {_x(r['p99_ratio'])} | {r['errors']} of "
                      f"{r['requests']:,} | {r['client_cpu']:.2f} | {r.get('others_cores', 0):.2f} "
-                     f"({r.get('others_cores_max', 0):.2f}) | {r['host_idle']:.0%} |")
+                     f"({r.get('others_cores_max', 0):.2f}) | {r['host_idle']:.0%} | "
+                     f"{(str(r['proxy_cpu_us']) + ' µs') if r.get('proxy_cpu_us') else ''} |")
     if p.get("nginx_t"):
         lines += ["", "`nginx -t` of swarmgate's render (seed's config, loopback rewrite), median of 3:", "",
                   "| services | config | wall time | peak RSS |", "|---|---|---|---|"]
@@ -408,6 +479,10 @@ def peers_markdown(p: Mapping[str, Any]) -> str:
             shown = f"{int(size.split()[-1]):,}" + (" (`LuaBalancer`)" if size.startswith("lua") else "")
             lines.append(f"| {shown} | {t['config_bytes'] / 1e6:.1f} MB | {t['seconds']:.3f} s | "
                          f"{t['max_rss_mib']:.1f} MiB |")
+    for name, c in p.get("traffic_counted", {}).items():
+        lines += ["", f"`{name}`: its aggregator counted {c['counted']:,} requests during the measured runs, "
+                  f"wrk completed {c['wrk_requests']:,} (nginx also logs the requests wrk leaves unanswered "
+                  "when a run ends)."]
     lines += ["", "| goal | limit | this run | verdict |", "|---|---|---|---|"]
     for g in p["goals"]:
         lines.append(f"| {g['goal']} | {'≥' if g['at_least'] else '≤'} {g['limit']:g} | "
@@ -481,6 +556,7 @@ def run(rounds: int, seconds: int, only: Sequence[str] | None = None, *, time_ng
         work = Path(tmp)
         (work / "logs").mkdir()
         ports: dict[str, int] = {}
+        aggregators: dict[str, Path] = {}
 
         def launch(name: str, argv: Sequence[str], port: int, *, upstream: str | None = None,
                    env: Mapping[str, str] | None = None) -> None:
@@ -517,6 +593,8 @@ def run(rounds: int, seconds: int, only: Sequence[str] | None = None, *, time_ng
             wanted = [t for t in wanted if t not in LUA_TARGETS]
         lua_toml = pc.seed_toml(seed, lua_balancer=True)
         for name, toml, services in (("swarmgate", pc.seed_toml(seed), 1),
+                                     ("swarmgate-metrics-off", pc.seed_toml(seed, traffic_metrics=False), 1),
+                                     ("swarmgate-busybox-awk", pc.seed_toml(seed), 1),
                                      ("swarmgate-keepalive64", pc.seed_toml(seed, upstream_keepalive=64), 1),
                                      ("swarmgate-10k", pc.seed_toml(seed), BIG),
                                      ("swarmgate-lua", lua_toml, 1), ("swarmgate-lua-10k", lua_toml, BIG)):
@@ -546,12 +624,27 @@ def run(rounds: int, seconds: int, only: Sequence[str] | None = None, *, time_ng
                     row = nginx_t_rows[size]
                     log(f"nginx -t at {size} services: {row['seconds']} s, {row['max_rss_mib']} MiB")
             launch(name, nginx_argv(prefix, conf), port, upstream=f"{pc.LOOPBACK}:{backend}")
+            if TRAFFIC_LOG in text:
+                started.append(start_aggregator(name, started[-1].proc.pid, prefix))
+                aggregators[name] = prefix / "agent" / "traffic"
 
+        for name in ports:  # warm-up: every path served once under load, not recorded
+            wrk_once(name, ports[name], 1, -1)
+        time.sleep(6)  # the aggregators count the warm-up
+        served_before = {name: counted_requests(path) for name, path in aggregators.items()}
         own = {pid for server in started for pid in (server.proc.pid, *_children(server.proc.pid))}
-        runs = measure(ports, rounds, seconds, own)
+        roots = {name: [s.proc.pid for s in started if s.name in (name, f"{name}-aggregator")]
+                 for name in ports if name.startswith("swarmgate")}
+        runs = measure(ports, rounds, seconds, own, roots)
         for server in started:
             if not server.alive():
                 raise SystemExit(f"{server.name} died during the run: {server.why_not()}")
+        # What the aggregators counted of the measured runs (the log's lines reach it within 5 s).
+        time.sleep(6)
+        results["traffic_counted"] = {
+            name: {"counted": counted_requests(path) - served_before[name],
+                   "wrk_requests": sum(r.requests for r in runs if r.target == name)}
+            for name, path in aggregators.items()}
     results["runs"] = [asdict(r) for r in runs]
     results["summary"] = summarize(runs, list(TARGETS))
     results["nginx_t"] = dict(nginx_t_rows)

@@ -188,7 +188,8 @@ TEMPLATE_DIRECTIVES = {
     ("http", "map"): {"default", "", "hostnames"},
     ("http", "upstream"): {"zone", "hash", "ip_hash", "server", "keepalive", "keepalive_timeout"},
     ("http", "server"): {"listen", "server_name", "ssl_reject_handshake", "ssl_protocols", "ssl_ciphers",
-                         "ssl_certificate", "ssl_certificate_key", "location", "add_header", "if"},
+                         "ssl_certificate", "ssl_certificate_key", "location", "add_header", "if",
+                         "set"},  # $swarmgate_route, the server's route key (traffic.j2)
     ("http", "server", "if"): {"return"},
     ("http", "server", "location"): {"proxy_pass", "proxy_set_header", "add_header", "return", "if", "stub_status",
                                      "access_log", "proxy_ssl_verify", "proxy_ssl_trusted_certificate",

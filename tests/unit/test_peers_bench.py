@@ -51,6 +51,8 @@ def expected_change(d: dict[str, Any], prefix: Path) -> list[tuple[str, list[str
     if d["directive"] == "listen":
         port = int(args[0].rsplit(":", 1)[-1])
         return [("listen", [f"127.0.0.1:{PORTS[port]}", *args[1:]])]
+    if d["directive"] in ("access_log", "error_log") and args[0].startswith("/") and not args[0].startswith("/dev/"):
+        return [(d["directive"], [str(prefix / "logs" / Path(args[0]).name), *args[1:]])]  # the traffic log
     if d["directive"] == "include" and args == [CONTROL_INCLUDE]:
         return [("ssl_certificate", [str(TLS[0])]), ("ssl_certificate_key", [str(TLS[1])])]
     return None
@@ -94,8 +96,9 @@ def test_the_loopback_rewrite_changes_only_what_it_claims(tmp_path: Path, keepal
 
     changed = assert_same_but_claimed(before, after, tmp_path / "run")
 
-    # user, pid, the control include and the 4 listeners (80 twice, 443 twice) of the seed's render
-    assert changed == 7
+    # user, pid, the control include, the 4 listeners (80 twice, 443 twice) of the seed's render and
+    # the traffic log (in the http block and in /nginx_status)
+    assert changed == 9
     for name in ("upstream", "location", "server", "map"):
         assert blocks(after, name) == blocks(before, name)
     assert blocks(after, "proxy_pass") == blocks(before, "proxy_pass") != []
@@ -134,8 +137,8 @@ def test_a_line_it_cannot_place_on_loopback_is_an_error(line: str, tmp_path: Pat
                             tls=TLS, user="u")
 
 
-def row(target: str, rps: float, p99: float) -> dict[str, Any]:
-    return {"target": target, "rps": rps, "p99_ms": p99}
+def row(target: str, rps: float, p99: float, cpu: float = 0.0) -> dict[str, Any]:
+    return {"target": target, "rps": rps, "p99_ms": p99, "proxy_cpu_us": cpu}
 
 
 def verdicts(summary: list[dict[str, Any]], nginx_t: dict[str, dict[str, float]]) -> list[str]:
@@ -147,14 +150,18 @@ def test_the_goals_are_computed_from_the_figures() -> None:
     t = {size: {"seconds": seconds, "max_rss_mib": rss} for size, seconds, rss in (
         ("1000", 0.1, 20.0), ("10000", 1.2, 160.0), ("lua 1000", 0.1, 10.0), ("lua 10000", 1.2, 160.0))}
     # exactly at every limit: meets
-    assert verdicts([minimal, row("swarmgate", 45000, 0.6), row("swarmgate-10k", 40500, 9.0),
-                     row("swarmgate-lua", 45000, 0.6), row("swarmgate-lua-10k", 40500, 9.0)], t) == ["meets"] * 8
+    assert verdicts([minimal, row("swarmgate", 45000, 0.6, 11.0), row("swarmgate-10k", 40500, 9.0),
+                     row("swarmgate-lua", 45000, 0.6), row("swarmgate-lua-10k", 40500, 9.0),
+                     row("swarmgate-metrics-off", 50000, 0.5, 10.0), row("swarmgate-busybox-awk", 45000, 0.6, 11.0),
+                     ], t) == ["meets"] * 12
     slow = {size: {"seconds": seconds, "max_rss_mib": rss} for size, seconds, rss in (
         ("1000", 0.1, 20.0), ("10000", 1.21, 160.1), ("lua 1000", 0.1, 10.0), ("lua 10000", 1.21, 160.1))}
-    assert verdicts([minimal, row("swarmgate", 44999, 0.61), row("swarmgate-10k", 40000, 0.7),
-                     row("swarmgate-lua", 45000, 0.6), row("swarmgate-lua-10k", 40000, 0.7)], slow) == ["misses"] * 8
+    assert verdicts([minimal, row("swarmgate", 44999, 0.61, 11.1), row("swarmgate-10k", 40000, 0.7),
+                     row("swarmgate-lua", 45000, 0.6), row("swarmgate-lua-10k", 40000, 0.7),
+                     row("swarmgate-metrics-off", 50000, 0.5, 10.0), row("swarmgate-busybox-awk", 44999, 0.6, 11.1),
+                     ], slow) == ["misses"] * 12
     checks = peers.goal_checks([minimal, row("swarmgate", 25000, 1.0)], {})
-    assert [g["verdict"] for g in checks] == ["misses", "misses"] + ["not measured"] * 6
+    assert [g["verdict"] for g in checks] == ["misses", "misses"] + ["not measured"] * 10
     assert [g["figure"] for g in checks[:2]] == [0.5, 2.0]
 
 

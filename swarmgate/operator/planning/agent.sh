@@ -21,6 +21,9 @@
 #                             [/run/swarmgate-certs]
 #   SWARMGATE_CERT_WAIT       seconds a push may wait for the courier's files it names (below) [120]
 #   SWARMGATE_PEERS_FILE      LuaBalancer's peers, for a change of peers only (below) [/var/run/swarmgate-peers]
+#   SWARMGATE_TRAFFIC_DIR     where nginx writes the per-route traffic log the agent counts (below); the
+#                             rendered configs name it [/var/run/swarmgate-traffic]
+#   SWARMGATE_TRAFFIC_TICK    seconds between two rotations of that log [2]
 #
 # Protocol swarmgate/3. The key file (one Swarm secret) is `swarmgate/3 channel-key HMACHEX` and then
 # a self-signed certificate and its private key (PEM; nginx skips the first line). The control server
@@ -55,6 +58,15 @@
 #                             rekey: signed again by the agent with the new key, term 0 seq 0).
 #   $STATE/fence              the signed header line of the newest authentic push accepted here.
 #   $STATE/key                the last rekey accepted here, as PUT (0600, root): the current key.
+#   $DIR/traffic              the per-route traffic counters, served at GET /swarmgate/v3/traffic (0644,
+#                             replaced whole): `swarmgate/3 traffic TASK EPOCH UPTIME`, then sorted lines
+#                             `c KEY UPSTREAM CLASS REQUESTS BYTES_SENT BYTES_RECEIVED` and
+#                             `h KEY UPSTREAM KIND B0..B11 SUM` (KIND `request` or `upstream`; B0..B11 count
+#                             the times up to 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10 +Inf s, not
+#                             cumulatively; SUM in seconds). Cumulative within EPOCH (the agent's start and
+#                             pid): a new task starts from zero. Not signed: only a key holder reads it.
+#   $TRAFFIC/traffic.log      written by nginx (TrafficMetrics), renamed to $TRAFFIC/batch.N and counted
+#                             by the aggregator into $WORK/traffic.state (see "Traffic" below).
 #   $PEERS_FILE               (LuaBalancer) the peers of a config applied without a reload: /proc/uptime
 #                             when written, then its lines between the peers markers (0644: workers read it).
 #
@@ -64,6 +76,13 @@
 # signal nginx: every worker started before that file reads it within 0.5 s (balancer.lua); a worker
 # started later (a reload, a restart) has the same peers in its own config.
 #
+# Traffic: a child of the agent (the aggregator, restarted within 0.2 s if it dies) counts the traffic
+# log nginx writes, every SWARMGATE_TRAFFIC_TICK s: a request is in the served file within about
+# 1 s (nginx's buffer) + 2 ticks (rename, then count), 5 s by default. Every request any worker served
+# is counted once, the old workers' after a reload included (they reopen the log on the same USR1).
+# A regular file, not a pipe: nothing blocks nginx, `nginx -t` or a reload when the aggregator is
+# dead or stuck; the log then grows until it is counted, and nothing is lost. What a restart of the
+# agent (a new task) loses: the counters, which start over in a new EPOCH.
 # A push is applied only if, in this order: its header parses; its MAC is right; it names this task;
 # its (TERM, SEQ) is greater than the fence; the text's sha256 is DIGEST. Anything else is refused:
 # logged, nothing changes, the status stays as it was. An accepted push advances the fence (persisted
@@ -150,7 +169,7 @@ PEERS_BEGIN="    # swarmgate peers: begin"
 PEERS_END="    # swarmgate peers: end"
 PEERS_FILE=${SWARMGATE_PEERS_FILE:-/var/run/swarmgate-peers}
 # Per-route traffic (below): nginx's traffic log, the aggregator's tick, and the fastest awk at hand
-# (mawk counts a line in ~0.5 µs of CPU, busybox's awk in ~2 µs: bench/peers.py).
+# (mawk needs a quarter of the CPU busybox's awk takes: docs/benchmarks/data-plane.md).
 TRAFFIC=${SWARMGATE_TRAFFIC_DIR:-/var/run/swarmgate-traffic}
 TRAFFIC_TICK=${SWARMGATE_TRAFFIC_TICK:-2}
 AWK=awk
@@ -1248,8 +1267,29 @@ traffic_start() { # the aggregator, in the background; its pid in traffic_pid
 	traffic_pid=$!
 }
 
+# `agent.sh traffic NGINX_PID`: the aggregator alone, beside an nginx this agent did not start (the
+# data-plane benchmark runs it so, to count its cost), until that nginx exits.
+if [ "${1:-}" = traffic ]; then
+	trap - TERM QUIT INT
+	mkdir -p "$WORK" "$TRAFFIC" && chmod 700 "$WORK" || exit 1
+	EPOCH=$(date +%s)-$$
+	t_gen=0
+	{ echo "$PROTOCOL traffic-state $EPOCH 0" >"$WORK/traffic.state" && traffic_serve; } || exit 1
+	log "traffic aggregator started ($AWK, every $TRAFFIC_TICK s) for nginx $2, epoch $EPOCH"
+	traffic_loop "$2" 1
+	exit 0
+fi
+
 # -- start --------------------------------------------------------------------------------------
 case $CERT_WAIT in "" | *[!0-9]* | 0?*) CERT_WAIT=120 ;; esac
+case $TRAFFIC_TICK in
+[1-9] | [1-9][0-9] | [0-9].[0-9] | [0-9].[0-9][0-9]) [ "$TRAFFIC_TICK" != 0.0 ] && [ "$TRAFFIC_TICK" != 0.00 ] ||
+	TRAFFIC_TICK=2 ;;
+*)
+	log "SWARMGATE_TRAFFIC_TICK must be seconds such as 2 or 0.5: using 2"
+	TRAFFIC_TICK=2
+	;;
+esac
 # The certs dir as an extended regular expression (its dots are literal).
 CERTS_RE=$(printf '%s' "$CERTS" | sed 's/[.[\*^$()+?{|]/\\&/g')
 case $GRACE in "" | *[!0-9]* | 0?*) GRACE=bad ;; esac
