@@ -7,6 +7,7 @@ routed services besides the seed-like few. Measured, each as the median of `--ro
 * what a pass now adds to its findings (set-aside hosts, leader and standbys), paid by every pass;
 * the route rows, made from the last pass's desired state when `/v1/status` or the page first asks
   after a pass (with the cyclic collector paused, as the operator makes them);
+* each route's traffic joined to the rows (`with_traffic`, every route measured), paid by each request;
 * the page as a request renders it: unfiltered (first page of 100 routes), filtered by host (one
   match), by service (every `app-1*`), and the last page;
 * `/v1/status` as JSON (`json_answer`), for comparison: what the same request cost before the page.
@@ -33,7 +34,9 @@ sys.path.insert(0, str(REPO))
 from swarmgate.models.settings.config import parse_config  # noqa: E402
 from swarmgate.operator.control.endpoint import json_answer  # noqa: E402
 from swarmgate.operator.control.gc_pause import collection_paused  # noqa: E402
+from swarmgate.operator.delivery.status import with_traffic  # noqa: E402
 from swarmgate.operator.delivery.status_page import render_status_page  # noqa: E402
+from swarmgate.operator.delivery.traffic_ledger import RouteTraffic  # noqa: E402
 from swarmgate.operator.planning.decide import decide_pass  # noqa: E402
 from swarmgate.operator.planning.findings import route_findings  # noqa: E402
 from swarmgate.operator.planning.leadership import leader_summary, standbys  # noqa: E402
@@ -71,6 +74,9 @@ def main() -> int:
             return route_rows(desired)
 
     document = docs.status(args.services)
+    made_rows = rows()
+    # Every route measured: what each `/v1/status` and page request pays to join traffic to the rows.
+    traffic = {(r["extension"], r["host"], r["path"] or "/"): RouteTraffic(12.5, 0.01, 0.2) for r in made_rows}
     pages = {
         "unfiltered": {},
         "host_one_match": {"host": "app-1234.example.test"},
@@ -85,6 +91,7 @@ def main() -> int:
         "rounds": args.rounds,
         "pass_findings_s": median_seconds(pass_findings, args.rounds),
         "route_rows_s": median_seconds(rows, args.rounds),
+        "traffic_join_s": median_seconds(lambda: with_traffic(made_rows, traffic, {"default"}), args.rounds),
         "v1_status_json_s": median_seconds(lambda: json_answer(document), args.rounds),
         "v1_status_bytes": len(json_answer(document)[2]),
         "page_s": {name: median_seconds(lambda p=params: render_status_page(document, p), args.rounds)

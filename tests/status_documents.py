@@ -15,7 +15,8 @@ from typing import Any
 from swarmgate.models.settings.config import parse_config
 from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.operator.delivery.proxystate import ProxyState
-from swarmgate.operator.delivery.status import status_document
+from swarmgate.operator.delivery.status import status_document, with_traffic
+from swarmgate.operator.delivery.traffic_ledger import RouteTraffic
 from swarmgate.operator.planning.decide import decide_pass
 from swarmgate.operator.planning.findings import route_findings
 from swarmgate.operator.planning.leadership import leader_summary, standbys
@@ -33,6 +34,7 @@ ListenAddr = ":8080"
 # a routing label, and the invalid part of a hosts label.
 PLANTED = "s3cr3t-t0ken-d0-not-show"
 NOW = 1_796_644_800.0  # 2026-12-07 12:00:00 UTC
+TRAFFIC = {("default", "demo.local", "/"): RouteTraffic(42.5, 0.0125, 0.0875)}
 
 
 def observed_state(extra: int = 0) -> ObservedState:
@@ -83,6 +85,8 @@ def status(extra: int = 0, *, role: str = "leader", docker_reachable: bool = Tru
         "ready": docker_reachable, "docker_reachable": docker_reachable,
         "last_pass": "2026-12-07T12:00:00+00:00", "holds": []}
     return {**status_document(proxies(digest, rejected=rejected)), **route_findings(desired, observed),
-            "routes": route_rows(desired),
+            # The leader's proxies measured an interval: demo.local had requests, some failing; the
+            # other routes none. A standby reads no traffic.
+            "routes": with_traffic(route_rows(desired), TRAFFIC if leading else {}, {"default"} if leading else set()),
             "leader": {**leader_summary(observed), "standbys": standbys(observed, None)},
             "operator": operator}

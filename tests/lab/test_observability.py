@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -45,9 +46,11 @@ pytestmark = pytest.mark.lab
 
 DASHBOARD = REPO / "manifests" / "grafana-dashboard.json"
 SCRAPE_CONFIG = REPO / "manifests" / "prometheus.yml"
+ALERT_RULES = REPO / "manifests" / "prometheus-alerts.yml"
 PROMETHEUS = "/usr/bin/prometheus"
 # What Grafana would put in place of its variables when the dashboard is opened.
-GRAFANA_VARS = {"$__rate_interval": "30s", "$__interval": "1s", "$__range": "5m", "$extension": ".*"}
+GRAFANA_VARS = {"$__rate_interval": "30s", "$__interval": "1s", "$__range": "5m", "$extension": ".*",
+                "$host": ".*"}
 DEMO_LABELS = {"com.docker.lb.hosts": "demo.local", "com.docker.lb.port": "8080"}
 BROKEN_LABELS = {"com.docker.lb.hosts": "broken.local"}  # no port label: set aside, reason kind "port"
 SERVICES = ("demo", "broken")
@@ -92,6 +95,7 @@ def prometheus(workdir: Path, target: str) -> Iterator[Prometheus]:
     assert n == 1, "manifests/prometheus.yml should name one static target"
     config = workdir / "prometheus.yml"
     config.write_text(text)
+    shutil.copy(ALERT_RULES, workdir / ALERT_RULES.name)  # the config names it beside itself
     port = free_port("127.0.0.1")
     log_path = workdir / "prometheus.log"
     with log_path.open("ab") as log:
@@ -119,6 +123,7 @@ class Run:
     prom: Prometheus
     client: docker.DockerClient
     figures: dict[str, Any]
+    traffic: Traffic
 
 
 def scraped(prom: Prometheus, expr: str) -> float | None:
@@ -148,12 +153,79 @@ def run(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                                        ' and on() sum(swarmgate_proxy_config_current) > 0'),
                          timeout=90, what=f"prometheus to see {replicas} upstream(s), every proxy current")
                 figures[f"step {step}: {replicas} upstream(s) seen, s"] = round(time.monotonic() - started, 1)
+            try:
+                traffic = traffic_through_both_lb_nodes(lab, prom, figures)
+            except TimeoutError:
+                print("\n".join(line for line in op.log_text().splitlines() if "traffic" in line)[-3000:])
+                raise
             time.sleep(3)  # a few more scrapes of the settled state
-            yield Run(lab, op, prom, client, figures)
+            yield Run(lab, op, prom, client, figures, traffic)
     finally:
         op.stop()
         clean_swarm(client, services=SERVICES, lab=lab)
         client.close()
+
+
+# A load of known size and status mix, sent to each LB node: (host, path asked, expected status) →
+# requests. The route table names them: demo.local's only route is its host and `/` (service demo,
+# which answers 404 for a path it does not know); a host no route serves is the default server's
+# (host and path `-`), answered 503 by nginx itself (service `-`).
+UNKNOWN_HOST = "nobody.local"
+LOAD = {("demo.local", "/ping", 200): 40, ("demo.local", "/missing", 404): 15, (UNKNOWN_HOST, "/", 503): 20}
+SERIES = {("demo.local", "/ping", 200): ("demo.local", "/", "demo", "2xx"),
+          ("demo.local", "/missing", 404): ("demo.local", "/", "demo", "4xx"),
+          (UNKNOWN_HOST, "/", 503): ("-", "-", "-", "5xx")}
+BY = "host, path, service, code, proxy"
+
+
+@dataclass
+class Traffic:
+    before: dict[tuple[str, ...], float]  # (host, path, service, code, proxy) → requests, before the load
+    after: dict[tuple[str, ...], float]
+
+
+def request_counts(prom: Prometheus) -> dict[tuple[str, ...], float]:
+    return {tuple(r["metric"].get(k, "") for k in BY.split(", ")): float(r["value"][1])
+            for r in prom.query(f"sum by ({BY}) (swarmgate_route_requests_total)")}
+
+
+def send(lab: Lab, times: int = 1) -> None:
+    """Each kind of request `times` times its LOAD share (times=0: one of each) through every LB node."""
+    for node in lab.lb_nodes:
+        for (host, path, status), count in LOAD.items():
+            for _ in range(count * times or 1):
+                got = http.get(lab.address(node), path, host=host).status
+                assert got == status, (node, host, path, got)
+
+
+def settled_counts(prom: Prometheus, want: int) -> dict[tuple[str, ...], float] | None:
+    """Prometheus's request counts once every series of the load is seen on `want` proxy tasks each
+    and two reads 4 s apart agree (the agent's write, the operator's read and a scrape have passed)."""
+    first = request_counts(prom)
+    if sum(1 for k in first if k[:4] in SERIES.values()) < len(SERIES) * want:  # each series on each proxy
+        return None
+    time.sleep(4)
+    return first if request_counts(prom) == first else None
+
+
+def traffic_through_both_lb_nodes(lab: Lab, prom: Prometheus, figures: dict[str, Any]) -> Traffic:
+    """One request of each kind (so every series exists before the baseline), the baseline, the load,
+    then the counts Prometheus scraped once they settle."""
+    send(lab, times=0)
+    proxies = len(lab.lb_nodes)
+    before = wait_for(partial(settled_counts, prom, proxies), timeout=60,
+                      what=lambda: f"the warm-up's counts in prometheus: {request_counts(prom)}")
+    started = time.monotonic()
+    send(lab)
+    figures["load: requests sent"] = sum(LOAD.values()) * proxies
+    figures["load: seconds to send"] = round(time.monotonic() - started, 1)
+    expected = {k: before.get(k, 0) + LOAD[kind] for kind, series in SERIES.items()
+                for k in before if k[:4] == series}
+    wait_for(lambda: all(request_counts(prom).get(k) == v for k, v in expected.items()), timeout=60,
+             what=lambda: f"prometheus to count the load: want {expected}, have {request_counts(prom)}")
+    figures["load: seconds until prometheus counted it"] = round(time.monotonic() - started, 1)
+    after = wait_for(partial(settled_counts, prom, proxies), timeout=30, what="the load's counts to settle")
+    return Traffic(before, after)
 
 
 # The dashboard's ACME row needs certificates and orders: tests/lab/test_acme.py evaluates it.
@@ -189,7 +261,9 @@ def test_dashboard_has_panels_for_everything_the_issue_names() -> None:
     for metric in ("swarmgate_convergence_seconds_bucket", "swarmgate_reconcile_total", "swarmgate_routes",
                    "swarmgate_upstreams", "swarmgate_services_set_aside", "swarmgate_proxies_not_current",
                    "swarmgate_proxy_reloads_total", "swarmgate_certificate_expiry_timestamp_seconds",
-                   "swarmgate_acme_orders_total", "swarmgate_acme_consecutive_failures"):
+                   "swarmgate_acme_orders_total", "swarmgate_acme_consecutive_failures",
+                   "swarmgate_route_requests_total", "swarmgate_route_request_duration_seconds_bucket",
+                   "swarmgate_route_upstream_duration_seconds_bucket"):
         assert metric in exprs, metric
 
 
@@ -224,6 +298,45 @@ def test_metrics_tell_what_happened(run: Run) -> None:
     run.figures.update({"convergence observations": count, "convergence p50 s": p50, "convergence mean s": mean,
                         "reloads ok": reloads})
     print(json.dumps(run.figures))
+
+
+def test_route_request_counters_grew_by_exactly_the_load_through_both_lb_nodes(run: Run) -> None:
+    before, after = run.traffic.before, run.traffic.after
+    grew = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)}
+    proxies = {k[4] for k in after}
+    running = {r["metric"]["task"] for r in run.prom.query("swarmgate_proxy_config_current")}
+    assert proxies == running and len(proxies) == len(run.lab.lb_nodes)
+    assert {k: v for k, v in grew.items() if v} == {
+        (*series, proxy): LOAD[kind] for kind, series in SERIES.items() for proxy in proxies}
+    # The histograms counted the same requests, and demo's upstream time only its own.
+    durations = {(r["metric"]["host"], r["metric"]["service"]): float(r["value"][1]) for r in run.prom.query(
+        "sum by (host, service) (swarmgate_route_request_duration_seconds_count)")}
+    totals = {(k[0], k[2]): 0.0 for k in after}
+    for k, v in after.items():
+        totals[(k[0], k[2])] += v
+    assert durations == totals
+    upstream = {r["metric"]["host"] for r in run.prom.query("swarmgate_route_upstream_duration_seconds_count")}
+    assert upstream == {"demo.local"}
+    run.figures["load: requests counted"] = sum(v for v in grew.values())
+
+
+def test_the_5xx_ratio_alert_rule_evaluates_and_picks_the_failing_route(run: Run) -> None:
+    def pending() -> list[dict[str, Any]] | None:
+        alerts = run.prom.query('ALERTS{alertname="SwarmgateRoute5xxRatioHigh"}')
+        return alerts or None
+
+    alerts = wait_for(pending, timeout=15, what="the 5xx ratio alert to be pending")
+    assert [(a["metric"]["host"], a["metric"]["path"], a["metric"]["alertstate"]) for a in alerts] == [
+        ("-", "-", "pending")]  # every request for the unknown host failed; demo.local's 404s are not 5xx
+    rules = [r for g in run.prom.api("/api/v1/rules")["groups"] for r in g["rules"]
+             if r["name"] == "SwarmgateRoute5xxRatioHigh"]
+    assert [(r["health"], r.get("lastError", "")) for r in rules] == [("ok", "")]
+
+
+def test_status_gives_each_route_its_traffic(run: Run) -> None:
+    routes = {r["host"]: r for r in run.op.status()["routes"]}
+    traffic = routes["demo.local"]["traffic"]
+    assert traffic is not None and set(traffic) == {"requests_per_second", "ratio_5xx", "p99_seconds"}
 
 
 def test_health_and_readiness(run: Run) -> None:

@@ -15,7 +15,8 @@ import pytest
 from swarmgate.operator.telemetry import metrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "manifests" / "grafana-dashboard.json"
-GRAFANA_VARS = {"$__rate_interval": "30s", "$__interval": "1s", "$__range": "5m", "$extension": ".*"}
+GRAFANA_VARS = {"$__rate_interval": "30s", "$__interval": "1s", "$__range": "5m", "$extension": ".*",
+                "$host": ".*"}
 
 
 def exprs() -> list[tuple[str, str]]:
@@ -30,7 +31,7 @@ def declared_series() -> set[str]:
     """Every series name the registry can expose, labelled families with no sample yet included."""
     suffixes = {"histogram": ("_bucket", "_count", "_sum"), "counter": ("_total",), "info": ("_info",)}
     names = set()
-    for family in metrics.REGISTRY.collect():
+    for family in metrics.declared():
         names |= {family.name, *(family.name + s for s in suffixes.get(family.type, ()))}
     return names
 
@@ -60,3 +61,15 @@ def test_promtool_parses_every_panel_expression(tmp_path: Path) -> None:
     path.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))  # YAML is a superset of JSON
     checked = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, timeout=60)
     assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+
+
+def test_the_traffic_row_shows_top_routes_5xx_ratio_and_p99_per_route() -> None:
+    panels = {p["title"]: " ".join(t["expr"] for t in p.get("targets", []))
+              for p in json.loads(DASHBOARD.read_text())["panels"]}
+    assert panels["Top routes by request rate"].startswith("topk(10, sum by (extension, host, path) (rate(")
+    assert 'code="5xx"' in panels["5xx ratio per route"]
+    assert "histogram_quantile(0.99, sum by (le, extension, host, path) (rate(swarmgate_route_request_duration" \
+        in panels["p99 request time per route"]
+    # The status page links each route to the dashboard with var-host: the variable exists.
+    variables = {v["name"]: v for v in json.loads(DASHBOARD.read_text())["templating"]["list"]}
+    assert variables["host"]["allValue"] == ".*"

@@ -18,7 +18,7 @@ from swarmgate.operator.control.endpoint import HTML_POLICY, serve
 from swarmgate.operator.control.loop import DockerHealth
 from swarmgate.operator.control.readiness import Readiness
 from swarmgate.operator.delivery.status_page import render_status_page
-from swarmgate.operator.delivery.status_view import PAGE_SIZE, label_to_fix, parse_query
+from swarmgate.operator.delivery.status_view import PAGE_SIZE, label_to_fix, parse_query, traffic_cells
 from swarmgate.operator.telemetry.holds import HoldReport
 from tests import html_check
 from tests import status_documents as docs
@@ -37,13 +37,30 @@ def page(document: dict[str, Any], **params: str) -> str:
 
 def test_routes_show_host_path_services_upstreams_and_tls(document: dict[str, Any]) -> None:
     assert html_check.rows(page(document), "routes") == [
-        ["Host", "Path", "Services", "Upstreams", "Settings", "TLS", "Certificate expires", "Dashboard"],
-        ["demo.local", "/", "demo", "198.18.0.20:30001", "-", "-", "-", "Grafana"],
-        ["idle.local", "/", "idle", "no running task: 503", "-", "-", "-", "Grafana"],
+        ["Host", "Path", "Services", "Upstreams", "Settings", "TLS", "Certificate expires", "Requests/s", "5xx", "p99",
+         "Dashboard"],
+        ["demo.local", "/", "demo", "198.18.0.20:30001", "-", "-", "-", "42", "1.2 %", "88 ms", "Grafana"],
+        ["idle.local", "/", "idle", "no running task: 503", "-", "-", "-", "0", "-", "-", "Grafana"],
         ["secure.local", "/", "secure", "198.18.0.20:30002", "-", "secret secure.crt",
-         "not read (the operator never reads a secret's data)", "Grafana"],
+         "not read (the operator never reads a secret's data)", "0", "-", "-", "Grafana"],
     ]
-    assert "no per-route metrics yet" in html_check.text(page(document))
+
+
+@pytest.mark.parametrize(("traffic", "cells"), [
+    (None, ("-", "-", "-", False)),
+    ({"requests_per_second": 0.0, "ratio_5xx": None, "p99_seconds": None}, ("0", "-", "-", False)),
+    ({"requests_per_second": 0.25, "ratio_5xx": 0.0, "p99_seconds": 0.0049}, ("0.25", "0.0 %", "5 ms", False)),
+    ({"requests_per_second": 1500.4, "ratio_5xx": 0.5, "p99_seconds": 2.5}, ("1500", "50.0 %", "2.50 s", True)),
+], ids=["not-measured", "no-requests", "slow-and-healthy", "busy-and-failing"])
+def test_traffic_columns_say_rate_5xx_share_and_p99_in_words(traffic: dict[str, Any] | None,
+                                                             cells: tuple[str, str, str, bool]) -> None:
+    shown = traffic_cells(traffic)
+    assert (shown["rate"], shown["errors"], shown["p99"], shown["failing"]) == cells
+
+
+def test_a_standby_shows_no_traffic() -> None:
+    rows = html_check.rows(page(docs.status(role="standby")), "routes")
+    assert {tuple(r[7:10]) for r in rows[1:]} == {("-", "-", "-")}
 
 
 def test_set_aside_service_shows_its_reason_its_503_host_and_the_label_to_fix(document: dict[str, Any]) -> None:

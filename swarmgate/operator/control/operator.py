@@ -29,8 +29,10 @@ from swarmgate.operator.control.reconcile import Reconciler
 from swarmgate.operator.delivery.channel_holder import ChannelKeyHolder
 from swarmgate.operator.delivery.proxystate import ProxyState
 from swarmgate.operator.delivery.pusher import Pusher
-from swarmgate.operator.delivery.status import status_document
+from swarmgate.operator.delivery.status import status_document, with_traffic
 from swarmgate.operator.delivery.status_page import render_status_page
+from swarmgate.operator.delivery.traffic_ledger import TrafficLedger
+from swarmgate.operator.delivery.traffic_poller import TrafficPoller
 from swarmgate.operator.delivery.wire import proxy_targets
 from swarmgate.operator.edge.election import LeaderElection, WithoutLeaseEvents
 from swarmgate.operator.edge.observe import Api, connect, own_container_id
@@ -56,6 +58,9 @@ class Operator:
     # Pushes run off the reconcile thread, each signed with the leader's term.
     pusher: Pusher
     reconciler: Reconciler
+    # The leader reads each proxy's traffic counters into the ledger, which /metrics exports.
+    traffic: TrafficPoller
+    ledger: TrafficLedger
     readiness: Readiness
     schedule: Schedule
     pass_metrics: observability.PassMetrics = field(default_factory=observability.PassMetrics)
@@ -80,6 +85,8 @@ class Operator:
         store = ProxyState(on_converged=observability.record_convergence, on_reload=observability.count_reload)
         holds = HoldReport()
         pusher = Pusher(store, channel.keyring, term=election.term, on_forged=holds.forged_status)
+        ledger = TrafficLedger()
+        metrics.ROUTE_TRAFFIC.attach(ledger)
         wakeup = Wakeup()
         # Orders run off the reconcile thread; each outcome wakes a pass up to store or note it.
         acme = None if config.acme_directory is None else AcmeWorker(
@@ -89,6 +96,7 @@ class Operator:
         observability.init_series()
         return cls(
             config=config, api=api, election=election, store=store, pusher=pusher, reconciler=reconciler,
+            traffic=TrafficPoller(ledger, pusher.leading_clients), ledger=ledger,
             readiness=Readiness(DockerHealth(), holds, max_pass_age(config.poll_interval)),
             schedule=Schedule(resync=resync_seconds(config.poll_interval, in_swarm=container_id is not None)),
             wakeup=wakeup,
@@ -106,7 +114,8 @@ class Operator:
 
     def status(self) -> dict[str, Any]:
         """`/v1/status`: what the proxies say, the last pass's routes and findings, this operator now."""
-        return {**status_document(self.store), **self.findings, "routes": self.route_rows(),
+        return {**status_document(self.store), **self.findings,
+                "routes": with_traffic(self.route_rows(), self.ledger.recent(), self.ledger.measured()),
                 "operator": {**self.election.document(), **self.readiness.document()}}
 
     def route_rows(self) -> list[dict[str, Any]]:
@@ -136,6 +145,7 @@ class Operator:
         log.info("swarmgate running", extra={"listen": self.config.listen_addr,
                                              "extensions": ",".join(self.config.extensions)})
         self.pusher.start()
+        self.traffic.start()
         if self.reconciler.acme is not None:
             self.reconciler.acme.start()
         try:
@@ -152,6 +162,8 @@ class Operator:
 
     def run_pass(self) -> bool:
         report = self.reconciler.reconcile_once()
+        # The tables first: a task the pusher tracks is read with the names of its own pass.
+        self.traffic.follow({ext.name: ext.route_table for ext in report.desired.extensions})
         self.pusher.track(proxy_targets(self.config, report.observed))
         # "Changed" also when the routes moved without a Docker write (a task came or went): tasks
         # elsewhere may still be moving, so the loop keeps looking quickly for a while.
@@ -175,6 +187,7 @@ class Operator:
         return WithoutLeaseEvents(connect(self.config))
 
     def _shut_down(self, servers: list[EndpointServer]) -> None:
+        self.traffic.stop()
         self.pusher.stop()
         if self.reconciler.acme is not None:
             self.reconciler.acme.stop()

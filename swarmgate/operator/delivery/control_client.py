@@ -17,10 +17,15 @@ from collections.abc import Callable
 from swarmgate.operator.delivery import wire
 from swarmgate.operator.delivery.channel_key import ChannelKey
 from swarmgate.operator.delivery.proxystate import PublishedConfig
+from swarmgate.operator.delivery.traffic_file import TRAFFIC_PATH
 from swarmgate.operator.delivery.wire import AgentStatus, ProxyTarget
 from swarmgate.renderers.nginx import CONTROL_HOST
 
 MAX_STATUS_BYTES = 8192
+# A traffic file has a few lines per route, upstream and status class: ~40 MiB would be 10,000 routes
+# with 20 upstreams each. A larger one is refused whole, never read in part.
+MAX_TRAFFIC_BYTES = 64 * 1024 * 1024
+READ_CHUNK = 1024 * 1024
 
 
 class PushError(Exception):
@@ -61,12 +66,24 @@ class ControlClient:
         self._context = context
         self._timeout = timeout
 
-    def _request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    def _request(self, method: str, path: str, body: bytes | None = None, *,
+                 whole_up_to: int | None = None) -> tuple[int, bytes]:
+        """(HTTP code, body): the body's first MAX_STATUS_BYTES, or with `whole_up_to`, all of it or
+        PushError (a counter file must never be read in part)."""
         conn = _ControlConnection(self.target.addr, self.target.port, context=self._context, timeout=self._timeout)
         try:
             conn.request(method, path, body=body, headers={"Host": CONTROL_HOST})
             response = conn.getresponse()
-            return response.status, response.read(MAX_STATUS_BYTES)
+            if whole_up_to is None:
+                return response.status, response.read(MAX_STATUS_BYTES)
+            if (response.length or 0) > whole_up_to:
+                raise PushError(f"{method} {path}: the answer is larger than {whole_up_to} bytes")
+            data = b""
+            while chunk := response.read(READ_CHUNK):  # never a buffer of the limit's size
+                data += chunk
+                if len(data) > whole_up_to:
+                    raise PushError(f"{method} {path}: the answer is larger than {whole_up_to} bytes")
+            return response.status, data
         except ssl.SSLCertVerificationError as exc:
             raise WrongKey(f"{method} {path}: the task shows another certificate ({exc.verify_message})") from None
         except (OSError, http.client.HTTPException) as exc:
@@ -80,6 +97,15 @@ class ControlClient:
             raise PushError(_refusal("GET", wire.STATUS_PATH, code))
         return wire.verify_status(body, self.key)  # ForgedStatus when the MAC does not verify
 
+    def traffic(self) -> str:
+        """The task's traffic file, as text (`traffic_file.parse_traffic` reads it)."""
+        code, body = self._request("GET", TRAFFIC_PATH, whole_up_to=MAX_TRAFFIC_BYTES)
+        if code == 404:
+            raise NoTrafficLocation(_refusal("GET", TRAFFIC_PATH, code))
+        if code != 200:
+            raise PushError(_refusal("GET", TRAFFIC_PATH, code))
+        return body.decode("ascii", errors="replace")
+
     def rekey(self, body: bytes) -> None:
         code, _ = self._request("PUT", wire.KEY_PATH, body)
         if code not in (201, 204):
@@ -91,6 +117,10 @@ class ControlClient:
         code, _ = self._request("PUT", wire.CONFIG_PATH, body)
         if code not in (201, 204):
             raise PushError(_refusal("PUT", wire.CONFIG_PATH, code))
+
+
+class NoTrafficLocation(PushError):
+    """The task's control server has no traffic location (404): an agent from before traffic metrics."""
 
 
 class _ControlConnection(http.client.HTTPSConnection):

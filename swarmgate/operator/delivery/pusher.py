@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from swarmgate.operator.delivery.channel_holder import Keyring
 from swarmgate.operator.delivery.channel_key import ChannelKey
+from swarmgate.operator.delivery.control_client import ControlClient
 from swarmgate.operator.delivery.proxystate import ProxyState
 from swarmgate.operator.delivery.tender import TaskTender
 from swarmgate.operator.delivery.wire import ProxyTarget
@@ -146,6 +147,19 @@ class Pusher:
         with ThreadPoolExecutor(max_workers=min(self._max_parallel, len(targets))) as pool:
             for future in [pool.submit(self._tender.read, t, ring) for t in targets]:
                 future.result(timeout=timeout)
+
+    def leading_clients(self) -> list[tuple[ProxyTarget, ControlClient | None]] | None:
+        """Every tracked task with a client for the key generation it showed (None: not read yet),
+        while this operator may push; None when it may not (a standby, or no key yet): it then reads
+        nothing from the proxies but what `tend` needs (`traffic_poller`)."""
+        if self._tender.may_push() is None:
+            return None
+        ring = self._keyring()
+        if ring is None:
+            return None
+        with self._lock:
+            targets = [t for ts in self._targets.values() for t in ts]
+        return [(t, self._tender.client_for(t, ring)) for t in targets]
 
     # -- one task, in a worker thread ----------------------------------------------------------
     def _tend_logged(self, target: ProxyTarget, key: Keyring) -> None:

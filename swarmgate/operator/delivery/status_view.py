@@ -136,8 +136,22 @@ def _route(row: Mapping[str, Any], acme: Mapping[str, Any] | None, dashboard_url
         source, expiry = "passed through to the service", "the service's own"
     else:
         source, expiry = "-", "-"
-    return {**row, "tls_source": source, "tls_expiry": expiry,
+    return {**row, "tls_source": source, "tls_expiry": expiry, **traffic_cells(row.get("traffic")),
             "link": dashboard_link(dashboard_url, row["extension"], row["host"])}
+
+
+def traffic_cells(traffic: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A route's requests/s, 5xx ratio and p99 in words; `-` where the document holds none (a standby,
+    a route passed through as TLS, no two counter files read yet; no requests: no ratio and no p99)."""
+    if not traffic:
+        return {"rate": "-", "errors": "-", "p99": "-", "failing": False}
+    rate, ratio, p99 = traffic.get("requests_per_second"), traffic.get("ratio_5xx"), traffic.get("p99_seconds")
+    return {
+        "rate": "-" if rate is None else "0" if rate == 0 else f"{rate:.2f}" if rate < 10 else f"{rate:.0f}",
+        "errors": "-" if ratio is None else f"{ratio * 100:.1f} %",
+        "p99": "-" if p99 is None else f"{p99 * 1000:.0f} ms" if p99 < 1 else f"{p99:.2f} s",
+        "failing": bool(ratio),
+    }
 
 
 def _extension(name: str, ext: Mapping[str, Any]) -> dict[str, Any]:

@@ -73,6 +73,13 @@ class TaskTender:
             return None
         return term
 
+    def client_for(self, target: ProxyTarget, ring: Keyring) -> ControlClient | None:
+        """A client for the key generation the task showed last; None before `tend` has read it (a
+        task that holds another generation is rekeyed by `tend`, not here)."""
+        generation = self._generation_of.get(target.task)
+        key = dict(ring.keys).get(generation) if generation is not None else None
+        return None if key is None else self._client(target, key)
+
     def read(self, target: ProxyTarget, ring: Keyring) -> None:
         """Read one task's status and record it; push nothing (`Pusher.survey`)."""
         try:

@@ -8,9 +8,11 @@ controller-runtime's reconcile metrics. Label values are closed sets or names th
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
 from swarmgate import __version__
 from swarmgate.operator.planning.retry import Outcome
+from swarmgate.operator.telemetry.traffic_metrics import TrafficCollector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -92,6 +94,11 @@ ACME_ORDERS_DEFERRED = Gauge(
     "swarmgate_acme_orders_deferred", "ACME orders due but held back by the order budget (ACMEOrdersPerHour).",
     registry=REGISTRY)
 
+# Per-route traffic, read from the proxies by the leader (`delivery/traffic_poller.py`): requests by
+# status class, request and upstream time histograms, bytes (`telemetry/traffic_metrics.py`). Not in
+# REGISTRY: /metrics writes its families itself, after REGISTRY's (see `exposition`).
+ROUTE_TRAFFIC = TrafficCollector()
+
 
 def record_pass(outcome: Outcome, seconds: float) -> None:
     """Count a pass the way controller-runtime does: success, error, or requeue (look again soon)."""
@@ -103,4 +110,9 @@ def record_pass(outcome: Outcome, seconds: float) -> None:
 
 
 def exposition() -> bytes:
-    return generate_latest(REGISTRY)
+    return generate_latest(REGISTRY) + ROUTE_TRAFFIC.exposition()
+
+
+def declared() -> list[Metric]:
+    """Every metric family /metrics can show, those with no sample yet included."""
+    return [*REGISTRY.collect(), *ROUTE_TRAFFIC.describe()]
