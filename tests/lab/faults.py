@@ -349,6 +349,13 @@ def proxy_kill(seed: Seed, result: Result, windows: Windows) -> Undo:
 
 def lb_engine_restart(seed: Seed, result: Result, windows: Windows) -> Undo:
     node, other = seed.lab.lb_nodes[1], seed.lab.lb_nodes[0]
+    # The seed's demo has one task, placed by Swarm on any node: on the LB node whose engine restarts it
+    # dies with it, and no proxy has a task to send to (every request then fails, on any node: the
+    # likely cause of 60 timeouts on lb-00 in one CI run). The row is about the other LB node's proxy,
+    # so restart the one without the task.
+    demo_nodes = {seed.node_names().get(t["NodeID"]) for t in docker_api.running_tasks(seed.client(), "demo")}
+    if node in demo_nodes:
+        node, other = other, node
     result.judged_nodes, result.allowed_replaced = [other], 1
     t0 = time.monotonic()
     seed.lab_py("restart-engine", node)
@@ -402,7 +409,8 @@ SCENARIOS: tuple[Spec, ...] = (
     Spec("missing-secret", "service with `ssl_cert=no-such-secret`, then a rolling update of demo",
          missing_secret),
     Spec("proxy-kill", "proxy task killed (lb-00; judged on lb-01)", proxy_kill),
-    Spec("lb-engine-restart", "LB node's engine restart (lb-01; judged on lb-00)", lb_engine_restart),
+    Spec("lb-engine-restart", "LB node's engine restart (one without the demo task; judged on the other)",
+         lb_engine_restart),
     Spec("proxy-replaced-operator-away", "proxy task replaced while the operator is away",
          proxy_replaced_operator_away),
 )
