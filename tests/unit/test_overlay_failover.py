@@ -14,7 +14,6 @@ import contextlib
 import http.client
 import http.server
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from swarmgate.renderers.nginx import render_nginx
 from swarmgate.renderers.validate import localized, nginx_binary
 from tests.factories import node, overlay_network, service, task
 from tests.unit.test_https_loopback import free_port
-from tests.unit.test_policies_loopback import INFO, Named, wait_listening
+from tests.unit.test_policies_loopback import INFO, Named, running_nginx
 
 pytestmark = pytest.mark.skipif(nginx_binary() is None, reason="needs nginx")
 
@@ -71,18 +70,8 @@ def rendered(port: int, proxy_port: int) -> str:
 def run_nginx(text: str, prefix: Path, proxy_port: int) -> Iterator[None]:
     prefix.mkdir()
     local = localized(text, prefix, None).replace(f"listen {proxy_port}", f"listen 127.0.0.1:{proxy_port}")
-    (prefix / "nginx.conf").write_text(local)
-    binary = nginx_binary()
-    assert binary is not None
-    nginx = subprocess.Popen([binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr",
-                              "-g", "daemon off;"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
-    try:
-        wait_listening(nginx, proxy_port)
+    with running_nginx(local, prefix, proxy_port):
         yield
-    finally:
-        nginx.terminate()
-        nginx.wait(timeout=10)
 
 
 def post(proxy_port: int) -> tuple[int, str] | str:

@@ -10,6 +10,7 @@ Traffic stays on loopback.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import http.server
 import shutil
@@ -20,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -79,6 +81,24 @@ def wait_listening(nginx: subprocess.Popen[bytes], port: int) -> None:
             time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def running_nginx(conf: str, prefix: Path, port: int) -> Iterator[None]:
+    """The machine's nginx on `conf` (already localized to `prefix`), until the block ends; `port` is
+    where it must listen before the block starts."""
+    (prefix / "nginx.conf").write_text(conf)
+    binary = nginx_binary()
+    assert binary is not None
+    nginx = subprocess.Popen([binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr",
+                              "-g", "daemon off;"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    try:
+        wait_listening(nginx, port)
+        yield
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
+
+
 @dataclass(frozen=True)
 class Proxy:
     port: int
@@ -122,18 +142,10 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     local = localized(text, prefix, None).replace(SECRETS_DIR, f"{secrets}/")
     local = local.replace(f"listen {port}", f"listen 127.0.0.1:{port}").replace(
         f"listen {ext.target_ssl_port} ssl", f"listen 127.0.0.1:{ext.target_ssl_port} ssl")
-    (prefix / "nginx.conf").write_text(local)
-    binary = nginx_binary()
-    assert binary is not None
-    nginx = subprocess.Popen([binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr",
-                              "-g", "daemon off;"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
     try:
-        wait_listening(nginx, port)
-        yield Proxy(port, text)
+        with running_nginx(local, prefix, port):
+            yield Proxy(port, text)
     finally:
-        nginx.terminate()
-        nginx.wait(timeout=10)
         for server, _ in servers.values():
             server.shutdown()
 
