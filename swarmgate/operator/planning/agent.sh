@@ -679,10 +679,10 @@ policy() {
 		echo "content policy: the config has a NUL byte"
 		return 1
 	fi
-	if [ -z "${SWARMGATE_POLICY_CHECK:-}" ] && peers_only "$1"; then
-		# Only the peers differ from the config served, which kept to this policy when it was admitted:
-		# read that part alone (at 10,000 pools: 1.0 s instead of 2.8 s on the whole config). The check
-		# mode (below) serves nothing, so it reads every line.
+	if [ -z "${SWARMGATE_POLICY_CHECK:-}" ] && [ "$serving" != - ] && peers_only "$1"; then
+		# Only the peers differ from the config served, which kept to this policy when this agent
+		# admitted it: read that part alone (at 10,000 pools: 1.0 s instead of 2.8 s on the whole
+		# config). With nothing admitted yet (the check mode, the start, the bootstrap), every line.
 		sed -n "/^$PEERS_BEGIN\$/,/^$PEERS_END\$/p" "$1" >"$WORK/peers.part" &&
 			directives_policy "$WORK/peers.part" || return 1
 	else
