@@ -110,6 +110,7 @@ dataplane: deps
 	$(BIN)/python bench/keepalive_race.py
 	$(BIN)/python bench/old_workers.py
 	$(BIN)/python bench/offline_render.py
+	$(BIN)/python bench/stock_layouts.py
 	$(if $(findstring --no-lab,$(DATAPLANE_ARGS)),,$(BIN)/python bench/old_workers_lab.py)
 	$(BIN)/python bench/issue17_goals.py
 

@@ -1,7 +1,7 @@
 """Issue 17's goals, each with its verdict from the benchmarks' last results (pure reading of bench/*.json).
 
 `make dataplane` ends with this: it reads what the data-plane benchmarks wrote (bench/dataplane.json's
-`peers`, keepalive-race, peer-changes, old-workers, old-workers-lab, offline-render, rolls) and says
+`peers`, stock-layouts, keepalive-race, peer-changes, old-workers, old-workers-lab, offline-render, rolls) and says
 for each goal `meets`, `misses` or `not measured`, with the figure, the limit, and the run's date and
 commit, so a stale figure shows as one. It measures nothing itself. Writes bench/issue17-goals.md.
 
@@ -112,6 +112,25 @@ def old_workers_goal(bench: Path) -> list[Row]:
     return rows
 
 
+def layouts_goal(bench: Path) -> list[Row]:
+    """Goal 3 by exact counts, for each layout stock nginx allows beside the balancer (bench/stock_layouts.py):
+    instructions per request at 10k ÷ at 1 (≤ 1.11 stands for throughput ≥ 0.9x), `nginx -t` CPU 10k ÷ 1k
+    (≤ 12) and its peak RSS at 10k (≤ 160 MiB), all three needed."""
+    doc = _load(bench, "stock-layouts")
+    if doc is None:
+        return [("3: the stock-nginx layouts by exact counts", "", "not measured", "no bench/stock-layouts.json")]
+    rows: list[Row] = []
+    for name, layout in doc["layouts"].items():
+        one, k1, k10 = (layout["sizes"][s] for s in ("1", "1000", "10000"))
+        per_request = k10["instructions_per_request"] / one["instructions_per_request"]
+        parse = k10["cpu_s"] / k1["cpu_s"]
+        shown = (f"instructions/request 10k ÷ 1: {per_request:.2f} (≤ 1.11); `nginx -t` 10k ÷ 1k: {parse:.1f} (≤ 12); "
+                 f"{k10['max_rss_mib']:g} MiB (≤ 160)")
+        ok = per_request <= 1.11 and parse <= 12 and k10["max_rss_mib"] <= 160
+        rows.append((f"3: layout `{name}`, all three at once", shown, _verdict(ok), _source(doc, "stock-layouts")))
+    return rows
+
+
 OFFLINE = "6: `swarmgate render` at 10k ≤ 2x loading the JSON"
 
 
@@ -134,7 +153,7 @@ def rolls_goal(bench: Path) -> list[Row]:
              _source(doc, "rolls"))]
 
 
-SECTIONS: tuple[Callable[[Path], list[Row]], ...] = (peers_goals, keepalive_goal, backend_changes_goal,
+SECTIONS: tuple[Callable[[Path], list[Row]], ...] = (peers_goals, layouts_goal, keepalive_goal, backend_changes_goal,
                                                       old_workers_goal, offline_goal, rolls_goal)
 
 

@@ -125,8 +125,9 @@ def _get(port: int, conns: list[http.client.HTTPConnection], i: int) -> None:
         raise SystemExit(f"127.0.0.1:{port} answered {resp.status}")
 
 
-def instructions(conf: Path, port: int, requests: int, *, pipe: bool) -> float:
-    """nginx's instructions per request (callgrind): N+200 requests minus 200, so start-up and exit cancel."""
+def instructions(conf: Path, port: int, requests: int, *, pipe: bool, startup_s: float = 60) -> float:
+    """nginx's instructions per request (callgrind): N+200 requests minus 200, so start-up and exit cancel.
+    `startup_s`: how long nginx may take to answer under valgrind (a 10,000-service config parses for minutes)."""
     totals = []
     for n in (200, 200 + requests):
         out = conf.parent / f"callgrind.{n}"
@@ -134,7 +135,7 @@ def instructions(conf: Path, port: int, requests: int, *, pipe: bool) -> float:
                 "-e", "stderr", "-c", str(conf), "-g", "daemon off; master_process off;"]
         server = peers.start(f"{conf.parent.name}-callgrind", argv, conf.parent, stdout_pipe=pipe)
         try:
-            wait_for(lambda: peers.answers(port), timeout=60, interval=0.3, what="nginx under valgrind")
+            wait_for(lambda: peers.answers(port), timeout=startup_s, interval=0.3, what="nginx under valgrind")
             conns = [http.client.HTTPConnection(pc.LOOPBACK, port, timeout=30) for _ in range(4)]
             for i in range(n - 1):
                 _get(port, conns, i)
