@@ -415,7 +415,9 @@ def worker_power_cut(seed: Seed, result: Result, windows: Windows) -> Undo:
     wait_for(lambda: all(seed.agent_serves_host(n, host, *ids) for n in seed.lab.lb_nodes),
              timeout=windows.route_timeout, what=f"both tasks of {PAIR} served on every LB node")
     demo_nodes = {names.get(t["NodeID"], "") for t in seed.running_tasks("demo")}
-    victim = sorted(n for n in on if n not in demo_nodes)[0]
+    victim = min((n for n in on if n not in demo_nodes), default=None)
+    if victim is None:
+        raise RuntimeError(f"both tasks of {PAIR} run beside demo's ({sorted(on)}): no worker to cut")
     load = Load({n: seed.lab.address(n) for n in seed.lab.lb_nodes}, hosts=(host,), timeout=2.0)
     with load:
         time.sleep(windows.settle)
