@@ -91,17 +91,17 @@ local function balance()
         if n > 1 then
             balancer.set_more_tries(n - 1)
             ngx.ctx.swarmgate_peer = i
-            -- For this request's every try (lua-nginx-module copies the upstream's settings for it).
-            if peers.failover then
-                local ok, err = balancer.set_timeouts(peers.failover)
-                if not ok then
-                    ngx.log(ngx.ERR, "swarmgate: cannot set the connect timeout of pool ", pool, ": ", err)
-                end
-            end
         end
     else
         i = ngx.ctx.swarmgate_peer % n + 1
         ngx.ctx.swarmgate_peer = i
+    end
+    -- At each try: it then holds whether lua-nginx-module keeps it for the request or for one try.
+    if n > 1 and peers.failover then
+        local ok, err = balancer.set_timeouts(peers.failover)
+        if not ok then
+            ngx.log(ngx.ERR, "swarmgate: cannot set the connect timeout of pool ", pool, ": ", err)
+        end
     end
     local ok, err = balancer.set_current_peer(peers[i][1], peers[i][2])
     if not ok then
