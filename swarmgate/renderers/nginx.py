@@ -46,6 +46,7 @@ from swarmgate.renderers.server_layout import (
     balanced_by_lua,
     failover_connect_ms,
     needs_own_server,
+    pool_failover_ms,
 )
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -216,9 +217,14 @@ def render_nginx(
     shared = [h for h in table.hosts if not needs_own_server(h)
               and (lua is None or not h.paths[0].upstreams or h.paths[0].pool in lua.names)]
     shared_names = {h.host for h in shared}
+    # The balancer sets the connect timeout of its pools itself (the peers carry it), so that a scale
+    # stays a change of peers only; every other pool sets it in its location.
+    def failover(route: PathRoute) -> int | None:
+        return None if lua is not None and route.pool in lua.names else failover_connect_ms(ext, route)
+
     # Shared hosts whose pool fails over fast get a second shared server (the same map picks the pool):
     # nginx takes no variable in proxy_connect_timeout.
-    fast = [h for h in shared if failover_connect_ms(ext, h.paths[0]) is not None]
+    fast = [h for h in shared if failover(h.paths[0]) is not None]
     shared_servers = [(hosts, ms) for hosts, ms in (([h for h in shared if h not in fast], None),
                                                    (fast, min(FAILOVER_CONNECT_MS, ext.config.connect_timeout * 1000)))
                       if hosts]
@@ -239,7 +245,7 @@ def render_nginx(
                "acme": {"thumbprint": acme_thumbprint, "prefix": CHALLENGE_PREFIX, "token": TOKEN_PATTERN}
                if acme_thumbprint else None,
                "shared_hosts": shared, "shared_servers": shared_servers,
-               "failover_connect_ms": lambda route: failover_connect_ms(ext, route),
+               "failover_connect_ms": failover, "pool_failover_ms": lambda route: pool_failover_ms(ext, route),
                "own_hosts": [h for h in table.hosts if h.host not in shared_names],
                "global_headers": added_headers(ext.config.http_options), "limit_zones": limit_zones(table),
                "lua": lua, "map_hash_bucket_size": map_bucket, "map_hash_max_size": map_max,

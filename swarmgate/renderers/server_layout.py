@@ -10,21 +10,28 @@ from swarmgate.models.settings.extension import Extension
 # Words a `map` block reads as its own directives rather than as a host name.
 _MAP_KEYWORDS = frozenset({"default", "hostnames", "include", "volatile"})
 
-# proxy_connect_timeout of a pool of two or more overlay tasks (`PathRoute.fails_over_fast`), in ms.
+# proxy_connect_timeout of a pool of two or more tasks (`PathRoute.fails_over_fast`), in ms.
 # A connect that completes on the first SYN or on TCP's first retry (at 1 s) is untouched; one that
-# would wait for the second retry (at 3 s) goes to another task at 1.5 s instead (nothing was sent
-# yet, so for any method: proxy_next_upstream's `timeout`), within a 2 s client's patience.
+# would wait for the second retry (at 3 s), or for ARP to give up on a dead node (about 3 s), goes to
+# another task at 1.5 s instead (nothing was sent yet, so for any method: proxy_next_upstream's
+# `timeout`), within a 2 s client's patience.
 FAILOVER_CONNECT_MS = 1500
 
 
-def failover_connect_ms(ext: Extension, route: PathRoute) -> int | None:
-    """The connect timeout the route's location sets for fast failover, or None: not such a pool,
-    a canary beside it, or the service's own `swarmgate.connect_timeout` (which wins)."""
-    if not route.fails_over_fast or route.canary is not None:
-        return None
-    if route.policy is not None and route.policy.connect_timeout_ms is not None:
+def pool_failover_ms(ext: Extension, route: PathRoute) -> int | None:
+    """The connect timeout of the route's pool whenever it has two or more tasks, or None: a canary
+    beside it, or the service's own `swarmgate.connect_timeout` (which wins). `ConnectTimeout`, when
+    lower, wins too. LuaBalancer's peers carry it whatever the pool's size (the balancer applies it
+    from two peers on), so a scale 1 -> 2 changes only the peers."""
+    if route.canary is not None or (route.policy is not None and route.policy.connect_timeout_ms is not None):
         return None
     return min(FAILOVER_CONNECT_MS, ext.config.connect_timeout * 1000)
+
+
+def failover_connect_ms(ext: Extension, route: PathRoute) -> int | None:
+    """The connect timeout the route's location (or shared server) sets for fast failover, or None:
+    fewer than two tasks, or `pool_failover_ms` says none."""
+    return pool_failover_ms(ext, route) if route.fails_over_fast else None
 
 
 def needs_own_server(host: HostRoute) -> bool:

@@ -386,6 +386,62 @@ def proxy_replaced_operator_away(seed: Seed, result: Result, windows: Windows) -
     return None
 
 
+PAIR = "fault-pair"  # the worker-power-cut row's service (`restore` removes every fault-* object)
+
+
+def worker_power_cut(seed: Seed, result: Result, windows: Windows) -> Undo:
+    """A host-mode service with two tasks on two plain workers, under its own load (2 s timeout) through
+    both LB nodes; one of those workers loses power until Swarm has started its task elsewhere, then
+    comes back. Each request the proxy sends to the dead task waits on a connect that ARP never lets
+    complete: the pool's fast failover (1.5 s) must hand it to the other task within the client's 2 s.
+    The demo task's node is spared, so the seed's load judges the same thing as in every other row."""
+    host = f"{PAIR}.local"
+    docker_api.create_service(
+        seed.client(), name=PAIR,
+        task_template={"ContainerSpec": {"Image": "swarmgate/demo:lab", "Env": [f"METADATA={PAIR}"]},
+                       "Placement": {"Constraints": ["node.role==worker", "node.labels.nodetype!=loadbalancer"],
+                                     "MaxReplicas": 1}},
+        labels={"com.docker.lb.hosts": host, "com.docker.lb.port": "8080"}, mode={"Replicated": {"Replicas": 2}},
+        endpoint_spec={"Ports": [{"Protocol": "tcp", "TargetPort": 8080, "PublishMode": "host"}]})
+    names = seed.node_names()
+
+    def nodes_of_pair() -> set[str]:
+        return {names.get(t["NodeID"], t["NodeID"]) for t in seed.running_tasks(PAIR)}
+
+    on = wait_for(lambda: nodes_of_pair() if len(nodes_of_pair()) == 2 else None,
+                  timeout=windows.recovery_timeout, what=f"two running tasks of {PAIR}")
+    # Both tasks in every proxy's config: the host's pool names each task's ID.
+    ids = [t["ID"] for t in seed.running_tasks(PAIR)]
+    wait_for(lambda: all(seed.agent_serves_host(n, host, *ids) for n in seed.lab.lb_nodes),
+             timeout=windows.route_timeout, what=f"both tasks of {PAIR} served on every LB node")
+    demo_nodes = {names.get(t["NodeID"], "") for t in seed.running_tasks("demo")}
+    victim = min((n for n in on if n not in demo_nodes), default=None)
+    if victim is None:
+        raise RuntimeError(f"both tasks of {PAIR} run beside demo's ({sorted(on)}): no worker to cut")
+    load = Load({n: seed.lab.address(n) for n in seed.lab.lb_nodes}, hosts=(host,), timeout=2.0)
+    with load:
+        time.sleep(windows.settle)
+        t0 = time.monotonic()
+        seed.stop_node(victim)
+        wait_for(lambda: len(nodes_of_pair() - {victim}) == 2 or None,
+                 timeout=windows.recovery_timeout, what=f"{PAIR}'s task started again off {victim}")
+        result.notes.append(f"{PAIR}: power cut on {victim}; Swarm ran its task elsewhere after "
+                            f"{time.monotonic() - t0:.1f} s")
+        seed.start_node(victim)
+        time.sleep(windows.observe)
+    for node, s in load.summary().items():
+        key = f"{node} {PAIR}"
+        result.per_node[key] = {"failed": s.failed, "total": s.total, "longest_gap_s": s.longest_gap_s,
+                                "reasons": s.reasons}
+        result.judged_nodes.append(key)
+    failed, total = load.failed_total()
+    result.notes.append(f"{PAIR}.local: {failed} / {total} failed (2 s timeout)")
+
+    def remove_pair() -> None:
+        seed.cli("service", "rm", PAIR)
+    return remove_pair
+
+
 @dataclass(frozen=True)
 class Spec:
     name: str
@@ -413,6 +469,8 @@ SCENARIOS: tuple[Spec, ...] = (
          lb_engine_restart),
     Spec("proxy-replaced-operator-away", "proxy task replaced while the operator is away",
          proxy_replaced_operator_away),
+    Spec("worker-power-cut", "power cut of a worker running one of two host-mode tasks (stop-node)",
+         worker_power_cut),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}
 

@@ -54,7 +54,8 @@ def test_round_robin_pools_go_to_the_balancer_and_hashing_pools_keep_their_upstr
     upstreams = re.findall(r"^    upstream (\S+) \{", text, re.M)
     assert upstreams == ["swarmgate_balancer", next(p.pool for p in table.pools if p.sticky_cookie)]
     demo = next(p.pool for p in table.pools if not p.sticky_cookie)
-    assert f'        {demo} "10.1.0.10:30000 10.1.0.10:30001";  # demo task ' in text
+    # The pool's connect timeout from two tasks on leads its peers (the balancer applies it).
+    assert f'        {demo} "failover=1500ms 10.1.0.10:30000 10.1.0.10:30001";  # demo task ' in text
     assert "proxy_pass http://swarmgate_balancer;" in text
     # The shop host hashes its cookie: it leaves the shared server for one of its own.
     assert re.search(r"server_name shop\.local;\n        location / \{\n            proxy_pass http://\S+_shop_local;",

@@ -1,4 +1,5 @@
-"""Fast failover from an overlay task that does not answer a connect, in a real nginx on loopback.
+"""Fast failover from a task that does not answer a connect, in a real nginx on loopback; which pools
+fail over fast (two or more tasks, host mode or overlay), and where the timeout is set.
 
 Two tasks of one service on an overlay network (task mode), rendered by swarmgate: one answers, the
 other is a listener whose accept queue is full, so the kernel drops every SYN to it, as an overlay
@@ -6,6 +7,8 @@ address an LB node cannot reach yet (or any more) drops them. A client that wait
 POST answered by the live task: the connect to the silent one gives up after the pool's failover
 timeout and nginx tries the other task (nothing was sent, so a POST is retried too). With
 `ConnectTimeout`'s 600 s alone, the same request waits on TCP's SYN retries until the client gives up.
+A host-mode task on a node that lost power is the same case (tests/lab/faults.py's worker-power-cut
+row); under LuaBalancer the balancer sets the timeout (tests/unit/test_agent_lua.py).
 """
 
 from __future__ import annotations
@@ -119,7 +122,7 @@ def test_a_post_to_a_silent_overlay_task_is_answered_by_the_other_one(tmp_path: 
 
 
 def _render(labels: dict[str, str], addresses: tuple[str, ...], *, connect_timeout: int = 600,
-            overlay: bool = True) -> str:
+            overlay: bool = True, lua: bool = False) -> str:
     labels = {"com.docker.lb.hosts": "web.local", "com.docker.lb.port": "8080", **labels}
     if overlay:
         svc = service("web", labels, host_ports=(), networks={NET["Id"]: "198.19.1.2"})
@@ -128,7 +131,7 @@ def _render(labels: dict[str, str], addresses: tuple[str, ...], *, connect_timeo
         svc = service("web", labels)
         tasks = [task(svc, f"wrk-{i}", slot=i + 1, ports={8080: 30000 + i}) for i in range(len(addresses))]
     ext = Extension.model_validate({"name": "default", "PublishMode": "host",
-                                    "Config": {"ConnectTimeout": connect_timeout}})
+                                    "Config": {"ConnectTimeout": connect_timeout, "LuaBalancer": lua}})
     observed = ObservedState.from_api(services=[svc], tasks=tasks, networks=[NET],
                                       nodes=[node(f"wrk-{i}", f"198.18.0.{16 + i}") for i in range(3)])
     table = build_route_table(observed, ext)
@@ -142,10 +145,30 @@ def _render(labels: dict[str, str], addresses: tuple[str, ...], *, connect_timeo
     ({}, ("198.19.1.3", "198.19.1.4"), {"connect_timeout": 1}, ["proxy_connect_timeout 1000ms;"]),
     ({"swarmgate.connect_timeout": "5s"}, ("198.19.1.3", "198.19.1.4"), {}, ["proxy_connect_timeout 5000ms;"]),
     ({}, ("198.19.1.3",), {}, []),  # one task: nothing else to try, TCP's retries are its best chance
-    ({}, ("a", "b"), {"overlay": False}, []),  # host mode: as before
-], ids=["shared-server", "own-location", "ConnectTimeout-below", "label-wins", "one-task", "host-mode"])
+    ({}, ("a", "b"), {"overlay": False}, ["proxy_connect_timeout 1500ms;"]),  # host mode: the same rule
+    ({}, ("a",), {"overlay": False}, []),
+    ({"swarmgate.connect_timeout": "5s"}, ("a", "b"), {"overlay": False}, ["proxy_connect_timeout 5000ms;"]),
+    # LuaBalancer: the balancer applies it from the peers (below), so a scale changes only the peers.
+    ({}, ("a", "b"), {"overlay": False, "lua": True}, []),
+    ({"swarmgate.connect_timeout": "5s"}, ("a", "b"), {"overlay": False, "lua": True},
+     ["proxy_connect_timeout 5000ms;"]),
+], ids=["shared-server", "own-location", "ConnectTimeout-below", "label-wins", "one-task", "host-mode",
+        "host-mode-one-task", "host-mode-label-wins", "lua", "lua-label-wins"])
 def test_which_pools_fail_over_fast(labels: dict[str, str], addresses: tuple[str, ...], more: dict[str, Any],
                                     expected: list[str]) -> None:
     lines = [line.strip() for line in _render(labels, addresses, **more).splitlines()
              if line.strip().startswith("proxy_connect_timeout") and line.strip().endswith("ms;")]
     assert lines == expected
+
+
+@pytest.mark.parametrize(("labels", "more", "expected"), [
+    ({}, {}, "failover=1500ms "),
+    ({}, {"connect_timeout": 1}, "failover=1000ms "),
+    ({"swarmgate.connect_timeout": "5s"}, {}, ""),  # the label's value, in the location, wins
+], ids=["default", "ConnectTimeout-below", "label-wins"])
+def test_the_balancers_peers_carry_the_pools_failover_timeout(labels: dict[str, str], more: dict[str, Any],
+                                                              expected: str) -> None:
+    for tasks in (("a",), ("a", "b")):  # the same whatever the scale: only the addresses change
+        text = _render(labels, tasks, overlay=False, lua=True, **more)
+        (peers,) = [line for line in text.splitlines() if "_web_local \"" in line]
+        assert peers.split('"')[1].startswith(f"{expected}198.18.0.16:30000"), peers

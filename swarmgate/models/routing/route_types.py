@@ -67,11 +67,12 @@ class PathRoute:
 
     @property
     def fails_over_fast(self) -> bool:
-        """Two or more tasks, each at its address on an overlay network: a connect that has not
-        completed in a short time goes to another task (the renderer's `FAILOVER_CONNECT_MS`). A task
-        Swarm has just started can be unknown for a moment to one LB node's overlay, and TCP's SYN
-        retries (1 s, then 3 s) would hold the request past a client's patience."""
-        return len(self.upstreams) >= 2 and all(u.overlay for u in self.upstreams)
+        """Two or more tasks, whatever the mode: a connect that has not completed in a short time goes
+        to another task (the renderer's `FAILOVER_CONNECT_MS`). A task on a node that just lost power
+        (host mode: ARP gives up after about 3 s) or that one LB node's overlay does not know yet
+        leaves SYNs unanswered, and TCP's retries (1 s, then 3 s) would hold the request past a
+        client's patience while another task could answer it."""
+        return len(self.upstreams) >= 2
 
     @property
     def error_pages(self) -> tuple[ErrorPage, ...]:

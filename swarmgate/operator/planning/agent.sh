@@ -167,7 +167,7 @@ PEERS_MARK="# swarmgate channel peers: "
 # init_by_lua runs in nginx's master, as root); tests/unit/test_lua_balancer.py keeps it the renderer's.
 LUA_BEGIN="    # swarmgate lua: begin"
 LUA_END="    # swarmgate lua: end"
-LUA_SHA256=4ffe344f700e44a4b004604bf9db5e2edf490ea83dadf54ceed2e3dec5cc4d8c
+LUA_SHA256=c92e62fd76b58d470875bf5690f33ca624b89dea4121ec5ddf3324f670512f06
 LUA_BALANCER_LINE='        balancer_by_lua_block { require("swarmgate_balancer").balance() }'
 # A change of the pools' peers only (the lines between these markers) is applied without a reload: the
 # balancer's workers read the new lines from PEERS_FILE (see balancer.lua), stamped with /proc/uptime.

@@ -6,6 +6,9 @@
 -- A change of peers only (a scale, a roll, a task restarted) needs no reload: the agent writes the
 -- new map to PEERS_FILE, stamped with /proc/uptime, and every worker started before that stamp reads
 -- it within half a second. A worker started after it (a reload) has those peers in its own map.
+-- A pool's list may start with its connect timeout (`failover=1500ms`), applied from two peers on: a
+-- peer whose SYNs go unanswered then costs that long before the next one is tried, not the location's
+-- proxy_connect_timeout. It lives in the list so that a scale 1 -> 2 stays a change of peers only.
 local balancer = require("ngx.balancer")
 
 -- The agent's SWARMGATE_PEERS_FILE, where nginx passes it on (`env`; a test does), else the agent's default.
@@ -32,6 +35,8 @@ local function peers_of(text)
         for address, port in text:gmatch("(%S+):(%d+)") do
             peers[#peers + 1] = { address:match("^%[(.*)%]$") or address, tonumber(port) }
         end
+        local ms = text:match("^failover=(%d+)ms ")
+        peers.failover = ms and tonumber(ms) / 1000
         parsed[text] = peers
     end
     return peers
@@ -90,6 +95,13 @@ local function balance()
     else
         i = ngx.ctx.swarmgate_peer % n + 1
         ngx.ctx.swarmgate_peer = i
+    end
+    -- At each try: it then holds whether lua-nginx-module keeps it for the request or for one try.
+    if n > 1 and peers.failover then
+        local ok, err = balancer.set_timeouts(peers.failover)
+        if not ok then
+            ngx.log(ngx.ERR, "swarmgate: cannot set the connect timeout of pool ", pool, ": ", err)
+        end
     end
     local ok, err = balancer.set_current_peer(peers[i][1], peers[i][2])
     if not ok then
