@@ -84,11 +84,9 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...], Edit | None, bool]] = {
     "no-forwarded-headers": ("no `X-Real-IP`, `X-Forwarded-For`, `X-Forwarded-Proto` to the backend", (),
                              _edit(r"^\s*proxy_set_header (X-Real-IP|X-Forwarded-For|X-Forwarded-Proto) .*\n", ""),
                              True),
-    "static-proxy-pass": ("`proxy_pass` names the pool (no `$swarmgate_pool` lookup, no `if`)", (),
-                          _both(_edit(r'^\s*if \(\$swarmgate_pool = ""\) \{\n\s*return 503;\n\s*\}\n', ""),
-                                lambda t: t.replace("proxy_pass http://$swarmgate_pool;", "proxy_pass http://"
-                                                    + re.findall(r"^\s*upstream (\S+) \{", t, re.M)[0] + ";")),
-                          True),
+    "shared-server": ("`SharedServerFrom = 1`: the host a name of the shared server (`map`, `if`, "
+                      "`proxy_pass http://$swarmgate_pool`), the default from 100 plain hosts on",
+                      ("SharedServerFrom = 1",), None, True),
     "no-proxy-buffering": ("`proxy_buffering off`", (),
                            _edit(r"^(\s*)proxy_http_version 1.1;",
                                  r"\1proxy_http_version 1.1;\n\1proxy_buffering off;"),

@@ -1,16 +1,17 @@
 """Issue 17, goal 3 with stock nginx: what stands in the way of a flat cost per request at 10,000
 services, measured on the two layouts stock nginx allows, beside `LuaBalancer`.
 
-* `shared` (swarmgate's render as it is): hosts that need nothing of their own are names of one
-  server whose `map` picks the pool, `proxy_pass http://$swarmgate_pool`. nginx then finds the
-  `upstream` block by name on every request, walking the list of all of them
+* `shared` (swarmgate's render from 100 plain hosts on; `SharedServerFrom = 1` here at every size):
+  hosts that need nothing of their own are names of one server whose `map` picks the pool,
+  `proxy_pass http://$swarmgate_pool`. nginx then finds the `upstream` block by name on every
+  request, walking the list of all of them
   (`ngx_http_upstream_init_request`), and while parsing it checks every new block against all
   earlier ones (`ngx_http_upstream_add`): a cost per request that grows with the pools, and an
   `nginx -t` that grows with their square.
 * `own-servers` (Interlock's layout): every host a `server` block of its own whose location names
   its pool (`proxy_pass http://POOL`): nginx binds the pool while parsing and finds the server by a
   hash of the name, but every server and location holds a copy of every module's settings. This is
-  swarmgate's render with `needs_own_server` answering yes for every host.
+  swarmgate's render with `SharedServerFrom = 0` (the default layout below 100 plain hosts).
 * `lua` (`LuaBalancer = true`): one `upstream` whose balancer reads the pool's peers from a map.
 
 Measures, exact where the machine is noisy: nginx's instructions per request (callgrind, as in
@@ -47,11 +48,10 @@ from tests.support import free_port  # noqa: E402
 
 OUT = REPO / "bench" / "stock-layouts"
 SIZES = (1, 1000, 10000)
-# The offline renderer with one answer changed: every host gets a server block of its own.
-_OWN_SERVERS = ("import sys; import swarmgate.renderers.nginx as n; n.needs_own_server = lambda host: True; "
-                "from swarmgate.operator.cli.main import main; sys.exit(main())")
+# `SharedServerFrom` of each stock layout: the shared server from the first plain host, or never.
+SHARED_FROM = {"shared": 1, "own-servers": 0, "lua": 1}
 LAYOUTS = {
-    "shared": "swarmgate's render as it is: one shared server, `map $host` → pool, `proxy_pass http://$swarmgate_pool`",
+    "shared": "one shared server, `map $host` → pool, `proxy_pass http://$swarmgate_pool`",
     "own-servers": "a server block per host naming its pool (`proxy_pass http://POOL`), as Interlock renders",
     "lua": "`LuaBalancer = true`: one upstream, the pool's peers from a map",
 }
@@ -64,11 +64,13 @@ def log(msg: str) -> None:
 def render(layout: str, services: int, backend: int, work: Path) -> str:
     seed = peers.SEED_TOML.read_text()
     config, state = work / f"{layout}-{services}.toml", work / f"{layout}-{services}.state.json"
-    config.write_text(pc.seed_toml(seed, lua_balancer=layout == "lua"))
+    marker = "[Extensions.default.Config]"
+    config.write_text(pc.seed_toml(seed, lua_balancer=layout == "lua").replace(
+        marker, f"{marker}\n      SharedServerFrom = {SHARED_FROM[layout]}", 1))
     state.write_text(json.dumps(pc.state_document(services, backend)))
-    head = ["-c", _OWN_SERVERS, "render"] if layout == "own-servers" else ["-m", "swarmgate", "render"]
-    proc = subprocess.run([sys.executable, *head, "-c", str(config), "--state", str(state)], capture_output=True,
-                          text=True, timeout=900, check=False, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run([sys.executable, "-m", "swarmgate", "render", "-c", str(config), "--state", str(state)],
+                          capture_output=True, text=True, timeout=900, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
     state.unlink()
     if proc.returncode != 0:
         raise SystemExit(f"render of {layout} at {services} failed: {proc.stderr.strip()}")

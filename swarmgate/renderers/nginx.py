@@ -47,6 +47,7 @@ from swarmgate.renderers.server_layout import (
     failover_connect_ms,
     needs_own_server,
     pool_failover_ms,
+    shares_a_server,
 )
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -214,8 +215,9 @@ def render_nginx(
     bucket, max_size = server_names_hash(table, ext.config.server_names_hash_bucket_size)
     lua = lua_balancer(ext, table)
     # With the balancer, a host shares the server only if the balancer serves its pool (or it has no task).
-    shared = [h for h in table.hosts if not needs_own_server(h)
-              and (lua is None or not h.paths[0].upstreams or h.paths[0].pool in lua.names)]
+    plain = [h for h in table.hosts if not needs_own_server(h)
+             and (lua is None or not h.paths[0].upstreams or h.paths[0].pool in lua.names)]
+    shared = plain if shares_a_server(ext, len(plain)) else []
     shared_names = {h.host for h in shared}
     # The balancer sets the connect timeout of its pools itself (the peers carry it), so that a scale
     # stays a change of peers only; every other pool sets it in its location.

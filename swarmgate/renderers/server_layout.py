@@ -36,9 +36,9 @@ def failover_connect_ms(ext: Extension, route: PathRoute) -> int | None:
 
 def needs_own_server(host: HostRoute) -> bool:
     """Whether a host needs a `server` block of its own: TLS, a redirect, a path other than `/`, a
-    context root to strip or websocket headers. Every other host is one name of a shared server whose
-    pool a `map` of the host name picks: 10,000 server blocks cost nginx ~400 MiB and seconds of
-    `nginx -t`, one shared server almost nothing."""
+    context root to strip or websocket headers. Every other host gets one too while there are few
+    (`shares_a_server`), else is one name of a shared server whose pool a `map` of the host name picks:
+    10,000 server blocks cost nginx ~400 MiB and seconds of `nginx -t`, one shared server almost nothing."""
     if host.tls is not None or host.redirect is not None or len(host.paths) != 1:
         return True
     route = host.paths[0]
@@ -46,6 +46,13 @@ def needs_own_server(host: HostRoute) -> bool:
     verified = route.backend_tls is not None and route.backend_tls.ca is not None
     return (route.path != "/" or bool(route.strip_prefix) or route.websocket or verified or route.own_location
             or host.host in _MAP_KEYWORDS)
+
+
+def shares_a_server(ext: Extension, plain_hosts: int) -> bool:
+    """Whether the hosts that need no server of their own share one (`SharedServerFrom`): only from that
+    many on, where a server each would cost memory (about 27 KiB per host); below it each gets a server
+    whose location names its pool, which nginx binds while parsing instead of on every request."""
+    return ext.config.shared_server_from > 0 and plain_hosts >= ext.config.shared_server_from
 
 
 def balanced_by_lua(route: PathRoute) -> bool:

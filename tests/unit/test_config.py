@@ -105,7 +105,7 @@ def test_every_interlock_key_is_read_into_its_typed_field() -> None:
         "trace_log_format": "$remote_addr $request_id", "http_version": "1.0",
         # swarmgate's own keys, not set here: keep-alive is off where HTTPVersion = "1.0" says so
         "upstream_keepalive": 0, "upstream_keepalive_timeout": 1.5, "worker_shutdown_timeout": 240.0,
-        "lua_balancer": False, "traffic_metrics": False, "access_log_format": "json",
+        "lua_balancer": False, "shared_server_from": 100, "traffic_metrics": False, "access_log_format": "json",
         "global_options": ("worker_shutdown_timeout 10s;",), "http_options": ("gzip on;",),
         "tcp_options": (),
     }
@@ -129,7 +129,7 @@ def test_nginx_options_default_to_interlocks_documented_values() -> None:
         "http_version": "1.1", "global_options": (), "http_options": (), "tcp_options": (),
         # swarmgate's own: upstream keep-alive, idle for less than the common backends' own timeouts
         "upstream_keepalive": 16, "upstream_keepalive_timeout": 1.5, "worker_shutdown_timeout": 240.0,
-        "lua_balancer": False, "traffic_metrics": True, "access_log_format": "main",
+        "lua_balancer": False, "shared_server_from": 100, "traffic_metrics": True, "access_log_format": "main",
     }
 
 

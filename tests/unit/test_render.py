@@ -34,7 +34,8 @@ GOLDEN = Path(__file__).parent.parent / "golden"
 INFO = "swarmgate/0.1.0 linux/amd64"
 SEED = load_config(GOLDEN / "seed-config.toml").extensions["default"]
 EDGE = load_config(GOLDEN / "options.toml").extensions["edge"]
-LUA = SEED.model_copy(update={"config": SEED.config.model_copy(update={"lua_balancer": True})})
+# The balancer behind the shared server (a server per host under it: tests/unit/test_agent_lua.py).
+LUA = SEED.model_copy(update={"config": SEED.config.model_copy(update={"lua_balancer": True, "shared_server_from": 1})})
 
 
 def lb(hosts: str, **more: str) -> dict[str, str]:

@@ -242,6 +242,11 @@ class NginxOptions(BaseModel):
     # cost of a request grows with the number of services; the balancer's is flat. The proxy image
     # must carry the module (nginx -t rejects the config otherwise, and the last good one stays).
     lua_balancer: StrictBool = Field(False, alias="LuaBalancer")
+    # Not Interlock's: hosts that need nothing of their own share one server (a map picks the pool) once
+    # there are this many of them; fewer get a server each, as Interlock renders (0: always a server each).
+    # A server per host saves nginx a map, an `if` and a run-time upstream lookup on every request (8% of
+    # its instructions, bench/stock_layouts.py) but costs ~27 KiB of memory per host per worker generation.
+    shared_server_from: Annotated[int, int_in(0, 10_000_000)] = Field(100, alias="SharedServerFrom")
     # Not Interlock's: per-route requests, bytes and latency. nginx writes a compact, buffered second
     # access log that the agent counts (agent.sh); the operator fetches the counts over the channel.
     # Only where the agent runs (hitless delivery). Measured in bench/peers.py (metrics on vs off).
