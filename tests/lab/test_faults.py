@@ -14,18 +14,26 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab import faults
+from tests.lab import faults, shared_seed
 from tests.lab.cluster import Lab
 from tests.lab.seed_deployment import Seed
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.shared_seed(keeps=True)]
 
 
 @pytest.fixture(scope="module")
 def seed(lab: Lab) -> Iterator[Seed]:
+    """The seed deployment (the one a previous module kept, if at rest); afterwards every node back and
+    every fault object gone, and the deployment kept for the next module if it is as deployed."""
     assert len(lab.lb_nodes) >= 2 and len(lab.managers) >= 3, "the fault scenarios need the seed's cluster"
-    with faults.seed_deployment(lab) as seed:
+    seed = Seed(lab)
+    try:
+        shared_seed.acquire(seed)
         yield seed
+    finally:
+        seed.restore(undeploy=False)
+        if not shared_seed.keep(seed):
+            seed.restore()  # the fault configs the removed operator mounted can go now
 
 
 @pytest.mark.parametrize("spec", faults.SCENARIOS, ids=[s.name for s in faults.SCENARIOS])
