@@ -22,6 +22,7 @@ from tests.lab.seed_deployment import CONFIG, OPERATOR, Seed
 from tests.support import wait_for
 
 MARK = "shared_seed"
+OPERATOR_IMAGE = "swarmgate/operator:lab"  # scripts/demo.sh's
 QUIET_S = 2.0  # the event window that proves a kept deployment is at rest (faults.TEST.quiet)
 PATIENCE_S = 30.0  # how long a kept deployment may take to converge before it is deployed afresh
 
@@ -48,7 +49,7 @@ def pristine(seed: Seed) -> bool:
     spec = docker_api.inspect_service(seed.client(), OPERATOR)["Spec"]
     container = spec["TaskTemplate"]["ContainerSpec"]
     configs = [c.get("ConfigName") for c in container.get("Configs") or []]
-    if container.get("Image") != "swarmgate/operator:lab" or configs != [CONFIG]:
+    if container.get("Image") != OPERATOR_IMAGE or configs != [CONFIG]:
         return False
     try:
         wait_for(seed.converged, timeout=PATIENCE_S, what="the seed deployment converged")
