@@ -38,7 +38,7 @@ def client(lab: Lab) -> Iterator[docker.DockerClient]:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{shared_seed.MARK}(keeps): uses the seed's deployment that "
                                        "tests/lab/shared_seed.py hands from module to module; keeps=True: "
-                                       "leaves it for the next one")
+                                       "leaves it for the next one; fresh=True: removes it first")
 
 
 def _keeps(item: pytest.Item) -> bool | None:
@@ -48,8 +48,9 @@ def _keeps(item: pytest.Item) -> bool | None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The modules that use the shared seed deployment run one after the other, where the first of
-    them was collected: first their tests that do not use it, then the modules that keep it, then
-    those that remove it. Each module's tests stay together and in their order."""
+    them was collected: first their tests that do not use it, then a module that deploys it itself
+    (fresh=True), then the modules that keep it, then those that remove it. Each module's tests stay
+    together and in their order."""
     shared_modules = {item.path for item in items if _keeps(item) is not None}
     group = [item for item in items if item.path in shared_modules]
     if not group:
@@ -59,7 +60,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     def rank(item: pytest.Item) -> int:
         keeps = _keeps(item)
-        return 0 if keeps is None else 1 if keeps else 2
+        if keeps is None:
+            return 0
+        mark = item.get_closest_marker(shared_seed.MARK)
+        fresh = mark is not None and mark.kwargs.get("fresh", False)  # it removes the deployment first
+        return 1 if fresh else 2 if keeps else 3
 
     items[:] = rest[:first] + sorted(group, key=rank) + rest[first:]
 

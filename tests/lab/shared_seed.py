@@ -1,19 +1,22 @@
 """One deployment of the seed's scenario, handed from one lab test module to the next (does I/O
 through `Seed`: the Docker API, scripts/demo.sh).
 
-Seven modules test against the seed deployed the seed's way (`scripts/demo.sh up`); each deployed it
-afresh and removed it after, 10-17 s a deployment on the lab. A module marked
+Eight modules test against the seed deployed the seed's way (test_seed_e2e.py by its own commands,
+the others by `scripts/demo.sh up`); each deployed it afresh and removed it after, 10-17 s a deployment
+on the lab. A module marked
 `pytest.mark.shared_seed(keeps=True)` leaves it behind for the next one when it put everything back
 (`keep`); one marked `keeps=False` still removes it itself (its objects are mounted by the proxy or
 joined to it, and only go with it). `acquire` reuses a kept deployment once it is converged and at
 rest (Docker's event stream over a quiet window, as between two fault rows), and deploys afresh
-otherwise. tests/lab/conftest.py runs the marked modules one after the other, keepers first, and
+otherwise. tests/lab/conftest.py runs the marked modules one after the other (the one that deploys it
+itself first, `fresh=True`, then the keepers), and
 removes a kept deployment before any test that is not marked: every other test still starts from a
 Swarm without it, and a module run alone behaves as before.
 """
 
 from __future__ import annotations
 
+import docker.errors
 import pytest
 
 from tests import docker_api
@@ -46,7 +49,10 @@ def pristine(seed: Seed) -> bool:
     replica) and the deployment is converged: what `demo.sh up` would have left."""
     if seed.stopped or seed.frozen or seed.tainted:
         return False
-    spec = docker_api.inspect_service(seed.client(), OPERATOR)["Spec"]
+    try:
+        spec = docker_api.inspect_service(seed.client(), OPERATOR)["Spec"]
+    except docker.errors.APIError:  # gone (NotFound), or no manager answers
+        return False
     container = spec["TaskTemplate"]["ContainerSpec"]
     configs = [c.get("ConfigName") for c in container.get("Configs") or []]
     if container.get("Image") != OPERATOR_IMAGE or configs != [CONFIG]:
@@ -58,15 +64,16 @@ def pristine(seed: Seed) -> bool:
     return True
 
 
-def keep(seed: Seed) -> bool:
-    """Leave the deployment for the next module if it is pristine, else remove it; whether it stays."""
+def keep(seed: Seed, *, check_down: bool = False) -> bool:
+    """Leave the deployment for the next module if it is pristine, else remove it (with `check_down`,
+    `demo.sh down` must succeed then, as it must later for a kept one); whether it stays."""
     global _kept
     if pristine(seed):
         _kept = True
         seed.log("seed deployment kept for the next module")
     else:
         seed.log("seed deployment not as deployed: removing it")
-        seed.undeploy()
+        seed.undeploy(check=check_down)
     seed.close()
     return _kept
 

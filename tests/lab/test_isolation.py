@@ -23,7 +23,7 @@ from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from tests import docker_api
 from tests.lab import http, shared_seed
-from tests.lab.cluster import REPO, Lab
+from tests.lab.cluster import Lab
 from tests.lab.operator_fixture import PROXY, create_routed, operator_endpoints, running_upstreams, wait_full_passes
 from tests.lab.seed_deployment import Seed
 from tests.support import event_window, wait_for
@@ -38,12 +38,6 @@ OPERATOR = "interlock"  # the seed's operator service (scripts/demo.sh)
 # Whole passes of the seed's operator that see the bad service before demo is rolled: more than one,
 # so a pass that began before the service existed does not count and a second look must agree.
 PASSES_WITH_BAD = 3
-
-
-def demo_sh(lab: Lab, verb: str) -> None:
-    proc = subprocess.run([str(REPO / "scripts" / "demo.sh"), verb], env=lab.env, capture_output=True, text=True,
-                          timeout=600, check=False)
-    assert proc.returncode == 0, f"demo.sh {verb} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr}"
 
 
 def remove_service(client: docker.DockerClient, name: str) -> None:
@@ -66,7 +60,8 @@ def seed(lab: Lab) -> Iterator[docker.DockerClient]:
     finally:
         try:
             remove_service(client, BAD)
-            shared_seed.keep(deployment)  # or `demo.sh down` now; once kept, the conftest runs it later
+            # `demo.sh down` must succeed: now, or once kept, when the conftest removes the deployment.
+            shared_seed.keep(deployment, check_down=True)
         finally:
             client.close()
 
