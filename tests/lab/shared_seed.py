@@ -21,6 +21,7 @@ import pytest
 
 from tests import docker_api
 from tests.lab.cluster import load_lab
+from tests.lab.operator_fixture import operator_endpoints, successful_passes
 from tests.lab.seed_deployment import CONFIG, OPERATOR, Seed
 from tests.support import wait_for
 
@@ -39,6 +40,7 @@ def acquire(seed: Seed) -> None:
         _kept = False
         seed.log("reusing the seed deployment the previous module kept")
         seed.ensure_baseline(quiet=QUIET_S, patience=PATIENCE_S)  # redeploys if it is not converged
+        wait_for(lambda: operator_serving(seed), timeout=PATIENCE_S, what="the seed's operator serving /metrics")
         return
     seed.undeploy()  # whatever an interrupted run left
     seed.deploy()
@@ -59,9 +61,17 @@ def pristine(seed: Seed) -> bool:
         return False
     try:
         wait_for(seed.converged, timeout=PATIENCE_S, what="the seed deployment converged")
+        wait_for(lambda: operator_serving(seed), timeout=PATIENCE_S, what="the seed's operator serving /metrics")
     except TimeoutError:
         return False
     return True
+
+
+def operator_serving(seed: Seed) -> bool:
+    """One operator task runs, and it answers on its published port with a pass done: a task Swarm
+    lists as running may not listen yet (the faults module's teardown restarts it, for one)."""
+    found = operator_endpoints(seed.client(), (OPERATOR,))
+    return len(found) == 1 and successful_passes(*next(iter(found.values()))) >= 1
 
 
 def keep(seed: Seed, *, check_down: bool = False) -> bool:
