@@ -18,7 +18,6 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -165,10 +164,10 @@ def clean_swarm(client: docker.DockerClient, *, services: tuple[str, ...] = (), 
         if secret.name.startswith(ACME_SECRET_PREFIX):
             _remove_when_unused(secret.remove)
     if lab is not None:
-        # Side by side: each waits, on its own node, for a stopping proxy container to let go of a volume.
-        jobs = [(name, f"{proxy}-{kind}") for name in lab.lb_nodes for proxy in proxies for kind in ("state", "certs")]
-        with ThreadPoolExecutor(max(1, len(jobs))) as pool:
-            list(pool.map(lambda job: _forget_served_config(lab, *job), jobs))
+        for name in lab.lb_nodes:
+            for proxy in proxies:
+                _forget_served_config(lab, name, f"{proxy}-state")
+                _forget_served_config(lab, name, f"{proxy}-certs")
 
 
 def _forget_served_config(lab: Lab, name: str, volume: str = STATE_VOLUME) -> None:
