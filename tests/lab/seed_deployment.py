@@ -171,7 +171,11 @@ class Seed:
         wait_for(self.converged, timeout=120, what="the seed deployment converged")
         self.log(f"seed deployed (scripts/demo.sh up) and converged in {time.monotonic() - t0:.1f} s")
 
-    def undeploy(self) -> None:
+    def undeploy(self, *, check: bool = False) -> None:
+        """`scripts/demo.sh down`; with `check` it must succeed, which it does only if it removed something."""
+        if check:
+            self._demo_sh("down", 180)
+            return
         with contextlib.suppress(RuntimeError):
             self._demo_sh("down", 180, check=False)
 
@@ -269,8 +273,9 @@ class Seed:
         wait_for(lambda: all(n["Status"]["State"] == "ready" for n in self.client().api.nodes()),
                  timeout=120, what="every node ready after the thaw")
 
-    def restore(self) -> None:
-        """Whatever happened: every stopped node back, the seed deployment and fault objects gone."""
+    def restore(self, *, undeploy: bool = True) -> None:
+        """Whatever happened: every stopped node back, the seed deployment (unless `undeploy` is False:
+        tests/lab/shared_seed.py may keep it for the next module) and fault objects gone."""
         for node in sorted(self.frozen):
             self.thaw_engine(node)
         for node in sorted(self.stopped):
@@ -280,7 +285,8 @@ class Seed:
             for svc in self.client().services.list():
                 if svc.name.startswith("fault-"):
                     docker_api.remove(svc)
-        self.undeploy()
+        if undeploy:
+            self.undeploy()
         with contextlib.suppress(Exception):
             for cfg in self.client().configs.list():
                 if cfg.name.startswith("fault-"):

@@ -27,12 +27,13 @@ from docker.models.configs import Config
 from docker.models.secrets import Secret
 
 from tests import docker_api
-from tests.lab import http
+from tests.lab import http, shared_seed
 from tests.lab.cluster import Lab
 from tests.lab.seed_deployment import Seed
 from tests.support import wait_for
 
-pytestmark = pytest.mark.lab
+# It removes the seed's deployment itself: objects of its own go only once the proxy has.
+pytestmark = [pytest.mark.lab, pytest.mark.shared_seed(keeps=False)]
 
 SECURE, EMPTY = "secure.https.local", "empty.https.local"
 TLSONLY, VERIFIED, WRONGCA = "tlsonly.https.local", "verified.https.local", "wrongca.https.local"
@@ -126,7 +127,7 @@ def _removed(obj: Secret | Config) -> bool:
 def seed(lab: Lab) -> Iterator[Seed]:
     assert len(lab.lb_nodes) >= 2, "the seed needs two load-balancer nodes"
     s = Seed(lab, log=lambda msg: print(f"[https] {msg}", flush=True))
-    s.deploy()
+    shared_seed.acquire(s)
     _remove_https_objects(s.client())  # what an interrupted run left
     try:
         yield s

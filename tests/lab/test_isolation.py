@@ -22,8 +22,8 @@ from swarmgate.models.routing.routes import build_route_table
 from swarmgate.models.settings.extension import Extension
 from swarmgate.models.swarm.observed import ObservedState
 from tests import docker_api
-from tests.lab import http
-from tests.lab.cluster import REPO, Lab
+from tests.lab import http, shared_seed
+from tests.lab.cluster import Lab
 from tests.lab.operator_fixture import PROXY, create_routed, operator_endpoints, running_upstreams, wait_full_passes
 from tests.lab.seed_deployment import Seed
 from tests.support import event_window, wait_for
@@ -40,12 +40,6 @@ OPERATOR = "interlock"  # the seed's operator service (scripts/demo.sh)
 PASSES_WITH_BAD = 3
 
 
-def demo_sh(lab: Lab, verb: str) -> None:
-    proc = subprocess.run([str(REPO / "scripts" / "demo.sh"), verb], env=lab.env, capture_output=True, text=True,
-                          timeout=600, check=False)
-    assert proc.returncode == 0, f"demo.sh {verb} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr}"
-
-
 def remove_service(client: docker.DockerClient, name: str) -> None:
     for svc in client.services.list(filters={"name": name}):
         if svc.name == name:
@@ -54,18 +48,20 @@ def remove_service(client: docker.DockerClient, name: str) -> None:
 
 @pytest.fixture
 def seed(lab: Lab) -> Iterator[docker.DockerClient]:
+    """The seed deployed (scripts/demo.sh up, then converged: the proxy is not rolling any more), or the
+    one a previous module kept at rest; kept for the next module once the bad service is gone."""
     assert len(lab.lb_nodes) >= 2, "the seed needs two load-balancer nodes"
     client = lab.manager_client()
     remove_service(client, BAD)
     deployment = Seed(lab, log=lambda msg: print(f"[isolation] {msg}", flush=True))
-    deployment.deploy()  # scripts/demo.sh up, then converged: the proxy is not rolling any more
-    deployment.close()
+    shared_seed.acquire(deployment)
     try:
         yield client
     finally:
         try:
             remove_service(client, BAD)
-            demo_sh(lab, "down")
+            # `demo.sh down` must succeed: now, or once kept, when the conftest removes the deployment.
+            shared_seed.keep(deployment, check_down=True)
         finally:
             client.close()
 
@@ -84,6 +80,7 @@ def routed_to(lab: Lab, node: str, upstreams: set[str]) -> bool:
     return seen <= upstreams
 
 
+@pytest.mark.shared_seed(keeps=True)
 def test_a_service_naming_a_missing_secret_does_not_stall_a_rolling_update_of_another(
     lab: Lab, seed: docker.DockerClient
 ) -> None:

@@ -23,7 +23,7 @@ from docker.models.configs import Config
 from docker.models.secrets import Secret
 
 from tests import docker_api
-from tests.lab import http, websocket
+from tests.lab import http, shared_seed, websocket
 from tests.lab.cluster import Lab
 from tests.lab.load import Load
 from tests.lab.seed_deployment import PROXY, Seed
@@ -34,11 +34,14 @@ NETWORK = "parity-front"
 # and its routing mesh need: a VIP answers nothing here, wherever it is asked from.
 IPVS = Path("/proc/net/ip_vs").exists()
 
+# It removes the seed's deployment itself: objects of its own go only once the proxy has.
+pytestmark = pytest.mark.shared_seed(keeps=False)
+
 
 @pytest.fixture(scope="module")
 def seed(lab: Lab) -> Iterator[Seed]:
     s = Seed(lab, log=lambda msg: print(f"[parity] {msg}", flush=True))
-    s.deploy()
+    shared_seed.acquire(s)
     _remove_parity_objects(s.client())  # what an interrupted run left
     s.cli("network", "create", "-d", "overlay", NETWORK, check=False)  # kept by an interrupted run
     try:

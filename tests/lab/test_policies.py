@@ -31,11 +31,13 @@ from docker.models.secrets import Secret
 
 from tests import docker_api
 from tests.lab import http as lab_http
+from tests.lab import shared_seed
 from tests.lab.cluster import Lab
 from tests.lab.seed_deployment import Seed
 from tests.support import wait_for
 
-pytestmark = pytest.mark.lab
+# It removes the seed's deployment itself: objects of its own go only once the proxy has.
+pytestmark = [pytest.mark.lab, pytest.mark.shared_seed(keeps=False)]
 
 AUTH, LIMITS, DENY = "auth.policy.local", "limits.policy.local", "deny.policy.local"
 DOWN, SPLIT = "down.policy.local", "split.policy.local"
@@ -86,7 +88,7 @@ def _removed(obj: Secret | Config) -> bool:
 def seed(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seed]:
     assert len(lab.lb_nodes) >= 2, "the seed needs two load-balancer nodes"
     s = Seed(lab, log=lambda msg: print(f"[policies] {msg}", flush=True))
-    s.deploy()
+    shared_seed.acquire(s)
     _remove_policy_objects(s.client())  # what an interrupted run left
     tmp = tmp_path_factory.mktemp("policies")
     hashed = subprocess.run(["openssl", "passwd", "-apr1", PASSWORD], capture_output=True, text=True,

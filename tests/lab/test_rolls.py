@@ -16,17 +16,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab import rolls
+from tests.lab import rolls, shared_seed
 from tests.lab.cluster import Lab
 from tests.lab.seed_deployment import Seed
 
-pytestmark = pytest.mark.lab
+# The proxy joins the overlay networks made here, which go only once it has: the deployment goes too.
+pytestmark = [pytest.mark.lab, pytest.mark.shared_seed(keeps=False)]
 
 
 @pytest.fixture(scope="module")
 def seed(lab: Lab) -> Iterator[Seed]:
     assert len(lab.lb_nodes) >= 2 and len(lab.plain_workers) >= 2, "the rolls need the seed's cluster"
     with rolls.deployment(lab) as seed:
+        shared_seed.acquire(seed)
         seed.ensure_baseline(quiet=rolls.TEST.before, patience=10)
         yield seed
 

@@ -29,7 +29,7 @@ import docker
 import pytest
 
 from tests import docker_api, html_check
-from tests.lab import browser, http
+from tests.lab import browser, http, shared_seed
 from tests.lab.cluster import REPO, Lab
 from tests.lab.operator_fixture import (
     CHANNEL_SECRET,
@@ -44,7 +44,8 @@ from tests.lab.operator_fixture import _remove_when_unused as remove_when_unused
 from tests.lab.seed_deployment import Seed
 from tests.support import event_window, host_port, wait_for
 
-pytestmark = pytest.mark.lab
+# It deploys the seed itself, from a Swarm without it: first of the modules that share it.
+pytestmark = [pytest.mark.lab, pytest.mark.shared_seed(keeps=True, fresh=True)]
 
 OPERATOR = "interlock"
 DEMO = "demo"
@@ -114,6 +115,8 @@ def operator_containers(lab: Lab, service: str = OPERATOR) -> list[str]:
 
 @pytest.fixture(scope="module")
 def swarm(lab: Lab) -> Iterator[docker.DockerClient]:
+    """A Swarm without the seed's objects; afterwards the deployment the tests made is kept for the
+    next module that uses the seed's (tests/lab/shared_seed.py) when it is as deployed, else removed."""
     assert len(lab.lb_nodes) >= 2, "the seed needs two load-balancer nodes"
     client = lab.manager_client()
     remove_seed_objects(lab, client)
@@ -121,7 +124,12 @@ def swarm(lab: Lab) -> Iterator[docker.DockerClient]:
         yield client
     finally:
         try:
-            remove_seed_objects(lab, client)
+            for svc in client.services.list(filters={"name": SHOP}):
+                if svc.name == SHOP:
+                    docker_api.remove(svc)
+            present = bool(client.services.list(filters={"name": OPERATOR}))
+            if not (present and shared_seed.keep(Seed(lab, log=lambda msg: print(f"[seed e2e] {msg}", flush=True)))):
+                remove_seed_objects(lab, client)
         finally:
             client.close()
 

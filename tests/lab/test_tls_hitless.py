@@ -30,7 +30,7 @@ import docker.errors
 import pytest
 
 from tests import docker_api
-from tests.lab import http
+from tests.lab import http, shared_seed
 from tests.lab.cluster import Lab
 from tests.lab.load import Load
 from tests.lab.operator_fixture import _remove_when_unused as remove_when_unused
@@ -38,7 +38,7 @@ from tests.lab.operator_fixture import create_routed
 from tests.lab.seed_deployment import DEMO_HOST, OPERATOR, PROXY, Seed
 from tests.support import wait_for
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.shared_seed(keeps=True)]
 
 COURIER = f"{PROXY}-certs"
 SERVICE = "sg-tls-hitless"
@@ -94,17 +94,24 @@ def seed(lab: Lab) -> Iterator[Seed]:
     s = Seed(lab, log=log)
     with contextlib.suppress(docker.errors.APIError):
         docker_api.remove_service(s.client(), SERVICE)
-    s.undeploy()
-    s.deploy()
+    shared_seed.acquire(s)  # a fresh deployment, or the one a previous module kept at rest
     wait_for(s.converged, timeout=120, what="the seed deployment converged")
     try:
         yield s
     finally:
         with contextlib.suppress(docker.errors.APIError):
             docker_api.remove_service(s.client(), SERVICE)
-        s.undeploy()
-        for secret in s.client().secrets.list(filters={"name": "sg-tls-"}):
-            remove_when_unused(secret.remove)
+        # Only the courier mounts the secrets, and it lets go of them once the host is gone (the test
+        # waits for that): the deployment can stay for the next module. Else it goes first.
+        try:
+            for secret in s.client().secrets.list(filters={"name": "sg-tls-"}):
+                remove_when_unused(secret.remove)
+        except docker.errors.APIError:
+            s.undeploy()
+            for secret in s.client().secrets.list(filters={"name": "sg-tls-"}):
+                remove_when_unused(secret.remove)
+        else:
+            shared_seed.keep(s)
         s.close()
 
 
