@@ -54,8 +54,13 @@ lab-images: deps
 # The suite runs on the seed's cluster (3 managers, 5 workers of which 2 are LB nodes): one pytest
 # run, pure tests first, then everything on the real Swarm, and the lab's own life-cycle test last
 # (it proves `lab-down` leaves nothing, and that `lab-up` recovers from a killed lab).
-test: lint
-	$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2
+# The lab comes up while lint runs (one waits on engines, the other on a core); both must succeed.
+test: deps
+	@mkdir -p .stamps
+	$(BIN)/python lab/lab.py up --managers 3 --workers 5 --lb 2 > .stamps/lab-up.log 2>&1 & lab=$$!; \
+	$(MAKE) --no-print-directory lint; linted=$$?; \
+	wait $$lab; up=$$?; cat .stamps/lab-up.log; \
+	test $$linted -eq 0 && test $$up -eq 0
 	$(BIN)/pytest -q --durations=25 tests/unit tests/property tests/lab tests/lifecycle
 
 # The seed scenario on the lab (scripts/demo.sh up), ending with the seed's curl and its 200.
