@@ -57,7 +57,7 @@ def main(config: str, state: str) -> None:
     timed(desired, "render_bootstrap", "render")
     start = CPU()
     with open(os.devnull, "w") as out:
-        if offline.cmd_render(config, state, out=out) != 0:
+        if offline.cmd_render(config, state, out=out, hold=True) != 0:
             raise SystemExit("render failed")
     total = CPU() - start
     load, decide = spent.pop("_load"), spent.pop("_decide")

@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace, *, ends_process: bool = False) -> int:
     # Imported per command so `swarmgate version` and `check-config` never import the docker SDK.
     command: str = args.command
     if command == "version":
@@ -97,11 +97,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "render":
         from swarmgate.operator.cli.offline import cmd_render
 
-        return cmd_render(args.config, args.state, args.extension)
+        return cmd_render(args.config, args.state, args.extension, hold=ends_process)
     if command == "routes":
         from swarmgate.operator.cli.offline import cmd_routes
 
-        return cmd_routes(args.config, args.state)
+        return cmd_routes(args.config, args.state, hold=ends_process)
     from swarmgate.operator.cli import commands
 
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logs.configure(debug=args.debug, json_format=args.log_format == "json")
     try:
-        code = guarded(lambda: _dispatch(args), sys.stderr)
+        code = guarded(lambda: _dispatch(args, ends_process=ends_at_once), sys.stderr)
     except KeyboardInterrupt:
         return 130
     if ends_at_once:
