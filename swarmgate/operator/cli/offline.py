@@ -24,8 +24,6 @@ from swarmgate.operator.control.gc_pause import collection_paused
 from swarmgate.operator.planning.decide import decide_pass
 from swarmgate.operator.planning.desired import DesiredState
 from swarmgate.renderers.nginx import render_nginx
-from swarmgate.renderers.sample import sample_route_table
-from swarmgate.renderers.validate import NginxRejectedConfig, NginxUnavailable, nginx_check
 
 SERVER_INFO = "swarmgate/0.0.0 linux/amd64"  # any valid value: what is checked is the options around it
 # The snapshot and the pass of a `render` or `routes` whose process ends without teardown once the
@@ -55,6 +53,11 @@ def check_with_nginx(config: Config, *, source: str) -> list[str]:
     The model already bounds every typed value by what nginx takes; this is what vouches for the raw
     option lists and the log formats as a whole. A rejection is a `ConfigError` naming the
     extension; no nginx on this machine is a notice, not an error."""
+    # Imported here: only check-config runs nginx (render and routes need neither module, nor the
+    # subprocess, tempfile and shutil modules validate.py brings).
+    from swarmgate.renderers.sample import sample_route_table
+    from swarmgate.renderers.validate import NginxRejectedConfig, NginxUnavailable, nginx_check
+
     notices: list[str] = []
     for name, ext in sorted(config.extensions.items()):
         if ext.template:
