@@ -8,11 +8,13 @@ this script runs), `imports` (the offline command's modules), `read` (the state 
 `json` (`json.loads`), `snapshot` (Engine JSON → ObservedState), `route_table`, `render` (the config
 and the bootstrap config), `decide_rest` (the rest of `decide_pass`: proxy spec, plan, ACME) and
 `rest` (the output, dropping the pass's objects). The parent adds what the process spent after it
-printed (interpreter exit) from its own `wait4`.
+printed (interpreter exit) from its own `wait4`. Like `python -m swarmgate render`, it runs with the
+cyclic collector off and ends through `cli.main.end_process` (ENDS_WITHOUT_TEARDOWN).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -25,8 +27,10 @@ CPU = time.process_time
 
 def main(config: str, state: str) -> None:
     spent: dict[str, float] = {"start": CPU()}
+    gc.disable()  # as `main` does for the commands that end without teardown
     before = CPU()
     from swarmgate.models.swarm import state_file
+    from swarmgate.operator.cli import main as cli_main
     from swarmgate.operator.cli import offline
     from swarmgate.operator.planning import desired
 
@@ -53,7 +57,7 @@ def main(config: str, state: str) -> None:
     timed(desired, "render_bootstrap", "render")
     start = CPU()
     with open(os.devnull, "w") as out:
-        if offline.cmd_render(config, state, out=out) != 0:
+        if offline.cmd_render(config, state, out=out, hold=True) != 0:
             raise SystemExit("render failed")
     total = CPU() - start
     load, decide = spent.pop("_load"), spent.pop("_decide")
@@ -61,7 +65,7 @@ def main(config: str, state: str) -> None:
     spent["decide_rest"] = decide - spent["route_table"] - spent["render"]
     spent["rest"] = total - load - decide
     json.dump({k: round(v, 4) for k, v in spent.items()}, sys.stdout)
-    sys.stdout.flush()
+    cli_main.end_process(0)
 
 
 if __name__ == "__main__":

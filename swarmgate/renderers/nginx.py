@@ -227,7 +227,9 @@ def render_nginx(
     # Shared hosts whose pool fails over fast get a second shared server (the same map picks the pool):
     # nginx takes no variable in proxy_connect_timeout.
     fast = [h for h in shared if failover(h.paths[0]) is not None]
-    shared_servers = [(hosts, ms) for hosts, ms in (([h for h in shared if h not in fast], None),
+    # By name (unique in a table): `h not in fast` compared whole HostRoutes, 10,000 x 10,000 of them.
+    fast_names = {h.host for h in fast}
+    shared_servers = [(hosts, ms) for hosts, ms in (([h for h in shared if h.host not in fast_names], None),
                                                    (fast, min(FAILOVER_CONNECT_MS, ext.config.connect_timeout * 1000)))
                       if hosts]
     # The map of pools to peers holds pool names: its buckets must fit them as well as the host names.

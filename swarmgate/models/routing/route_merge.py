@@ -26,7 +26,7 @@ from swarmgate.models.quick_init import quick_init
 from swarmgate.models.routing.https_values import HSTS, BackendTLS
 from swarmgate.models.routing.keepalive import shortest_idle
 from swarmgate.models.routing.labels import ServiceRouting
-from swarmgate.models.routing.policy_labels import RoutePolicy
+from swarmgate.models.routing.policy_labels import NO_POLICIES, RoutePolicy
 from swarmgate.models.routing.pool_weights import server_params
 from swarmgate.models.routing.route_types import HostRoute, PathRoute, TLSFiles, Upstream
 from swarmgate.models.settings.extension import Extension
@@ -183,7 +183,12 @@ def _strip(r: ServiceRouting, path: str) -> str | None:
 
 
 def _policy(r: ServiceRouting) -> RoutePolicy | None:
-    return None if r.policies.route == RoutePolicy() else r.policies.route
+    route = r.policies.route
+    # Most services set no policy label and share NO_POLICIES: known empty without comparing each field.
+    return None if route is NO_POLICIES.route or route == _NO_ROUTE_POLICY else route
+
+
+_NO_ROUTE_POLICY = RoutePolicy()
 
 
 def _backend_tls(r: ServiceRouting) -> BackendTLS | None:
@@ -228,7 +233,14 @@ def merge_hosts(routed: Sequence[Routed], ext: Extension, notices: list[str],
         paths_of[h].append(path)
     hosts: list[HostRoute] = []
     for host in sorted(claimants):
-        members = sorted(claimants[host].values(), key=lambda m: m.name)
+        claimed = claimants[host]
+        if len(claimed) == 1:
+            (only,) = claimed.values()
+            if (host, only.name) not in redirects:
+                hosts.append(_sole_host(host, only, [(path, by_path[(host, path)]) for path in paths_of[host]], ext,
+                                        notices, acme_certs))
+                continue
+        members = sorted(claimed.values(), key=lambda m: m.name)
         where = f"host {host}"
         redirect_with_code = oldest_decides("redirect", where, [
             (m, (redirects[(host, m.name)], m.routing.policies.redirect_code) if (host, m.name) in redirects else None)
@@ -251,6 +263,19 @@ def merge_hosts(routed: Sequence[Routed], ext: Extension, notices: list[str],
         hosts.append(HostRoute(host=host, paths=paths, tls=tls, redirect=redirect, redirect_code=code,
                                ssl_only=bool(ssl_only) and tls is not None, hsts=hsts))
     return tuple(hosts)
+
+
+def _sole_host(host: str, m: Routed, pools: list[tuple[str, list[tuple[Routed, bool]]]], ext: Extension,
+               notices: list[str], acme_certs: Mapping[str, str]) -> HostRoute:
+    """`merge_hosts` for a host only one service routes, and not as a redirect source (most hosts):
+    its own values, with nothing to overrule. `pools`: each of the host's paths and its members."""
+    tls = _tls_files(m, host, acme_certs)
+    if m.routing.ssl_only and tls is None and m.routing.acme:
+        notices.append(f"host {host}: ssl_only waits for the host's first ACME certificate; served over HTTP "
+                       "until it is issued")
+    paths = tuple(path_route(host, path, members, ext, notices) for path, members in pools)
+    return HostRoute(host=host, paths=paths, tls=tls, ssl_only=m.routing.ssl_only and tls is not None,
+                     hsts=_hsts(m.routing))
 
 
 def default_backend(routed: Sequence[Routed], ext: Extension, notices: list[str]) -> PathRoute | None:

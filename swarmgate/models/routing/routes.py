@@ -78,6 +78,9 @@ __all__ = [
 ]
 
 
+CLUSTER_LABEL = f"{PREFIX}service_cluster"
+
+
 def _host_port_published(service: Service, port: int) -> bool:
     return any(
         p.target_port == port and p.mode == "host" and p.protocol == "tcp" for p in service.declared_ports
@@ -147,13 +150,18 @@ def _upstreams(observed: ObservedState, service: Service, port: int) -> tuple[Up
     publishes = sum(1 for p in service.declared_ports
                     if p.target_port == port and p.mode == "host" and p.protocol == "tcp")
     for task, node, stopping in _serving_tasks(observed, service):
-        if node.addr in ("", "0.0.0.0"):
+        address = node.addr
+        if address in ("", "0.0.0.0"):
             continue
+        kept = found[stopping]
         for published in task.host_ports(port, publishes):
-            up = Upstream(address=node.addr, port=published, task_id=task.id, node_id=node.id,
-                          service=service.name)
-            found[stopping].setdefault((up.address, up.port), up)
-    return tuple(sorted((found[0] or found[1]).values(), key=lambda u: (u.address, u.port, u.task_id)))
+            if (address, published) not in kept:  # the first task seen at an address and port keeps it
+                kept[(address, published)] = Upstream(address=address, port=published, task_id=task.id,
+                                                      node_id=node.id, service=service.name)
+    chosen = found[0] or found[1]
+    if len(chosen) < 2:
+        return tuple(chosen.values())
+    return tuple(sorted(chosen.values(), key=lambda u: (u.address, u.port, u.task_id)))
 
 
 def _classify(
@@ -203,7 +211,7 @@ def _cluster(service: Service, parsed: ServiceRouting | SetAside) -> str:
         return parsed.service_cluster
     # A set-aside service is still reported by its cluster's extension; one whose cluster label is
     # itself invalid by the extension without a cluster, so that its reason is seen somewhere.
-    raw = service.labels.get("com.docker.lb.service_cluster", "")
+    raw = service.labels.get(CLUSTER_LABEL, "")
     try:
         return parse_swarm_name(raw) if raw else ""
     except LabelValueError:
@@ -277,8 +285,12 @@ def build_route_table(
 def unclaimed_services(observed: ObservedState, clusters: Iterable[str]) -> tuple[SetAside, ...]:
     """Routed services whose service cluster no extension serves: nobody routes them, say so."""
     served = set(clusters)
+    # No (or an empty) cluster label: the empty cluster; when that one is served, no labels to read again.
+    empty_served = "" in served
     out = []
     for service in sorted(observed.services, key=lambda s: s.name):
+        if empty_served and not service.labels.get(CLUSTER_LABEL):
+            continue
         parsed = parse_service_labels(service.name, service.labels)
         if isinstance(parsed, ServiceRouting) and parsed.service_cluster not in served:
             out.append(SetAside(service.name, f"no extension serves service cluster {parsed.service_cluster!r}"

@@ -10,7 +10,6 @@ for nginx syntax (`nginx_syntax`): one complete directive per entry.
 from __future__ import annotations
 
 import re
-import ssl
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -109,6 +108,8 @@ def _ciphers(value: str) -> str:
     # matches; Python's ssl module asks the same library the same question.
     if not _CIPHERS.match(value):
         raise ValueError(f"expected an OpenSSL cipher list such as 'HIGH:!aNULL:!MD5', got {value!r}")
+    import ssl  # only for a config that sets SSLCiphers: every offline command imports this module
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.set_ciphers(value)

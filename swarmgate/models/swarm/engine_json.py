@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import operator
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -252,11 +253,23 @@ def _each(kind: str, items: Iterable[Any]) -> list[_Reader]:
 
 
 def services_from_api(items: Iterable[Any]) -> tuple[Service, ...]:
-    return tuple(sorted((_service(r) for r in _each("services", items)), key=lambda s: s.id))
+    listed = list(items)
+    if not all(type(item) is dict for item in listed):  # the error names the first that is not an object
+        return tuple(sorted((_service(r) for r in _each("services", listed)), key=_BY_ID))
+    # A _Reader (and its path) only for a service of an unusual shape, to name what is wrong in it.
+    return tuple(sorted((well_formed_service(item) or service_fields(_Reader(item, f"services[{i}]"))
+                         for i, item in enumerate(listed)), key=_BY_ID))
 
 
 def tasks_from_api(items: Iterable[Any]) -> tuple[Task, ...]:
-    return tuple(sorted((_task(r) for r in _each("tasks", items)), key=lambda t: t.id))
+    listed = list(items)
+    if not all(type(item) is dict for item in listed):
+        return tuple(sorted((_task(r) for r in _each("tasks", listed)), key=_BY_ID))
+    return tuple(sorted((well_formed_task(item) or task_fields(_Reader(item, f"tasks[{i}]"))
+                         for i, item in enumerate(listed)), key=_BY_ID))
+
+
+_BY_ID = operator.attrgetter("id")
 
 
 def nodes_from_api(items: Iterable[Any]) -> tuple[Node, ...]:
