@@ -26,7 +26,7 @@ def test_verdicts_follow_the_figures(tmp_path: Path) -> None:
         {"case": "nginx-default-node", "GET": 10, "POST": 10, "GET failed": 0, "POST failed": 3},
         {"case": "swarmgate-node", "GET": 10, "POST": 10, "GET failed": 0, "POST failed": 0},
         {"case": "swarmgate-1s-unlabelled", "GET": 10, "POST": 10, "GET failed": 0, "POST failed": 4}]})
-    write(tmp_path, "offline-render", {**stamp, "rows": {"render": {"wall_ratio": 2.5}}})
+    write(tmp_path, "offline-render", {**stamp, "rows": {"render": {"wall_ratio": 1.5, "cpu_ratio": 2.5}}})
     write(tmp_path, "old-workers-lab", {**stamp, "timeout_seconds": 30.0, "readme_retirement_seconds": 240.0,
                                         "steady": {"verdict": "meets", "most_workers": 7, "worker_bound": 8,
                                                    "rss_max_last_third": 60.0, "rss_max_before_last_third": 61.0}})
