@@ -163,6 +163,16 @@ def start(name: str, argv: Sequence[str], workdir: Path, *, env: Mapping[str, st
     return Running(name, proc, stderr, reader=reader)
 
 
+def start_backend(work: Path, started: list[Running]) -> int:
+    """The fast backend every target proxies to (nginx `return 200`), run as `direct` and appended to
+    `started` once it answers: its port."""
+    backend = free_port()
+    (work / "backend.conf").write_text(pc.backend_conf(backend, work))
+    started.append(start("direct", nginx_argv(work, work / "backend.conf"), work))
+    wait_ready(started[-1], backend)
+    return backend
+
+
 def two_ports() -> tuple[int, int]:
     """Two free loopback ports, not the same one (nothing is bound between the two picks)."""
     first = free_port()

@@ -177,10 +177,7 @@ def run(names: list[str], rounds: int, seconds: int, requests: int) -> dict[str,
                                "variants": {n: VARIANTS[n][0] for n in names}}
     with tempfile.TemporaryDirectory(prefix="swarmgate-ablation-") as tmp, peers.servers() as started:
         work = Path(tmp)
-        backend = free_port()
-        (work / "backend.conf").write_text(pc.backend_conf(backend, work))
-        started.append(peers.start("direct", peers.nginx_argv(work, work / "backend.conf"), work))
-        peers.wait_ready(started[-1], backend)
+        backend = peers.start_backend(work, started)
         ports = {"direct": backend}
         port = free_port()
         (work / "minimal.conf").write_text(pc.minimal_nginx_conf(port, backend, work))
@@ -210,10 +207,7 @@ def run(names: list[str], rounds: int, seconds: int, requests: int) -> dict[str,
     counts: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="swarmgate-ablation-cg-") as tmp, peers.servers() as started:
         work = Path(tmp)
-        backend = free_port()
-        (work / "backend.conf").write_text(pc.backend_conf(backend, work))
-        started.append(peers.start("direct", peers.nginx_argv(work, work / "backend.conf"), work))
-        peers.wait_ready(started[-1], backend)
+        backend = peers.start_backend(work, started)
         tls = peers.throwaway_tls(work)
         for name in [peers.BASELINE, *names]:
             port = free_port()

@@ -101,10 +101,7 @@ def run(layouts: list[str], requests: int) -> dict[str, Any]:
                                "machine": peers.machine(), "callgrind_requests": requests, "layouts": {}}
     with tempfile.TemporaryDirectory(prefix="swarmgate-layouts-") as tmp, peers.servers() as started:
         work = Path(tmp)
-        backend = free_port()
-        (work / "backend.conf").write_text(pc.backend_conf(backend, work))
-        started.append(peers.start("direct", peers.nginx_argv(work, work / "backend.conf"), work))
-        peers.wait_ready(started[-1], backend)
+        backend = peers.start_backend(work, started)
         tls = peers.throwaway_tls(work)
         for layout in layouts:
             row: dict[str, Any] = {"what": LAYOUTS[layout], "sizes": {}}
