@@ -69,7 +69,7 @@ def pristine(seed: Seed) -> bool:
 
 def operator_serving(seed: Seed) -> bool:
     """One operator task runs, and it answers on its published port with a pass done: a task Swarm
-    lists as running may not listen yet (the faults module's teardown restarts it, for one)."""
+    lists as running may not listen yet (a module may have restarted it)."""
     found = operator_endpoints(seed.client(), (OPERATOR,))
     return len(found) == 1 and successful_passes(*next(iter(found.values()))) >= 1
 
