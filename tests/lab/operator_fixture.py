@@ -164,10 +164,16 @@ def clean_swarm(client: docker.DockerClient, *, services: tuple[str, ...] = (), 
         if secret.name.startswith(ACME_SECRET_PREFIX):
             _remove_when_unused(secret.remove)
     if lab is not None:
-        for name in lab.lb_nodes:
-            for proxy in proxies:
-                _forget_served_config(lab, name, f"{proxy}-state")
-                _forget_served_config(lab, name, f"{proxy}-certs")
+        forget_proxy_volumes(lab, proxies)
+
+
+def forget_proxy_volumes(lab: Lab, proxies: tuple[str, ...] = (PROXY,)) -> None:
+    """Each proxy's state and certificate volumes on each LB node (once its service is gone), so the
+    next proxy there starts from the bootstrap rather than from the last deployment's served config."""
+    for name in lab.lb_nodes:
+        for proxy in proxies:
+            _forget_served_config(lab, name, f"{proxy}-state")
+            _forget_served_config(lab, name, f"{proxy}-certs")
 
 
 def _forget_served_config(lab: Lab, name: str, volume: str = STATE_VOLUME) -> None:

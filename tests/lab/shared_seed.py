@@ -21,7 +21,7 @@ import pytest
 
 from tests import docker_api
 from tests.lab.cluster import load_lab
-from tests.lab.operator_fixture import operator_endpoints, successful_passes
+from tests.lab.operator_fixture import forget_proxy_volumes, operator_endpoints, successful_passes
 from tests.lab.seed_deployment import CONFIG, OPERATOR, Seed
 from tests.support import wait_for
 
@@ -43,6 +43,11 @@ def acquire(seed: Seed) -> None:
         wait_for(lambda: operator_serving(seed), timeout=PATIENCE_S, what="the seed's operator serving /metrics")
         return
     seed.undeploy()  # whatever an interrupted run left
+    # The previous module's proxies left their served config and certificates in volumes on the LB
+    # nodes (`demo.sh down` keeps them); a fresh deployment starts from the bootstrap, as it did when
+    # another module's clean-up always ran in between (in CI, lb-00 then answered 503s for hosts the
+    # new operator routes, right after module to module hand-overs).
+    forget_proxy_volumes(seed.lab)
     seed.deploy()
 
 

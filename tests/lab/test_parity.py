@@ -34,8 +34,9 @@ NETWORK = "parity-front"
 # and its routing mesh need: a VIP answers nothing here, wherever it is asked from.
 IPVS = Path("/proc/net/ip_vs").exists()
 
-# It removes the seed's deployment itself: objects of its own go only once the proxy has.
-pytestmark = pytest.mark.shared_seed(keeps=False)
+# It deploys the seed afresh (`shared_seed.acquire` finds none kept) and removes it, at its own place in
+# the suite: run right after other modules that hand the deployment on, lb-00 answered it 503s in two CI
+# runs (cause not found; alone, and after the modules before it there, it passes).
 
 
 @pytest.fixture(scope="module")

@@ -36,8 +36,8 @@ from tests.lab.cluster import Lab
 from tests.lab.seed_deployment import Seed
 from tests.support import wait_for
 
-# It removes the seed's deployment itself: objects of its own go only once the proxy has.
-pytestmark = [pytest.mark.lab, pytest.mark.shared_seed(keeps=False)]
+# It deploys the seed afresh and removes it, at its own place in the suite (see test_parity.py).
+pytestmark = pytest.mark.lab
 
 AUTH, LIMITS, DENY = "auth.policy.local", "limits.policy.local", "deny.policy.local"
 DOWN, SPLIT = "down.policy.local", "split.policy.local"
