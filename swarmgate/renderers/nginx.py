@@ -49,6 +49,7 @@ from swarmgate.renderers.server_layout import (
     pool_failover_ms,
     shares_a_server,
 )
+from swarmgate.renderers.upstream_blocks import upstream_blocks
 
 TEMPLATES = Path(__file__).parent / "templates"
 _WORD = re.compile(r"^[A-Za-z0-9._~*:/\[\]-]+$")
@@ -256,6 +257,9 @@ def render_nginx(
                "upstream_pools": [r for r in table.pools if r.upstreams and (lua is None or r.pool not in lua.names)],
                # Shared hosts whose tasks speak TLS: a second map picks the scheme.
                "shared_tls_backends": [h for h in shared if h.paths[0].backend_tls is not None],
+               "upstream_blocks": lambda pools: upstream_blocks(
+                   pools, word=_word, keepalive=ext.config.upstream_keepalive,
+                   keepalive_timeout=ext.config.upstream_keepalive_timeout),
                "traffic_log_path": traffic_log, "traffic_key": traffic_key, "default_key": DEFAULT_KEY,
                "route_keys": traffic_log is not None or ext.config.access_log_format == "json",
                **passthrough}

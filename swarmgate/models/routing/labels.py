@@ -200,11 +200,10 @@ def parse_service_labels(service_name: str, labels: Mapping[str, str]) -> Servic
 # (per extension, and for unclaimed services): a result depends only on the name and the labels.
 @functools.lru_cache(maxsize=1 << 16)
 def _parse_labels(service_name: str, ours: tuple[tuple[str, str], ...]) -> ServiceRouting | SetAside:
-    labels = dict(ours)
     values: dict[str, object] = {}
     notices: list[str] = []
-    headers = {key[len(HEADER_PREFIX):]: value for key, value in labels.items() if key.startswith(HEADER_PREFIX)}
-    for key in sorted(labels):
+    headers = {key[len(HEADER_PREFIX):]: value for key, value in ours if key.startswith(HEADER_PREFIX)}
+    for key, value in ours:  # sorted by key already (parse_service_labels)
         name = _LABEL_NAMES.get(key)
         if key.startswith(HEADER_PREFIX):
             continue
@@ -216,7 +215,7 @@ def _parse_labels(service_name: str, ours: tuple[tuple[str, str], ...]) -> Servi
             )
             continue
         try:
-            values[name] = _PARSERS[name](labels[key])
+            values[name] = _PARSERS[name](value)
         except LabelValueError as exc:
             return SetAside(service_name, f"label {key}: {exc}", kind=name)
     policy: dict[str, object] = {name: values.pop(name) for name in POLICY_LABELS if name in values}

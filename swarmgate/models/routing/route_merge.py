@@ -64,9 +64,12 @@ def pool_name(host: str, path: str) -> str:
     that differ in their first byte end each comparison at once; with the host first, 10,000 pools
     took nginx -t twice as long.
     """
-    readable = re.sub(r"[^a-z0-9]+", "_", f"{host}{path}".lower()).strip("_")[:48]
+    readable = _NOT_READABLE.sub("_", f"{host}{path}".lower()).strip("_")[:48]
     digest = hashlib.sha256(f"{host}\n{path}".encode()).hexdigest()[:POOL_DIGEST_CHARS]
     return f"{digest}_{readable}"
+
+
+_NOT_READABLE = re.compile(r"[^a-z0-9]+")
 
 
 def age_key(service: Service) -> tuple[str, str]:
@@ -165,9 +168,10 @@ def _pool(path: str, part: Sequence[tuple[Routed, bool]], members: Sequence[tupl
           ext: Extension, *, sticky: str | None, ip_hash: bool | None, strip: str | None,
           backend_tls: BackendTLS | None, policy: RoutePolicy | None) -> PathRoute:
     """The pool of `part` (the stable services, or the canaries) of a location all `members` share."""
-    # One service's upstreams are distinct already (routes.py keys them by address and port): no set to hash.
-    found = part[0][0].upstreams if len(part) == 1 else {u for m, _ in part for u in m.upstreams}
-    upstreams = tuple(sorted(found, key=lambda u: (u.address, u.port, u.task_id)))
+    # One service's upstreams are distinct and in this order already (routes.py keys them by address and
+    # port, and sorts them so): neither a set to hash nor a sort.
+    upstreams = part[0][0].upstreams if len(part) == 1 else tuple(sorted(
+        {u for m, _ in part for u in m.upstreams}, key=lambda u: (u.address, u.port, u.task_id)))
     return PathRoute(
         path=path, pool=name, services=tuple(sorted({m.name for m, _ in part})), upstreams=upstreams,
         strip_prefix=strip, websocket=any(ws for _, ws in members), sticky_cookie=sticky,

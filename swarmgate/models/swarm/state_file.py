@@ -40,7 +40,11 @@ def state_file_document(
     }
 
 
-def parse_state(text: str, *, source: str) -> ObservedState:
+def parse_state(text: str, *, source: str, hold: list[object] | None = None) -> ObservedState:
+    """The snapshot a state file's text describes. `hold`: a list the parsed JSON is appended to, for a
+    process that ends without teardown (`swarmgate render`): freeing the Engine JSON object by object
+    cost 0.035 s at 10,000 services, and the snapshot and route table built into the memory it freed
+    took 0.08 s longer than in fresh memory (measured with bench/offline_stages.py)."""
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -49,6 +53,8 @@ def parse_state(text: str, *, source: str) -> ObservedState:
         ) from None
     if not isinstance(document, dict):
         raise ConfigError(f"{source}: expected a JSON object with services, tasks and nodes")
+    if hold is not None:
+        hold.append(document)
     unknown = sorted(set(document) - set(_REQUIRED) - set(_OPTIONAL))
     if unknown:
         raise ConfigError(
@@ -73,7 +79,7 @@ def parse_state(text: str, *, source: str) -> ObservedState:
         raise ConfigError(f"{source}: {exc}") from None
 
 
-def load_state_file(path: str | Path) -> ObservedState:
-    """Read one state file (the only I/O in this module)."""
+def load_state_file(path: str | Path, *, hold: list[object] | None = None) -> ObservedState:
+    """Read one state file (the only I/O in this module); `hold`: as in `parse_state`."""
     text = read_user_file(path)
-    return parse_user_text(lambda: parse_state(text, source=str(path)), source=str(path), what="JSON")
+    return parse_user_text(lambda: parse_state(text, source=str(path), hold=hold), source=str(path), what="JSON")

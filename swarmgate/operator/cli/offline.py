@@ -28,7 +28,8 @@ from swarmgate.renderers.nginx import render_nginx
 SERVER_INFO = "swarmgate/0.0.0 linux/amd64"  # any valid value: what is checked is the options around it
 # The snapshot and the pass of a `render` or `routes` whose process ends without teardown once the
 # command returns (cli/main.py, `end_process`): held here, nothing frees them object by object (at
-# 10,000 services ~0.1 s of CPU, with the Engine JSON the snapshot keeps). Empty in any other process.
+# 10,000 services ~0.1 s of CPU), nor the state file's parsed JSON (`parse_state`'s `hold`). Empty in
+# any other process.
 HELD_TO_THE_END: list[object] = []
 
 
@@ -93,7 +94,7 @@ def cmd_render(config_path: str, state_path: str, extension: str | None = None, 
         config = load_config(config_path)
         chosen = _extensions(config, extension)
         with collection_paused():
-            observed = load_state_file(state_path)
+            observed = load_state_file(state_path, hold=HELD_TO_THE_END if hold else None)
             # The time of the run, as a live pass would judge certificates by (which one each host serves).
             result = decide_pass(config, observed, now=datetime.datetime.now(datetime.UTC))
         if hold:
@@ -200,7 +201,7 @@ def cmd_routes(config_path: str, state_path: str, *, out: TextIO | None = None,
     def body() -> None:
         config = load_config(config_path)
         with collection_paused():
-            observed = load_state_file(state_path)
+            observed = load_state_file(state_path, hold=HELD_TO_THE_END if hold else None)
             desired = decide_pass(config, observed, now=datetime.datetime.now(datetime.UTC)).desired
             text = routes_text(config, observed, desired)
         if hold:
