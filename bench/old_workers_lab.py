@@ -124,9 +124,16 @@ def nginx_processes(seed: Seed, node: str) -> tuple[int, list[int]]:
         todo.extend(_children(pid))
     if len(masters) != 1:
         raise RuntimeError(f"expected one nginx master in {container[:12]} on {node}, found {masters}")
-    workers = [p for p in _children(masters[0])
-               if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"nginx: worker process")]
-    return masters[0], workers
+    return masters[0], [p for p in _children(masters[0]) if _is_worker(p)]
+
+
+def _is_worker(pid: int) -> bool:
+    # An old worker that retires between the listing and this read is gone: not counted, no error
+    # (a fresh-clone `make dataplane` once stopped here on a FileNotFoundError).
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"nginx: worker process")
+    except OSError:
+        return False
 
 
 def sample(seed: Seed, node: str, change: int, t0: float, open_ws: int) -> dict[str, float]:
