@@ -375,7 +375,8 @@ def summarize(runs: Sequence[PeerRun], order: Sequence[str]) -> list[dict[str, A
     base = next((r for r in rows if r["target"] == BASELINE), None)
     for row in rows:
         for key, ratio in (("rps", "rps_ratio"), ("p99_ms", "p99_ratio"), ("proxy_us", "proxy_us_ratio")):
-            figure = _ratio(row[key], base[key] if base else None)
+            # A CPU of 0: not measured (the backend's own, `direct`), not free.
+            figure = _ratio(row[key], base[key] if base else None) if row[key] or key != "proxy_us" else None
             row[ratio] = None if figure is None else round(figure, 3)
     return rows
 
