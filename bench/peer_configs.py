@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,13 +115,22 @@ def caddy_json(port: int, backend: int, data_dir: Path) -> str:
 # -- swarmgate's render
 
 
+# Interlock's per-request extras that a configuration key turns off: the request id nginx draws for
+# every request (`RequestIDs`), the five `x-*` info response headers (`HideInfoHeaders`) and the traffic
+# log (`TrafficMetrics`, swarmgate's own). What stays: the access log (`AccessLogPath` takes a path, and
+# the default already writes it in 4k chunks: bench/render-ablation.md) and the forwarded headers
+# (`X-Real-IP`, `X-Forwarded-*`), which no key turns off.
+NO_REQUEST_IDS = ("RequestIDs = false",)
+LEAN = (*NO_REQUEST_IDS, "HideInfoHeaders = true", "TrafficMetrics = false")
+
+
 def seed_toml(seed_text: str, *, upstream_keepalive: int | None = None, lua_balancer: bool = False,
-              traffic_metrics: bool | None = None) -> str:
+              traffic_metrics: bool | None = None, options: Sequence[str] = ()) -> str:
     """The seed's configuration, with `UpstreamKeepalive`, `LuaBalancer` and `TrafficMetrics` added to its
-    nginx options when given."""
+    nginx options when given, then `options` (`KEY = VALUE` lines) as they are."""
     added = ([f"UpstreamKeepalive = {upstream_keepalive}"] if upstream_keepalive is not None else []) + (
         ["LuaBalancer = true"] if lua_balancer else []) + (
-        [f"TrafficMetrics = {str(traffic_metrics).lower()}"] if traffic_metrics is not None else [])
+        [f"TrafficMetrics = {str(traffic_metrics).lower()}"] if traffic_metrics is not None else []) + list(options)
     if not added:
         return seed_text
     marker = "[Extensions.default.Config]"

@@ -13,6 +13,9 @@ On 127.0.0.1, each on a free port, no lab needed:
   only what ties it to the proxy's container (listen ports, paths, the user, the agent's include), its
   stdout a pipe another process reads, as Docker reads the proxy task's;
 * `swarmgate-keepalive64`: the same with `UpstreamKeepalive = 64`;
+* `swarmgate-no-reqid`: the same with `RequestIDs = false` (no `x-request-id`, nginx's `$request_id` never
+  drawn), and `swarmgate-lean` with every per-request extra of Interlock's that a key turns off
+  (`RequestIDs = false`, `HideInfoHeaders = true`, `TrafficMetrics = false`: bench/peer_configs.py's `LEAN`);
 * `swarmgate-metrics-off`: the same with `TrafficMetrics = false` (no traffic log, nothing counted);
   `swarmgate` itself writes the traffic log and has it counted, as in a proxy task, by the agent's
   aggregator (`agent.sh traffic PID` under busybox `sh`, with the machine's mawk), and
@@ -79,6 +82,9 @@ TARGETS: dict[str, str] = {
     "swarmgate": "swarmgate's render of the seed's config (1 service; traffic counted with mawk)",
     "swarmgate-keepalive64": "the same with `UpstreamKeepalive = 64`",
     "swarmgate-metrics-off": "the same with `TrafficMetrics = false`",
+    "swarmgate-no-reqid": "the same with `RequestIDs = false` (no `x-request-id`: nginx draws no random id)",
+    "swarmgate-lean": "the same with Interlock's per-request extras off (`RequestIDs = false`, "
+                      "`HideInfoHeaders = true`, `TrafficMetrics = false`)",
     "swarmgate-busybox-awk": "the same, its traffic counted with busybox's awk",
     "swarmgate-10k": f"the same route in a {BIG:,}-service render",
     "swarmgate-lua": "swarmgate's render with `LuaBalancer = true` (1 service)",
@@ -369,7 +375,8 @@ def summarize(runs: Sequence[PeerRun], order: Sequence[str]) -> list[dict[str, A
     base = next((r for r in rows if r["target"] == BASELINE), None)
     for row in rows:
         for key, ratio in (("rps", "rps_ratio"), ("p99_ms", "p99_ratio"), ("proxy_us", "proxy_us_ratio")):
-            figure = _ratio(row[key], base[key] if base else None)
+            # A CPU of 0: not measured (the backend's own, `direct`), not free.
+            figure = _ratio(row[key], base[key] if base else None) if row[key] or key != "proxy_us" else None
             row[ratio] = None if figure is None else round(figure, 3)
     return rows
 
@@ -404,6 +411,12 @@ GOALS = (
          lambda s, t: _ratio(_get(s, "swarmgate", "rps"), _get(s, BASELINE, "rps"))),
     Goal("swarmgate's default: p99 ≤ 1.2x the minimal nginx proxy's", 1.2, False,
          lambda s, t: _ratio(_get(s, "swarmgate", "p99_ms"), _get(s, BASELINE, "p99_ms"))),
+    Goal("what stands in the way of goal 1: the default with Interlock's per-request extras off: throughput ≥ 0.9x "
+         "the minimal nginx proxy's", 0.9, True,
+         lambda s, t: _ratio(_get(s, "swarmgate-lean", "rps"), _get(s, BASELINE, "rps"))),
+    Goal("what stands in the way of goal 1: the default with `RequestIDs = false` alone: throughput ≥ 0.9x the "
+         "minimal nginx proxy's", 0.9, True,
+         lambda s, t: _ratio(_get(s, "swarmgate-no-reqid", "rps"), _get(s, BASELINE, "rps"))),
     Goal("per-route traffic metrics (mawk): throughput ≥ 0.9x with `TrafficMetrics = false`", 0.9, True,
          lambda s, t: _ratio(_get(s, "swarmgate", "rps"), _get(s, "swarmgate-metrics-off", "rps"))),
     Goal("per-route traffic metrics (busybox awk): throughput ≥ 0.9x with `TrafficMetrics = false`", 0.9, True,
@@ -627,6 +640,8 @@ def run(rounds: int, seconds: int, only: Sequence[str] | None = None, *, time_ng
         lua_toml = pc.seed_toml(seed, lua_balancer=True)
         for name, toml, services in (("swarmgate", pc.seed_toml(seed), 1),
                                      ("swarmgate-metrics-off", pc.seed_toml(seed, traffic_metrics=False), 1),
+                                     ("swarmgate-no-reqid", pc.seed_toml(seed, options=pc.NO_REQUEST_IDS), 1),
+                                     ("swarmgate-lean", pc.seed_toml(seed, options=pc.LEAN), 1),
                                      ("swarmgate-busybox-awk", pc.seed_toml(seed), 1),
                                      ("swarmgate-keepalive64", pc.seed_toml(seed, upstream_keepalive=64), 1),
                                      ("swarmgate-10k", pc.seed_toml(seed), BIG),
@@ -656,8 +671,10 @@ def run(rounds: int, seconds: int, only: Sequence[str] | None = None, *, time_ng
                 for size in (f"{label}1000", f"{label}{BIG}"):
                     row = nginx_t_rows[size]
                     log(f"nginx -t at {size} services: {row['seconds']} s, {row['max_rss_mib']} MiB")
-            # Its logs go to /dev/stdout: a pipe, as in the proxy task.
-            launch(name, nginx_argv(prefix, conf), port, upstream=f"{pc.LOOPBACK}:{backend}", stdout_pipe=True)
+            # Its logs go to /dev/stdout: a pipe, as in the proxy task. Without the info headers
+            # (HideInfoHeaders) the backend's `ok` alone says the request went there.
+            launch(name, nginx_argv(prefix, conf), port, stdout_pipe=True,
+                   upstream=f"{pc.LOOPBACK}:{backend}" if "x-upstream-addr" in text else None)
             if TRAFFIC_LOG in text:
                 started.append(start_aggregator(name, started[-1].proc.pid, prefix))
                 aggregators[name] = prefix / "agent" / "traffic"
@@ -668,8 +685,9 @@ def run(rounds: int, seconds: int, only: Sequence[str] | None = None, *, time_ng
         served_before = {name: counted_requests(path) for name, path in aggregators.items()}
         own = ({pid for server in started for pid in (server.proc.pid, *_children(server.proc.pid))}
                | {server.reader.pid for server in started if server.reader is not None})
+        # Every proxy's own CPU, the yardstick's too (its ratio is the one to read on a busy machine).
         roots = {name: [s.proc.pid for s in started if s.name in (name, f"{name}-aggregator")]
-                 for name in ports if name.startswith("swarmgate")}
+                 for name in ports if name != "direct"}
         runs = measure(ports, rounds, seconds, own, roots)
         for server in started:
             if not server.alive():

@@ -58,16 +58,6 @@ def _edit(pattern: str, replacement: str) -> Edit:
     return apply
 
 
-def _both(*edits: Edit) -> Edit:
-    def apply(text: str) -> str:
-        for edit in edits:
-            text = edit(text)
-        return text
-
-    return apply
-
-
-_REQUEST_ID_MAP = r"^\s*map \$http_x_request_id \$swarmgate_request_id \{\n[^}]*\}\n"
 # name -> (what it is, configuration keys added, an edit of the rendered text or None, stdout a pipe)
 VARIANTS: dict[str, tuple[str, tuple[str, ...], Edit | None, bool]] = {
     "default": ("swarmgate's render as it is (the access log in 4k chunks, flushed every second)", (), None, True),
@@ -78,9 +68,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...], Edit | None, bool]] = {
     "no-access-log": ("`access_log off`", (), _edit(r"access_log /dev/stdout main[^;]*;", "access_log off;"), True),
     "no-info-headers": ("`HideInfoHeaders = true`: none of Interlock's five `x-*` response headers",
                         ("HideInfoHeaders = true",), None, True),
-    "no-request-id": ("no `x-request-id` (request or response) and no map: nginx draws no random id",
-                      (), _both(_edit(r"^\s*(add_header|proxy_set_header) x-request-id .*\n", ""),
-                                _edit(r"reqid=\$swarmgate_request_id ", ""), _edit(_REQUEST_ID_MAP, "")), True),
+    "no-request-id": ("`RequestIDs = false`: no `x-request-id` (request or response) and no map: nginx draws no "
+                      "random id", ("RequestIDs = false",), None, True),
     "no-forwarded-headers": ("no `X-Real-IP`, `X-Forwarded-For`, `X-Forwarded-Proto` to the backend", (),
                              _edit(r"^\s*proxy_set_header (X-Real-IP|X-Forwarded-For|X-Forwarded-Proto) .*\n", ""),
                              True),
@@ -92,6 +81,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...], Edit | None, bool]] = {
                                  r"\1proxy_http_version 1.1;\n\1proxy_buffering off;"),
                            True),
     "keepalive-64": ("`UpstreamKeepalive = 64`", ("UpstreamKeepalive = 64",), None, True),
+    "lean": ("Interlock's per-request extras off (bench/peer_configs.py's `LEAN`: `RequestIDs = false`, "
+             "`HideInfoHeaders = true`, `TrafficMetrics = false`)", pc.LEAN, None, True),
 }
 
 

@@ -131,6 +131,7 @@ OPTIONS: dict[str, st.SearchStrategy[Any]] = {
     "HTTPVersion": st.one_of(st.sampled_from(["1.0", "1.1", 1.1, 1.0, "2", 2]), garbage),
     "UnderscoresInHeaders": st.one_of(st.booleans(), garbage),
     "HideInfoHeaders": st.one_of(st.booleans(), garbage),
+    "RequestIDs": st.one_of(st.booleans(), garbage),
     "IPHash": st.one_of(st.booleans(), garbage),
 }
 EXTENSION: dict[str, st.SearchStrategy[Any]] = {

@@ -13,7 +13,8 @@ from swarmgate.errors import ConfigError
 from swarmgate.models.settings.config import Config, load_config, parse_config
 from swarmgate.models.settings.duration import parse_go_duration
 from swarmgate.models.settings.extension import LOADBALANCER_CONSTRAINT, Extension
-from swarmgate.models.settings.nginx_options import DEFAULT_MAIN_LOG_FORMAT, DEFAULT_TRACE_LOG_FORMAT, NginxOptions
+from swarmgate.models.settings.log_formats import DEFAULT_MAIN_LOG_FORMAT, DEFAULT_TRACE_LOG_FORMAT
+from swarmgate.models.settings.nginx_options import NginxOptions
 from swarmgate.models.settings.user_file import MAX_USER_FILE_BYTES
 from swarmgate.operator.cli.offline import cmd_check_config
 
@@ -99,7 +100,7 @@ def test_every_interlock_key_is_read_into_its_typed_field() -> None:
         "ssl_ciphers": "ECDHE-RSA-AES256-GCM-SHA384", "ssl_protocols": "TLSv1.2 TLSv1.3",
         "ssl_opts": ("ssl_session_cache shared:SSL:10m;",), "ssl_default_dh_param": 2048,
         "ssl_default_dh_param_path": "/etc/nginx/dhparam.pem", "ssl_verify": "optional",
-        "hide_info_headers": True, "access_log_path": "/var/log/nginx/access.log",
+        "hide_info_headers": True, "request_ids": False, "access_log_path": "/var/log/nginx/access.log",
         "access_log_buffer": "4k", "access_log_flush": 1.0,
         "error_log_path": "/var/log/nginx/error.log", "main_log_format": "$remote_addr $status",
         "trace_log_format": "$remote_addr $request_id", "http_version": "1.0",
@@ -122,7 +123,8 @@ def test_nginx_options_default_to_interlocks_documented_values() -> None:
         "underscores_in_headers": False, "server_names_hash_bucket_size": 128, "upstream_zone_size": 64,
         "ip_hash": False, "ssl_ciphers": "HIGH:!aNULL:!MD5", "ssl_protocols": "TLSv1.2", "ssl_opts": (),
         "ssl_default_dh_param": 1024, "ssl_default_dh_param_path": "", "ssl_verify": "required",
-        "hide_info_headers": False, "access_log_path": "/dev/stdout", "error_log_path": "/dev/stdout",
+        "hide_info_headers": False, "request_ids": True, "access_log_path": "/dev/stdout",
+        "error_log_path": "/dev/stdout",
         # swarmgate's own: the access log written in PIPE_BUF chunks, at least every second
         "access_log_buffer": "4k", "access_log_flush": 1.0,
         "main_log_format": DEFAULT_MAIN_LOG_FORMAT, "trace_log_format": DEFAULT_TRACE_LOG_FORMAT,
@@ -301,6 +303,11 @@ MORE_BAD = [
                  id="ciphers"),
     pytest.param('[Extensions.default.Config]\nMainLogFormat = "$remote_addr $no_such"',
                  "Extensions.default.Config.MainLogFormat: unknown nginx variable $no_such", id="log-variable"),
+    pytest.param('[Extensions.default.Config]\nRequestIDs = "off"',
+                 "Extensions.default.Config.RequestIDs: expected true or false, got 'off'", id="request-ids-word"),
+    pytest.param('[Extensions.default.Config]\nRequestIDs = false\nTraceLogFormat = "$swarmgate_request_id"',
+                 "Extensions.default.Config: TraceLogFormat names $swarmgate_request_id, which RequestIDs = false "
+                 "leaves out: use $http_x_request_id", id="request-id-variable-without-request-ids"),
     pytest.param('[Extensions.default.Config]\nUpstreamZoneSize = 8',
                  "Extensions.default.Config.UpstreamZoneSize: expected an integer 32-8192, got 8", id="zone-too-small"),
     pytest.param('[Extensions.default.Config]\nLargeClientHeaderBuffers = "4 256"',

@@ -23,9 +23,9 @@ TLS = (Path("/tmp/bench/cert.pem"), Path("/tmp/bench/key.pem"))
 CONTROL_INCLUDE = "/var/lib/swarmgate/control/*.conf"
 
 
-def rendered(tmp_path: Path, *, keepalive: int | None = None, services: int = 1) -> str:
+def rendered(tmp_path: Path, *, keepalive: int | None = None, services: int = 1, options: tuple[str, ...] = ()) -> str:
     config, state = tmp_path / "config.toml", tmp_path / "state.json"
-    config.write_text(pc.seed_toml(SEED_TOML.read_text(), upstream_keepalive=keepalive))
+    config.write_text(pc.seed_toml(SEED_TOML.read_text(), upstream_keepalive=keepalive, options=options))
     state.write_text(json.dumps(pc.state_document(services, BACKEND)))
     out, err = io.StringIO(), io.StringIO()
     assert cmd_render(str(config), str(state), out=out, err=err) == 0, err.getvalue()
@@ -107,6 +107,14 @@ def test_the_loopback_rewrite_changes_only_what_it_claims(tmp_path: Path, keepal
     assert ("keepalive 64;" in out) == (keepalive == 64)
 
 
+def test_the_lean_target_renders_none_of_interlocks_per_request_extras_and_the_default_all(tmp_path: Path) -> None:
+    extras = ("$request_id", "x-request-id", "x-upstream-addr", "swarmgate-traffic")
+    lean, default = rendered(tmp_path, options=pc.LEAN), rendered(tmp_path)
+    assert [x for x in extras if x in lean] == [] and [x for x in extras if x not in default] == []
+    no_reqid = rendered(tmp_path, options=pc.NO_REQUEST_IDS)
+    assert "$request_id" not in no_reqid and "x-upstream-addr" in no_reqid and "swarmgate-traffic" in no_reqid
+
+
 def test_the_big_render_keeps_the_demo_route_and_every_other(tmp_path: Path) -> None:
     text = rendered(tmp_path, services=30)
     out = pc.loopback_rewrite(text, ports=PORTS, prefix=tmp_path, tls=TLS, user="bench-user")
@@ -153,15 +161,15 @@ def test_the_goals_are_computed_from_the_figures() -> None:
     assert verdicts([minimal, row("swarmgate", 45000, 0.6, 11.0), row("swarmgate-10k", 40500, 9.0),
                      row("swarmgate-lua", 45000, 0.6), row("swarmgate-lua-10k", 40500, 9.0),
                      row("swarmgate-metrics-off", 50000, 0.5, 10.0), row("swarmgate-busybox-awk", 45000, 0.6, 11.0),
-                     ], t) == ["meets"] * 12
+                     row("swarmgate-lean", 45000, 0.5), row("swarmgate-no-reqid", 45000, 0.5)], t) == ["meets"] * 14
     slow = {size: {"seconds": seconds, "max_rss_mib": rss} for size, seconds, rss in (
         ("1000", 0.1, 20.0), ("10000", 1.21, 160.1), ("lua 1000", 0.1, 10.0), ("lua 10000", 1.21, 160.1))}
     assert verdicts([minimal, row("swarmgate", 44999, 0.61, 11.1), row("swarmgate-10k", 40000, 0.7),
                      row("swarmgate-lua", 45000, 0.6), row("swarmgate-lua-10k", 40000, 0.7),
                      row("swarmgate-metrics-off", 50000, 0.5, 10.0), row("swarmgate-busybox-awk", 44999, 0.6, 11.1),
-                     ], slow) == ["misses"] * 12
+                     row("swarmgate-lean", 44999, 0.5), row("swarmgate-no-reqid", 44999, 0.5)], slow) == ["misses"] * 14
     checks = peers.goal_checks([minimal, row("swarmgate", 25000, 1.0)], {})
-    assert [g["verdict"] for g in checks] == ["misses", "misses"] + ["not measured"] * 10
+    assert [g["verdict"] for g in checks] == ["misses", "misses"] + ["not measured"] * 12
     assert [g["figure"] for g in checks[:2]] == [0.5, 2.0]
 
 
