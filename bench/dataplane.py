@@ -30,7 +30,7 @@ requests. On a shared lab run it under the lab lock:
 
     flock /tmp/swarmgate-lab.lock make dataplane
     .venv/bin/python bench/dataplane.py [--levels 1 8 32] [--rounds 3] [--seconds 5] [--variants]
-                                        [--no-peers | --no-lab] [--peer-rounds 3] [--peer-seconds 4]
+                                        [--no-peers | --no-lab] [--peer-rounds 5] [--peer-seconds 4]
 """
 
 from __future__ import annotations
