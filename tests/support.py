@@ -10,6 +10,7 @@ its opening and its closing (`since`/`until` take nanoseconds) and keeps the eve
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
 import time
@@ -35,6 +36,14 @@ def host_port(task: dict[str, Any], target: int) -> int | None:
         if p.get("TargetPort") == target and p.get("PublishMode") == "host" and p.get("PublishedPort"):
             return int(p["PublishedPort"])
     return None
+
+
+def answer(handler: http.server.BaseHTTPRequestHandler, body: bytes, status: int = 200) -> None:
+    """A loopback test task's whole reply: `status` and `body`, with its length."""
+    handler.send_response(status)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -40,6 +40,7 @@ from swarmgate.operator.planning.actions import CreateCertificateSecret
 from swarmgate.operator.planning.decide import PassDecision, decide_pass
 from swarmgate.renderers.validate import localized, nginx_binary
 from tests.factories import node, service, swarm_secret, task
+from tests.support import answer
 
 pytestmark = [
     pytest.mark.lab,
@@ -67,11 +68,7 @@ TOML = """
 
 class Task(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = b"the task\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        answer(self, b"the task\n")
 
     def log_message(self, *_: object) -> None:
         pass

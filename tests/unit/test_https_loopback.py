@@ -30,6 +30,7 @@ from swarmgate.models.swarm.observed import ObservedState
 from swarmgate.renderers.nginx import render_nginx
 from swarmgate.renderers.validate import localized, nginx_binary
 from tests.factories import node, service, swarm_secret, task
+from tests.support import answer
 
 INFO = "swarmgate/0.1.0 linux/amd64"
 SECURE, EMPTY, DOWN = "secure.local", "empty.local", "down.local"
@@ -73,10 +74,7 @@ class Task(http.server.BaseHTTPRequestHandler):
         sni = getattr(self.connection, "sni", None)
         body = f"task {'tls' if sni is not None or isinstance(self.connection, ssl.SSLSocket) else 'plain'} " \
                f"sni={sni} path={self.path}\n".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        answer(self, body)
 
     def log_message(self, *_: object) -> None:
         pass
@@ -222,9 +220,9 @@ def test_hsts_on_a_proxied_200_and_on_nginxs_own_502_and_503_over_http2(proxy: P
     down = curl(proxy, DOWN, https=True, http2=True)
     empty = curl(proxy, EMPTY, https=True, http2=True)
     assert (down.status, empty.status) == (502, 503)
-    for answer in (ok, down, empty):
-        assert answer.headers["strict-transport-security"] == HSTS, answer.headers
-        assert answer.headers["x-request-id"], "the location's own headers are still there"
+    for reply in (ok, down, empty):
+        assert reply.headers["strict-transport-security"] == HSTS, reply.headers
+        assert reply.headers["x-request-id"], "the location's own headers are still there"
     assert curl(proxy, SECURE, "/x", https=True).version == "1.1"
 
 

@@ -26,7 +26,7 @@ from swarmgate.models.swarm.state_file import load_state_file
 from swarmgate.renderers.nginx import render_nginx
 from swarmgate.renderers.validate import localized, nginx_binary, nginx_check
 from tests.factories import node, service, task
-from tests.support import free_port
+from tests.support import answer, free_port
 from tests.unit.test_policies_loopback import wait_listening
 from tests.unit.test_render import GOLDEN, INFO, features_state
 
@@ -84,11 +84,7 @@ class Echo(http.server.BaseHTTPRequestHandler):
     """A task that answers with the x-request-id it was sent (`-` when none)."""
 
     def do_GET(self) -> None:
-        body = (self.headers.get("x-request-id") or "-").encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        answer(self, (self.headers.get("x-request-id") or "-").encode())
 
     def log_message(self, *_: object) -> None:
         pass
