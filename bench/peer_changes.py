@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import peer_configs as pc  # noqa: E402
 from bench.peers import commit, machine, nginx_argv, start  # noqa: E402
+from bench.wrkclient import proc_stats  # noqa: E402
 from swarmgate.models.routing.routes import build_route_table  # noqa: E402
 from swarmgate.models.settings.config import parse_config  # noqa: E402
 from swarmgate.models.swarm.observed import ObservedState  # noqa: E402
@@ -63,11 +64,11 @@ def rendered(proxy: Proxy, *, services: int, backend: int, lua: bool) -> str:
 def nginx_processes(master: int) -> dict[int, int]:
     """pid → RSS (KiB) of the nginx master and its children."""
     out: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for pid, text in proc_stats():
         try:
-            pid, ppid = int(stat.parent.name), int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            ppid = int(text.rsplit(")", 1)[1].split()[1])
             if pid == master or ppid == master:
-                rss = re.search(r"^VmRSS:\s+(\d+)", (stat.parent / "status").read_text(), re.M)
+                rss = re.search(r"^VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text(), re.M)
                 out[pid] = int(rss.group(1)) if rss else 0
         except (OSError, ValueError, IndexError):
             continue

@@ -62,7 +62,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import peer_configs as pc  # noqa: E402
-from bench.wrkclient import run_wrk  # noqa: E402
+from bench.wrkclient import proc_stats, run_wrk  # noqa: E402
 from swarmgate.operator.planning.runtime import AGENT_SCRIPT  # noqa: E402
 from tests.support import free_port, wait_for  # noqa: E402
 
@@ -144,11 +144,10 @@ class Running:
 
 def _children(pid: int) -> list[int]:
     out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            text = stat.read_text()
+    for child, text in proc_stats():
+        with contextlib.suppress(ValueError, IndexError):
             if int(text[text.rindex(")") + 2:].split()[1]) == pid:
-                out.append(int(stat.parent.name))
+                out.append(child)
     return out
 
 

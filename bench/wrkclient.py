@@ -14,7 +14,7 @@ import re
 import resource
 import subprocess
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,19 +64,26 @@ def cpu_times() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
+def proc_stats() -> Iterator[tuple[int, str]]:
+    """(pid, the text of /proc/PID/stat) of every process still there when it is read. Listed with
+    os.listdir: pathlib's glob stats each entry again and raised ProcessLookupError for a process that
+    exited meanwhile (which stopped a fresh-clone `make dataplane` once)."""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                yield int(name), Path(f"/proc/{name}/stat").read_text()
+            except OSError:
+                continue
+
+
 def proc_cpu() -> dict[int, tuple[str, float]]:
     """pid -> (name, CPU seconds used by it and its reaped children) for every process (the lab's demo
     backend forks a child per connection; the parent's reaped-children time holds theirs)."""
     tick = os.sysconf("SC_CLK_TCK")
     out = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
+    for pid, text in proc_stats():
         name = text[text.index("(") + 1:text.rindex(")")]
         f = text[text.rindex(")") + 2:].split()
-        pid = int(stat.parent.name)
         # This process's reaped-children time is wrk's (and nothing else it runs during a measurement).
         out[pid] = ("wrk (client)" if pid == os.getpid() else name, sum(float(x) for x in f[11:15]) / tick)
     return out
