@@ -105,7 +105,9 @@ rolls: deps
 # up no lab), --no-peers only the lab part. On a shared lab: `flock /tmp/swarmgate-lab.lock make dataplane`.
 # Then, on loopback: upstream keep-alive against backends that close idle connections (bench/keepalive_race.py,
 # 3 min), old workers under reloads and websockets (bench/old_workers.py, 2 min), `swarmgate render` at
-# 10,000 services beside `json.load` (bench/offline_render.py, 2 min); each to its own bench/*.md and .json;
+# 10,000 services beside `json.load` (bench/offline_render.py, 2 min), the stock-nginx layouts by exact counts
+# (bench/stock_layouts.py, 3 min), a task replaced with and without LuaBalancer at 10,000 services
+# (bench/peer_changes.py, 1 min); each to its own bench/*.md and .json;
 # old workers and memory on an LB node of the lab under route changes and websockets (bench/old_workers_lab.py,
 # 5 min, not with --no-lab); last, each of issue 17's goals with its verdict (bench/issue17-goals.md).
 DATAPLANE_ARGS ?=
@@ -116,6 +118,7 @@ dataplane: deps
 	$(BIN)/python bench/old_workers.py
 	$(BIN)/python bench/offline_render.py
 	$(BIN)/python bench/stock_layouts.py
+	$(BIN)/python bench/peer_changes.py
 	$(if $(findstring --no-lab,$(DATAPLANE_ARGS)),,$(BIN)/python bench/old_workers_lab.py)
 	$(BIN)/python bench/issue17_goals.py
 
