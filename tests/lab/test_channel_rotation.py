@@ -79,7 +79,10 @@ def test_rotate_key_reaches_every_proxy_with_no_failed_request_and_no_task_repla
         assert (CHANNEL_KEY.with_name(CHANNEL_KEY.name + "-1").stat().st_mode & 0o777) == 0o600
         wait_for(lambda: all(shows(a, new) for a in addresses.values()), timeout=30,
                  what="every proxy showing key generation 1")
-        assert not any(shows(a, old) for a in addresses.values())
+        # For 100 ms after the reload an old worker may still accept and present the old certificate
+        # (seen once in CI, right after every node showed the new one): it must be gone once they quit.
+        wait_for(lambda: not any(shows(a, old) for a in addresses.values()), timeout=15,
+                 what="no proxy presenting key generation 0")
         # The operator still delivers: a new route reaches every LB node over the new key.
         route_and_wait(lab, client, "after-rotation", "after.local")
         # Enough requests to mean something, however fast the rotation went (in one CI run it was over
