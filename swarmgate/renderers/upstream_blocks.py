@@ -16,8 +16,8 @@ from swarmgate.models.routing.route_types import PathRoute, ServerParams
 from swarmgate.models.settings.duration import format_seconds
 
 
-def server_params(p: ServerParams) -> str:
-    """A `server` line's parameters from its service's labels (policy.j2's `server_params`)."""
+def _server_line_params(p: ServerParams) -> str:
+    """A `server` line's parameters from its service's labels: weight, max_fails, fail_timeout."""
     return ((f" weight={int(p.weight)}" if p.weight is not None else "")
             + (f" max_fails={int(p.max_fails)}" if p.max_fails is not None else "")
             + (f" fail_timeout={int(p.fail_timeout)}s" if p.fail_timeout is not None else ""))
@@ -40,7 +40,7 @@ def upstream_blocks(pools: Iterable[PathRoute], *, word: Callable[[object], str]
             add("        ip_hash;\n")
         params = route.params
         for index, up in enumerate(route.upstreams):
-            extra = server_params(params[index]) if params else ""
+            extra = _server_line_params(params[index]) if params else ""
             add(f"        server {word(up.address)}:{int(up.port)}{extra};  "
                 f"# {word(up.service)} task {word(up.task_id)}\n")
         if route.backend_idle_timeout is None:
